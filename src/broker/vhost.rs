@@ -1,0 +1,547 @@
+//! A virtual host: its exchanges, queues and bindings. Holds the current routing snapshot and
+//! performs every topology change (declare, delete, bind, unbind) by building a new snapshot
+//! under one writer lock. These are the cold-path operations; publishing only reads
+//! [`VHost::snapshot`].
+
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use tokio::sync::oneshot;
+
+use super::names;
+use super::topology::Topology;
+use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::headers::{XMatch, parse_x_match};
+use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
+use crate::protocol::methods::{type_name, value_display, value_int, value_str};
+use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
+
+/// Exchanges every vhost starts with (all durable).
+const PREDECLARED: &[(&str, ExchangeKind, bool)] = &[
+    ("amq.direct", ExchangeKind::Direct, false),
+    ("amq.fanout", ExchangeKind::Fanout, false),
+    ("amq.topic", ExchangeKind::Topic, false),
+    ("amq.headers", ExchangeKind::Headers, false),
+    ("amq.match", ExchangeKind::Headers, false),
+    ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+];
+
+/// Queue arguments compared on redeclare (the known `x-` keys; others are ignored, as RabbitMQ).
+const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+    "x-dead-letter-strategy",
+    "x-queue-master-locator",
+    "x-quorum-initial-group-size",
+];
+
+/// What `queue.declare` asked for.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDeclare {
+    pub name: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// What `exchange.declare` asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ExchangeDeclare {
+    pub name: String,
+    pub kind: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug)]
+pub struct VHost {
+    name: String,
+    snapshot: RwLock<Arc<Topology>>,
+    /// Serialises topology changes (readers never take it).
+    writer: Mutex<()>,
+    me: Weak<VHost>,
+}
+
+fn b(v: bool) -> &'static str {
+    if v { "true" } else { "false" }
+}
+
+impl VHost {
+    pub fn new(name: &str) -> Arc<VHost> {
+        let mut t = Topology::default();
+        for (x, kind, internal) in PREDECLARED {
+            let e = Exchange::new((*x).into(), *kind, true, false, *internal, FieldTable::default());
+            t.exchanges.insert((*x).into(), Arc::new(e));
+        }
+        Arc::new_cyclic(|me| VHost {
+            name: name.to_string(),
+            snapshot: RwLock::new(Arc::new(t)),
+            writer: Mutex::new(()),
+            me: me.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current routing snapshot (an `Arc` clone; the lock is held only for that).
+    pub fn snapshot(&self) -> Arc<Topology> {
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Apply a change to a copy of the topology and publish it.
+    fn mutate<R>(&self, f: impl FnOnce(&mut Topology) -> AmqpResult<R>) -> AmqpResult<R> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = (*self.snapshot()).clone();
+        let r = f(&mut t)?;
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
+        Ok(r)
+    }
+
+    fn no_exchange(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format_args!("no exchange '{name}' in vhost '{}'", self.name))
+    }
+
+    fn no_queue(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format_args!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    fn locked(&self, name: &str) -> AmqpError {
+        AmqpError::resource_locked(format_args!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+            self.name
+        ))
+    }
+
+    fn default_exchange_refused() -> AmqpError {
+        AmqpError::access_refused("operation not permitted on the default exchange")
+    }
+
+    // ---- exchanges ----------------------------------------------------------------------
+
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<()> {
+        if d.passive {
+            if d.name.is_empty() {
+                return Err(Self::default_exchange_refused());
+            }
+            return match self.snapshot().exchanges.get(&d.name) {
+                Some(_) => Ok(()),
+                None => Err(self.no_exchange(&d.name)),
+            };
+        }
+        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
+            let mut e = AmqpError::command_invalid(format_args!("invalid exchange type '{}'", d.kind));
+            e.force_connection = true;
+            e
+        })?;
+        if d.name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        self.mutate(|t| {
+            if let Some(x) = t.exchanges.get(&d.name) {
+                return self.exchange_equivalent(x, kind, d);
+            }
+            if d.name.starts_with("amq.") {
+                return Err(AmqpError::access_refused(format_args!(
+                    "exchange name '{}' contains reserved prefix 'amq.*'",
+                    d.name
+                )));
+            }
+            if let Some(v) = d.arguments.inner().get("alternate-exchange") {
+                if !matches!(v, AMQPValue::LongString(_)) {
+                    return Err(AmqpError::precondition(format_args!(
+                        "invalid type '{}' for arg 'alternate-exchange' in exchange '{}' in vhost '{}'",
+                        type_name(v),
+                        d.name,
+                        self.name
+                    )));
+                }
+            }
+            let x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+            t.exchanges.insert(d.name.clone(), Arc::new(x));
+            Ok(())
+        })
+    }
+
+    fn exchange_equivalent(&self, x: &Exchange, kind: ExchangeKind, d: &ExchangeDeclare) -> AmqpResult<()> {
+        let ineq = |arg: &str, got: &str, cur: &str| {
+            AmqpError::precondition(format_args!(
+                "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{got}' but current is '{cur}'",
+                d.name, self.name
+            ))
+        };
+        if x.kind != kind {
+            return Err(ineq("type", kind.as_str(), x.kind.as_str()));
+        }
+        if x.durable != d.durable {
+            return Err(ineq("durable", b(d.durable), b(x.durable)));
+        }
+        if x.auto_delete != d.auto_delete {
+            return Err(ineq("auto_delete", b(d.auto_delete), b(x.auto_delete)));
+        }
+        if x.internal != d.internal {
+            return Err(ineq("internal", b(d.internal), b(x.internal)));
+        }
+        self.args_equivalent("exchange", &d.name, &["alternate-exchange"], &d.arguments, &x.arguments)
+    }
+
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        if name.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        self.mutate(|t| {
+            let Some(x) = t.exchanges.get(name) else { return Ok(()) };
+            if if_unused && !x.bindings().is_empty() {
+                return Err(AmqpError::precondition(format_args!(
+                    "exchange '{name}' in vhost '{}' in use",
+                    self.name
+                )));
+            }
+            t.exchanges.remove(name);
+            remove_bindings_to(t, &Destination::Exchange(name.to_string()));
+            Ok(())
+        })
+    }
+
+    pub fn bind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        self.mutate(|t| {
+            for x in [source, destination] {
+                if !t.exchanges.contains_key(x) {
+                    return Err(self.no_exchange(x));
+                }
+            }
+            add_binding(t, source, Destination::Exchange(destination.into()), key, args)
+        })
+    }
+
+    pub fn unbind_exchange(&self, destination: &str, source: &str, key: &str, args: &FieldTable) -> AmqpResult<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        self.mutate(|t| {
+            remove_binding(t, source, &Destination::Exchange(destination.into()), key, args);
+            Ok(())
+        })
+    }
+
+    // ---- queues -------------------------------------------------------------------------
+
+    /// Find a queue this connection may use (404 if missing, 405 if another's exclusive queue).
+    pub fn queue(&self, name: &str, conn_id: u64) -> AmqpResult<Arc<QueueEntry>> {
+        let q = self.snapshot().queues.get(name).cloned().ok_or_else(|| self.no_queue(name))?;
+        match q.exclusive_owner {
+            Some(owner) if owner != conn_id => Err(self.locked(name)),
+            _ => Ok(q),
+        }
+    }
+
+    /// Declare (or check) a queue; returns its entry and whether it was created now.
+    pub fn declare_queue(&self, d: &QueueDeclare, conn_id: u64) -> AmqpResult<(Arc<QueueEntry>, bool)> {
+        if d.passive {
+            return self.queue(&d.name, conn_id).map(|q| (q, false));
+        }
+        let name = if d.name.is_empty() {
+            names::queue_name()
+        } else {
+            if d.name.starts_with("amq.") {
+                return Err(AmqpError::access_refused(format_args!(
+                    "queue name '{}' contains reserved prefix 'amq.*'",
+                    d.name
+                )));
+            }
+            d.name.clone()
+        };
+        self.mutate(|t| {
+            if let Some(q) = t.queues.get(&name) {
+                if q.exclusive_owner.is_some_and(|o| o != conn_id) || q.exclusive_owner.is_some() != d.exclusive {
+                    return Err(self.locked(&name));
+                }
+                self.queue_equivalent(q, &name, d)?;
+                return Ok((q.clone(), false));
+            }
+            let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
+            let handle = actor::spawn(&name, &me, d.auto_delete);
+            let entry = Arc::new(QueueEntry {
+                name: name.clone(),
+                durable: d.durable,
+                exclusive_owner: d.exclusive.then_some(conn_id),
+                auto_delete: d.auto_delete,
+                arguments: d.arguments.clone(),
+                handle,
+            });
+            t.queues.insert(name.clone(), entry.clone());
+            Ok((entry, true))
+        })
+    }
+
+    fn queue_equivalent(&self, q: &QueueEntry, name: &str, d: &QueueDeclare) -> AmqpResult<()> {
+        let ineq = |arg: &str, got: bool, cur: bool| {
+            AmqpError::precondition(format_args!(
+                "inequivalent arg '{arg}' for queue '{name}' in vhost '{}': received '{}' but current is '{}'",
+                self.name,
+                b(got),
+                b(cur)
+            ))
+        };
+        if q.durable != d.durable {
+            return Err(ineq("durable", d.durable, q.durable));
+        }
+        if q.auto_delete != d.auto_delete {
+            return Err(ineq("auto_delete", d.auto_delete, q.auto_delete));
+        }
+        self.args_equivalent("queue", name, EQUIVALENCE_ARGS, &d.arguments, &q.arguments)
+    }
+
+    /// Compare the listed arguments of a redeclare with the current ones (RabbitMQ's texts).
+    fn args_equivalent(&self, what: &str, name: &str, keys: &[&str], got: &FieldTable, cur: &FieldTable) -> AmqpResult<()> {
+        for key in keys {
+            let norm = |t: &FieldTable| {
+                t.inner().get(*key).cloned().filter(|v| {
+                    // x-queue-type=classic is the same as no x-queue-type.
+                    !(*key == "x-queue-type" && value_str(v).as_deref() == Some("classic"))
+                })
+            };
+            let (g, c) = (norm(got), norm(cur));
+            let same = match (&g, &c) {
+                (None, None) => true,
+                (Some(a), Some(b)) => match (value_int(a), value_int(b)) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => a == b,
+                },
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            let show = |v: &Option<AMQPValue>, exact: bool| match v {
+                None => "none".to_string(),
+                Some(v) if exact => format!("'{}'", value_display(v)),
+                Some(v) => format!("the value '{}' of type '{}'", value_display(v), type_name(v)),
+            };
+            let both = g.is_some() && c.is_some();
+            return Err(AmqpError::precondition(format_args!(
+                "inequivalent arg '{key}' for {what} '{name}' in vhost '{}': received {} but current is {}",
+                self.name,
+                show(&g, both),
+                show(&c, both)
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn bind_queue(&self, queue: &str, exchange: &str, key: &str, args: &FieldTable, conn_id: u64) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        self.mutate(|t| {
+            if !t.exchanges.contains_key(exchange) {
+                return Err(self.no_exchange(exchange));
+            }
+            let q = t.queues.get(queue).ok_or_else(|| self.no_queue(queue))?;
+            if q.exclusive_owner.is_some_and(|o| o != conn_id) {
+                return Err(self.locked(queue));
+            }
+            add_binding(t, exchange, Destination::Queue(queue.into()), key, args)
+        })
+    }
+
+    pub fn unbind_queue(&self, queue: &str, exchange: &str, key: &str, args: &FieldTable, conn_id: u64) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Err(Self::default_exchange_refused());
+        }
+        self.mutate(|t| {
+            if let Some(q) = t.queues.get(queue) {
+                if q.exclusive_owner.is_some_and(|o| o != conn_id) {
+                    return Err(self.locked(queue));
+                }
+            }
+            remove_binding(t, exchange, &Destination::Queue(queue.into()), key, args);
+            Ok(())
+        })
+    }
+
+    /// `queue.delete`: the queue task checks if-unused/if-empty and reports the ready count.
+    pub async fn delete_queue(&self, name: &str, if_unused: bool, if_empty: bool, conn_id: u64) -> AmqpResult<u32> {
+        let q = match self.queue(name, conn_id) {
+            Ok(q) => q,
+            Err(e) if e.code == crate::error::ReplyCode::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let (reply, rx) = oneshot::channel();
+        q.handle.send(QueueCmd::Delete { if_unused, if_empty, reply }).await;
+        // A queue task that is already gone has nothing left to count.
+        let n = rx.await.unwrap_or(Ok(0))?;
+        self.forget_queue(name, &q.handle);
+        Ok(n)
+    }
+
+    /// Delete every exclusive queue owned by a closing connection.
+    pub async fn delete_exclusive_queues(&self, conn_id: u64) {
+        let owned: Vec<String> = self
+            .snapshot()
+            .queues
+            .values()
+            .filter(|q| q.exclusive_owner == Some(conn_id))
+            .map(|q| q.name.clone())
+            .collect();
+        for name in owned {
+            let _ = self.delete_queue(&name, false, false, conn_id).await;
+        }
+    }
+
+    /// Remove a queue (that the given handle still names) and its bindings from the topology.
+    pub fn forget_queue(&self, name: &str, handle: &QueueHandle) {
+        let _ = self.mutate(|t| {
+            if t.queues.get(name).is_some_and(|q| q.handle.tx.same_channel(&handle.tx)) {
+                t.queues.remove(name);
+                remove_bindings_to(t, &Destination::Queue(name.to_string()));
+            }
+            Ok(())
+        });
+    }
+}
+
+fn add_binding(t: &mut Topology, source: &str, dest: Destination, key: &str, args: &FieldTable) -> AmqpResult<()> {
+    let Some(x) = t.exchanges.get(source) else { return Ok(()) };
+    let x_match = if x.kind == ExchangeKind::Headers { parse_x_match(args)? } else { XMatch::All };
+    let mut x = (**x).clone();
+    if x.bind(Binding::new(dest, key.to_string(), args.clone(), x_match)) {
+        t.exchanges.insert(source.to_string(), Arc::new(x));
+    }
+    Ok(())
+}
+
+fn remove_binding(t: &mut Topology, source: &str, dest: &Destination, key: &str, args: &FieldTable) {
+    let Some(x) = t.exchanges.get(source) else { return };
+    let mut x = (**x).clone();
+    if x.unbind(dest, key, args) {
+        let gone = x.auto_delete && x.bindings().is_empty();
+        t.exchanges.insert(source.to_string(), Arc::new(x));
+        if gone {
+            delete_auto_deleted(t, source);
+        }
+    }
+}
+
+/// Drop every binding that leads to `dest`, then auto-delete exchanges left without bindings.
+fn remove_bindings_to(t: &mut Topology, dest: &Destination) {
+    let sources: Vec<String> = t
+        .exchanges
+        .values()
+        .filter(|x| x.bindings().iter().any(|b| b.destination == *dest))
+        .map(|x| x.name.clone())
+        .collect();
+    for s in sources {
+        let Some(x) = t.exchanges.get(&s) else { continue };
+        let mut x = (**x).clone();
+        x.unbind_all(dest);
+        let gone = x.auto_delete && x.bindings().is_empty();
+        t.exchanges.insert(s.clone(), Arc::new(x));
+        if gone {
+            delete_auto_deleted(t, &s);
+        }
+    }
+}
+
+fn delete_auto_deleted(t: &mut Topology, name: &str) {
+    t.exchanges.remove(name);
+    remove_bindings_to(t, &Destination::Exchange(name.to_string()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::methods::longstr;
+
+    fn declare_x(v: &VHost, name: &str, kind: &str) -> AmqpResult<()> {
+        v.declare_exchange(&ExchangeDeclare { name: name.into(), kind: kind.into(), ..Default::default() })
+    }
+
+    #[tokio::test]
+    async fn e2e_routing_dedupes_and_alternate_exchange_catches_unroutable() {
+        let v = VHost::new("/");
+        declare_x(&v, "src", "fanout").unwrap();
+        declare_x(&v, "mid", "direct").unwrap();
+        let mut ae_args = FieldTable::default();
+        ae_args.insert("alternate-exchange".into(), longstr("ae"));
+        v.declare_exchange(&ExchangeDeclare { name: "main".into(), kind: "direct".into(), arguments: ae_args, ..Default::default() })
+            .unwrap();
+        declare_x(&v, "ae", "fanout").unwrap();
+        for q in ["q1", "q2"] {
+            v.declare_queue(&QueueDeclare { name: q.into(), ..Default::default() }, 1).unwrap();
+        }
+        v.bind_queue("q1", "src", "", &FieldTable::default(), 1).unwrap();
+        v.bind_exchange("mid", "src", "", &FieldTable::default()).unwrap();
+        v.bind_queue("q1", "mid", "k", &FieldTable::default(), 1).unwrap();
+        let names = |qs: Vec<Arc<QueueEntry>>| qs.iter().map(|q| q.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(v.snapshot().route("src", "k", None)), ["q1"], "one copy over two paths");
+        v.bind_queue("q2", "ae", "", &FieldTable::default(), 1).unwrap();
+        assert_eq!(names(v.snapshot().route("main", "nope", None)), ["q2"]);
+        assert_eq!(names(v.snapshot().route("", "q2", None)), ["q2"]);
+        assert!(v.snapshot().route("", "missing", None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn redeclare_equivalence_texts() {
+        let v = VHost::new("/");
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongInt(1000));
+        let d = QueueDeclare { name: "q".into(), arguments: args.clone(), ..Default::default() };
+        v.declare_queue(&d, 1).unwrap();
+        // Same value in another integer width is equivalent; unknown x- keys are ignored.
+        let mut same = FieldTable::default();
+        same.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000));
+        same.insert("x-foo".into(), longstr("bar"));
+        v.declare_queue(&QueueDeclare { arguments: same, ..d.clone() }, 1).unwrap();
+        let e = v.declare_queue(&QueueDeclare { durable: true, ..d.clone() }, 1).unwrap_err();
+        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'");
+        let mut changed = FieldTable::default();
+        changed.insert("x-message-ttl".into(), AMQPValue::LongInt(2000));
+        let e = v.declare_queue(&QueueDeclare { arguments: changed, ..d.clone() }, 1).unwrap_err();
+        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received '2000' but current is '1000'");
+        let e = v.declare_queue(&QueueDeclare { arguments: FieldTable::default(), ..d.clone() }, 1).unwrap_err();
+        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'");
+        let e = declare_x(&v, "amq.direct", "fanout").unwrap_err();
+        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'amq.direct' in vhost '/': received 'fanout' but current is 'direct'");
+    }
+
+    #[tokio::test]
+    async fn auto_delete_exchange_goes_with_its_last_binding() {
+        let v = VHost::new("/");
+        v.declare_exchange(&ExchangeDeclare { name: "ad".into(), kind: "fanout".into(), auto_delete: true, ..Default::default() })
+            .unwrap();
+        v.declare_queue(&QueueDeclare { name: "q".into(), ..Default::default() }, 1).unwrap();
+        v.bind_queue("q", "ad", "", &FieldTable::default(), 1).unwrap();
+        assert!(v.snapshot().exchanges.contains_key("ad"));
+        v.unbind_queue("q", "ad", "", &FieldTable::default(), 1).unwrap();
+        assert!(!v.snapshot().exchanges.contains_key("ad"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Per-channel state, owned by the connection task: the publish being assembled, publisher
+//! confirms, deliveries awaiting acks, consumers, and prefetch settings. The pieces with rules
+//! ([`assembler`], [`confirms`], [`unacked`]) are pure and tested without sockets; the
+//! connection's method handlers ([`crate::connection::methods`]) drive them.
+
+pub mod assembler;
+pub mod confirms;
+pub mod unacked;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::connection::flow::ChannelLimit;
+use crate::queue::QueueHandle;
+use assembler::Assembler;
+use confirms::Confirms;
+use unacked::Unacked;
+
+/// Lifecycle of an open channel number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelPhase {
+    Open,
+    /// The broker sent `channel.close`: every frame is dropped until `close-ok` (or a crossing
+    /// `channel.close`, answered with `close-ok`).
+    Closing,
+}
+
+/// A consumer on this channel.
+#[derive(Debug, Clone)]
+pub struct ChannelConsumer {
+    pub queue: QueueHandle,
+    pub no_ack: bool,
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub id: u16,
+    pub phase: ChannelPhase,
+    pub assembler: Assembler,
+    /// Some once `confirm.select` was received.
+    pub confirms: Option<Confirms>,
+    pub unacked: Unacked,
+    pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// Consumers being cancelled by the client: tag → whether it asked for no reply (nowait).
+    pub cancelling: HashMap<Arc<str>, bool>,
+    /// `basic.qos global=false`: prefetch given to consumers created from now on.
+    pub consumer_prefetch: u32,
+    /// `basic.qos global=true`: shared by every consumer on the channel.
+    pub limit: Arc<ChannelLimit>,
+    /// The last queue declared on this channel (empty queue names refer to it).
+    pub last_queue: Option<String>,
+}
+
+impl Channel {
+    pub fn new(id: u16) -> Self {
+        Channel {
+            id,
+            phase: ChannelPhase::Open,
+            assembler: Assembler::default(),
+            confirms: None,
+            unacked: Unacked::default(),
+            consumers: HashMap::new(),
+            cancelling: HashMap::new(),
+            consumer_prefetch: 0,
+            limit: Arc::new(ChannelLimit::default()),
+            last_queue: None,
+        }
+    }
+
+    /// Queues with a consumer of this channel (to wake when channel credit frees up).
+    pub fn consumer_queues(&self) -> Vec<QueueHandle> {
+        let mut out: Vec<QueueHandle> = Vec::new();
+        for c in self.consumers.values() {
+            if !out.iter().any(|q| q.tx.same_channel(&c.queue.tx)) {
+                out.push(c.queue.clone());
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,508 @@
+//! One AMQP connection: the task that owns its socket's read half and the state of all of its
+//! channels, plus a writer task for the write half ([`writer`]).
+//!
+//! Flow: protocol header → [`handshake`] (sans-IO) → the run loop, which waits on four things:
+//! frames from the socket, events from queues (deliveries, confirms, cancels) on the inbox,
+//! the heartbeat deadline, and broker shutdown. Frames are dispatched to
+//! [`methods`] (one handler per AMQP method); output is gathered in an [`Outbound`] batch and
+//! handed to the writer once per loop turn. Publishes from one socket read are grouped per
+//! queue and sent as one mailbox command each.
+//!
+//! Errors: a soft [`AmqpError`] closes its channel, a hard one the connection; both are turned
+//! into close frames only in [`Connection::fail`].
+
+pub mod flow;
+pub mod handshake;
+pub mod heartbeat;
+pub mod methods;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::broker::Broker;
+use crate::broker::vhost::VHost;
+use crate::channel::{Channel, ChannelPhase};
+use crate::error::{AmqpError, ReplyCode};
+use crate::protocol::codec::{DecodeError, Frame, FrameCodec, octets};
+use crate::protocol::encode::{self, Outbound};
+use crate::protocol::{AMQPClass, PROTOCOL_HEADER, methods as m};
+use crate::queue::state::delivery_size;
+use crate::queue::{ConnEvent, ConnInbox, Publish, QueueCmd, QueueHandle};
+use flow::FlowGauge;
+use handshake::{Handshake, HandshakeError, Negotiated, Progress};
+use heartbeat::{Heartbeat, HeartbeatAction};
+use writer::WriterMsg;
+
+/// Frames handled per loop turn when more are already buffered, before output is flushed and
+/// the inbox gets a turn (fairness between a busy publisher and its own deliveries).
+const FRAMES_PER_TURN: usize = 256;
+/// How long the broker waits for `connection.close-ok` after sending `connection.close`.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Framed = FramedRead<CountingReader, FrameCodec>;
+
+/// Serve one accepted TCP connection until it closes.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+    let id = broker.next_connection_id();
+    let span = info_span!("conn", id, %peer);
+    async move {
+        debug!("accepted");
+        run(stream, peer, broker, id).await;
+        debug!("closed");
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let rx_bytes = Arc::new(AtomicU64::new(0));
+    let mut rd = CountingReader { inner: rd, count: rx_bytes.clone() };
+    let handshake_timeout = Duration::from_secs(broker.config.amqp.handshake_timeout);
+
+    let mut header = [0u8; 8];
+    match tokio::time::timeout(handshake_timeout, rd.read_exact(&mut header)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    // 0-9-1, and 0-9 which RabbitMQ also serves as 0-9-1.
+    if &header != PROTOCOL_HEADER && &header != b"AMQP\x01\x01\x00\x09" {
+        debug!(header = %octets(&header), "wrong protocol header");
+        let _ = wr.write_all(PROTOCOL_HEADER).await;
+        let _ = wr.shutdown().await;
+        return;
+    }
+
+    let gauge = Arc::new(FlowGauge::default());
+    let (wtx, wrx) = mpsc::unbounded_channel();
+    tokio::spawn(writer::run(wr, wrx, gauge.clone()));
+    let mut framed = FramedRead::new(rd, FrameCodec::new(broker.config.amqp.frame_max));
+
+    let negotiated = match tokio::time::timeout(handshake_timeout, handshake(&mut framed, &wtx, &broker, peer)).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return,
+        Err(_) => {
+            debug!("handshake timed out");
+            let _ = wtx.send(WriterMsg::Close);
+            return;
+        }
+    };
+    framed.decoder_mut().set_frame_max(negotiated.frame_max);
+    let Some(vhost) = broker.vhost(&negotiated.vhost).cloned() else { return };
+    info!(user = %negotiated.user, vhost = %negotiated.vhost, heartbeat = negotiated.heartbeat, "connection open");
+
+    let (inbox, inbox_rx) = mpsc::unbounded_channel();
+    let conn = Connection {
+        id,
+        heartbeat: Heartbeat::new(negotiated.heartbeat, Instant::now()),
+        neg: negotiated,
+        broker,
+        vhost,
+        writer: wtx,
+        gauge,
+        out: Outbound::new(),
+        credit: 0,
+        channels: HashMap::new(),
+        inbox,
+        pending: Vec::new(),
+        closing: None,
+        done: false,
+    };
+    conn.run(framed, inbox_rx, rx_bytes).await;
+}
+
+/// Drive the handshake; None when it failed (the failure was already answered).
+async fn handshake(framed: &mut Framed, wtx: &mpsc::UnboundedSender<WriterMsg>, broker: &Broker, peer: SocketAddr) -> Option<Negotiated> {
+    let send = |method: &AMQPClass| {
+        let mut buf = bytes::BytesMut::new();
+        encode::method(&mut buf, 0, method);
+        let _ = wtx.send(WriterMsg::Data { segments: vec![buf.freeze()], credit: 0 });
+    };
+    let fail = |e: AmqpError| {
+        warn!(reason = %e.text, "handshake refused");
+        send(&m::connection_close(&e));
+        let _ = wtx.send(WriterMsg::Close);
+    };
+    send(&handshake::start_method(&broker.config));
+    let vhost_exists = |v: &str| broker.vhost(v).is_some();
+    let cx = handshake::Context { config: &broker.config, peer_is_loopback: peer.ip().is_loopback(), vhost_exists: &vhost_exists };
+    let mut state = Handshake::AwaitStartOk;
+    loop {
+        let frame = match framed.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(DecodeError::Protocol(e))) => {
+                fail(e);
+                return None;
+            }
+            _ => return None,
+        };
+        let method = match frame {
+            Frame::Method { channel: 0, method } => method,
+            Frame::Heartbeat { channel: 0 } => continue,
+            _ => {
+                fail(AmqpError::unexpected_frame("expected method frame on channel 0 during the handshake"));
+                return None;
+            }
+        };
+        match state.on_method(&method, &cx) {
+            Ok(Progress::Continue(next, reply)) => {
+                if let Some(r) = reply {
+                    send(&r);
+                }
+                state = next;
+            }
+            Ok(Progress::Done(n, reply)) => {
+                send(&reply);
+                return Some(n);
+            }
+            Err(HandshakeError::Close(e)) => {
+                fail(e);
+                return None;
+            }
+            Err(HandshakeError::Silent(why)) => {
+                warn!(reason = %why, "handshake refused");
+                let _ = wtx.send(WriterMsg::Close);
+                return None;
+            }
+        }
+    }
+}
+
+/// The connection task's state.
+pub struct Connection {
+    pub id: u64,
+    pub neg: Negotiated,
+    pub broker: Arc<Broker>,
+    pub vhost: Arc<VHost>,
+    writer: mpsc::UnboundedSender<WriterMsg>,
+    gauge: Arc<FlowGauge>,
+    /// Output gathered during this loop turn.
+    pub out: Outbound,
+    /// Delivery bytes in `out` that queues counted in the gauge.
+    credit: usize,
+    pub channels: HashMap<u16, Channel>,
+    /// Handed to queues so they can reach this connection.
+    pub inbox: ConnInbox,
+    /// Publishes of this turn, grouped per queue.
+    pending: Vec<(QueueHandle, Vec<Publish>)>,
+    /// Set when the broker sent `connection.close`: the deadline for `close-ok`.
+    closing: Option<Instant>,
+    done: bool,
+    heartbeat: Option<Heartbeat>,
+}
+
+impl Connection {
+    async fn run(mut self, mut framed: Framed, mut inbox_rx: mpsc::UnboundedReceiver<ConnEvent>, rx_bytes: Arc<AtomicU64>) {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        while !self.done {
+            let hb_at = self.heartbeat.as_ref().map_or(far, Heartbeat::next_deadline);
+            let close_at = self.closing.unwrap_or(far);
+            tokio::select! {
+                _ = self.broker.shutdown.cancelled(), if self.closing.is_none() => {
+                    self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
+                }
+                ev = inbox_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.on_event(ev).await;
+                        // Take whatever else is queued now, so a burst of deliveries is one write.
+                        for _ in 0..FRAMES_PER_TURN {
+                            match inbox_rx.try_recv() {
+                                Ok(ev) => self.on_event(ev).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                frame = framed.next() => {
+                    self.on_read(frame).await;
+                    for _ in 0..FRAMES_PER_TURN {
+                        if self.done {
+                            break;
+                        }
+                        match framed.next().now_or_never() {
+                            Some(frame) => self.on_read(frame).await,
+                            None => break,
+                        }
+                    }
+                    self.flush_publishes().await;
+                }
+                _ = tokio::time::sleep_until(hb_at), if self.heartbeat.is_some() => {
+                    let now = Instant::now();
+                    let action = self.heartbeat.as_mut().map(|h| h.poll(now, rx_bytes.load(Ordering::Relaxed)));
+                    match action {
+                        Some(HeartbeatAction::Send) => encode::heartbeat(self.out_buf()),
+                        Some(HeartbeatAction::TimedOut) => {
+                            let secs = self.heartbeat.as_ref().map_or(0, |h| h.interval().as_secs());
+                            warn!("missed heartbeats from client, timeout: {secs}s");
+                            self.done = true;
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(close_at), if self.closing.is_some() => {
+                    debug!("no connection.close-ok from client; closing");
+                    self.done = true;
+                }
+            }
+            self.flush();
+        }
+        self.flush_publishes().await;
+        self.teardown().await;
+    }
+
+    fn out_buf(&mut self) -> &mut bytes::BytesMut {
+        use encode::Sink;
+        self.out.buf()
+    }
+
+    /// One item from the frame stream.
+    async fn on_read(&mut self, frame: Option<Result<Frame, DecodeError>>) {
+        match frame {
+            Some(Ok(f)) => {
+                if let Err((ch, e)) = self.on_frame(f).await {
+                    self.fail(ch, e);
+                }
+            }
+            Some(Err(DecodeError::Protocol(e))) => {
+                // The byte stream can no longer be trusted: say why and hang up.
+                self.fail(0, e);
+                self.done = true;
+            }
+            Some(Err(DecodeError::Io(e))) => {
+                debug!(error = %e, "socket read failed");
+                self.done = true;
+            }
+            None => {
+                debug!("peer closed the socket");
+                self.done = true;
+            }
+        }
+    }
+
+    /// Hand this turn's output to the writer.
+    fn flush(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let segments = self.out.take();
+        let credit = std::mem::take(&mut self.credit);
+        if let Some(h) = self.heartbeat.as_mut() {
+            h.sent(Instant::now());
+        }
+        let _ = self.writer.send(WriterMsg::Data { segments, credit });
+    }
+
+    /// Send this turn's publishes: one mailbox command per queue. Waiting here (a full queue
+    /// mailbox) stops this connection reading its socket: TCP backpressure on the publisher.
+    pub async fn flush_publishes(&mut self) {
+        for (q, items) in self.pending.drain(..) {
+            q.send(QueueCmd::Publish(items)).await;
+        }
+    }
+
+    /// Queue a message for `queue` in this turn's batch.
+    pub fn push_publish(&mut self, queue: &QueueHandle, p: Publish) {
+        match self.pending.iter_mut().find(|(q, _)| q.tx.same_channel(&queue.tx)) {
+            Some((_, items)) => items.push(p),
+            None => self.pending.push((queue.clone(), vec![p])),
+        }
+    }
+
+    /// Report an error: a soft one closes channel `ch`, a hard one the connection.
+    pub fn fail(&mut self, ch: u16, e: AmqpError) {
+        if e.closes_connection() || ch == 0 {
+            if self.closing.is_some() {
+                return;
+            }
+            if e.code == ReplyCode::ConnectionForced {
+                info!(reason = %e.text, "closing connection");
+            } else {
+                warn!(code = e.code.code(), reason = %e.text, class = e.class_id, method = e.method_id, "connection error");
+            }
+            encode::method(&mut self.out, 0, &m::connection_close(&e));
+            self.closing = Some(Instant::now() + CLOSE_OK_TIMEOUT);
+        } else {
+            info!(channel = ch, code = e.code.code(), reason = %e.text, "channel error");
+            encode::method(&mut self.out, ch, &m::channel_close(&e));
+            let old = self.channels.insert(ch, {
+                let mut c = Channel::new(ch);
+                c.phase = ChannelPhase::Closing;
+                c
+            });
+            if let Some(old) = old {
+                self.spawn_release(old);
+            }
+        }
+    }
+
+    async fn on_frame(&mut self, f: Frame) -> Result<(), (u16, AmqpError)> {
+        if self.closing.is_some() {
+            // After connection.close only close / close-ok matter.
+            if let Frame::Method { channel: 0, method } = &f {
+                use amq_protocol::protocol::connection::AMQPMethod as C;
+                match **method {
+                    AMQPClass::Connection(C::Close(_)) => {
+                        encode::method(&mut self.out, 0, &AMQPClass::Connection(C::CloseOk(Default::default())));
+                        self.done = true;
+                    }
+                    AMQPClass::Connection(C::CloseOk(_)) => self.done = true,
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match f {
+            Frame::Heartbeat { channel: 0 } => Ok(()),
+            Frame::Heartbeat { channel } => Err((channel, AmqpError::unexpected_frame("type 8, all octets = <<>>"))),
+            Frame::Method { channel: 0, method } => self.on_connection_method(*method).map_err(|e| (0, e)),
+            Frame::Method { channel, method } => self.on_channel_method(channel, *method).await.map_err(|e| (channel, e)),
+            Frame::Header(h) if h.channel == 0 => {
+                Err((0, AmqpError::unexpected_frame(format_args!("type 2, all octets = {}", octets(&h.raw)))))
+            }
+            Frame::Body { channel: 0, payload } => {
+                Err((0, AmqpError::unexpected_frame(format_args!("type 3, all octets = {}", octets(&payload)))))
+            }
+            Frame::Header(h) => {
+                let ch = h.channel;
+                self.on_content(ch, methods::ContentFrame::Header(h)).await.map_err(|e| (ch, e))
+            }
+            Frame::Body { channel, payload } => {
+                self.on_content(channel, methods::ContentFrame::Body(payload)).await.map_err(|e| (channel, e))
+            }
+        }
+    }
+
+    fn on_connection_method(&mut self, method: AMQPClass) -> Result<(), AmqpError> {
+        use amq_protocol::protocol::connection::AMQPMethod as C;
+        match method {
+            AMQPClass::Connection(C::Close(c)) => {
+                debug!(code = c.reply_code, text = %c.reply_text.as_str(), "client closed the connection");
+                encode::method(&mut self.out, 0, &AMQPClass::Connection(C::CloseOk(Default::default())));
+                self.done = true;
+                Ok(())
+            }
+            AMQPClass::Connection(C::UpdateSecret(_)) => {
+                encode::method(&mut self.out, 0, &AMQPClass::Connection(C::UpdateSecretOk(Default::default())));
+                Ok(())
+            }
+            // A close-ok we did not ask for, and everything else, is out of place on channel 0.
+            other => Err(AmqpError::channel_error("unexpected method in connection state running")
+                .on(other.get_amqp_class_id(), other.get_amqp_method_id())),
+        }
+    }
+
+    /// A queue's event for this connection.
+    async fn on_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Deliver { channel, consumer_tag, queue, seq, msg, redelivered, no_ack } => {
+                let size = delivery_size(&msg);
+                let frame_max = self.neg.frame_max;
+                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else {
+                    // The channel closed while this was on its way: give it back.
+                    self.gauge.written(size);
+                    if !no_ack {
+                        queue.send(QueueCmd::Settle { seqs: vec![seq], outcome: crate::queue::Outcome::Requeue }).await;
+                    }
+                    return;
+                };
+                let tag = ch.unacked.next_tag();
+                if !no_ack {
+                    ch.unacked.insert(tag, crate::channel::unacked::Pending { queue, seq, from_consumer: true });
+                }
+                encode::deliver(&mut self.out, channel, &consumer_tag, tag, redelivered, &msg.exchange, &msg.routing_key);
+                encode::content(&mut self.out, channel, &msg.raw_header, &msg.body, frame_max);
+                self.credit += size;
+            }
+            ConnEvent::Confirms { channel, seqs, ack } => {
+                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else { return };
+                let Some(confirms) = ch.confirms.as_mut() else { return };
+                let frames = if ack { confirms.on_accepted(&seqs) } else { confirms.on_rejected(&seqs) };
+                for c in frames {
+                    encode::confirm(&mut self.out, channel, c.tag, c.multiple, c.ack);
+                }
+            }
+            ConnEvent::CancelOk { channel, consumer_tag } => {
+                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else { return };
+                ch.consumers.remove(&consumer_tag);
+                if ch.cancelling.remove(&consumer_tag) == Some(false) {
+                    methods::send_cancel_ok(&mut self.out, channel, &consumer_tag);
+                }
+            }
+            ConnEvent::ConsumerCancelled { channel, consumer_tag } => {
+                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else { return };
+                if ch.consumers.remove(&consumer_tag).is_some() && self.neg.client.consumer_cancel_notify {
+                    methods::send_server_cancel(&mut self.out, channel, &consumer_tag);
+                }
+            }
+        }
+    }
+
+    /// Give back everything a channel held: its consumers go, its unacked deliveries are
+    /// requeued (redelivered=true), and the channel's queues get one command each.
+    pub fn spawn_release(&self, ch: Channel) {
+        let conn_id = self.id;
+        tokio::spawn(release_channel(conn_id, ch));
+    }
+
+    async fn teardown(mut self) {
+        let channels: Vec<Channel> = self.channels.drain().map(|(_, c)| c).collect();
+        for ch in channels {
+            release_channel(self.id, ch).await;
+        }
+        self.vhost.delete_exclusive_queues(self.id).await;
+        self.flush();
+        let _ = self.writer.send(WriterMsg::Close);
+    }
+}
+
+/// Tell every queue a channel used that it is gone, requeueing its unacked deliveries.
+pub async fn release_channel(conn_id: u64, mut ch: Channel) {
+    let mut per_queue: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
+    for q in ch.consumer_queues() {
+        per_queue.push((q, Vec::new()));
+    }
+    for p in ch.unacked.take_all() {
+        match per_queue.iter_mut().find(|(q, _)| q.tx.same_channel(&p.queue.tx)) {
+            Some((_, seqs)) => seqs.push(p.seq),
+            None => per_queue.push((p.queue, vec![p.seq])),
+        }
+    }
+    for (q, requeue) in per_queue {
+        q.send(QueueCmd::ChannelClosed { conn_id, channel: ch.id, requeue }).await;
+    }
+}
+
+/// The socket's read half, counting every byte received (any byte proves the peer alive).
+pub struct CountingReader {
+    inner: OwnedReadHalf,
+    count: Arc<AtomicU64>,
+}
+
+impl AsyncRead for CountingReader {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.count.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}

@@ -1,0 +1,185 @@
+//! Exchanges and their bindings. Exchanges are data, not tasks: the publishing connection routes
+//! against an immutable snapshot ([`crate::broker::topology::Topology`]), and declare/bind build
+//! a new copy of the one exchange they change.
+
+pub mod headers;
+pub mod topic;
+
+use std::collections::HashMap;
+
+use amq_protocol::types::FieldTable;
+
+use headers::XMatch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    Queue(String),
+    Exchange(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+    /// For headers exchanges: the validated `x-match` mode.
+    x_match: XMatch,
+}
+
+impl Binding {
+    pub fn new(destination: Destination, routing_key: String, arguments: FieldTable, x_match: XMatch) -> Self {
+        Binding { destination, routing_key, arguments, x_match }
+    }
+
+    fn same_as(&self, other: &Binding) -> bool {
+        self.destination == other.destination
+            && self.routing_key == other.routing_key
+            && self.arguments == other.arguments
+    }
+}
+
+/// An exchange definition and its bindings (as source).
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    /// `alternate-exchange` argument: where unroutable messages go.
+    pub alternate: Option<String>,
+    bindings: Vec<Binding>,
+    /// Direct exchanges: routing key → destinations.
+    direct: HashMap<String, Vec<Destination>>,
+}
+
+impl Exchange {
+    pub fn new(
+        name: String,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
+        let alternate = arguments
+            .inner()
+            .get("alternate-exchange")
+            .and_then(crate::protocol::methods::value_str);
+        Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate,
+            bindings: Vec::new(),
+            direct: HashMap::new(),
+        }
+    }
+
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// Add a binding; returns false if an identical one already existed.
+    pub fn bind(&mut self, b: Binding) -> bool {
+        if self.bindings.iter().any(|x| x.same_as(&b)) {
+            return false;
+        }
+        if self.kind == ExchangeKind::Direct {
+            self.direct.entry(b.routing_key.clone()).or_default().push(b.destination.clone());
+        }
+        self.bindings.push(b);
+        true
+    }
+
+    /// Remove a binding; returns whether it existed.
+    pub fn unbind(&mut self, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> bool {
+        let before = self.bindings.len();
+        self.bindings.retain(|b| {
+            !(b.destination == *destination && b.routing_key == routing_key && b.arguments == *arguments)
+        });
+        let removed = self.bindings.len() != before;
+        if removed {
+            self.rebuild_index();
+        }
+        removed
+    }
+
+    /// Remove every binding to `destination`; returns how many went.
+    pub fn unbind_all(&mut self, destination: &Destination) -> usize {
+        let before = self.bindings.len();
+        self.bindings.retain(|b| b.destination != *destination);
+        let n = before - self.bindings.len();
+        if n > 0 {
+            self.rebuild_index();
+        }
+        n
+    }
+
+    fn rebuild_index(&mut self) {
+        self.direct.clear();
+        if self.kind == ExchangeKind::Direct {
+            for b in &self.bindings {
+                self.direct.entry(b.routing_key.clone()).or_default().push(b.destination.clone());
+            }
+        }
+    }
+
+    /// Destinations this exchange alone routes a message to (no exchange-to-exchange follow-up).
+    pub fn route<'a>(&'a self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<&'a Destination>) {
+        match self.kind {
+            ExchangeKind::Direct => {
+                if let Some(d) = self.direct.get(routing_key) {
+                    out.extend(d.iter());
+                }
+            }
+            ExchangeKind::Fanout => out.extend(self.bindings.iter().map(|b| &b.destination)),
+            ExchangeKind::Topic => out.extend(
+                self.bindings
+                    .iter()
+                    .filter(|b| topic::matches(&b.routing_key, routing_key))
+                    .map(|b| &b.destination),
+            ),
+            ExchangeKind::Headers => out.extend(
+                self.bindings
+                    .iter()
+                    .filter(|b| headers::matches(b.x_match, &b.arguments, headers))
+                    .map(|b| &b.destination),
+            ),
+        }
+    }
+}

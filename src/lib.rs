@@ -1,0 +1,37 @@
+//! # Warren: an AMQP 0-9-1 message broker
+//!
+//! A drop-in replacement for RabbitMQ: existing client libraries connect unchanged.
+//!
+//! ## Layout, following a message
+//!
+//! ```text
+//! socket ─► protocol::codec      bytes → frames (nom/amq-protocol for methods, zero-copy bodies)
+//!        ─► connection           one task per connection: handshake, heartbeats, channels
+//!             channel            per-channel state: content assembly, confirms, unacked tags
+//!        ─► broker::topology     routing snapshot: exchange → bindings → queues (no locks)
+//!             exchange           direct / fanout / topic / headers matching
+//!        ─► queue::actor         one task per queue owning queue::state (ready, unacked, consumers)
+//!        ─► connection (inbox)   deliveries and confirms come back to the consumer's connection
+//!        ─► connection::writer   batches frames into few socket writes
+//! ```
+//!
+//! Only the downstream direction (connection → queue) ever waits, on a bounded queue mailbox:
+//! that is how a slow queue slows its publishers. Everything flowing back (deliveries,
+//! confirms, cancels) goes through unbounded inboxes whose size is bounded by prefetch and the
+//! writer watermark, so a queue never waits on a consumer.
+//!
+//! The protocol rules live in pure, I/O-free pieces tested without sockets:
+//! [`protocol::codec`], [`connection::handshake`], [`connection::heartbeat`],
+//! [`channel::assembler`], [`channel::confirms`], [`channel::unacked`], [`queue::state`],
+//! [`exchange::topic`], [`exchange::headers`].
+
+pub mod broker;
+pub mod channel;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod protocol;
+pub mod queue;
+pub mod server;

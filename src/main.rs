@@ -1,0 +1,105 @@
+//! The `warren` binary: command line, logging, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use warren::broker::Broker;
+use warren::config::Config;
+use warren::server;
+
+/// Warren: an AMQP 0-9-1 message broker, a drop-in replacement for RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file (TOML); see config/warren.toml for every key and its default.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding the config file (default 127.0.0.1:5672).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Directory for durable data, overriding the config file (default ./data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("warren: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    init_logging(&config);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warren: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let broker = Broker::new(config);
+        let listener = match server::bind(&broker).await {
+            Ok(l) => l,
+            Err(e) => {
+                error!("cannot listen on {}: {e} (is another broker running? try --listen 127.0.0.1:5673)", broker.config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = server::local_addr(&listener);
+        info!("listening on {addr}");
+        // Tooling waits for this exact line on stdout.
+        println!("listening on {addr}");
+        let shutdown = broker.shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received, shutting down");
+            shutdown.cancel();
+        });
+        server::run(listener, broker).await;
+        info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,146 @@
+//! Queues. Each queue is an owner task ([`actor`]) holding a sans-IO [`state::QueueState`] and a
+//! [`crate::store::MessageStore`]. Connections talk to it only through [`QueueCmd`]s on a bounded
+//! mailbox (the one direction that may block: publishers are slowed when a queue falls behind);
+//! the queue answers through unbounded connection inboxes ([`ConnEvent`]) whose size is bounded
+//! by prefetch and the writer watermark, so it never waits on a consumer.
+
+pub mod actor;
+pub mod state;
+
+use std::sync::Arc;
+
+use amq_protocol::types::FieldTable;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::flow::{ChannelLimit, FlowGauge};
+use crate::error::AmqpResult;
+use crate::message::Message;
+
+/// Commands a queue's mailbox holds at most; beyond that, publishers wait (backpressure).
+pub const MAILBOX_CAPACITY: usize = 256;
+
+/// A queue's registry entry: its declaration and its mailbox.
+#[derive(Debug)]
+pub struct QueueEntry {
+    pub name: String,
+    pub durable: bool,
+    /// Connection id of the owner of an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    pub handle: QueueHandle,
+}
+
+/// The mailbox of a queue task.
+#[derive(Debug, Clone)]
+pub struct QueueHandle {
+    pub name: Arc<str>,
+    pub tx: mpsc::Sender<QueueCmd>,
+}
+
+impl QueueHandle {
+    /// Send a command, waiting for room (downstream direction). A deleted queue's closed mailbox
+    /// is ignored: the message or request simply has no queue any more.
+    pub async fn send(&self, cmd: QueueCmd) {
+        let _ = self.tx.send(cmd).await;
+    }
+}
+
+/// Events a queue sends back to a connection.
+pub type ConnInbox = mpsc::UnboundedSender<ConnEvent>;
+
+/// Where to report the confirm of a published message.
+#[derive(Debug, Clone)]
+pub struct ConfirmTo {
+    pub inbox: ConnInbox,
+    pub channel: u16,
+    pub seq: u64,
+}
+
+/// One message handed to a queue.
+#[derive(Debug)]
+pub struct Publish {
+    pub msg: Arc<Message>,
+    pub confirm: Option<ConfirmTo>,
+}
+
+/// A consumer as the queue sees it.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub conn_id: u64,
+    pub channel: u16,
+    pub tag: Arc<str>,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Per-consumer prefetch (`basic.qos global=false` at consume time); 0 = unlimited.
+    pub prefetch: u32,
+    /// The channel's shared limit (`basic.qos global=true`).
+    pub channel_limit: Arc<ChannelLimit>,
+    /// The consuming connection's pending output.
+    pub gauge: Arc<FlowGauge>,
+    pub inbox: ConnInbox,
+}
+
+/// How a delivery was settled by the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ack,
+    /// Back to its original position, redelivered=true.
+    Requeue,
+    /// reject/nack with requeue=false: dropped (dead-lettered once DLX exists).
+    Reject,
+}
+
+/// A message taken by `basic.get`.
+#[derive(Debug)]
+pub struct GetReply {
+    pub seq: u64,
+    pub msg: Arc<Message>,
+    pub redelivered: bool,
+    /// Ready messages left after this one.
+    pub remaining: u32,
+}
+
+/// Counts reported in `queue.declare-ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+#[derive(Debug)]
+pub enum QueueCmd {
+    Publish(Vec<Publish>),
+    Consume { spec: ConsumerSpec, reply: oneshot::Sender<AmqpResult<()>> },
+    /// `basic.cancel`; `cancel-ok` goes back through the consumer's inbox, after every delivery
+    /// the queue made to it.
+    Cancel { conn_id: u64, channel: u16, tag: Arc<str>, reply: Option<ConnInbox> },
+    Settle { seqs: Vec<u64>, outcome: Outcome },
+    /// A channel closed: drop its consumers and requeue what it held.
+    ChannelClosed { conn_id: u64, channel: u16, requeue: Vec<u64> },
+    Get { reply: oneshot::Sender<Option<GetReply>>, no_ack: bool },
+    Stats { reply: oneshot::Sender<QueueStats> },
+    Purge { reply: oneshot::Sender<u32> },
+    /// Delete the queue (after the checks); replies with the ready count.
+    Delete { if_unused: bool, if_empty: bool, reply: oneshot::Sender<AmqpResult<u32>> },
+    /// Try dispatching again (a writer drained, or channel credit was freed).
+    Resume,
+}
+
+/// What a queue sends to a connection.
+#[derive(Debug)]
+pub enum ConnEvent {
+    Deliver {
+        channel: u16,
+        consumer_tag: Arc<str>,
+        queue: QueueHandle,
+        seq: u64,
+        msg: Arc<Message>,
+        redelivered: bool,
+        no_ack: bool,
+    },
+    Confirms { channel: u16, seqs: Vec<u64>, ack: bool },
+    CancelOk { channel: u16, consumer_tag: Arc<str> },
+    /// The queue was deleted under this consumer (server-sent basic.cancel).
+    ConsumerCancelled { channel: u16, consumer_tag: Arc<str> },
+}

@@ -1,0 +1,12 @@
+//! One integration-test binary (keeps link time down): every module talks to a real `warren`
+//! process over a loopback socket.
+
+mod common;
+mod raw;
+
+mod connection;
+mod exchanges;
+mod queues;
+mod basic;
+mod confirms;
+mod protocol_errors;
