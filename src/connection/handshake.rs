@@ -172,8 +172,7 @@ impl Handshake {
                         AmqpError::not_allowed(format_args!(
                             "failed to negotiate connection parameters: negotiated {what} = {v} is {rel} than the {} allowed value ({lim})",
                             if rel == "higher" { "maximum" } else { "minimum" }
-                        ))
-                        .on(10, 31),
+                        )),
                     )
                 };
                 if frame_max < FRAME_MIN_SIZE {

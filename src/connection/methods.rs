@@ -63,19 +63,25 @@ impl Connection {
         let (class_id, method_id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
         let Some(state) = self.channels.get(&ch) else {
             if let AMQPClass::Channel(channel::AMQPMethod::Open(_)) = m {
-                return self.channel_open(ch).map_err(|e| e.on(class_id, method_id));
+                // Errors here are connection-level (channel_max), reported at 0/0 as RabbitMQ.
+                return self.channel_open(ch);
             }
             return Err(AmqpError::channel_error("expected 'channel.open'").on(class_id, method_id));
         };
         if state.phase == ChannelPhase::Closing {
             // Everything is dropped until the client acknowledges our channel.close.
             match m {
+                // A close crossing ours: answer it, and still wait for our close-ok.
                 AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
                     self.reply(ch, AMQPClass::Channel(channel::AMQPMethod::CloseOk(Default::default())));
-                    self.channels.remove(&ch);
                 }
                 AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                     self.channels.remove(&ch);
+                }
+                // A client that took our close-ok for the end of the channel may reopen it.
+                AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                    self.channels.remove(&ch);
+                    return self.channel_open(ch);
                 }
                 _ => {}
             }

@@ -122,6 +122,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         inbox,
         pending: Vec::new(),
         closing: None,
+        client_closed: false,
         done: false,
     };
     conn.run(framed, inbox_rx, rx_bytes).await;
@@ -203,6 +204,8 @@ pub struct Connection {
     pending: Vec<(QueueHandle, Vec<Publish>)>,
     /// Set when the broker sent `connection.close`: the deadline for `close-ok`.
     closing: Option<Instant>,
+    /// The client sent `connection.close` (answered with close-ok at teardown).
+    client_closed: bool,
     done: bool,
     heartbeat: Option<Heartbeat>,
 }
@@ -393,7 +396,9 @@ impl Connection {
         match method {
             AMQPClass::Connection(C::Close(c)) => {
                 debug!(code = c.reply_code, text = %c.reply_text.as_str(), "client closed the connection");
-                encode::method(&mut self.out, 0, &AMQPClass::Connection(C::CloseOk(Default::default())));
+                // close-ok goes out from teardown, after channels are released and exclusive
+                // queues deleted, as RabbitMQ does.
+                self.client_closed = true;
                 self.done = true;
                 Ok(())
             }
@@ -466,6 +471,10 @@ impl Connection {
             release_channel(self.id, ch).await;
         }
         self.vhost.delete_exclusive_queues(self.id).await;
+        if self.client_closed {
+            use amq_protocol::protocol::connection::AMQPMethod as C;
+            encode::method(&mut self.out, 0, &AMQPClass::Connection(C::CloseOk(Default::default())));
+        }
         self.flush();
         let _ = self.writer.send(WriterMsg::Close);
     }

@@ -143,3 +143,224 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the lapin test modules (connection, exchanges, queues, basic, confirms).
+// ---------------------------------------------------------------------------------------------
+
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use lapin::message::Delivery;
+use lapin::{Consumer, Event};
+
+/// How long a test waits to assert that something does NOT happen (e.g. no further delivery).
+/// Only ever used for absence checks, never as synchronisation.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+/// The reply code and reply text of a lapin error caused by a broker `channel.close` or
+/// `connection.close`. Panics (failing the test) on any other kind of error.
+pub fn amqp_error(err: &lapin::Error) -> (u16, String) {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) => (e.get_id(), e.get_message().to_string()),
+        other => panic!("expected an AMQP error from the broker, got {other:?}"),
+    }
+}
+
+/// Like [`amqp_error`] for a result that must be an error.
+pub fn expect_amqp_error<T: std::fmt::Debug>(res: lapin::Result<T>) -> (u16, String) {
+    match res {
+        Ok(v) => panic!("expected the broker to refuse, got Ok({v:?})"),
+        Err(e) => amqp_error(&e),
+    }
+}
+
+/// A connection's event stream; create it BEFORE triggering the error you want to observe.
+pub type Events = Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+pub fn events(conn: &lapin::Connection) -> Events {
+    Box::pin(conn.events_listener())
+}
+
+/// Wait for the broker to close a channel or the connection (reported as an error event by
+/// lapin) and return its reply code and text.
+pub async fn next_close(events: &mut Events) -> (u16, String) {
+    within("a close from the broker", async {
+        loop {
+            match events.next().await {
+                Some(Event::Error(e)) => return amqp_error(&e),
+                Some(_) => continue,
+                None => panic!("event stream ended before the broker closed anything"),
+            }
+        }
+    })
+    .await
+}
+
+/// The next delivery of `consumer` (bounded by [`WAIT`]).
+pub async fn next_delivery(consumer: &mut Consumer) -> Delivery {
+    within("a delivery", consumer.next())
+        .await
+        .expect("consumer ended before a delivery arrived")
+        .expect("consumer reported an error instead of a delivery")
+}
+
+/// The next `n` deliveries of `consumer`, in arrival order.
+pub async fn deliveries(consumer: &mut Consumer, n: usize) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next_delivery(consumer).await);
+    }
+    out
+}
+
+/// Assert that `consumer` gets no delivery during [`QUIET`] (a bounded wait that only checks
+/// for absence).
+pub async fn assert_no_delivery(consumer: &mut Consumer) {
+    if let Ok(Some(item)) = tokio::time::timeout(QUIET, consumer.next()).await {
+        panic!("expected no delivery, got {:?}", item.map(|d| d.data));
+    }
+}
+
+// ---- a tiny raw AMQP client for what lapin cannot express (server-properties, prefetch_size) ----
+
+/// A raw AMQP 0-9-1 socket: frames are written by hand and methods decoded with
+/// `lapin::protocol::parse_class`.
+pub struct RawAmqp {
+    pub stream: tokio::net::TcpStream,
+}
+
+/// Append an AMQP shortstr.
+pub fn put_shortstr(buf: &mut Vec<u8>, s: &str) {
+    buf.push(s.len() as u8);
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Append an AMQP longstr.
+pub fn put_longstr(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    buf.extend_from_slice(s);
+}
+
+impl RawAmqp {
+    /// Open a TCP connection and send the AMQP 0-9-1 protocol header.
+    pub async fn connect(addr: &str) -> RawAmqp {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = within("tcp connect", tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("tcp connect");
+        stream.write_all(b"AMQP\x00\x00\x09\x01").await.expect("write protocol header");
+        RawAmqp { stream }
+    }
+
+    /// Send one method frame: `args` are the encoded arguments after class and method id.
+    pub async fn send_method(&mut self, channel: u16, class: u16, method: u16, args: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut payload = Vec::with_capacity(4 + args.len());
+        payload.extend_from_slice(&class.to_be_bytes());
+        payload.extend_from_slice(&method.to_be_bytes());
+        payload.extend_from_slice(args);
+        let mut frame = vec![1u8];
+        frame.extend_from_slice(&channel.to_be_bytes());
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        frame.push(0xCE);
+        self.stream.write_all(&frame).await.expect("write frame");
+    }
+
+    /// Read frames until a method frame arrives; returns its channel and decoded method.
+    pub async fn read_method(&mut self) -> (u16, lapin::protocol::AMQPClass) {
+        use tokio::io::AsyncReadExt;
+        within("a method frame", async {
+            loop {
+                let mut header = [0u8; 7];
+                self.stream.read_exact(&mut header).await.expect("read frame header");
+                let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+                let mut payload = vec![0u8; size + 1];
+                self.stream.read_exact(&mut payload).await.expect("read frame payload");
+                assert_eq!(payload[size], 0xCE, "frame end octet");
+                if header[0] != 1 {
+                    continue; // heartbeat or content frame
+                }
+                let channel = u16::from_be_bytes([header[1], header[2]]);
+                match lapin::protocol::parse_class(&payload[..size]) {
+                    Ok((_, class)) => return (channel, class),
+                    Err(e) => panic!("undecodable method frame: {e:?}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Read `connection.start`, log in as guest/guest, tune (frame_max 131072, no heartbeat),
+    /// open vhost `/` and open channel 1. Returns the `connection.start` the broker sent.
+    pub async fn open(addr: &str) -> (RawAmqp, lapin::protocol::connection::Start) {
+        use lapin::protocol::{AMQPClass, channel, connection};
+        let mut raw = RawAmqp::connect(addr).await;
+        let start = match raw.read_method().await {
+            (0, AMQPClass::Connection(connection::AMQPMethod::Start(s))) => s,
+            other => panic!("expected connection.start, got {other:?}"),
+        };
+        let mut args = Vec::new();
+        args.extend_from_slice(&0u32.to_be_bytes()); // empty client-properties
+        put_shortstr(&mut args, "PLAIN");
+        put_longstr(&mut args, b"\0guest\0guest");
+        put_shortstr(&mut args, "en_US");
+        raw.send_method(0, 10, 11, &args).await;
+        match raw.read_method().await {
+            (0, AMQPClass::Connection(connection::AMQPMethod::Tune(_))) => {}
+            other => panic!("expected connection.tune, got {other:?}"),
+        }
+        let mut args = Vec::new();
+        args.extend_from_slice(&2047u16.to_be_bytes());
+        args.extend_from_slice(&131072u32.to_be_bytes());
+        args.extend_from_slice(&0u16.to_be_bytes());
+        raw.send_method(0, 10, 31, &args).await;
+        let mut args = Vec::new();
+        put_shortstr(&mut args, "/");
+        put_shortstr(&mut args, "");
+        args.push(0);
+        raw.send_method(0, 10, 40, &args).await;
+        match raw.read_method().await {
+            (0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {}
+            other => panic!("expected connection.open-ok, got {other:?}"),
+        }
+        let mut args = Vec::new();
+        put_shortstr(&mut args, "");
+        raw.send_method(1, 20, 10, &args).await;
+        match raw.read_method().await {
+            (1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))) => {}
+            other => panic!("expected channel.open-ok, got {other:?}"),
+        }
+        (raw, start)
+    }
+}
+
+/// Fetch (no-ack `basic.get`) every ready message of `queue`, returning the bodies as strings.
+/// Publishes made earlier on the same channel are routed before the gets are served.
+pub async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let got = within("basic.get", ch.basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true }))
+            .await
+            .expect("basic.get");
+        match got {
+            Some(m) => out.push(String::from_utf8_lossy(&m.delivery.data).to_string()),
+            None => return out,
+        }
+        assert!(out.len() < 10_000, "queue {queue} never runs empty");
+    }
+}
+
+/// Declare a server-named exclusive queue (deleted with the connection) and return its name.
+pub async fn exclusive_queue(ch: &lapin::Channel) -> String {
+    ch.queue_declare(
+        "".into(),
+        lapin::options::QueueDeclareOptions::exclusive(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .expect("declare exclusive queue")
+    .name()
+    .to_string()
+}

@@ -1,1 +1,154 @@
-//! (tests to come)
+//! Publisher confirms: confirm.select, acks for routed and unroutable messages, basic.return
+//! arriving before the ack of a mandatory unroutable publish, many (batched) confirms with no
+//! loss, and a publish that closes the channel getting neither ack nor nack.
+
+use futures_util::future::join_all;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Confirmation};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn confirm_select_then_publish_is_acked() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = exclusive_queue(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    assert!(ch.status().confirm());
+    let confirm = ch
+        .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"hello", BasicProperties::default())
+        .await
+        .expect("publish");
+    assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));
+    assert_eq!(get_all(&ch, &q).await, vec!["hello"]);
+}
+
+#[tokio::test]
+async fn unroutable_non_mandatory_publish_is_still_acked() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let confirm = ch
+        .basic_publish("amq.direct".into(), unique("nobody").as_str().into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
+        .await
+        .expect("publish");
+    assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));
+}
+
+#[tokio::test]
+async fn many_publishes_are_all_acked_one_by_one() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = exclusive_queue(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let mut acks = 0;
+    for i in 0..300 {
+        let confirm = ch
+            .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default())
+            .await
+            .expect("publish");
+        if within("confirm", confirm).await.expect("confirm").is_ack() {
+            acks += 1;
+        }
+    }
+    assert_eq!(acks, 300);
+    let ok = ch
+        .queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("passive declare");
+    assert_eq!(ok.message_count(), 300, "every acked message is in the queue");
+}
+
+#[tokio::test]
+async fn a_burst_of_publishes_is_fully_confirmed() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = exclusive_queue(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let mut pending = Vec::new();
+    for i in 0..100 {
+        pending.push(
+            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default())
+                .await
+                .expect("publish"),
+        );
+    }
+    // The broker may ack several publishes with one multiple=true ack; each still resolves.
+    let results = within("100 confirms", join_all(pending)).await;
+    assert_eq!(results.len(), 100);
+    for r in results {
+        assert_eq!(r.expect("confirm"), Confirmation::Ack(None));
+    }
+    assert!(within("wait_for_confirms", ch.wait_for_confirms()).await.expect("nothing pending").is_empty());
+    let bodies = get_all(&ch, &q).await;
+    assert_eq!(bodies, (0..100).map(|i| i.to_string()).collect::<Vec<_>>(), "no loss, in order");
+}
+
+#[tokio::test]
+async fn mandatory_unroutable_publish_is_returned_before_its_ack() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let key = unique("unroutable");
+    let confirm = ch
+        .basic_publish("amq.direct".into(), key.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, b"back", BasicProperties::default())
+        .await
+        .expect("publish");
+    // lapin attaches a basic.return to the confirmation only if it arrived before the ack.
+    match within("confirm", confirm).await.expect("confirm") {
+        Confirmation::Ack(Some(returned)) => {
+            assert_eq!(returned.reply_code, 312);
+            assert_eq!(returned.reply_text.as_str(), "NO_ROUTE");
+            assert_eq!(returned.delivery.exchange.as_str(), "amq.direct");
+            assert_eq!(returned.delivery.routing_key.as_str(), key);
+            assert_eq!(returned.delivery.data, b"back");
+        }
+        other => panic!("expected an ack carrying the returned message, got {other:?}"),
+    }
+    // A routable mandatory publish afterwards is a plain ack.
+    let q = exclusive_queue(&ch).await;
+    let confirm = ch
+        .basic_publish("".into(), q.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, b"ok", BasicProperties::default())
+        .await
+        .expect("publish");
+    assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));
+}
+
+#[tokio::test]
+async fn publish_to_a_missing_exchange_closes_the_channel_without_ack_or_nack() {
+    let b = Broker::start();
+    let (conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    let x = unique("missing-x");
+    let mut ev = events(&conn);
+    let confirm = ch
+        .basic_publish(x.as_str().into(), "k".into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
+        .await
+        .expect("publish");
+    let expected = (404, format!("NOT_FOUND - no exchange '{x}' in vhost '/'"));
+    // The confirm fails with the channel's close reason: it was neither acked nor nacked.
+    match within("confirm", confirm).await {
+        Err(e) => assert_eq!(amqp_error(&e), expected),
+        Ok(c) => panic!("expected no confirmation, got {c:?}"),
+    }
+    assert_eq!(next_close(&mut ev).await, expected);
+    assert!(conn.status().connected());
+}
+
+#[tokio::test]
+async fn confirm_select_twice_is_harmless() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = exclusive_queue(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("first confirm.select");
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("second confirm.select");
+    for body in ["one", "two"] {
+        let confirm = ch
+            .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default())
+            .await
+            .expect("publish");
+        assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));
+    }
+    assert_eq!(get_all(&ch, &q).await, vec!["one", "two"]);
+}
