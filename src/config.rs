@@ -108,8 +108,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, BrokerError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| BrokerError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let cfg: Config = toml::from_str(&text)
-            .map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| BrokerError::Config(format!("{}: {e}", path.display())))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -126,15 +125,10 @@ impl Config {
             return Err(BrokerError::Config("amqp.channel_max must be at least 1".into()));
         }
         if self.amqp.max_message_size > 536_870_912 {
-            return Err(BrokerError::Config(
-                "amqp.max_message_size may not exceed 512 MiB (536870912)".into(),
-            ));
+            return Err(BrokerError::Config("amqp.max_message_size may not exceed 512 MiB (536870912)".into()));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(BrokerError::Config(format!(
-                "log.format = {:?}: use \"text\" or \"json\"",
-                self.log.format
-            )));
+            return Err(BrokerError::Config(format!("log.format = {:?}: use \"text\" or \"json\"", self.log.format)));
         }
         if self.auth.vhosts.is_empty() {
             return Err(BrokerError::Config("auth.vhosts must name at least one vhost".into()));

@@ -59,7 +59,10 @@ fn main() -> ExitCode {
         let listener = match server::bind(&broker).await {
             Ok(l) => l,
             Err(e) => {
-                error!("cannot listen on {}: {e} (is another broker running? try --listen 127.0.0.1:5673)", broker.config.listen);
+                error!(
+                    "cannot listen on {}: {e} (is another broker running? try --listen 127.0.0.1:5673)",
+                    broker.config.listen
+                );
                 return ExitCode::FAILURE;
             }
         };
@@ -81,7 +84,8 @@ fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if config.log.format == "json" {
         builder.json().init();
     } else {

@@ -26,12 +26,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
         let vhosts = config.auth.vhosts.iter().map(|v| (v.clone(), VHost::new(v))).collect();
-        Arc::new(Broker {
-            config,
-            vhosts,
-            next_connection: AtomicU64::new(1),
-            shutdown: CancellationToken::new(),
-        })
+        Arc::new(Broker { config, vhosts, next_connection: AtomicU64::new(1), shutdown: CancellationToken::new() })
     }
 
     pub fn vhost(&self, name: &str) -> Option<&Arc<VHost>> {

@@ -53,17 +53,17 @@ impl Topology {
                 for d in &dests {
                     match d {
                         Destination::Queue(q) => {
-                            if seen_queues.insert(q.as_str()) {
-                                if let Some(entry) = self.queues.get(q.as_str()) {
-                                    out.push(entry.clone());
-                                }
+                            if seen_queues.insert(q.as_str())
+                                && let Some(entry) = self.queues.get(q.as_str())
+                            {
+                                out.push(entry.clone());
                             }
                         }
                         Destination::Exchange(e) => {
-                            if let Some(next) = self.exchanges.get(e.as_str()) {
-                                if visited.insert(next.name.as_str()) {
-                                    stack.push(next);
-                                }
+                            if let Some(next) = self.exchanges.get(e.as_str())
+                                && visited.insert(next.name.as_str())
+                            {
+                                stack.push(next);
                             }
                         }
                     }

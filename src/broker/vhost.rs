@@ -166,15 +166,15 @@ impl VHost {
                     d.name
                 )));
             }
-            if let Some(v) = d.arguments.inner().get("alternate-exchange") {
-                if !matches!(v, AMQPValue::LongString(_)) {
-                    return Err(AmqpError::precondition(format_args!(
-                        "invalid type '{}' for arg 'alternate-exchange' in exchange '{}' in vhost '{}'",
-                        type_name(v),
-                        d.name,
-                        self.name
-                    )));
-                }
+            if let Some(v) = d.arguments.inner().get("alternate-exchange")
+                && !matches!(v, AMQPValue::LongString(_))
+            {
+                return Err(AmqpError::precondition(format_args!(
+                    "invalid type '{}' for arg 'alternate-exchange' in exchange '{}' in vhost '{}'",
+                    type_name(v),
+                    d.name,
+                    self.name
+                )));
             }
             let x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
             t.exchanges.insert(d.name.clone(), Arc::new(x));
@@ -217,10 +217,7 @@ impl VHost {
         self.mutate(|t| {
             let Some(x) = t.exchanges.get(name) else { return Ok(()) };
             if if_unused && !x.bindings().is_empty() {
-                return Err(AmqpError::precondition(format_args!(
-                    "exchange '{name}' in vhost '{}' in use",
-                    self.name
-                )));
+                return Err(AmqpError::precondition(format_args!("exchange '{name}' in vhost '{}' in use", self.name)));
             }
             t.exchanges.remove(name);
             remove_bindings_to(t, &Destination::Exchange(name.to_string()));
@@ -321,7 +318,14 @@ impl VHost {
     }
 
     /// Compare the listed arguments of a redeclare with the current ones (RabbitMQ's texts).
-    fn args_equivalent(&self, what: &str, name: &str, keys: &[&str], got: &FieldTable, cur: &FieldTable) -> AmqpResult<()> {
+    fn args_equivalent(
+        &self,
+        what: &str,
+        name: &str,
+        keys: &[&str],
+        got: &FieldTable,
+        cur: &FieldTable,
+    ) -> AmqpResult<()> {
         for key in keys {
             let norm = |t: &FieldTable| {
                 t.inner().get(*key).cloned().filter(|v| {
@@ -357,7 +361,14 @@ impl VHost {
         Ok(())
     }
 
-    pub fn bind_queue(&self, queue: &str, exchange: &str, key: &str, args: &FieldTable, conn_id: u64) -> AmqpResult<()> {
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        conn_id: u64,
+    ) -> AmqpResult<()> {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
@@ -373,15 +384,22 @@ impl VHost {
         })
     }
 
-    pub fn unbind_queue(&self, queue: &str, exchange: &str, key: &str, args: &FieldTable, conn_id: u64) -> AmqpResult<()> {
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        key: &str,
+        args: &FieldTable,
+        conn_id: u64,
+    ) -> AmqpResult<()> {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
         self.mutate(|t| {
-            if let Some(q) = t.queues.get(queue) {
-                if q.exclusive_owner.is_some_and(|o| o != conn_id) {
-                    return Err(self.locked(queue));
-                }
+            if let Some(q) = t.queues.get(queue)
+                && q.exclusive_owner.is_some_and(|o| o != conn_id)
+            {
+                return Err(self.locked(queue));
             }
             remove_binding(t, exchange, &Destination::Queue(queue.into()), key, args);
             Ok(())
@@ -492,8 +510,13 @@ mod tests {
         declare_x(&v, "mid", "direct").unwrap();
         let mut ae_args = FieldTable::default();
         ae_args.insert("alternate-exchange".into(), longstr("ae"));
-        v.declare_exchange(&ExchangeDeclare { name: "main".into(), kind: "direct".into(), arguments: ae_args, ..Default::default() })
-            .unwrap();
+        v.declare_exchange(&ExchangeDeclare {
+            name: "main".into(),
+            kind: "direct".into(),
+            arguments: ae_args,
+            ..Default::default()
+        })
+        .unwrap();
         declare_x(&v, "ae", "fanout").unwrap();
         for q in ["q1", "q2"] {
             v.declare_queue(&QueueDeclare { name: q.into(), ..Default::default() }, 1).unwrap();
@@ -522,22 +545,39 @@ mod tests {
         same.insert("x-foo".into(), longstr("bar"));
         v.declare_queue(&QueueDeclare { arguments: same, ..d.clone() }, 1).unwrap();
         let e = v.declare_queue(&QueueDeclare { durable: true, ..d.clone() }, 1).unwrap_err();
-        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'");
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'"
+        );
         let mut changed = FieldTable::default();
         changed.insert("x-message-ttl".into(), AMQPValue::LongInt(2000));
         let e = v.declare_queue(&QueueDeclare { arguments: changed, ..d.clone() }, 1).unwrap_err();
-        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received '2000' but current is '1000'");
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received '2000' but current is '1000'"
+        );
         let e = v.declare_queue(&QueueDeclare { arguments: FieldTable::default(), ..d.clone() }, 1).unwrap_err();
-        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'");
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'"
+        );
         let e = declare_x(&v, "amq.direct", "fanout").unwrap_err();
-        assert_eq!(e.text, "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'amq.direct' in vhost '/': received 'fanout' but current is 'direct'");
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'amq.direct' in vhost '/': received 'fanout' but current is 'direct'"
+        );
     }
 
     #[tokio::test]
     async fn auto_delete_exchange_goes_with_its_last_binding() {
         let v = VHost::new("/");
-        v.declare_exchange(&ExchangeDeclare { name: "ad".into(), kind: "fanout".into(), auto_delete: true, ..Default::default() })
-            .unwrap();
+        v.declare_exchange(&ExchangeDeclare {
+            name: "ad".into(),
+            kind: "fanout".into(),
+            auto_delete: true,
+            ..Default::default()
+        })
+        .unwrap();
         v.declare_queue(&QueueDeclare { name: "q".into(), ..Default::default() }, 1).unwrap();
         v.bind_queue("q", "ad", "", &FieldTable::default(), 1).unwrap();
         assert!(v.snapshot().exchanges.contains_key("ad"));

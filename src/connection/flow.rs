@@ -110,9 +110,7 @@ impl ChannelLimit {
 
     /// Give back `n` units (deliveries settled).
     pub fn release(&self, n: u32) {
-        let _ = self
-            .unacked
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
+        let _ = self.unacked.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
     }
 
     pub fn in_use(&self) -> u32 {

@@ -38,8 +38,14 @@ pub struct ClientCapabilities {
 pub enum Handshake {
     /// `start` sent, waiting for `start-ok`.
     AwaitStartOk,
-    AwaitTuneOk { user: String, client: ClientCapabilities, client_properties: FieldTable },
-    AwaitOpen { negotiated: Negotiated },
+    AwaitTuneOk {
+        user: String,
+        client: ClientCapabilities,
+        client_properties: FieldTable,
+    },
+    AwaitOpen {
+        negotiated: Negotiated,
+    },
 }
 
 /// How the handshake failed.
@@ -94,7 +100,10 @@ pub fn start_method(config: &Config) -> AMQPClass {
     props.insert("copyright".into(), longstr("Copyright (c) the Warren authors"));
     props.insert(
         "information".into(),
-        longstr(&format!("Warren {} — an AMQP 0-9-1 broker, https://github.com/warren-mq/warren", env!("CARGO_PKG_VERSION"))),
+        longstr(&format!(
+            "Warren {} — an AMQP 0-9-1 broker, https://github.com/warren-mq/warren",
+            env!("CARGO_PKG_VERSION")
+        )),
     );
     props.insert("platform".into(), longstr(&format!("Warren {} (Rust)", env!("CARGO_PKG_VERSION"))));
     props.insert("product".into(), longstr(&config.amqp.product));
@@ -168,12 +177,10 @@ impl Handshake {
                 let frame_max = if t.frame_max == 0 { max_frame } else { t.frame_max };
                 let channel_max = if t.channel_max == 0 { max_ch } else { t.channel_max };
                 let refuse = |what: &str, v: u64, rel: &str, lim: u64| {
-                    HandshakeError::Close(
-                        AmqpError::not_allowed(format_args!(
-                            "failed to negotiate connection parameters: negotiated {what} = {v} is {rel} than the {} allowed value ({lim})",
-                            if rel == "higher" { "maximum" } else { "minimum" }
-                        )),
-                    )
+                    HandshakeError::Close(AmqpError::not_allowed(format_args!(
+                        "failed to negotiate connection parameters: negotiated {what} = {v} is {rel} than the {} allowed value ({lim})",
+                        if rel == "higher" { "maximum" } else { "minimum" }
+                    )))
                 };
                 if frame_max < FRAME_MIN_SIZE {
                     return Err(refuse("frame_max", frame_max as u64, "lower", FRAME_MIN_SIZE as u64));
@@ -302,9 +309,11 @@ mod tests {
     #[test]
     fn plain_and_amqplain_logins_negotiate_what_the_client_picked() {
         let c = Config::default();
-        let n = run(&[start_ok("PLAIN", b"\0guest\0guest", false), tune_ok(100, 8192, 5), open("/")], &c, true).unwrap();
+        let n =
+            run(&[start_ok("PLAIN", b"\0guest\0guest", false), tune_ok(100, 8192, 5), open("/")], &c, true).unwrap();
         assert_eq!((n.channel_max, n.frame_max, n.heartbeat, n.vhost.as_str()), (100, 8192, 5, "/"));
-        let n = run(&[start_ok("AMQPLAIN", &amqplain("guest", "guest"), false), tune_ok(0, 0, 0), open("/")], &c, true).unwrap();
+        let n = run(&[start_ok("AMQPLAIN", &amqplain("guest", "guest"), false), tune_ok(0, 0, 0), open("/")], &c, true)
+            .unwrap();
         assert_eq!((n.channel_max, n.frame_max, n.heartbeat), (2047, 131072, 0));
     }
 
@@ -331,7 +340,11 @@ mod tests {
         match run(&[so.clone(), tune_ok(10, 1000, 0)], &c, true) {
             Err(HandshakeError::Close(e)) => {
                 assert_eq!(e.code.code(), 530);
-                assert!(e.text.contains("frame_max = 1000 is lower than the minimum allowed value (4096)"), "{}", e.text);
+                assert!(
+                    e.text.contains("frame_max = 1000 is lower than the minimum allowed value (4096)"),
+                    "{}",
+                    e.text
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -129,7 +129,12 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
 }
 
 /// Drive the handshake; None when it failed (the failure was already answered).
-async fn handshake(framed: &mut Framed, wtx: &mpsc::UnboundedSender<WriterMsg>, broker: &Broker, peer: SocketAddr) -> Option<Negotiated> {
+async fn handshake(
+    framed: &mut Framed,
+    wtx: &mpsc::UnboundedSender<WriterMsg>,
+    broker: &Broker,
+    peer: SocketAddr,
+) -> Option<Negotiated> {
     let send = |method: &AMQPClass| {
         let mut buf = bytes::BytesMut::new();
         encode::method(&mut buf, 0, method);
@@ -142,7 +147,11 @@ async fn handshake(framed: &mut Framed, wtx: &mpsc::UnboundedSender<WriterMsg>, 
     };
     send(&handshake::start_method(&broker.config));
     let vhost_exists = |v: &str| broker.vhost(v).is_some();
-    let cx = handshake::Context { config: &broker.config, peer_is_loopback: peer.ip().is_loopback(), vhost_exists: &vhost_exists };
+    let cx = handshake::Context {
+        config: &broker.config,
+        peer_is_loopback: peer.ip().is_loopback(),
+        vhost_exists: &vhost_exists,
+    };
     let mut state = Handshake::AwaitStartOk;
     loop {
         let frame = match framed.next().await {
@@ -211,7 +220,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, mut framed: Framed, mut inbox_rx: mpsc::UnboundedReceiver<ConnEvent>, rx_bytes: Arc<AtomicU64>) {
+    async fn run(
+        mut self,
+        mut framed: Framed,
+        mut inbox_rx: mpsc::UnboundedReceiver<ConnEvent>,
+        rx_bytes: Arc<AtomicU64>,
+    ) {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         while !self.done {
             let hb_at = self.heartbeat.as_ref().map_or(far, Heartbeat::next_deadline);
@@ -374,7 +388,9 @@ impl Connection {
             Frame::Heartbeat { channel: 0 } => Ok(()),
             Frame::Heartbeat { channel } => Err((channel, AmqpError::unexpected_frame("type 8, all octets = <<>>"))),
             Frame::Method { channel: 0, method } => self.on_connection_method(*method).map_err(|e| (0, e)),
-            Frame::Method { channel, method } => self.on_channel_method(channel, *method).await.map_err(|e| (channel, e)),
+            Frame::Method { channel, method } => {
+                self.on_channel_method(channel, *method).await.map_err(|e| (channel, e))
+            }
             Frame::Header(h) if h.channel == 0 => {
                 Err((0, AmqpError::unexpected_frame(format_args!("type 2, all octets = {}", octets(&h.raw)))))
             }
@@ -430,12 +446,22 @@ impl Connection {
                 if !no_ack {
                     ch.unacked.insert(tag, crate::channel::unacked::Pending { queue, seq, from_consumer: true });
                 }
-                encode::deliver(&mut self.out, channel, &consumer_tag, tag, redelivered, &msg.exchange, &msg.routing_key);
+                encode::deliver(
+                    &mut self.out,
+                    channel,
+                    &consumer_tag,
+                    tag,
+                    redelivered,
+                    &msg.exchange,
+                    &msg.routing_key,
+                );
                 encode::content(&mut self.out, channel, &msg.raw_header, &msg.body, frame_max);
                 self.credit += size;
             }
             ConnEvent::Confirms { channel, seqs, ack } => {
-                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else { return };
+                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else {
+                    return;
+                };
                 let Some(confirms) = ch.confirms.as_mut() else { return };
                 let frames = if ack { confirms.on_accepted(&seqs) } else { confirms.on_rejected(&seqs) };
                 for c in frames {
@@ -443,14 +469,18 @@ impl Connection {
                 }
             }
             ConnEvent::CancelOk { channel, consumer_tag } => {
-                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else { return };
+                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else {
+                    return;
+                };
                 ch.consumers.remove(&consumer_tag);
                 if ch.cancelling.remove(&consumer_tag) == Some(false) {
                     methods::send_cancel_ok(&mut self.out, channel, &consumer_tag);
                 }
             }
             ConnEvent::ConsumerCancelled { channel, consumer_tag } => {
-                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else { return };
+                let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else {
+                    return;
+                };
                 if ch.consumers.remove(&consumer_tag).is_some() && self.neg.client.consumer_cancel_notify {
                     methods::send_server_cancel(&mut self.out, channel, &consumer_tag);
                 }

@@ -27,7 +27,11 @@ pub enum WriterMsg {
 const MAX_BATCH: usize = 64;
 
 /// Run until [`WriterMsg::Close`], the sender is dropped, or the socket fails.
-pub async fn run<W: AsyncWrite + Unpin>(mut sock: W, mut rx: mpsc::UnboundedReceiver<WriterMsg>, gauge: Arc<FlowGauge>) {
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut sock: W,
+    mut rx: mpsc::UnboundedReceiver<WriterMsg>,
+    gauge: Arc<FlowGauge>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut segments: Vec<Bytes> = Vec::new();
     loop {

@@ -93,10 +93,7 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
-        let alternate = arguments
-            .inner()
-            .get("alternate-exchange")
-            .and_then(crate::protocol::methods::value_str);
+        let alternate = arguments.inner().get("alternate-exchange").and_then(crate::protocol::methods::value_str);
         Exchange {
             name,
             kind,
@@ -129,9 +126,8 @@ impl Exchange {
     /// Remove a binding; returns whether it existed.
     pub fn unbind(&mut self, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> bool {
         let before = self.bindings.len();
-        self.bindings.retain(|b| {
-            !(b.destination == *destination && b.routing_key == routing_key && b.arguments == *arguments)
-        });
+        self.bindings
+            .retain(|b| !(b.destination == *destination && b.routing_key == routing_key && b.arguments == *arguments));
         let removed = self.bindings.len() != before;
         if removed {
             self.rebuild_index();
@@ -169,10 +165,7 @@ impl Exchange {
             }
             ExchangeKind::Fanout => out.extend(self.bindings.iter().map(|b| &b.destination)),
             ExchangeKind::Topic => out.extend(
-                self.bindings
-                    .iter()
-                    .filter(|b| topic::matches(&b.routing_key, routing_key))
-                    .map(|b| &b.destination),
+                self.bindings.iter().filter(|b| topic::matches(&b.routing_key, routing_key)).map(|b| &b.destination),
             ),
             ExchangeKind::Headers => out.extend(
                 self.bindings

@@ -72,10 +72,7 @@ impl QueueActor {
             QueueCmd::Publish(items) => self.publish(items),
             QueueCmd::Consume { spec, reply } => {
                 let r = if self.deleted {
-                    Err(AmqpError::not_found(format_args!(
-                        "no queue '{}' in vhost '{}'",
-                        self.name, self.vhost_name
-                    )))
+                    Err(AmqpError::not_found(format_args!("no queue '{}' in vhost '{}'", self.name, self.vhost_name)))
                 } else {
                     self.state.add_consumer(spec)
                 };
@@ -97,10 +94,8 @@ impl QueueActor {
                 let _ = reply.send(if self.deleted { None } else { self.state.get(no_ack) });
             }
             QueueCmd::Stats { reply } => {
-                let _ = reply.send(QueueStats {
-                    messages: self.state.ready_count(),
-                    consumers: self.state.consumer_count(),
-                });
+                let _ = reply
+                    .send(QueueStats { messages: self.state.ready_count(), consumers: self.state.consumer_count() });
             }
             QueueCmd::Purge { reply } => {
                 let _ = reply.send(self.state.purge());
@@ -157,8 +152,11 @@ impl QueueActor {
                 return;
             }
             let Some(me) = self.me.upgrade() else { return };
-            // Register with every congested writer; if one drained meanwhile, go again.
-            let still = round.congested.iter().map(|c| c.gauge.wait(&me)).fold(true, |a, b| a && b);
+            // Register with every congested writer (no short-circuit); if one drained meanwhile, go again.
+            let mut still = true;
+            for c in &round.congested {
+                still &= c.gauge.wait(&me);
+            }
             if still {
                 return;
             }

@@ -111,18 +111,44 @@ pub struct QueueStats {
 #[derive(Debug)]
 pub enum QueueCmd {
     Publish(Vec<Publish>),
-    Consume { spec: ConsumerSpec, reply: oneshot::Sender<AmqpResult<()>> },
+    Consume {
+        spec: ConsumerSpec,
+        reply: oneshot::Sender<AmqpResult<()>>,
+    },
     /// `basic.cancel`; `cancel-ok` goes back through the consumer's inbox, after every delivery
     /// the queue made to it.
-    Cancel { conn_id: u64, channel: u16, tag: Arc<str>, reply: Option<ConnInbox> },
-    Settle { seqs: Vec<u64>, outcome: Outcome },
+    Cancel {
+        conn_id: u64,
+        channel: u16,
+        tag: Arc<str>,
+        reply: Option<ConnInbox>,
+    },
+    Settle {
+        seqs: Vec<u64>,
+        outcome: Outcome,
+    },
     /// A channel closed: drop its consumers and requeue what it held.
-    ChannelClosed { conn_id: u64, channel: u16, requeue: Vec<u64> },
-    Get { reply: oneshot::Sender<Option<GetReply>>, no_ack: bool },
-    Stats { reply: oneshot::Sender<QueueStats> },
-    Purge { reply: oneshot::Sender<u32> },
+    ChannelClosed {
+        conn_id: u64,
+        channel: u16,
+        requeue: Vec<u64>,
+    },
+    Get {
+        reply: oneshot::Sender<Option<GetReply>>,
+        no_ack: bool,
+    },
+    Stats {
+        reply: oneshot::Sender<QueueStats>,
+    },
+    Purge {
+        reply: oneshot::Sender<u32>,
+    },
     /// Delete the queue (after the checks); replies with the ready count.
-    Delete { if_unused: bool, if_empty: bool, reply: oneshot::Sender<AmqpResult<u32>> },
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<AmqpResult<u32>>,
+    },
     /// Try dispatching again (a writer drained, or channel credit was freed).
     Resume,
 }
@@ -139,8 +165,18 @@ pub enum ConnEvent {
         redelivered: bool,
         no_ack: bool,
     },
-    Confirms { channel: u16, seqs: Vec<u64>, ack: bool },
-    CancelOk { channel: u16, consumer_tag: Arc<str> },
+    Confirms {
+        channel: u16,
+        seqs: Vec<u64>,
+        ack: bool,
+    },
+    CancelOk {
+        channel: u16,
+        consumer_tag: Arc<str>,
+    },
     /// The queue was deleted under this consumer (server-sent basic.cancel).
-    ConsumerCancelled { channel: u16, consumer_tag: Arc<str> },
+    ConsumerCancelled {
+        channel: u16,
+        consumer_tag: Arc<str>,
+    },
 }

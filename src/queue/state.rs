@@ -147,10 +147,10 @@ impl QueueState {
     pub fn settle(&mut self, seqs: &[u64], outcome: Outcome) {
         for &seq in seqs {
             let Some(u) = self.unacked.remove(&seq) else { continue };
-            if let Some((conn, ch, tag)) = &u.consumer {
-                if let Some(c) = self.consumers.iter_mut().find(|c| c.is(*conn, *ch, tag)) {
-                    c.unacked = c.unacked.saturating_sub(1);
-                }
+            if let Some((conn, ch, tag)) = &u.consumer
+                && let Some(c) = self.consumers.iter_mut().find(|c| c.is(*conn, *ch, tag))
+            {
+                c.unacked = c.unacked.saturating_sub(1);
             }
             if outcome == Outcome::Requeue {
                 self.requeue(seq, u.msg);

@@ -33,7 +33,12 @@ async fn get(ch: &Channel, queue: &str) -> Option<lapin::message::BasicGetMessag
 async fn barrier(ch: &Channel) {
     within(
         "barrier",
-        ch.exchange_declare("amq.direct".into(), lapin::ExchangeKind::Direct, ExchangeDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()),
+        ch.exchange_declare(
+            "amq.direct".into(),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
     )
     .await
     .expect("passive declare of amq.direct");
@@ -101,11 +106,8 @@ async fn bodies_of_every_size_arrive_byte_exact() {
     let q = exclusive_queue(&ch).await;
     // 0 (no body frame), 1, exactly one full body frame, one byte more, and many frames.
     let sizes = [0, 1, frame_max - 8, frame_max - 7, 3 * frame_max + 17, 1 << 20];
-    let bodies: Vec<Vec<u8>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(n, &len)| (0..len).map(|i| ((i * 31 + n * 7) % 251) as u8).collect())
-        .collect();
+    let bodies: Vec<Vec<u8>> =
+        sizes.iter().enumerate().map(|(n, &len)| (0..len).map(|i| ((i * 31 + n * 7) % 251) as u8).collect()).collect();
     for body in &bodies {
         publish(&ch, &q, body).await;
     }
@@ -136,10 +138,7 @@ async fn two_consumers_on_one_queue_share_messages_round_robin() {
     let a: Vec<String> = deliveries(&mut c1, 3).await.iter().map(body_text).collect();
     let b2: Vec<String> = deliveries(&mut c2, 3).await.iter().map(body_text).collect();
     let (odd, even) = (vec!["1", "3", "5"], vec!["0", "2", "4"]);
-    assert!(
-        (a == even && b2 == odd) || (a == odd && b2 == even),
-        "consumers must alternate: {a:?} / {b2:?}"
-    );
+    assert!((a == even && b2 == odd) || (a == odd && b2 == even), "consumers must alternate: {a:?} / {b2:?}");
 }
 
 #[tokio::test]
@@ -427,8 +426,13 @@ async fn reusing_a_consumer_tag_on_a_channel_is_a_connection_error() {
     let q = exclusive_queue(&ch).await;
     // The same tag on another channel is fine.
     let other = conn.create_channel().await.expect("channel");
-    other.basic_consume(q.as_str().into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default()).await.expect("tag on channel 2");
-    ch.basic_consume(q.as_str().into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default()).await.expect("first use");
+    other
+        .basic_consume(q.as_str().into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("tag on channel 2");
+    ch.basic_consume(q.as_str().into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("first use");
     let err = expect_amqp_error(
         ch.basic_consume(q.as_str().into(), "dup".into(), BasicConsumeOptions::default(), FieldTable::default()).await,
     );
@@ -445,15 +449,27 @@ async fn exclusive_consume_conflicts_are_access_refused() {
     let _plain = consume(&ch, &q, BasicConsumeOptions::default()).await;
     let ch2 = conn.create_channel().await.expect("channel");
     let err = expect_amqp_error(
-        ch2.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await,
+        ch2.basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await,
     );
     assert_eq!(err, refused, "exclusive consume on a queue that has a consumer");
 
     let q2 = exclusive_queue(&ch).await;
     let _excl = consume(&ch, &q2, BasicConsumeOptions { exclusive: true, ..Default::default() }).await;
     let ch3 = conn.create_channel().await.expect("channel");
-    let err = expect_amqp_error(ch3.basic_consume(q2.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await);
-    assert_eq!(err, (403, format!("ACCESS_REFUSED - queue '{q2}' in vhost '/' in exclusive use")), "consume next to an exclusive consumer");
+    let err = expect_amqp_error(
+        ch3.basic_consume(q2.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await,
+    );
+    assert_eq!(
+        err,
+        (403, format!("ACCESS_REFUSED - queue '{q2}' in vhost '/' in exclusive use")),
+        "consume next to an exclusive consumer"
+    );
 }
 
 #[tokio::test]
@@ -506,9 +522,15 @@ async fn mandatory_unroutable_message_comes_back_as_basic_return() {
     let (_conn, ch) = b.channel().await;
     let key = unique("nobody-bound");
     let props = BasicProperties::default().with_message_id("m-1".into()).with_content_type("text/plain".into());
-    ch.basic_publish("amq.direct".into(), key.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, b"bounce", props.clone())
-        .await
-        .expect("publish");
+    ch.basic_publish(
+        "amq.direct".into(),
+        key.as_str().into(),
+        BasicPublishOptions { mandatory: true, ..Default::default() },
+        b"bounce",
+        props.clone(),
+    )
+    .await
+    .expect("publish");
     barrier(&ch).await; // the return precedes the declare-ok on this channel
     let returned = ch.wait_for_confirms().await.expect("returned messages");
     assert_eq!(returned.len(), 1);
@@ -524,9 +546,15 @@ async fn mandatory_unroutable_message_comes_back_as_basic_return() {
 async fn non_mandatory_unroutable_message_is_dropped_silently() {
     let b = Broker::start();
     let (_conn, ch) = b.channel().await;
-    ch.basic_publish("amq.direct".into(), unique("nobody").as_str().into(), BasicPublishOptions::default(), b"gone", BasicProperties::default())
-        .await
-        .expect("publish");
+    ch.basic_publish(
+        "amq.direct".into(),
+        unique("nobody").as_str().into(),
+        BasicPublishOptions::default(),
+        b"gone",
+        BasicProperties::default(),
+    )
+    .await
+    .expect("publish");
     barrier(&ch).await;
     assert!(ch.wait_for_confirms().await.expect("returns").is_empty(), "no basic.return");
     assert!(ch.status().connected());
@@ -562,5 +590,8 @@ async fn acking_a_no_ack_delivery_is_precondition_failed() {
     let d = next_delivery(&mut consumer).await;
     let mut ev = events(&conn);
     ch.basic_ack(d.delivery_tag, BasicAckOptions::default()).await.expect("send ack");
-    assert_eq!(next_close(&mut ev).await, (406, format!("PRECONDITION_FAILED - unknown delivery tag {}", d.delivery_tag)));
+    assert_eq!(
+        next_close(&mut ev).await,
+        (406, format!("PRECONDITION_FAILED - unknown delivery tag {}", d.delivery_tag))
+    );
 }

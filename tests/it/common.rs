@@ -35,7 +35,7 @@ impl Broker {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir.0)
             .args(extra)
-            .env("RUST_LOG", std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn,warren=info".into()))
+            .env("RUST_LOG", std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -44,10 +44,7 @@ impl Broker {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
-            let line = lines
-                .next()
-                .expect("warren exited before it was listening")
-                .expect("read warren stdout");
+            let line = lines.next().expect("warren exited before it was listening").expect("read warren stdout");
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.trim().to_string();
             }
@@ -63,9 +60,7 @@ impl Broker {
 
     /// Open a lapin connection to this broker.
     pub async fn connect(&self) -> Connection {
-        Connection::connect(&self.uri(), ConnectionProperties::default())
-            .await
-            .expect("lapin connect")
+        Connection::connect(&self.uri(), ConnectionProperties::default()).await.expect("lapin connect")
     }
 
     /// Open a lapin connection and one channel on it.
@@ -127,10 +122,8 @@ impl Drop for TempDir {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -139,9 +132,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Await `fut`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    tokio::time::timeout(WAIT, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,9 +237,7 @@ impl RawAmqp {
     /// Open a TCP connection and send the AMQP 0-9-1 protocol header.
     pub async fn connect(addr: &str) -> RawAmqp {
         use tokio::io::AsyncWriteExt;
-        let mut stream = within("tcp connect", tokio::net::TcpStream::connect(addr))
-            .await
-            .expect("tcp connect");
+        let mut stream = within("tcp connect", tokio::net::TcpStream::connect(addr)).await.expect("tcp connect");
         stream.write_all(b"AMQP\x00\x00\x09\x01").await.expect("write protocol header");
         RawAmqp { stream }
     }
@@ -354,13 +343,9 @@ pub async fn get_all(ch: &lapin::Channel, queue: &str) -> Vec<String> {
 
 /// Declare a server-named exclusive queue (deleted with the connection) and return its name.
 pub async fn exclusive_queue(ch: &lapin::Channel) -> String {
-    ch.queue_declare(
-        "".into(),
-        lapin::options::QueueDeclareOptions::exclusive(),
-        lapin::types::FieldTable::default(),
-    )
-    .await
-    .expect("declare exclusive queue")
-    .name()
-    .to_string()
+    ch.queue_declare("".into(), lapin::options::QueueDeclareOptions::exclusive(), lapin::types::FieldTable::default())
+        .await
+        .expect("declare exclusive queue")
+        .name()
+        .to_string()
 }

@@ -17,7 +17,13 @@ async fn confirm_select_then_publish_is_acked() {
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     assert!(ch.status().confirm());
     let confirm = ch
-        .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"hello", BasicProperties::default())
+        .basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"hello",
+            BasicProperties::default(),
+        )
         .await
         .expect("publish");
     assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));
@@ -30,7 +36,13 @@ async fn unroutable_non_mandatory_publish_is_still_acked() {
     let (_conn, ch) = b.channel().await;
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let confirm = ch
-        .basic_publish("amq.direct".into(), unique("nobody").as_str().into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
+        .basic_publish(
+            "amq.direct".into(),
+            unique("nobody").as_str().into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        )
         .await
         .expect("publish");
     assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));
@@ -45,7 +57,13 @@ async fn many_publishes_are_all_acked_one_by_one() {
     let mut acks = 0;
     for i in 0..300 {
         let confirm = ch
-            .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default())
+            .basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                i.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
             .await
             .expect("publish");
         if within("confirm", confirm).await.expect("confirm").is_ack() {
@@ -54,7 +72,11 @@ async fn many_publishes_are_all_acked_one_by_one() {
     }
     assert_eq!(acks, 300);
     let ok = ch
-        .queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .expect("passive declare");
     assert_eq!(ok.message_count(), 300, "every acked message is in the queue");
@@ -69,9 +91,15 @@ async fn a_burst_of_publishes_is_fully_confirmed() {
     let mut pending = Vec::new();
     for i in 0..100 {
         pending.push(
-            ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), i.to_string().as_bytes(), BasicProperties::default())
-                .await
-                .expect("publish"),
+            ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                i.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish"),
         );
     }
     // The broker may ack several publishes with one multiple=true ack; each still resolves.
@@ -92,7 +120,13 @@ async fn mandatory_unroutable_publish_is_returned_before_its_ack() {
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let key = unique("unroutable");
     let confirm = ch
-        .basic_publish("amq.direct".into(), key.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, b"back", BasicProperties::default())
+        .basic_publish(
+            "amq.direct".into(),
+            key.as_str().into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            b"back",
+            BasicProperties::default(),
+        )
         .await
         .expect("publish");
     // lapin attaches a basic.return to the confirmation only if it arrived before the ack.
@@ -109,7 +143,13 @@ async fn mandatory_unroutable_publish_is_returned_before_its_ack() {
     // A routable mandatory publish afterwards is a plain ack.
     let q = exclusive_queue(&ch).await;
     let confirm = ch
-        .basic_publish("".into(), q.as_str().into(), BasicPublishOptions { mandatory: true, ..Default::default() }, b"ok", BasicProperties::default())
+        .basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            b"ok",
+            BasicProperties::default(),
+        )
         .await
         .expect("publish");
     assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));
@@ -145,7 +185,13 @@ async fn confirm_select_twice_is_harmless() {
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("second confirm.select");
     for body in ["one", "two"] {
         let confirm = ch
-            .basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default())
+            .basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
             .await
             .expect("publish");
         assert_eq!(within("confirm", confirm).await.expect("confirm"), Confirmation::Ack(None));

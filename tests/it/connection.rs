@@ -17,13 +17,18 @@ async fn guest_guest_login_opens_a_usable_connection() {
     let ch = conn.create_channel().await.expect("create channel");
     assert!(ch.status().connected());
     // The connection really works: a round trip through the broker succeeds.
-    let q = ch
-        .queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default())
-        .await
-        .expect("declare");
+    let q =
+        ch.queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default()).await.expect("declare");
     assert!(q.name().as_str().starts_with("amq.gen-"));
     conn.close(200, "OK".into()).await.expect("close");
-    assert!(conn.status().closed());
+    // lapin resolves close() on close-ok and marks the status closed on its own internal task
+    // just after; it offers no event for that, so poll the status (bounded).
+    within("lapin to mark the connection closed", async {
+        while !conn.status().closed() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -158,9 +163,7 @@ async fn a_closed_channel_number_can_be_opened_again() {
     let second = within("re-open", async {
         loop {
             match conn.create_channel().await {
-                Err(e) if matches!(e.kind(), lapin::ErrorKind::ChannelsLimitReached) => {
-                    tokio::task::yield_now().await
-                }
+                Err(e) if matches!(e.kind(), lapin::ErrorKind::ChannelsLimitReached) => tokio::task::yield_now().await,
                 other => break other,
             }
         }
@@ -221,9 +224,15 @@ async fn closing_a_connection_requeues_its_unacked_messages() {
     ch_b.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), FieldTable::default())
         .await
         .expect("declare");
-    ch_b.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"payload", BasicProperties::default())
-        .await
-        .expect("publish");
+    ch_b.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        BasicPublishOptions::default(),
+        b"payload",
+        BasicProperties::default(),
+    )
+    .await
+    .expect("publish");
 
     let mut consumer_a = ch_a
         .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())

@@ -59,14 +59,24 @@ async fn predeclared_exchanges_exist() {
         ("amq.headers", ExchangeKind::Headers),
         ("amq.match", ExchangeKind::Headers),
     ] {
-        ch.exchange_declare(name.into(), kind, ExchangeDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await
-            .unwrap_or_else(|e| panic!("{name} must exist: {e}"));
+        ch.exchange_declare(
+            name.into(),
+            kind,
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name} must exist: {e}"));
     }
     // Redeclaring a predeclared exchange with identical properties is allowed too.
-    ch.exchange_declare("amq.direct".into(), ExchangeKind::Direct, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("equivalent redeclare of amq.direct");
+    ch.exchange_declare(
+        "amq.direct".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions { durable: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("equivalent redeclare of amq.direct");
 }
 
 #[tokio::test]
@@ -81,9 +91,14 @@ async fn each_builtin_type_can_be_declared_and_found_again() {
     ] {
         let name = unique(&format!("x-{label}"));
         declare(&ch, &name, kind.clone()).await;
-        ch.exchange_declare(name.as_str().into(), kind.clone(), ExchangeDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await
-            .expect("passive declare finds it");
+        ch.exchange_declare(
+            name.as_str().into(),
+            kind.clone(),
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("passive declare finds it");
         // An identical redeclare is a no-op.
         declare(&ch, &name, kind).await;
         delete(&ch, &name).await;
@@ -97,11 +112,22 @@ async fn redeclare_with_another_type_is_precondition_failed() {
     let x = unique("x-type");
     declare(&ch, &x, ExchangeKind::Direct).await;
     let err = expect_amqp_error(
-        ch.exchange_declare(x.as_str().into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default()).await,
+        ch.exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await,
     );
     assert_eq!(
         err,
-        (406, format!("PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{x}' in vhost '/': received 'fanout' but current is 'direct'"))
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{x}' in vhost '/': received 'fanout' but current is 'direct'"
+            )
+        )
     );
     let ch2 = conn.create_channel().await.expect("channel");
     delete(&ch2, &x).await;
@@ -114,12 +140,22 @@ async fn redeclare_with_another_durability_is_precondition_failed() {
     let x = unique("x-durable");
     declare(&ch, &x, ExchangeKind::Direct).await;
     let err = expect_amqp_error(
-        ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
-            .await,
+        ch.exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await,
     );
     assert_eq!(
         err,
-        (406, format!("PRECONDITION_FAILED - inequivalent arg 'durable' for exchange '{x}' in vhost '/': received 'true' but current is 'false'"))
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange '{x}' in vhost '/': received 'true' but current is 'false'"
+            )
+        )
     );
     let ch2 = conn.create_channel().await.expect("channel");
     delete(&ch2, &x).await;
@@ -131,8 +167,13 @@ async fn passive_declare_of_a_missing_exchange_is_not_found() {
     let (_conn, ch) = b.channel().await;
     let x = unique("x-missing");
     let err = expect_amqp_error(
-        ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await,
+        ch.exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await,
     );
     assert_eq!(err, (404, format!("NOT_FOUND - no exchange '{x}' in vhost '/'")));
 }
@@ -143,7 +184,13 @@ async fn declaring_an_amq_prefixed_exchange_is_access_refused() {
     let (_conn, ch) = b.channel().await;
     let x = format!("amq.{}", unique("foo"));
     let err = expect_amqp_error(
-        ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default()).await,
+        ch.exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await,
     );
     assert_eq!(err, (403, format!("ACCESS_REFUSED - exchange name '{x}' contains reserved prefix 'amq.*'")));
 }
@@ -153,14 +200,20 @@ async fn declaring_the_default_exchange_is_access_refused() {
     let b = Broker::start();
     let (conn, ch) = b.channel().await;
     let err = expect_amqp_error(
-        ch.exchange_declare("".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default()).await,
+        ch.exchange_declare("".into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
+            .await,
     );
     assert_eq!(err, (403, "ACCESS_REFUSED - operation not permitted on the default exchange".to_string()));
     // Even a passive declare is refused.
     let ch2 = conn.create_channel().await.expect("channel");
     let err = expect_amqp_error(
-        ch2.exchange_declare("".into(), ExchangeKind::Direct, ExchangeDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-            .await,
+        ch2.exchange_declare(
+            "".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await,
     );
     assert_eq!(err, (403, "ACCESS_REFUSED - operation not permitted on the default exchange".to_string()));
 }
@@ -178,12 +231,20 @@ async fn deleting_amq_direct_is_access_refused() {
     let b = Broker::start();
     let (conn, ch) = b.channel().await;
     let err = expect_amqp_error(ch.exchange_delete("amq.direct".into(), ExchangeDeleteOptions::default()).await);
-    assert_eq!(err, (403, "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed".to_string()));
+    assert_eq!(
+        err,
+        (403, "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed".to_string())
+    );
     // And it is still there.
     let ch2 = conn.create_channel().await.expect("channel");
-    ch2.exchange_declare("amq.direct".into(), ExchangeKind::Direct, ExchangeDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("amq.direct survives");
+    ch2.exchange_declare(
+        "amq.direct".into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions { passive: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("amq.direct survives");
 }
 
 #[tokio::test]
@@ -217,12 +278,20 @@ async fn publishing_to_an_internal_exchange_is_access_refused() {
     let b = Broker::start();
     let (conn, ch) = b.channel().await;
     let x = unique("int-x");
-    ch.exchange_declare(x.as_str().into(), ExchangeKind::Fanout, ExchangeDeclareOptions { internal: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("declare internal");
+    ch.exchange_declare(
+        x.as_str().into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions { internal: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare internal");
     let mut ev = events(&conn);
     publish(&ch, &x, "", "nope", None).await;
-    assert_eq!(next_close(&mut ev).await, (403, format!("ACCESS_REFUSED - cannot publish to internal exchange '{x}' in vhost '/'")));
+    assert_eq!(
+        next_close(&mut ev).await,
+        (403, format!("ACCESS_REFUSED - cannot publish to internal exchange '{x}' in vhost '/'"))
+    );
     let ch2 = conn.create_channel().await.expect("channel");
     delete(&ch2, &x).await;
 }
@@ -270,7 +339,8 @@ async fn fanout_exchange_copies_to_every_bound_queue() {
 
 /// Every routing key the topic tables below are checked against.
 const TOPIC_KEYS: &[&str] = &[
-    "", "a", "b", "#", "*", "a*", "#a", "a.b", ".", "..", "a.", ".a", "b.a", "a.a", "a.b.c", "a..c", "a.c", "a.b.b.c", "x.a.y",
+    "", "a", "b", "#", "*", "a*", "#a", "a.b", ".", "..", "a.", ".a", "b.a", "a.a", "a.b.c", "a..c", "a.c", "a.b.b.c",
+    "x.a.y",
 ];
 
 /// Bind one queue per binding key to a fresh topic exchange, publish every key of
@@ -387,8 +457,14 @@ async fn headers_binding_with_invalid_x_match_is_precondition_failed() {
     declare(&ch, &x, ExchangeKind::Headers).await;
     let q = exclusive_queue(&ch).await;
     let err = expect_amqp_error(
-        ch.queue_bind(q.as_str().into(), x.as_str().into(), "".into(), QueueBindOptions::default(), table(&[("x-match", "foo")]))
-            .await,
+        ch.queue_bind(
+            q.as_str().into(),
+            x.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            table(&[("x-match", "foo")]),
+        )
+        .await,
     );
     assert_eq!(
         err,
@@ -408,23 +484,41 @@ async fn exchange_to_exchange_binding_routes_and_unbind_stops_it() {
     declare(&ch, &dst, ExchangeKind::Direct).await;
     let q = exclusive_queue(&ch).await;
     bind(&ch, &q, &dst, "orders.new", FieldTable::default()).await;
-    ch.exchange_bind(dst.as_str().into(), src.as_str().into(), "orders.*".into(), ExchangeBindOptions::default(), FieldTable::default())
-        .await
-        .expect("exchange.bind");
+    ch.exchange_bind(
+        dst.as_str().into(),
+        src.as_str().into(),
+        "orders.*".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.bind");
     publish(&ch, &src, "orders.new", "routed", None).await;
     publish(&ch, &src, "orders.old", "source-matches-destination-does-not", None).await;
     publish(&ch, &src, "billing.new", "source-does-not-match", None).await;
     assert_eq!(get_all(&ch, &q).await, vec!["routed"]);
 
-    ch.exchange_unbind(dst.as_str().into(), src.as_str().into(), "orders.*".into(), ExchangeUnbindOptions::default(), FieldTable::default())
-        .await
-        .expect("exchange.unbind");
+    ch.exchange_unbind(
+        dst.as_str().into(),
+        src.as_str().into(),
+        "orders.*".into(),
+        ExchangeUnbindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.unbind");
     publish(&ch, &src, "orders.new", "after-unbind", None).await;
     assert_eq!(get_all(&ch, &q).await, Vec::<String>::new());
     // Unbinding again (binding no longer exists) also succeeds.
-    ch.exchange_unbind(dst.as_str().into(), src.as_str().into(), "orders.*".into(), ExchangeUnbindOptions::default(), FieldTable::default())
-        .await
-        .expect("unbind of a missing binding");
+    ch.exchange_unbind(
+        dst.as_str().into(),
+        src.as_str().into(),
+        "orders.*".into(),
+        ExchangeUnbindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind of a missing binding");
     delete(&ch, &src).await;
     delete(&ch, &dst).await;
 }
@@ -440,9 +534,15 @@ async fn a_queue_reached_by_two_paths_gets_one_copy() {
     let q = exclusive_queue(&ch).await;
     bind(&ch, &q, &src, "", FieldTable::default()).await;
     bind(&ch, &q, &dst, "", FieldTable::default()).await;
-    ch.exchange_bind(dst.as_str().into(), src.as_str().into(), "".into(), ExchangeBindOptions::default(), FieldTable::default())
-        .await
-        .expect("exchange.bind");
+    ch.exchange_bind(
+        dst.as_str().into(),
+        src.as_str().into(),
+        "".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange.bind");
     publish(&ch, &src, "k", "once", None).await;
     assert_eq!(get_all(&ch, &q).await, vec!["once"]);
     delete(&ch, &src).await;
@@ -468,7 +568,13 @@ async fn alternate_exchange_takes_unroutable_messages_and_satisfies_mandatory() 
 
     ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     let confirm = ch
-        .basic_publish(main.as_str().into(), "unknown".into(), BasicPublishOptions { mandatory: true, ..Default::default() }, b"lost?", BasicProperties::default())
+        .basic_publish(
+            main.as_str().into(),
+            "unknown".into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            b"lost?",
+            BasicProperties::default(),
+        )
         .await
         .expect("publish");
     // Routed via the AE: acked without a basic.return.
@@ -494,9 +600,14 @@ async fn auto_delete_exchange_goes_when_its_last_binding_goes() {
     let b = Broker::start();
     let (conn, ch) = b.channel().await;
     let x = unique("x-autodel");
-    ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions { auto_delete: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("declare auto-delete");
+    ch.exchange_declare(
+        x.as_str().into(),
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions { auto_delete: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare auto-delete");
     let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
     // Never bound: it stays.
     ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, passive, FieldTable::default())
@@ -515,7 +626,9 @@ async fn auto_delete_exchange_goes_when_its_last_binding_goes() {
     ch.queue_unbind(q2.as_str().into(), x.as_str().into(), "b".into(), FieldTable::default())
         .await
         .expect("unbind last");
-    let err = expect_amqp_error(ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, passive, FieldTable::default()).await);
+    let err = expect_amqp_error(
+        ch.exchange_declare(x.as_str().into(), ExchangeKind::Direct, passive, FieldTable::default()).await,
+    );
     assert_eq!(err, (404, format!("NOT_FOUND - no exchange '{x}' in vhost '/'")));
     drop(conn);
 }

@@ -4,9 +4,9 @@
 mod common;
 mod raw;
 
-mod connection;
-mod exchanges;
-mod queues;
 mod basic;
 mod confirms;
+mod connection;
+mod exchanges;
 mod protocol_errors;
+mod queues;

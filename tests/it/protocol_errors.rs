@@ -19,11 +19,7 @@ fn passive_declare(name: &str) -> Args {
 
 /// basic.publish to the default exchange with the given routing key and `immediate` flag.
 fn publish_args(routing_key: &str, immediate: bool) -> Args {
-    Args::new()
-        .short(0)
-        .shortstr("")
-        .shortstr(routing_key)
-        .bits(&[false, immediate])
+    Args::new().short(0).shortstr("").shortstr(routing_key).bits(&[false, immediate])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -64,21 +60,9 @@ async fn connection_start_advertises_version_mechanisms_locales_and_properties()
     let start = c.expect_start().await;
     assert_eq!((start.version_major, start.version_minor), (0, 9));
     let mechanisms: Vec<&str> = start.mechanisms.split(' ').collect();
-    assert!(
-        mechanisms.contains(&"PLAIN"),
-        "mechanisms {:?}",
-        start.mechanisms
-    );
-    assert!(
-        mechanisms.contains(&"AMQPLAIN"),
-        "mechanisms {:?}",
-        start.mechanisms
-    );
-    assert!(
-        start.locales.split(' ').any(|l| l == "en_US"),
-        "locales {:?}",
-        start.locales
-    );
+    assert!(mechanisms.contains(&"PLAIN"), "mechanisms {:?}", start.mechanisms);
+    assert!(mechanisms.contains(&"AMQPLAIN"), "mechanisms {:?}", start.mechanisms);
+    assert!(start.locales.split(' ').any(|l| l == "en_US"), "locales {:?}", start.locales);
     let props = &start.server_properties;
     for key in ["product", "version"] {
         match lookup(props, key) {
@@ -105,19 +89,11 @@ async fn connection_start_advertises_version_mechanisms_locales_and_properties()
             "publisher_confirms",
         ]
     );
-    assert!(
-        caps.iter().all(|(_, v)| *v == Value::Bool(true)),
-        "all capabilities true: {caps:?}"
-    );
+    assert!(caps.iter().all(|(_, v)| *v == Value::Bool(true)), "all capabilities true: {caps:?}");
     // Finish the handshake so the broker sees a well-behaved client.
-    c.send_start_ok("PLAIN", &plain_response("guest", "guest"))
-        .await;
+    c.send_start_ok("PLAIN", &plain_response("guest", "guest")).await;
     let tune = c.expect_tune().await;
-    assert!(
-        tune.frame_max >= 4096,
-        "proposed frame_max {}",
-        tune.frame_max
-    );
+    assert!(tune.frame_max >= 4096, "proposed frame_max {}", tune.frame_max);
     c.send_tune_ok(Tune::default()).await;
     c.send_connection_open("/").await;
     c.expect_method(0, 10, 41).await;
@@ -130,8 +106,7 @@ async fn amqplain_login_with_length_less_table_succeeds() {
     let mut c = RawConn::connect(&b.addr).await;
     c.send_protocol_header().await;
     c.expect_start().await;
-    c.send_start_ok("AMQPLAIN", &amqplain_response("guest", "guest"))
-        .await;
+    c.send_start_ok("AMQPLAIN", &amqplain_response("guest", "guest")).await;
     c.expect_tune().await;
     c.send_tune_ok(Tune::default()).await;
     c.send_connection_open("/").await;
@@ -149,8 +124,7 @@ async fn wrong_password_gets_access_refused_close() {
     c.send_protocol_header().await;
     c.expect_start().await;
     // send_start_ok advertises capabilities.authentication_failure_close = true.
-    c.send_start_ok("PLAIN", &plain_response("guest", "not-the-password"))
-        .await;
+    c.send_start_ok("PLAIN", &plain_response("guest", "not-the-password")).await;
     assert_eq!(
         c.expect_connection_close().await,
         Close::new(
@@ -171,27 +145,11 @@ async fn tune_ok_frame_max_below_4096_is_refused() {
     let mut c = RawConn::connect(&b.addr).await;
     c.send_protocol_header().await;
     c.expect_start().await;
-    c.send_start_ok("PLAIN", &plain_response("guest", "guest"))
-        .await;
+    c.send_start_ok("PLAIN", &plain_response("guest", "guest")).await;
     c.expect_tune().await;
-    c.send_tune_ok(Tune {
-        frame_max: 1000,
-        ..Tune::default()
-    })
-    .await;
+    c.send_tune_ok(Tune { frame_max: 1000, ..Tune::default() }).await;
     // The broker may already be closing; a failed write is fine.
-    let _ = c
-        .try_send(&method_frame(
-            0,
-            10,
-            40,
-            Args::new()
-                .shortstr("/")
-                .shortstr("")
-                .bits(&[false])
-                .bytes(),
-        ))
-        .await;
+    let _ = c.try_send(&method_frame(0, 10, 40, Args::new().shortstr("/").shortstr("").bits(&[false]).bytes())).await;
     // RabbitMQ 3.10 closes the socket without a frame (about 3 s later); a 530 close with the
     // negotiation text is also acceptable. Either way, no open-ok: the connection is unusable.
     if let Some(close) = c.expect_connection_close_or_eof().await {
@@ -213,14 +171,7 @@ async fn tune_ok_frame_max_below_4096_is_refused() {
 async fn silent_client_gets_heartbeats_then_is_disconnected() {
     let b = Broker::start();
     let bystander = Bystander::open(&b.addr).await;
-    let mut c = RawConn::open_with(
-        &b.addr,
-        Tune {
-            heartbeat: 1,
-            ..Tune::default()
-        },
-    )
-    .await;
+    let mut c = RawConn::open_with(&b.addr, Tune { heartbeat: 1, ..Tune::default() }).await;
     let started = Instant::now();
     let mut heartbeats = 0;
     // Send nothing; the broker must heartbeat us and then drop the socket (no connection.close).
@@ -230,10 +181,7 @@ async fn silent_client_gets_heartbeats_then_is_disconnected() {
                 panic!("broker neither sent a frame nor closed a silent heartbeat=1 connection")
             }
             Some(Event::Frame(f)) => {
-                assert!(
-                    f.is_heartbeat() && f.channel == 0 && f.payload.is_empty(),
-                    "expected heartbeat, got {f:?}"
-                );
+                assert!(f.is_heartbeat() && f.channel == 0 && f.payload.is_empty(), "expected heartbeat, got {f:?}");
                 heartbeats += 1;
             }
             Some(Event::Eof) => break,
@@ -241,14 +189,8 @@ async fn silent_client_gets_heartbeats_then_is_disconnected() {
     }
     let elapsed = started.elapsed();
     assert!(heartbeats >= 1, "broker sent no heartbeat before closing");
-    assert!(
-        elapsed >= Duration::from_secs(1),
-        "closed after {elapsed:?}, before one heartbeat timeout"
-    );
-    assert!(
-        elapsed <= Duration::from_secs(6),
-        "closed only after {elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_secs(1), "closed after {elapsed:?}, before one heartbeat timeout");
+    assert!(elapsed <= Duration::from_secs(6), "closed only after {elapsed:?}");
     bystander.assert_untouched().await;
     assert_broker_healthy(&b.addr).await;
 }
@@ -256,14 +198,7 @@ async fn silent_client_gets_heartbeats_then_is_disconnected() {
 #[tokio::test]
 async fn client_sending_heartbeats_stays_connected() {
     let b = Broker::start();
-    let mut c = RawConn::open_with(
-        &b.addr,
-        Tune {
-            heartbeat: 1,
-            ..Tune::default()
-        },
-    )
-    .await;
+    let mut c = RawConn::open_with(&b.addr, Tune { heartbeat: 1, ..Tune::default() }).await;
     let mut tick = tokio::time::interval(Duration::from_millis(400));
     let mut received = 0;
     // Bounded wait to show that something does NOT happen: a silent client is dropped after
@@ -280,10 +215,7 @@ async fn client_sending_heartbeats_stays_connected() {
             },
         }
     }
-    assert!(
-        received >= 2,
-        "broker sent {received} heartbeats in 4 s at heartbeat=1"
-    );
+    assert!(received >= 2, "broker sent {received} heartbeats in 4 s at heartbeat=1");
     c.open_channel(1).await;
     c.assert_can_declare_queue(1).await;
     c.close().await;
@@ -297,19 +229,13 @@ async fn unknown_vhost_is_not_allowed() {
     let mut c = RawConn::connect(&b.addr).await;
     c.send_protocol_header().await;
     c.expect_start().await;
-    c.send_start_ok("PLAIN", &plain_response("guest", "guest"))
-        .await;
+    c.send_start_ok("PLAIN", &plain_response("guest", "guest")).await;
     c.expect_tune().await;
     c.send_tune_ok(Tune::default()).await;
     c.send_connection_open(&vhost).await;
     assert_eq!(
         c.expect_connection_close().await,
-        Close::new(
-            530,
-            &format!("NOT_ALLOWED - vhost {vhost} not found"),
-            10,
-            40
-        )
+        Close::new(530, &format!("NOT_ALLOWED - vhost {vhost} not found"), 10, 40)
     );
     bystander.assert_untouched().await;
     assert_broker_healthy(&b.addr).await;
@@ -338,11 +264,7 @@ async fn provoke_and(tune: Tune, bytes: &[u8], wait_eof: bool) -> Close {
     let mut c = RawConn::open_with(&b.addr, tune).await;
     c.open_channel(1).await;
     c.send(bytes).await;
-    let close = if wait_eof {
-        c.expect_connection_close().await
-    } else {
-        c.expect_connection_close_frame().await
-    };
+    let close = if wait_eof { c.expect_connection_close().await } else { c.expect_connection_close_frame().await };
     bystander.assert_untouched().await;
     assert_broker_healthy(&b.addr).await;
     close
@@ -350,69 +272,44 @@ async fn provoke_and(tune: Tune, bytes: &[u8], wait_eof: bool) -> Close {
 
 #[tokio::test]
 async fn bad_frame_end_octet_is_frame_error() {
-    let mut bytes = method_frame(
-        1,
-        60,
-        10,
-        Args::new().long(0).short(10).bits(&[false]).bytes(),
-    );
+    let mut bytes = method_frame(1, 60, 10, Args::new().long(0).short(10).bits(&[false]).bytes());
     *bytes.last_mut().unwrap() = 0x00;
-    provoke_fatal(Tune::default(), &bytes)
-        .await
-        .assert_prefix(501, "FRAME_ERROR - ", 0, 0);
+    provoke_fatal(Tune::default(), &bytes).await.assert_prefix(501, "FRAME_ERROR - ", 0, 0);
 }
 
 #[tokio::test]
 async fn frame_larger_than_frame_max_is_frame_error() {
-    let tune = Tune {
-        frame_max: 4096,
-        ..Tune::default()
-    };
+    let tune = Tune { frame_max: 4096, ..Tune::default() };
     let bytes = body_frame(1, &[b'x'; 5000]);
-    provoke_fatal(tune, &bytes)
-        .await
-        .assert_prefix(501, "FRAME_ERROR - ", 0, 0);
+    provoke_fatal(tune, &bytes).await.assert_prefix(501, "FRAME_ERROR - ", 0, 0);
 }
 
 #[tokio::test]
 async fn unknown_frame_type_is_frame_error() {
-    provoke(Tune::default(), &frame(9, 0, b"abc"))
-        .await
-        .assert_prefix(501, "FRAME_ERROR - ", 0, 0);
+    provoke(Tune::default(), &frame(9, 0, b"abc")).await.assert_prefix(501, "FRAME_ERROR - ", 0, 0);
 }
 
 #[tokio::test]
 async fn heartbeat_on_channel_1_is_unexpected_frame() {
-    provoke(Tune::default(), &heartbeat_frame(1))
-        .await
-        .assert_prefix(505, "UNEXPECTED_FRAME - ", 0, 0);
+    provoke(Tune::default(), &heartbeat_frame(1)).await.assert_prefix(505, "UNEXPECTED_FRAME - ", 0, 0);
 }
 
 #[tokio::test]
 async fn content_header_on_channel_0_is_unexpected_frame() {
     let bytes = content_header_frame(0, 60, 0, 0, &[]);
-    provoke(Tune::default(), &bytes)
-        .await
-        .assert_prefix(505, "UNEXPECTED_FRAME - ", 0, 0);
+    provoke(Tune::default(), &bytes).await.assert_prefix(505, "UNEXPECTED_FRAME - ", 0, 0);
 }
 
 #[tokio::test]
 async fn content_body_on_channel_0_is_unexpected_frame() {
-    provoke(Tune::default(), &body_frame(0, b"abc"))
-        .await
-        .assert_prefix(505, "UNEXPECTED_FRAME - ", 0, 0);
+    provoke(Tune::default(), &body_frame(0, b"abc")).await.assert_prefix(505, "UNEXPECTED_FRAME - ", 0, 0);
 }
 
 #[tokio::test]
 async fn body_without_publish_is_unexpected_frame() {
     assert_eq!(
         provoke(Tune::default(), &body_frame(1, b"abc")).await,
-        Close::new(
-            505,
-            "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
-            0,
-            0
-        )
+        Close::new(505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead", 0, 0)
     );
 }
 
@@ -420,12 +317,7 @@ async fn body_without_publish_is_unexpected_frame() {
 async fn content_header_without_publish_is_unexpected_frame() {
     assert_eq!(
         provoke(Tune::default(), &content_header_frame(1, 60, 3, 0, &[])).await,
-        Close::new(
-            505,
-            "UNEXPECTED_FRAME - expected method frame, got non method frame instead",
-            0,
-            0
-        )
+        Close::new(505, "UNEXPECTED_FRAME - expected method frame, got non method frame instead", 0, 0)
     );
 }
 
@@ -466,12 +358,7 @@ async fn method_while_content_body_expected_is_unexpected_frame() {
     bytes.extend(method_frame(1, 60, 40, publish_args("q", false).bytes()));
     assert_eq!(
         provoke(Tune::default(), &bytes).await,
-        Close::new(
-            505,
-            "UNEXPECTED_FRAME - expected content body, got non content body frame instead",
-            60,
-            40
-        )
+        Close::new(505, "UNEXPECTED_FRAME - expected content body, got non content body frame instead", 60, 40)
     );
 }
 
@@ -479,9 +366,7 @@ async fn method_while_content_body_expected_is_unexpected_frame() {
 async fn truncated_method_arguments_are_frame_error() {
     // queue.declare: ticket 0, then a shortstr claiming 5 bytes with only 2 present.
     let bytes = method_frame(1, 50, 10, &[0, 0, 5, b'a', b'b']);
-    provoke(Tune::default(), &bytes)
-        .await
-        .assert_prefix(501, "FRAME_ERROR - ", 50, 10);
+    provoke(Tune::default(), &bytes).await.assert_prefix(501, "FRAME_ERROR - ", 50, 10);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,31 +396,16 @@ async fn queue_method_on_channel_0_is_channel_error() {
     let bytes = method_frame(0, 50, 10, passive_declare("q").bytes());
     assert_eq!(
         provoke(Tune::default(), &bytes).await,
-        Close::new(
-            504,
-            "CHANNEL_ERROR - unexpected method in connection state running",
-            50,
-            10
-        )
+        Close::new(504, "CHANNEL_ERROR - unexpected method in connection state running", 50, 10)
     );
 }
 
 #[tokio::test]
 async fn tune_ok_after_handshake_is_channel_error() {
-    let bytes = method_frame(
-        0,
-        10,
-        31,
-        Args::new().short(2047).long(131072).short(0).bytes(),
-    );
+    let bytes = method_frame(0, 10, 31, Args::new().short(2047).long(131072).short(0).bytes());
     assert_eq!(
         provoke(Tune::default(), &bytes).await,
-        Close::new(
-            504,
-            "CHANNEL_ERROR - unexpected method in connection state running",
-            10,
-            31
-        )
+        Close::new(504, "CHANNEL_ERROR - unexpected method in connection state running", 10, 31)
     );
 }
 
@@ -553,38 +423,21 @@ async fn method_after_client_channel_close_is_channel_error() {
     let bystander = Bystander::open(&b.addr).await;
     let mut c = RawConn::open(&b.addr).await;
     c.open_channel(1).await;
-    c.send_method(
-        1,
-        20,
-        40,
-        &Args::new().short(200).shortstr("bye").short(0).short(0),
-    )
-    .await;
+    c.send_method(1, 20, 40, &Args::new().short(200).shortstr("bye").short(0).short(0)).await;
     c.expect_method(1, 20, 41).await;
     c.send_method(1, 50, 10, &passive_declare("q")).await;
-    assert_eq!(
-        c.expect_connection_close().await,
-        Close::new(504, "CHANNEL_ERROR - expected 'channel.open'", 50, 10)
-    );
+    assert_eq!(c.expect_connection_close().await, Close::new(504, "CHANNEL_ERROR - expected 'channel.open'", 50, 10));
     bystander.assert_untouched().await;
     assert_broker_healthy(&b.addr).await;
 }
 
 #[tokio::test]
 async fn opening_more_channels_than_channel_max_is_not_allowed() {
-    let tune = Tune {
-        channel_max: 1,
-        ..Tune::default()
-    };
+    let tune = Tune { channel_max: 1, ..Tune::default() };
     let bytes = method_frame(2, 20, 10, Args::new().shortstr("").bytes());
     assert_eq!(
         provoke(tune, &bytes).await,
-        Close::new(
-            530,
-            "NOT_ALLOWED - number of channels opened (1) has reached the negotiated channel_max (1)",
-            0,
-            0
-        )
+        Close::new(530, "NOT_ALLOWED - number of channels opened (1) has reached the negotiated channel_max (1)", 0, 0)
     );
 }
 
@@ -613,28 +466,19 @@ async fn publish_immediate_is_not_implemented() {
     let mut bytes = method_frame(1, 60, 40, publish_args(&unique("q"), true).bytes());
     bytes.extend(content_header_frame(1, 60, 3, 0, &[]));
     bytes.extend(body_frame(1, b"abc"));
-    assert_eq!(
-        provoke(Tune::default(), &bytes).await,
-        Close::new(540, "NOT_IMPLEMENTED - immediate=true", 60, 40)
-    );
+    assert_eq!(provoke(Tune::default(), &bytes).await, Close::new(540, "NOT_IMPLEMENTED - immediate=true", 60, 40));
 }
 
 #[tokio::test]
 async fn channel_flow_inactive_is_not_implemented() {
     let bytes = method_frame(1, 20, 20, Args::new().bits(&[false]).bytes());
-    assert_eq!(
-        provoke(Tune::default(), &bytes).await,
-        Close::new(540, "NOT_IMPLEMENTED - active=false", 20, 20)
-    );
+    assert_eq!(provoke(Tune::default(), &bytes).await, Close::new(540, "NOT_IMPLEMENTED - active=false", 20, 20));
 }
 
 #[tokio::test]
 async fn basic_recover_without_requeue_is_not_implemented() {
     let bytes = method_frame(1, 60, 110, Args::new().bits(&[false]).bytes());
-    assert_eq!(
-        provoke(Tune::default(), &bytes).await,
-        Close::new(540, "NOT_IMPLEMENTED - requeue=false", 60, 110)
-    );
+    assert_eq!(provoke(Tune::default(), &bytes).await, Close::new(540, "NOT_IMPLEMENTED - requeue=false", 60, 110));
 }
 
 #[tokio::test]
@@ -655,15 +499,7 @@ async fn access_request_gets_request_ok() {
     let mut c = RawConn::open(&b.addr).await;
     c.open_channel(1).await;
     // realm "/data", flags exclusive, passive, active, write, read.
-    c.send_method(
-        1,
-        30,
-        10,
-        &Args::new()
-            .shortstr("/data")
-            .bits(&[false, true, true, true, true]),
-    )
-    .await;
+    c.send_method(1, 30, 10, &Args::new().shortstr("/data").bits(&[false, true, true, true, true])).await;
     let ok = c.expect_method(1, 30, 11).await;
     assert_eq!(ok.args().len(), 2, "request-ok carries a short ticket");
     c.assert_can_declare_queue(1).await;
@@ -684,23 +520,12 @@ async fn frames_on_a_closing_channel_are_ignored_until_close_ok() {
     c.send_method(1, 50, 10, &passive_declare(&missing)).await;
     assert_eq!(
         c.expect_channel_close(1).await,
-        Close::new(
-            404,
-            &format!("NOT_FOUND - no queue '{missing}' in vhost '/'"),
-            50,
-            10
-        )
+        Close::new(404, &format!("NOT_FOUND - no queue '{missing}' in vhost '/'"), 50, 10)
     );
     // Until we answer close-ok, everything on channel 1 must be discarded: a declare that would
     // create a queue, and a complete publish.
     let would_be_created = unique("discarded");
-    c.send_method(
-        1,
-        50,
-        10,
-        &RawConn::queue_declare_args(&would_be_created, false, false, false, true),
-    )
-    .await;
+    c.send_method(1, 50, 10, &RawConn::queue_declare_args(&would_be_created, false, false, false, true)).await;
     let mut publish = method_frame(1, 60, 40, publish_args(&would_be_created, false).bytes());
     publish.extend(content_header_frame(1, 60, 3, 0, &[]));
     publish.extend(body_frame(1, b"abc"));
@@ -709,16 +534,10 @@ async fn frames_on_a_closing_channel_are_ignored_until_close_ok() {
     c.assert_can_declare_queue(2).await;
     c.send_method(1, 20, 41, &Args::new()).await;
     c.open_channel(1).await;
-    c.send_method(1, 50, 10, &passive_declare(&would_be_created))
-        .await;
+    c.send_method(1, 50, 10, &passive_declare(&would_be_created)).await;
     assert_eq!(
         c.expect_channel_close(1).await,
-        Close::new(
-            404,
-            &format!("NOT_FOUND - no queue '{would_be_created}' in vhost '/'"),
-            50,
-            10
-        ),
+        Close::new(404, &format!("NOT_FOUND - no queue '{would_be_created}' in vhost '/'"), 50, 10),
         "the declare sent on the closing channel must not have run"
     );
     c.send_method(1, 20, 41, &Args::new()).await;
@@ -734,26 +553,11 @@ async fn client_channel_close_crossing_server_close_gets_close_ok() {
     let missing = unique("missing");
     // Send the failing declare and our own channel.close back to back, so they cross.
     let mut bytes = method_frame(1, 50, 10, passive_declare(&missing).bytes());
-    bytes.extend(method_frame(
-        1,
-        20,
-        40,
-        Args::new()
-            .short(200)
-            .shortstr("bye")
-            .short(0)
-            .short(0)
-            .bytes(),
-    ));
+    bytes.extend(method_frame(1, 20, 40, Args::new().short(200).shortstr("bye").short(0).short(0).bytes()));
     c.send(&bytes).await;
     assert_eq!(
         c.expect_channel_close(1).await,
-        Close::new(
-            404,
-            &format!("NOT_FOUND - no queue '{missing}' in vhost '/'"),
-            50,
-            10
-        )
+        Close::new(404, &format!("NOT_FOUND - no queue '{missing}' in vhost '/'"), 50, 10)
     );
     c.expect_method(1, 20, 41).await;
     c.send_method(1, 20, 41, &Args::new()).await;
@@ -773,12 +577,7 @@ async fn soft_error_closes_only_its_channel() {
     c.send_method(1, 50, 10, &passive_declare(&missing)).await;
     assert_eq!(
         c.expect_channel_close(1).await,
-        Close::new(
-            404,
-            &format!("NOT_FOUND - no queue '{missing}' in vhost '/'"),
-            50,
-            10
-        )
+        Close::new(404, &format!("NOT_FOUND - no queue '{missing}' in vhost '/'"), 50, 10)
     );
     c.assert_can_declare_queue(2).await;
     c.send_method(1, 20, 41, &Args::new()).await;
@@ -854,30 +653,14 @@ async fn configured_max_message_size_is_enforced() {
     c.open_channel(1).await;
     // Exactly the limit is accepted: publish to a queue and fetch it back.
     let queue = unique("max-size");
-    c.send_method(
-        1,
-        50,
-        10,
-        &RawConn::queue_declare_args(&queue, false, false, true, false),
-    )
-    .await;
+    c.send_method(1, 50, 10, &RawConn::queue_declare_args(&queue, false, false, true, false)).await;
     c.expect_method(1, 50, 11).await;
     publish_body_of_size(&mut c, 1, &queue, 1024).await;
-    c.send_method(
-        1,
-        60,
-        70,
-        &Args::new().short(0).shortstr(&queue).bits(&[true]),
-    )
-    .await;
+    c.send_method(1, 60, 70, &Args::new().short(0).shortstr(&queue).bits(&[true])).await;
     c.expect_method(1, 60, 71).await;
     match c.recv().await {
         Event::Frame(f) if f.kind == FRAME_HEADER && f.channel == 1 => {
-            assert_eq!(
-                Reader(&f.payload[4..12]).longlong(),
-                1024,
-                "delivered body size"
-            );
+            assert_eq!(Reader(&f.payload[4..12]).longlong(), 1024, "delivered body size");
         }
         other => panic!("expected the content header of the 1024-byte message, got {other:?}"),
     }
@@ -893,12 +676,7 @@ async fn configured_max_message_size_is_enforced() {
     publish_body_of_size(&mut c, 1, &queue, 1025).await;
     assert_eq!(
         c.expect_channel_close(1).await,
-        Close::new(
-            406,
-            "PRECONDITION_FAILED - message size 1025 is larger than configured max size 1024",
-            60,
-            40
-        )
+        Close::new(406, "PRECONDITION_FAILED - message size 1025 is larger than configured max size 1024", 60, 40)
     );
     c.send_method(1, 20, 41, &Args::new()).await;
     c.close().await;
@@ -919,29 +697,16 @@ async fn shutdown_closes_connections_with_connection_forced() {
     // Read the close (and answer close-ok) while the broker is shutting down.
     let reader = tokio::spawn(async move { c.expect_connection_close().await });
     let terminate = tokio::task::spawn_blocking(move || b.terminate());
-    let status = crate::common::within("the broker to exit after SIGTERM", terminate)
-        .await
-        .expect("terminate task");
+    let status = crate::common::within("the broker to exit after SIGTERM", terminate).await.expect("terminate task");
     let Some(status) = status else {
         panic!(
             "shutdown_closes_connections_with_connection_forced needs a Warren process started by the \
              test (SIGTERM); terminate() returned None because WARREN_TEST_ADDR points at an external broker"
         );
     };
-    let close = crate::common::within("connection.close on shutdown", reader)
-        .await
-        .expect("reader task");
-    close.assert_prefix(
-        320,
-        "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
-        0,
-        0,
-    );
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "exit status after SIGTERM: {status:?}"
-    );
+    let close = crate::common::within("connection.close on shutdown", reader).await.expect("reader task");
+    close.assert_prefix(320, "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'", 0, 0);
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -972,40 +737,15 @@ impl XorShift {
 /// mutated (no declares): publish to a missing queue, qos, flow, get/delete of missing queues...
 fn fuzz_templates(missing: &str) -> Vec<Vec<u8>> {
     let mut publish = method_frame(1, 60, 40, publish_args(missing, false).bytes());
-    publish.extend(content_header_frame(
-        1,
-        60,
-        5,
-        0x9000,
-        Args::new().shortstr("text/plain").octet(1).bytes(),
-    ));
+    publish.extend(content_header_frame(1, 60, 5, 0x9000, Args::new().shortstr("text/plain").octet(1).bytes()));
     publish.extend(body_frame(1, b"hello"));
     vec![
         publish,
         method_frame(2, 20, 10, Args::new().shortstr("").bytes()),
-        method_frame(
-            1,
-            60,
-            10,
-            Args::new().long(0).short(10).bits(&[false]).bytes(),
-        ),
+        method_frame(1, 60, 10, Args::new().long(0).short(10).bits(&[false]).bytes()),
         method_frame(1, 20, 20, Args::new().bits(&[true]).bytes()),
-        method_frame(
-            1,
-            60,
-            70,
-            Args::new().short(0).shortstr(missing).bits(&[true]).bytes(),
-        ),
-        method_frame(
-            1,
-            50,
-            40,
-            Args::new()
-                .short(0)
-                .shortstr(missing)
-                .bits(&[false, false, false])
-                .bytes(),
-        ),
+        method_frame(1, 60, 70, Args::new().short(0).shortstr(missing).bits(&[true]).bytes()),
+        method_frame(1, 50, 40, Args::new().short(0).shortstr(missing).bits(&[false, false, false]).bytes()),
         method_frame(1, 60, 80, Args::new().longlong(0).bits(&[true]).bytes()),
         method_frame(1, 85, 10, Args::new().bits(&[false]).bytes()),
         method_frame(1, 90, 10, &[]),
@@ -1032,9 +772,7 @@ fn fuzz_input(rng: &mut XorShift, templates: &[Vec<u8>]) -> Vec<u8> {
                 let extra = rng.bytes(n);
                 f.splice(i..i, extra);
             }
-            3 if f.len() >= 7 => {
-                f[3..7].copy_from_slice(&(rng.next() as u32 >> rng.below(32)).to_be_bytes())
-            }
+            3 if f.len() >= 7 => f[3..7].copy_from_slice(&(rng.next() as u32 >> rng.below(32)).to_be_bytes()),
             4 => f[0] = rng.next() as u8,
             _ if f.len() >= 3 => f[1..3].copy_from_slice(&(rng.below(4) as u16).to_be_bytes()),
             _ => {}
@@ -1071,13 +809,8 @@ async fn fuzzed_frames_get_connection_close_or_eof() {
     let bystander = Bystander::open(&b.addr).await;
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let templates = fuzz_templates(&unique("fuzz-missing"));
-    let inputs: Vec<Vec<u8>> = (0..CASES)
-        .map(|_| fuzz_input(&mut rng, &templates))
-        .collect();
-    let tune = Tune {
-        frame_max: 4096,
-        ..Tune::default()
-    };
+    let inputs: Vec<Vec<u8>> = (0..CASES).map(|_| fuzz_input(&mut rng, &templates)).collect();
+    let tune = Tune { frame_max: 4096, ..Tune::default() };
     let mut closes = 0;
     for (batch_no, batch) in inputs.chunks(PARALLEL).enumerate() {
         let mut tasks = tokio::task::JoinSet::new();
@@ -1093,13 +826,9 @@ async fn fuzzed_frames_get_connection_close_or_eof() {
                 let _ = c.try_send(&bytes).await;
                 match c.until_connection_close_or_eof().await {
                     Some(close) => {
-                        let name = hard_error_name(close.code).unwrap_or_else(|| {
-                            panic!("case {case} {input:?}: not a hard error: {close:?}")
-                        });
-                        assert!(
-                            close.text.starts_with(name),
-                            "case {case} {input:?}: {close:?}"
-                        );
+                        let name = hard_error_name(close.code)
+                            .unwrap_or_else(|| panic!("case {case} {input:?}: not a hard error: {close:?}"));
+                        assert!(close.text.starts_with(name), "case {case} {input:?}: {close:?}");
                         true
                     }
                     None => false,
@@ -1113,10 +842,7 @@ async fn fuzzed_frames_get_connection_close_or_eof() {
         }
     }
     // Almost every case is a framing error, which both RabbitMQ and Warren report with a close.
-    assert!(
-        closes >= CASES / 2,
-        "only {closes} of {CASES} cases got a connection.close"
-    );
+    assert!(closes >= CASES / 2, "only {closes} of {CASES} cases got a connection.close");
     bystander.assert_untouched().await;
     assert_broker_healthy(&b.addr).await;
 }

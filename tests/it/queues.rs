@@ -16,14 +16,25 @@ fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-async fn declare(ch: &Channel, name: &str, options: QueueDeclareOptions, arguments: FieldTable) -> lapin::Result<lapin::Queue> {
+async fn declare(
+    ch: &Channel,
+    name: &str,
+    options: QueueDeclareOptions,
+    arguments: FieldTable,
+) -> lapin::Result<lapin::Queue> {
     within("queue.declare", ch.queue_declare(name.into(), options, arguments)).await
 }
 
 async fn publish(ch: &Channel, queue: &str, body: &str) {
-    ch.basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default())
-        .await
-        .expect("basic.publish");
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body.as_bytes(),
+        BasicProperties::default(),
+    )
+    .await
+    .expect("basic.publish");
 }
 
 /// Publish on a channel in confirm mode and wait for the broker's ack, so the message is
@@ -31,16 +42,20 @@ async fn publish(ch: &Channel, queue: &str, body: &str) {
 /// publishes).
 async fn publish_confirmed(ch: &Channel, queue: &str, body: &str) {
     let confirm = ch
-        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default())
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default(),
+        )
         .await
         .expect("basic.publish");
     assert!(within("publisher confirm", confirm).await.expect("confirm").is_ack());
 }
 
 async fn delete(ch: &Channel, queue: &str) -> u32 {
-    within("queue.delete", ch.queue_delete(queue.into(), QueueDeleteOptions::default()))
-        .await
-        .expect("queue.delete")
+    within("queue.delete", ch.queue_delete(queue.into(), QueueDeleteOptions::default())).await.expect("queue.delete")
 }
 
 fn passive() -> QueueDeclareOptions {
@@ -96,7 +111,12 @@ async fn redeclare_with_other_durable_flag_is_precondition_failed() {
     let err = expect_amqp_error(declare(&ch, &q, QueueDeclareOptions::durable(), FieldTable::default()).await);
     assert_eq!(
         err,
-        (406, format!("PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'true' but current is 'false'"))
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'durable' for queue '{q}' in vhost '/': received 'true' but current is 'false'"
+            )
+        )
     );
     delete(&conn.create_channel().await.expect("channel"), &q).await;
 }
@@ -107,10 +127,16 @@ async fn redeclare_with_other_auto_delete_flag_is_precondition_failed() {
     let (conn, ch) = b.channel().await;
     let q = unique("redeclare-autodelete");
     declare(&ch, &q, QueueDeclareOptions::default(), FieldTable::default()).await.expect("declare");
-    let err = expect_amqp_error(declare(&ch, &q, QueueDeclareOptions::default().auto_delete(), FieldTable::default()).await);
+    let err =
+        expect_amqp_error(declare(&ch, &q, QueueDeclareOptions::default().auto_delete(), FieldTable::default()).await);
     assert_eq!(
         err,
-        (406, format!("PRECONDITION_FAILED - inequivalent arg 'auto_delete' for queue '{q}' in vhost '/': received 'true' but current is 'false'"))
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'auto_delete' for queue '{q}' in vhost '/': received 'true' but current is 'false'"
+            )
+        )
     );
     delete(&conn.create_channel().await.expect("channel"), &q).await;
 }
@@ -126,7 +152,12 @@ async fn redeclare_adding_an_x_argument_is_precondition_failed() {
     );
     assert_eq!(
         err,
-        (406, format!("PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{q}' in vhost '/': received the value '10' of type 'signedint' but current is none"))
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '{q}' in vhost '/': received the value '10' of type 'signedint' but current is none"
+            )
+        )
     );
     delete(&conn.create_channel().await.expect("channel"), &q).await;
 }
@@ -144,7 +175,12 @@ async fn redeclare_changing_an_x_argument_is_precondition_failed() {
     );
     assert_eq!(
         err,
-        (406, format!("PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue '{q}' in vhost '/': received '2000' but current is '1000'"))
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue '{q}' in vhost '/': received '2000' but current is '1000'"
+            )
+        )
     );
     delete(&conn.create_channel().await.expect("channel"), &q).await;
 }
@@ -160,7 +196,12 @@ async fn redeclare_removing_an_x_argument_is_precondition_failed() {
     let err = expect_amqp_error(declare(&ch, &q, QueueDeclareOptions::default(), FieldTable::default()).await);
     assert_eq!(
         err,
-        (406, format!("PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue '{q}' in vhost '/': received none but current is the value '1000' of type 'signedint'"))
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue '{q}' in vhost '/': received none but current is the value '1000' of type 'signedint'"
+            )
+        )
     );
     delete(&conn.create_channel().await.expect("channel"), &q).await;
 }
@@ -222,30 +263,62 @@ async fn exclusive_queue_is_locked_to_its_connection_but_others_may_publish() {
     let qs = q.as_str();
 
     let c = other.create_channel().await.expect("channel");
-    assert_eq!(expect_amqp_error(declare(&c, qs, QueueDeclareOptions::exclusive(), FieldTable::default()).await), (405, locked.clone()), "declare");
-    let c = other.create_channel().await.expect("channel");
-    assert_eq!(expect_amqp_error(declare(&c, qs, passive(), FieldTable::default()).await), (405, locked.clone()), "passive declare");
+    assert_eq!(
+        expect_amqp_error(declare(&c, qs, QueueDeclareOptions::exclusive(), FieldTable::default()).await),
+        (405, locked.clone()),
+        "declare"
+    );
     let c = other.create_channel().await.expect("channel");
     assert_eq!(
-        expect_amqp_error(c.basic_consume(qs.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await),
+        expect_amqp_error(declare(&c, qs, passive(), FieldTable::default()).await),
+        (405, locked.clone()),
+        "passive declare"
+    );
+    let c = other.create_channel().await.expect("channel");
+    assert_eq!(
+        expect_amqp_error(
+            c.basic_consume(qs.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await
+        ),
         (405, locked.clone()),
         "consume"
     );
     let c = other.create_channel().await.expect("channel");
-    assert_eq!(expect_amqp_error(c.basic_get(qs.into(), BasicGetOptions::default()).await), (405, locked.clone()), "get");
+    assert_eq!(
+        expect_amqp_error(c.basic_get(qs.into(), BasicGetOptions::default()).await),
+        (405, locked.clone()),
+        "get"
+    );
     let c = other.create_channel().await.expect("channel");
-    assert_eq!(expect_amqp_error(c.queue_purge(qs.into(), QueuePurgeOptions::default()).await), (405, locked.clone()), "purge");
+    assert_eq!(
+        expect_amqp_error(c.queue_purge(qs.into(), QueuePurgeOptions::default()).await),
+        (405, locked.clone()),
+        "purge"
+    );
     let c = other.create_channel().await.expect("channel");
-    assert_eq!(expect_amqp_error(c.queue_delete(qs.into(), QueueDeleteOptions::default()).await), (405, locked.clone()), "delete");
+    assert_eq!(
+        expect_amqp_error(c.queue_delete(qs.into(), QueueDeleteOptions::default()).await),
+        (405, locked.clone()),
+        "delete"
+    );
 
     // Publishing to it from the other connection is allowed and reaches the owner.
     let c = other.create_channel().await.expect("channel");
     publish(&c, qs, "from-elsewhere").await;
-    c.exchange_declare("amq.direct".into(), lapin::ExchangeKind::Direct, ExchangeDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .expect("the publishing channel is still open");
+    c.exchange_declare(
+        "amq.direct".into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions { passive: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("the publishing channel is still open");
     let mut consumer = ch
-        .basic_consume(qs.into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            qs.into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .expect("owner consumes");
     assert_eq!(next_delivery(&mut consumer).await.data, b"from-elsewhere");
@@ -274,8 +347,14 @@ async fn auto_delete_queue_goes_after_its_last_consumer_cancels() {
     assert_eq!(get_all(&ch, &q).await, vec!["x"]);
     declare(&ch, &q, passive(), FieldTable::default()).await.expect("still there before any consumer");
 
-    let c1 = ch.basic_consume(q.as_str().into(), "c1".into(), BasicConsumeOptions::default(), FieldTable::default()).await.expect("consume 1");
-    let c2 = ch.basic_consume(q.as_str().into(), "c2".into(), BasicConsumeOptions::default(), FieldTable::default()).await.expect("consume 2");
+    let c1 = ch
+        .basic_consume(q.as_str().into(), "c1".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume 1");
+    let c2 = ch
+        .basic_consume(q.as_str().into(), "c2".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume 2");
     ch.basic_cancel(c1.tag(), BasicCancelOptions::default()).await.expect("cancel 1");
     let ok = declare(&ch, &q, passive(), FieldTable::default()).await.expect("still one consumer left");
     assert_eq!(ok.consumer_count(), 1);
@@ -292,16 +371,28 @@ async fn bind_and_unbind_control_routing() {
     let (_conn, ch) = b.channel().await;
     let q = exclusive_queue(&ch).await;
     let key = unique("key");
-    ch.queue_bind(q.as_str().into(), "amq.direct".into(), key.as_str().into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .expect("bind");
+    ch.queue_bind(
+        q.as_str().into(),
+        "amq.direct".into(),
+        key.as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
     let send = |body: &'static str| {
         let ch = ch.clone();
         let key = key.clone();
         async move {
-            ch.basic_publish("amq.direct".into(), key.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default())
-                .await
-                .expect("publish");
+            ch.basic_publish(
+                "amq.direct".into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
         }
     };
     send("bound").await;
@@ -354,9 +445,14 @@ async fn delete_if_unused_refuses_a_queue_with_consumers() {
     let b = Broker::start();
     let (conn, ch) = b.channel().await;
     let q = exclusive_queue(&ch).await;
-    let _consumer = ch.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.expect("consume");
+    let _consumer = ch
+        .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
     let ch2 = conn.create_channel().await.expect("channel");
-    let err = expect_amqp_error(ch2.queue_delete(q.as_str().into(), QueueDeleteOptions { if_unused: true, ..Default::default() }).await);
+    let err = expect_amqp_error(
+        ch2.queue_delete(q.as_str().into(), QueueDeleteOptions { if_unused: true, ..Default::default() }).await,
+    );
     assert_eq!(err, (406, format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' in use")));
     declare(&ch, &q, passive(), FieldTable::default()).await.expect("queue still exists");
 }
@@ -368,7 +464,9 @@ async fn delete_if_empty_refuses_a_queue_with_messages() {
     let q = exclusive_queue(&ch).await;
     publish(&ch, &q, "x").await;
     let ch2 = conn.create_channel().await.expect("channel");
-    let err = expect_amqp_error(ch2.queue_delete(q.as_str().into(), QueueDeleteOptions { if_empty: true, ..Default::default() }).await);
+    let err = expect_amqp_error(
+        ch2.queue_delete(q.as_str().into(), QueueDeleteOptions { if_empty: true, ..Default::default() }).await,
+    );
     assert_eq!(err, (406, format!("PRECONDITION_FAILED - queue '{q}' in vhost '/' not empty")));
     let ok = declare(&ch, &q, passive(), FieldTable::default()).await.expect("queue still exists");
     assert_eq!(ok.message_count(), 1);
@@ -389,22 +487,39 @@ async fn empty_queue_name_means_the_last_declared_queue() {
     let first = exclusive_queue(&ch).await;
     let q = exclusive_queue(&ch).await; // last declared on this channel
     let key = unique("key");
-    ch.queue_bind("".into(), "amq.direct".into(), key.as_str().into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .expect("bind with empty queue name");
+    ch.queue_bind(
+        "".into(),
+        "amq.direct".into(),
+        key.as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind with empty queue name");
     // Empty queue AND empty routing key: the routing key becomes the queue name.
     ch.queue_bind("".into(), "amq.direct".into(), "".into(), QueueBindOptions::default(), FieldTable::default())
         .await
         .expect("bind with empty queue and key");
     for rk in [key.as_str(), q.as_str()] {
-        ch.basic_publish("amq.direct".into(), rk.into(), BasicPublishOptions::default(), rk.as_bytes(), BasicProperties::default())
-            .await
-            .expect("publish");
+        ch.basic_publish(
+            "amq.direct".into(),
+            rk.into(),
+            BasicPublishOptions::default(),
+            rk.as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
     }
     let got = ch.basic_get("".into(), BasicGetOptions { no_ack: true }).await.expect("get").expect("message");
     assert_eq!(got.delivery.data, key.as_bytes());
     let mut consumer = ch
-        .basic_consume("".into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            "".into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .expect("consume with empty queue name");
     assert_eq!(next_delivery(&mut consumer).await.data, q.as_bytes());
@@ -416,10 +531,13 @@ async fn empty_queue_name_without_a_declared_queue_is_not_found() {
     let b = Broker::start();
     let (conn, ch) = b.channel().await;
     let err = expect_amqp_error(
-        ch.queue_bind("".into(), "amq.direct".into(), "k".into(), QueueBindOptions::default(), FieldTable::default()).await,
+        ch.queue_bind("".into(), "amq.direct".into(), "k".into(), QueueBindOptions::default(), FieldTable::default())
+            .await,
     );
     assert_eq!(err, (404, "NOT_FOUND - no previously declared queue".to_string()));
     let ch2 = conn.create_channel().await.expect("channel");
-    let err = expect_amqp_error(ch2.basic_consume("".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await);
+    let err = expect_amqp_error(
+        ch2.basic_consume("".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await,
+    );
     assert_eq!(err, (404, "NOT_FOUND - no previously declared queue".to_string()));
 }

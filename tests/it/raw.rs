@@ -50,13 +50,7 @@ pub fn method_frame(channel: u16, class_id: u16, method_id: u16, args: &[u8]) ->
 }
 
 /// A content header frame: class id, weight 0, body size, property flags, property bytes.
-pub fn content_header_frame(
-    channel: u16,
-    class_id: u16,
-    body_size: u64,
-    flags: u16,
-    props: &[u8],
-) -> Vec<u8> {
+pub fn content_header_frame(channel: u16, class_id: u16, body_size: u64, flags: u16, props: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(props.len() + 14);
     payload.put_u16(class_id);
     payload.put_u16(0);
@@ -138,10 +132,7 @@ impl Args {
     /// Consecutive bit fields, packed LSB-first into one octet.
     pub fn bits(mut self, bits: &[bool]) -> Args {
         assert!(bits.len() <= 8);
-        let v = bits
-            .iter()
-            .enumerate()
-            .fold(0u8, |acc, (i, b)| acc | ((*b as u8) << i));
+        let v = bits.iter().enumerate().fold(0u8, |acc, (i, b)| acc | ((*b as u8) << i));
         self.0.put_u8(v);
         self
     }
@@ -192,8 +183,7 @@ fn encode_value(out: &mut Vec<u8>, v: &Value) {
             out.extend_from_slice(s);
         }
         Value::Table(t) => {
-            let entries: Vec<(&str, Value)> =
-                t.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let entries: Vec<(&str, Value)> = t.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
             let body = table_body(&entries);
             out.put_u8(b'F');
             out.put_u32(body.len() as u32);
@@ -219,10 +209,7 @@ pub fn plain_response(user: &str, password: &str) -> Vec<u8> {
 
 /// AMQPLAIN response: LOGIN and PASSWORD as long strings, in the length-less table form.
 pub fn amqplain_response(user: &str, password: &str) -> Vec<u8> {
-    table_body(&[
-        ("LOGIN", Value::str(user)),
-        ("PASSWORD", Value::str(password)),
-    ])
+    table_body(&[("LOGIN", Value::str(user)), ("PASSWORD", Value::str(password))])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -234,11 +221,7 @@ pub struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
     fn need(&self, n: usize, what: &str) {
-        assert!(
-            self.0.len() >= n,
-            "server sent a truncated {what}: {} bytes left, need {n}",
-            self.0.len()
-        );
+        assert!(self.0.len() >= n, "server sent a truncated {what}: {} bytes left, need {n}", self.0.len());
     }
     pub fn octet(&mut self) -> u8 {
         self.need(1, "octet");
@@ -362,17 +345,8 @@ impl std::fmt::Debug for Frame {
             (Some((c, m)), Some(close)) => {
                 write!(f, "method {c}.{m} on channel {}: {close:?}", self.channel)
             }
-            (Some((c, m)), None) => write!(
-                f,
-                "method {c}.{m} on channel {} args {:?}",
-                self.channel,
-                self.args()
-            ),
-            _ => write!(
-                f,
-                "frame type {} on channel {} payload {:?}",
-                self.kind, self.channel, self.payload
-            ),
+            (Some((c, m)), None) => write!(f, "method {c}.{m} on channel {} args {:?}", self.channel, self.args()),
+            _ => write!(f, "frame type {} on channel {} payload {:?}", self.kind, self.channel, self.payload),
         }
     }
 }
@@ -388,21 +362,11 @@ pub struct Close {
 
 impl Close {
     pub fn new(code: u16, text: &str, class_id: u16, method_id: u16) -> Close {
-        Close {
-            code,
-            text: text.to_string(),
-            class_id,
-            method_id,
-        }
+        Close { code, text: text.to_string(), class_id, method_id }
     }
     pub fn decode(args: &[u8]) -> Close {
         let mut r = Reader(args);
-        Close {
-            code: r.short(),
-            text: r.shortstr(),
-            class_id: r.short(),
-            method_id: r.short(),
-        }
+        Close { code: r.short(), text: r.shortstr(), class_id: r.short(), method_id: r.short() }
     }
     /// Assert code, class id and method id exactly and that the text starts with `prefix`
     /// (for texts that embed an Erlang term dump of the offending bytes).
@@ -428,11 +392,7 @@ pub struct Tune {
 impl Default for Tune {
     /// What the tests negotiate unless they say otherwise: RabbitMQ's proposals, heartbeats off.
     fn default() -> Tune {
-        Tune {
-            channel_max: 2047,
-            frame_max: 131072,
-            heartbeat: 0,
-        }
+        Tune { channel_max: 2047, frame_max: 131072, heartbeat: 0 }
     }
 }
 
@@ -472,10 +432,7 @@ impl RawConn {
             .expect("timed out connecting")
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         stream.set_nodelay(true).expect("nodelay");
-        RawConn {
-            stream,
-            buf: BytesMut::with_capacity(8192),
-        }
+        RawConn { stream, buf: BytesMut::with_capacity(8192) }
     }
 
     /// Connect and complete the handshake as guest/guest on vhost `/` with [`Tune::default`].
@@ -488,8 +445,7 @@ impl RawConn {
         let mut c = Self::connect(addr).await;
         c.send_protocol_header().await;
         c.expect_start().await;
-        c.send_start_ok("PLAIN", &plain_response("guest", "guest"))
-            .await;
+        c.send_start_ok("PLAIN", &plain_response("guest", "guest")).await;
         c.expect_tune().await;
         c.send_tune_ok(tune).await;
         c.send_connection_open("/").await;
@@ -508,8 +464,7 @@ impl RawConn {
     }
 
     pub async fn send_method(&mut self, channel: u16, class_id: u16, method_id: u16, args: &Args) {
-        self.send(&method_frame(channel, class_id, method_id, args.bytes()))
-            .await;
+        self.send(&method_frame(channel, class_id, method_id, args.bytes())).await;
     }
 
     pub async fn send_protocol_header(&mut self) {
@@ -520,38 +475,19 @@ impl RawConn {
     pub async fn send_start_ok(&mut self, mechanism: &str, response: &[u8]) {
         let props = [
             ("product", Value::str("warren raw test client")),
-            (
-                "capabilities",
-                Value::Table(vec![(
-                    "authentication_failure_close".into(),
-                    Value::Bool(true),
-                )]),
-            ),
+            ("capabilities", Value::Table(vec![("authentication_failure_close".into(), Value::Bool(true))])),
         ];
-        let args = Args::new()
-            .table(&props)
-            .shortstr(mechanism)
-            .longstr(response)
-            .shortstr("en_US");
+        let args = Args::new().table(&props).shortstr(mechanism).longstr(response).shortstr("en_US");
         self.send_method(0, 10, 11, &args).await;
     }
 
     pub async fn send_tune_ok(&mut self, t: Tune) {
-        let args = Args::new()
-            .short(t.channel_max)
-            .long(t.frame_max)
-            .short(t.heartbeat);
+        let args = Args::new().short(t.channel_max).long(t.frame_max).short(t.heartbeat);
         self.send_method(0, 10, 31, &args).await;
     }
 
     pub async fn send_connection_open(&mut self, vhost: &str) {
-        self.send_method(
-            0,
-            10,
-            40,
-            &Args::new().shortstr(vhost).shortstr("").bits(&[false]),
-        )
-        .await;
+        self.send_method(0, 10, 40, &Args::new().shortstr(vhost).shortstr("").bits(&[false])).await;
     }
 
     pub async fn expect_start(&mut self) -> Start {
@@ -569,80 +505,37 @@ impl RawConn {
     pub async fn expect_tune(&mut self) -> Tune {
         let f = self.expect_method(0, 10, 30).await;
         let mut r = Reader(f.args());
-        Tune {
-            channel_max: r.short(),
-            frame_max: r.long(),
-            heartbeat: r.short(),
-        }
+        Tune { channel_max: r.short(), frame_max: r.long(), heartbeat: r.short() }
     }
 
     /// channel.open and wait for open-ok.
     pub async fn open_channel(&mut self, channel: u16) {
-        self.send_method(channel, 20, 10, &Args::new().shortstr(""))
-            .await;
+        self.send_method(channel, 20, 10, &Args::new().shortstr("")).await;
         self.expect_method(channel, 20, 11).await;
     }
 
     /// queue.declare arguments: name and flags passive, durable, exclusive, auto-delete (no-wait off).
-    pub fn queue_declare_args(
-        name: &str,
-        passive: bool,
-        durable: bool,
-        exclusive: bool,
-        auto_delete: bool,
-    ) -> Args {
-        Args::new()
-            .short(0)
-            .shortstr(name)
-            .bits(&[passive, durable, exclusive, auto_delete, false])
-            .table(&[])
+    pub fn queue_declare_args(name: &str, passive: bool, durable: bool, exclusive: bool, auto_delete: bool) -> Args {
+        Args::new().short(0).shortstr(name).bits(&[passive, durable, exclusive, auto_delete, false]).table(&[])
     }
 
     /// Declare a server-named exclusive queue on `channel`, check declare-ok, then delete it.
     /// Proves the channel (and its connection) still works.
     pub async fn assert_can_declare_queue(&mut self, channel: u16) {
-        self.send_method(
-            channel,
-            50,
-            10,
-            &Self::queue_declare_args("", false, false, true, false),
-        )
-        .await;
+        self.send_method(channel, 50, 10, &Self::queue_declare_args("", false, false, true, false)).await;
         let ok = self.expect_method(channel, 50, 11).await;
         let mut r = Reader(ok.args());
         let name = r.shortstr();
-        assert!(
-            !name.is_empty(),
-            "declare-ok carries the server-chosen queue name"
-        );
-        assert_eq!(
-            (r.long(), r.long()),
-            (0, 0),
-            "new queue has no messages and no consumers"
-        );
-        self.send_method(
-            channel,
-            50,
-            40,
-            &Args::new()
-                .short(0)
-                .shortstr(&name)
-                .bits(&[false, false, false]),
-        )
-        .await;
+        assert!(!name.is_empty(), "declare-ok carries the server-chosen queue name");
+        assert_eq!((r.long(), r.long()), (0, 0), "new queue has no messages and no consumers");
+        self.send_method(channel, 50, 40, &Args::new().short(0).shortstr(&name).bits(&[false, false, false])).await;
         let ok = self.expect_method(channel, 50, 41).await;
         assert_eq!(Reader(ok.args()).long(), 0, "delete-ok message count");
     }
 
     /// Client-initiated connection.close(200) and wait for close-ok.
     pub async fn close(mut self) {
-        self.send_method(
-            0,
-            10,
-            50,
-            &Args::new().short(200).shortstr("bye").short(0).short(0),
-        )
-        .await;
+        self.send_method(0, 10, 50, &Args::new().short(200).shortstr("bye").short(0).short(0)).await;
         self.expect_method(0, 10, 51).await;
     }
 
@@ -668,8 +561,7 @@ impl RawConn {
         if self.buf.len() < 7 {
             return None;
         }
-        let size =
-            u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]) as usize;
+        let size = u32::from_be_bytes([self.buf[3], self.buf[4], self.buf[5], self.buf[6]]) as usize;
         if self.buf.len() < size + 8 {
             return None;
         }
@@ -678,15 +570,8 @@ impl RawConn {
         self.buf.advance(4);
         let payload = self.buf.split_to(size).to_vec();
         let end = self.buf.get_u8();
-        assert_eq!(
-            end, FRAME_END,
-            "server frame (type {kind}, channel {channel}) has a bad frame-end octet"
-        );
-        Some(Frame {
-            kind,
-            channel,
-            payload,
-        })
+        assert_eq!(end, FRAME_END, "server frame (type {kind}, channel {channel}) has a bad frame-end octet");
+        Some(Frame { kind, channel, payload })
     }
 
     /// Raw bytes until `n` have arrived or the socket closes (used for protocol-header replies).

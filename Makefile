@@ -1,0 +1,52 @@
+# Warren — make targets. The two a newcomer needs: `make run` and `make test`.
+CARGO ?= cargo
+CONFIG ?= config/warren.toml
+
+.PHONY: all build release run test unit it interop lint fmt setup clean
+
+all: build
+
+## Build the debug binary.
+build:
+	$(CARGO) build
+
+## Build the optimised binary (target/release/warren).
+release:
+	$(CARGO) build --release
+
+## Start the broker on 127.0.0.1:5672 with the default config (Ctrl-C stops it).
+run: release
+	./target/release/warren --config $(CONFIG)
+
+## Everything: unit tests, integration tests (lapin + raw sockets), cross-client interop.
+test: unit it interop
+
+## Unit tests of the sans-IO pieces (codec, state machines, matching tables).
+unit:
+	$(CARGO) test --lib --bins
+
+## Integration tests: the real broker binary on a free loopback port, driven by lapin and raw sockets.
+it:
+	$(CARGO) test --test it
+
+## pika, kombu (Python) and amqplib (Node) against the real broker; installs them locally.
+interop: build
+	interop/with-warren.sh ./target/debug/warren
+
+## Formatting and lints.
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+## What a fresh Debian machine needs besides the Rust toolchain (python3-venv, node/npm).
+setup:
+	@command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+	@python3 -c 'import venv' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+
+clean:
+	$(CARGO) clean
+	rm -rf interop/.venv interop/node/node_modules
