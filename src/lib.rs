@@ -11,6 +11,7 @@
 //!        ─► broker::topology     routing snapshot: exchange → bindings → queues (no locks)
 //!             exchange           direct / fanout / topic / headers matching
 //!        ─► queue::actor         one task per queue owning queue::state (ready, unacked, consumers)
+//!             store            the queue's messages, behind the MessageStore trait (in memory now)
 //!        ─► connection (inbox)   deliveries and confirms come back to the consumer's connection
 //!        ─► connection::writer   batches frames into few socket writes
 //! ```
@@ -35,3 +36,4 @@ pub mod message;
 pub mod protocol;
 pub mod queue;
 pub mod server;
+pub mod store;

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::state::{Delivery, QueueState};
 use super::{ConnEvent, ConnInbox, MAILBOX_CAPACITY, Publish, QueueCmd, QueueHandle, QueueStats};
@@ -127,8 +127,12 @@ impl QueueActor {
         // Confirms grouped per (connection, channel): one event each.
         let mut confirms: Vec<(ConnInbox, u16, Vec<u64>)> = Vec::new();
         for p in items {
-            if !self.deleted {
-                self.state.enqueue(p.msg);
+            if !self.deleted
+                && let Err(e) = self.state.enqueue(p.msg)
+            {
+                // Not stored: the publisher must not be told it was (no confirm).
+                warn!(queue = %self.name, error = %e, "message not stored");
+                continue;
             }
             if let Some(c) = p.confirm {
                 match confirms.iter_mut().find(|(i, ch, _)| *ch == c.channel && i.same_channel(&c.inbox)) {
@@ -177,8 +181,8 @@ impl QueueActor {
         if let Err(mpsc::error::SendError(ev)) = consumer.inbox.send(ev) {
             // The connection is gone: take the consumer off and keep the message.
             self.state.remove_consumer(consumer.conn_id, consumer.channel, &consumer.tag);
-            if let ConnEvent::Deliver { msg, .. } = ev {
-                self.state.undeliverable(seq, msg, redelivered);
+            if let ConnEvent::Deliver { seq, .. } = ev {
+                self.state.undeliverable(seq);
             }
             self.maybe_auto_delete();
         }

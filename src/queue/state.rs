@@ -3,29 +3,28 @@
 //!
 //! The queue task ([`super::actor`]) feeds it commands and carries out what it returns; tests
 //! drive it directly. Every message gets a sequence number on enqueue; a requeued message goes
-//! back to its original position by that number, as RabbitMQ's classic queues do.
+//! back to its original position by that number, as RabbitMQ's classic queues do. The messages
+//! themselves live in the queue's [`MessageStore`]; this state only orders sequence numbers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
+use crate::store::memory::MemoryStore;
+use crate::store::{MessageStore, StoreError};
 
 use super::{ConsumerSpec, GetReply, Outcome};
 
 #[derive(Debug)]
 struct Ready {
     seq: u64,
-    msg: Arc<Message>,
     redelivered: bool,
 }
 
-#[derive(Debug)]
-struct Unacked {
-    msg: Arc<Message>,
-    /// (connection, channel, tag) of the consumer it went to; None for basic.get.
-    consumer: Option<(u64, u16, Arc<str>)>,
-}
+/// A delivery awaiting its ack: (connection, channel, tag) of the consumer it went to, or None
+/// for basic.get. The message stays in the store until settled.
+type Unacked = Option<(u64, u16, Arc<str>)>;
 
 #[derive(Debug)]
 struct Consumer {
@@ -58,7 +57,7 @@ pub struct Dispatch {
 }
 
 #[derive(Debug)]
-pub struct QueueState {
+pub struct QueueState<S: MessageStore = MemoryStore> {
     name: String,
     vhost: String,
     ready: VecDeque<Ready>,
@@ -69,10 +68,18 @@ pub struct QueueState {
     next_seq: u64,
     /// Whether a consumer was ever attached (auto-delete only applies after one was).
     had_consumer: bool,
+    store: S,
 }
 
-impl QueueState {
+impl QueueState<MemoryStore> {
+    /// A queue keeping its messages in memory.
     pub fn new(name: impl Into<String>, vhost: impl Into<String>) -> Self {
+        Self::with_store(name, vhost, MemoryStore::new())
+    }
+}
+
+impl<S: MessageStore> QueueState<S> {
+    pub fn with_store(name: impl Into<String>, vhost: impl Into<String>, store: S) -> Self {
         QueueState {
             name: name.into(),
             vhost: vhost.into(),
@@ -82,6 +89,7 @@ impl QueueState {
             cursor: 0,
             next_seq: 1,
             had_consumer: false,
+            store,
         }
     }
 
@@ -103,11 +111,12 @@ impl QueueState {
     }
 
     /// Append a message; returns its sequence number.
-    pub fn enqueue(&mut self, msg: Arc<Message>) -> u64 {
+    pub fn enqueue(&mut self, msg: Arc<Message>) -> Result<u64, StoreError> {
         let seq = self.next_seq;
+        self.store.append(seq, &msg)?;
         self.next_seq += 1;
-        self.ready.push_back(Ready { seq, msg, redelivered: false });
-        seq
+        self.ready.push_back(Ready { seq, redelivered: false });
+        Ok(seq)
     }
 
     /// Attach a consumer, enforcing exclusivity (403 as RabbitMQ).
@@ -146,48 +155,51 @@ impl QueueState {
     /// the delivery tags; a number may belong to a purged or requeued message).
     pub fn settle(&mut self, seqs: &[u64], outcome: Outcome) {
         for &seq in seqs {
-            let Some(u) = self.unacked.remove(&seq) else { continue };
-            if let Some((conn, ch, tag)) = &u.consumer
+            let Some(consumer) = self.unacked.remove(&seq) else { continue };
+            if let Some((conn, ch, tag)) = &consumer
                 && let Some(c) = self.consumers.iter_mut().find(|c| c.is(*conn, *ch, tag))
             {
                 c.unacked = c.unacked.saturating_sub(1);
             }
-            if outcome == Outcome::Requeue {
-                self.requeue(seq, u.msg);
+            match outcome {
+                Outcome::Requeue => self.requeue(seq),
+                Outcome::Ack | Outcome::Reject => self.store.remove(seq),
             }
         }
     }
 
     /// Put a message back at its original position, marked redelivered.
-    fn requeue(&mut self, seq: u64, msg: Arc<Message>) {
+    fn requeue(&mut self, seq: u64) {
         let at = self.ready.partition_point(|r| r.seq < seq);
-        self.ready.insert(at, Ready { seq, msg, redelivered: true });
+        self.ready.insert(at, Ready { seq, redelivered: true });
     }
 
-    /// A delivery that could not be handed to its connection goes back where it was (whether it
-    /// was awaiting an ack or went to a no-ack consumer).
-    pub fn undeliverable(&mut self, seq: u64, msg: Arc<Message>, redelivered: bool) {
-        if self.unacked.contains_key(&seq) {
-            self.settle(&[seq], Outcome::Requeue);
-            return;
-        }
-        let at = self.ready.partition_point(|r| r.seq < seq);
-        self.ready.insert(at, Ready { seq, msg, redelivered });
+    /// A delivery that could not be handed to its connection goes back where it was. (A no-ack
+    /// delivery was settled when sent: at-most-once, it is gone, as in RabbitMQ.)
+    pub fn undeliverable(&mut self, seq: u64) {
+        self.settle(&[seq], Outcome::Requeue);
     }
 
     /// `basic.get`: take the head message.
     pub fn get(&mut self, no_ack: bool) -> Option<GetReply> {
-        let r = self.ready.pop_front()?;
-        if !no_ack {
-            self.unacked.insert(r.seq, Unacked { msg: r.msg.clone(), consumer: None });
+        loop {
+            let r = self.ready.pop_front()?;
+            let Some(msg) = self.store.read(r.seq) else { continue };
+            if no_ack {
+                self.store.remove(r.seq);
+            } else {
+                self.unacked.insert(r.seq, None);
+            }
+            return Some(GetReply { seq: r.seq, msg, redelivered: r.redelivered, remaining: self.ready_count() });
         }
-        Some(GetReply { seq: r.seq, msg: r.msg, redelivered: r.redelivered, remaining: self.ready_count() })
     }
 
     /// Remove every ready message; returns how many.
     pub fn purge(&mut self) -> u32 {
         let n = self.ready.len() as u32;
-        self.ready.clear();
+        for r in self.ready.drain(..) {
+            self.store.remove(r.seq);
+        }
         n
     }
 
@@ -221,23 +233,22 @@ impl QueueState {
                 continue;
             }
             let Some(r) = self.ready.pop_front() else { break };
-            c.spec.gauge.add(delivery_size(&r.msg));
-            if !c.spec.no_ack {
+            let Some(msg) = self.store.read(r.seq) else {
+                // Nothing stored under this number (cannot happen with a healthy store): skip it,
+                // and give back the channel credit just taken.
+                if !c.spec.no_ack {
+                    c.spec.channel_limit.release(1);
+                }
+                continue;
+            };
+            c.spec.gauge.add(delivery_size(&msg));
+            if c.spec.no_ack {
+                self.store.remove(r.seq);
+            } else {
                 c.unacked += 1;
-                self.unacked.insert(
-                    r.seq,
-                    Unacked {
-                        msg: r.msg.clone(),
-                        consumer: Some((c.spec.conn_id, c.spec.channel, c.spec.tag.clone())),
-                    },
-                );
+                self.unacked.insert(r.seq, Some((c.spec.conn_id, c.spec.channel, c.spec.tag.clone())));
             }
-            out.deliveries.push(Delivery {
-                consumer: c.spec.clone(),
-                seq: r.seq,
-                msg: r.msg,
-                redelivered: r.redelivered,
-            });
+            out.deliveries.push(Delivery { consumer: c.spec.clone(), seq: r.seq, msg, redelivered: r.redelivered });
             i = (i + 1) % n;
             self.cursor = i;
         }
@@ -247,7 +258,9 @@ impl QueueState {
     /// Drop everything (queue deleted); returns the ready count.
     pub fn clear(&mut self) -> u32 {
         let n = self.purge();
-        self.unacked.clear();
+        for (seq, _) in self.unacked.drain() {
+            self.store.remove(seq);
+        }
         self.consumers.clear();
         n
     }
@@ -302,7 +315,7 @@ mod tests {
         q.add_consumer(consumer("a", 2, &limit)).unwrap();
         q.add_consumer(consumer("b", 2, &limit)).unwrap();
         for i in 0..6 {
-            q.enqueue(msg(i));
+            q.enqueue(msg(i)).unwrap();
         }
         let d = q.dispatch().deliveries;
         let tags: Vec<&str> = d.iter().map(|d| &*d.consumer.tag).collect();
@@ -320,7 +333,7 @@ mod tests {
         let limit = Arc::new(ChannelLimit::default());
         let mut q = QueueState::new("q", "/");
         for i in 0..4 {
-            q.enqueue(msg(i));
+            q.enqueue(msg(i)).unwrap();
         }
         let first = q.get(false).unwrap();
         let second = q.get(false).unwrap();
@@ -340,7 +353,7 @@ mod tests {
         q.add_consumer(consumer("a", 0, &limit)).unwrap();
         q.add_consumer(consumer("b", 0, &limit)).unwrap();
         for i in 0..6 {
-            q.enqueue(msg(i));
+            q.enqueue(msg(i)).unwrap();
         }
         assert_eq!(q.dispatch().deliveries.len(), 1);
         limit.set_limit(4);
@@ -367,7 +380,7 @@ mod tests {
         let mut q = QueueState::new("q", "/");
         assert!(!q.is_unused_after_consumers(), "never had a consumer");
         q.add_consumer(consumer("a", 0, &limit)).unwrap();
-        q.enqueue(msg(7));
+        q.enqueue(msg(7)).unwrap();
         let d = q.dispatch().deliveries;
         assert_eq!(q.unacked_count(), 1);
         q.channel_closed(1, 1, &[d[0].seq]);
@@ -382,7 +395,7 @@ mod tests {
         let c = consumer("a", 0, &limit);
         c.gauge.add(crate::connection::flow::WRITER_HIGH_WATERMARK);
         q.add_consumer(c).unwrap();
-        q.enqueue(msg(1));
+        q.enqueue(msg(1)).unwrap();
         let d = q.dispatch();
         assert!(d.deliveries.is_empty());
         assert_eq!(d.congested.len(), 1);
