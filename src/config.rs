@@ -38,6 +38,16 @@ pub struct AmqpConfig {
     pub product_version: String,
     /// Seconds a new connection has to complete the handshake.
     pub handshake_timeout: u64,
+    /// Milliseconds a consumer may hold a delivery unacknowledged before its channel is closed
+    /// with 406 (RabbitMQ's `consumer_timeout`); 0 disables. Queues override it with
+    /// `x-consumer-timeout`.
+    pub consumer_timeout: u64,
+}
+
+impl AmqpConfig {
+    pub fn consumer_timeout_duration(&self) -> Option<std::time::Duration> {
+        (self.consumer_timeout > 0).then(|| std::time::Duration::from_millis(self.consumer_timeout))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +92,7 @@ impl Default for AmqpConfig {
             product: "RabbitMQ".into(),
             product_version: "3.13.7".into(),
             handshake_timeout: 10,
+            consumer_timeout: 1_800_000,
         }
     }
 }
@@ -154,6 +165,7 @@ mod tests {
         assert_eq!(cfg.amqp.max_message_size, d.amqp.max_message_size);
         assert_eq!(cfg.amqp.product, d.amqp.product);
         assert_eq!(cfg.amqp.product_version, d.amqp.product_version);
+        assert_eq!(cfg.amqp.consumer_timeout, d.amqp.consumer_timeout);
         assert_eq!(cfg.auth.default_user, d.auth.default_user);
         assert_eq!(cfg.log.level, d.log.level);
     }

@@ -6,7 +6,8 @@
 
 use bytes::Bytes;
 
-use crate::protocol::BasicProperties;
+use crate::protocol::encode::content_header_payload;
+use crate::protocol::{BasicProperties, CLASS_BASIC};
 
 #[derive(Debug)]
 pub struct Message {
@@ -26,6 +27,18 @@ impl Message {
         self.properties.delivery_mode() == &Some(2)
     }
 
+    /// A copy with other properties: the content header is re-encoded, the body shared.
+    pub fn with_properties(&self, properties: BasicProperties) -> Message {
+        Message {
+            exchange: self.exchange.clone(),
+            routing_key: self.routing_key.clone(),
+            raw_header: content_header_payload(CLASS_BASIC, self.body_size, &properties),
+            properties,
+            body: self.body.clone(),
+            body_size: self.body_size,
+        }
+    }
+
     /// The body as one contiguous buffer (copies only when it arrived in several frames).
     pub fn body_bytes(&self) -> Bytes {
         match self.body.as_slice() {
@@ -39,5 +52,54 @@ impl Message {
                 Bytes::from(v)
             }
         }
+    }
+}
+
+/// The `expiration` property: a non-negative integer string of milliseconds, with RabbitMQ's
+/// accept/reject set and reply texts (406 on anything else).
+pub fn parse_expiration(s: &str) -> crate::error::AmqpResult<u64> {
+    use crate::error::AmqpError;
+    let invalid = |why: String| AmqpError::precondition(format_args!("invalid expiration '{s}': {why}"));
+    let body = s.strip_prefix('+').unwrap_or(s);
+    let (neg, digits_part) = match body.strip_prefix('-') {
+        Some(rest) if !s.starts_with('+') => (true, rest),
+        _ => (false, body),
+    };
+    let digits: String = digits_part.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.is_empty() {
+        return Err(invalid("no_integer".into()));
+    }
+    let rest = &digits_part[digits.len()..];
+    if !rest.is_empty() {
+        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
+    }
+    let value: u128 = digits.parse().unwrap_or(u128::MAX);
+    if neg && value > 0 {
+        return Err(invalid(format!("{{value_negative,-{value}}}")));
+    }
+    // Ten years in milliseconds, RabbitMQ's upper bound.
+    const MAX: u128 = 315_360_000_000;
+    if value > MAX {
+        return Err(invalid(format!("{{value_too_large,{value}}}")));
+    }
+    Ok(value as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_expiration;
+
+    #[test]
+    fn expiration_accepts_and_rejects_as_rabbitmq() {
+        for (s, v) in [("60000", 60000), ("0", 0), ("+10", 10), ("010", 10)] {
+            assert_eq!(parse_expiration(s).unwrap(), v, "{s}");
+        }
+        let text = |s: &str| parse_expiration(s).unwrap_err().text;
+        assert_eq!(text(""), "PRECONDITION_FAILED - invalid expiration '': no_integer");
+        assert_eq!(text("abc"), "PRECONDITION_FAILED - invalid expiration 'abc': no_integer");
+        assert_eq!(text(" 10"), "PRECONDITION_FAILED - invalid expiration ' 10': no_integer");
+        assert_eq!(text("1.5"), "PRECONDITION_FAILED - invalid expiration '1.5': {leftover_string,\".5\"}");
+        assert_eq!(text("-1"), "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}");
+        assert!(text("99999999999999999999").contains("value_too_large"));
     }
 }

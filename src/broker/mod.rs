@@ -1,16 +1,18 @@
 //! The broker: configuration, virtual hosts, and the ids handed to connections.
 
+pub mod delayed;
 pub mod names;
 pub mod topology;
 pub mod vhost;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::queue::ConnInbox;
 use vhost::VHost;
 
 /// Shared by every connection task (cloned `Arc`).
@@ -21,16 +23,45 @@ pub struct Broker {
     next_connection: AtomicU64,
     /// Cancelled on SIGINT/SIGTERM: connections close with 320 CONNECTION_FORCED.
     pub shutdown: CancellationToken,
+    /// Direct reply-to: reply name → the requesting channel.
+    replies: Mutex<HashMap<String, ReplyRoute>>,
+}
+
+/// Where replies to a direct reply-to name go.
+#[derive(Debug, Clone)]
+pub struct ReplyRoute {
+    pub inbox: ConnInbox,
+    pub channel: u16,
 }
 
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
-        let vhosts = config.auth.vhosts.iter().map(|v| (v.clone(), VHost::new(v))).collect();
-        Arc::new(Broker { config, vhosts, next_connection: AtomicU64::new(1), shutdown: CancellationToken::new() })
+        let timeout = config.amqp.consumer_timeout_duration();
+        let vhosts = config.auth.vhosts.iter().map(|v| (v.clone(), VHost::new(v, timeout))).collect();
+        Arc::new(Broker {
+            config,
+            vhosts,
+            next_connection: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            replies: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn vhost(&self, name: &str) -> Option<&Arc<VHost>> {
         self.vhosts.get(name)
+    }
+
+    pub fn register_reply(&self, name: String, route: ReplyRoute) {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner()).insert(name, route);
+    }
+
+    pub fn unregister_reply(&self, name: &str) {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    /// The channel waiting for replies sent to `name`, if it still exists.
+    pub fn reply_route(&self, name: &str) -> Option<ReplyRoute> {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     pub fn next_connection_id(&self) -> u64 {

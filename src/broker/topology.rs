@@ -21,6 +21,20 @@ pub struct Topology {
 const MAX_EXCHANGE_HOPS: usize = 1024;
 
 impl Topology {
+    /// Route with several routing keys (publish key plus `CC`/`BCC`, or dead-letter keys):
+    /// the union of the queues, each once.
+    pub fn route_keys(&self, exchange: &str, keys: &[String], headers: Option<&FieldTable>) -> Vec<Arc<QueueEntry>> {
+        let mut out: Vec<Arc<QueueEntry>> = Vec::new();
+        for k in keys {
+            for q in self.route(exchange, k, headers) {
+                if !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
+                    out.push(q);
+                }
+            }
+        }
+        out
+    }
+
     /// Route a message published to `exchange`: the queues it goes to, each once.
     /// The default exchange (`""`) routes to the queue named by the routing key.
     pub fn route(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>) -> Vec<Arc<QueueEntry>> {

@@ -3,17 +3,21 @@
 //! under one writer lock. These are the cold-path operations; publishing only reads
 //! [`VHost::snapshot`].
 
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tokio::sync::oneshot;
 
+use super::delayed::{self, Delayed};
 use super::names;
 use super::topology::Topology;
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::dedup::DedupCache;
 use crate::exchange::headers::{XMatch, parse_x_match};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::protocol::methods::{type_name, value_display, value_int, value_str};
+use crate::queue::args::QueueArgs;
 use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
 
 /// Exchanges every vhost starts with (all durable).
@@ -78,6 +82,10 @@ pub struct VHost {
     /// Serialises topology changes (readers never take it).
     writer: Mutex<()>,
     me: Weak<VHost>,
+    /// Broker-wide consumer ack timeout (None = off); queues may set their own.
+    consumer_timeout: Option<Duration>,
+    /// The delayed-message scheduler, started on first use.
+    delayed: OnceLock<tokio::sync::mpsc::UnboundedSender<Delayed>>,
 }
 
 fn b(v: bool) -> &'static str {
@@ -85,7 +93,7 @@ fn b(v: bool) -> &'static str {
 }
 
 impl VHost {
-    pub fn new(name: &str) -> Arc<VHost> {
+    pub fn new(name: &str, consumer_timeout: Option<Duration>) -> Arc<VHost> {
         let mut t = Topology::default();
         for (x, kind, internal) in PREDECLARED {
             let e = Exchange::new((*x).into(), *kind, true, false, *internal, FieldTable::default());
@@ -96,11 +104,23 @@ impl VHost {
             snapshot: RwLock::new(Arc::new(t)),
             writer: Mutex::new(()),
             me: me.clone(),
+            consumer_timeout,
+            delayed: OnceLock::new(),
         })
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn consumer_timeout(&self) -> Option<Duration> {
+        self.consumer_timeout
+    }
+
+    /// Hold a message published to an `x-delayed-message` exchange until it is due.
+    pub fn schedule_delayed(&self, d: Delayed) {
+        let tx = self.delayed.get_or_init(|| delayed::spawn(self.me.clone()));
+        let _ = tx.send(d);
     }
 
     /// The current routing snapshot (an `Arc` clone; the lock is held only for that).
@@ -148,11 +168,7 @@ impl VHost {
                 None => Err(self.no_exchange(&d.name)),
             };
         }
-        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
-            let mut e = AmqpError::command_invalid(format_args!("invalid exchange type '{}'", d.kind));
-            e.force_connection = true;
-            e
-        })?;
+        let (kind, delayed, dedup) = self.exchange_type(d)?;
         if d.name.is_empty() {
             return Err(Self::default_exchange_refused());
         }
@@ -176,10 +192,64 @@ impl VHost {
                     self.name
                 )));
             }
-            let x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+            let mut x = Exchange::new(d.name.clone(), kind, d.durable, d.auto_delete, d.internal, d.arguments.clone());
+            x.declared_type = d.kind.clone();
+            x.delayed = delayed;
+            x.dedup = dedup.map(|c| Arc::new(Mutex::new(c)));
             t.exchanges.insert(d.name.clone(), Arc::new(x));
             Ok(())
         })
+    }
+
+    /// The routing kind of a declared type, including the plugin-compatible types
+    /// `x-delayed-message` (routes as its `x-delayed-type`) and `x-message-deduplication`
+    /// (routes as fanout). An unknown type is a 503 connection error, as in RabbitMQ 3.x.
+    fn exchange_type(&self, d: &ExchangeDeclare) -> AmqpResult<(ExchangeKind, bool, Option<DedupCache>)> {
+        let args = d.arguments.inner();
+        match d.kind.as_str() {
+            "x-delayed-message" => {
+                let inner = args.get("x-delayed-type").and_then(value_str).and_then(|t| ExchangeKind::parse(&t));
+                match inner {
+                    Some(k) => Ok((k, true, None)),
+                    None => Err(AmqpError::precondition(
+                        "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+                    )),
+                }
+            }
+            "x-message-deduplication" => {
+                let positive = |key: &str| -> Option<Result<u64, ()>> {
+                    let v = args.get(key)?;
+                    let n = value_int(v).or_else(|| value_str(v).and_then(|s| s.trim().parse().ok()));
+                    Some(n.filter(|n| *n > 0).map(|n| n as u64).ok_or(()))
+                };
+                let size = match positive("x-cache-size") {
+                    Some(Ok(n)) => n as usize,
+                    _ => {
+                        return Err(AmqpError::precondition(
+                            "Missing or invalid argument, 'x-cache-size' must be an integer greater than 0",
+                        ));
+                    }
+                };
+                let ttl = match positive("x-cache-ttl") {
+                    None => None,
+                    Some(Ok(ms)) => Some(Duration::from_millis(ms)),
+                    Some(Err(())) => {
+                        return Err(AmqpError::precondition(
+                            "Invalid argument, 'x-cache-ttl' must be an integer greater than 0",
+                        ));
+                    }
+                };
+                Ok((ExchangeKind::Fanout, false, Some(DedupCache::new(size, ttl))))
+            }
+            other => match ExchangeKind::parse(other) {
+                Some(k) => Ok((k, false, None)),
+                None => {
+                    let mut e = AmqpError::command_invalid(format_args!("invalid exchange type '{other}'"));
+                    e.force_connection = true;
+                    Err(e)
+                }
+            },
+        }
     }
 
     fn exchange_equivalent(&self, x: &Exchange, kind: ExchangeKind, d: &ExchangeDeclare) -> AmqpResult<()> {
@@ -189,8 +259,8 @@ impl VHost {
                 d.name, self.name
             ))
         };
-        if x.kind != kind {
-            return Err(ineq("type", kind.as_str(), x.kind.as_str()));
+        if x.kind != kind || x.declared_type != d.kind {
+            return Err(ineq("type", &d.kind, &x.declared_type));
         }
         if x.durable != d.durable {
             return Err(ineq("durable", b(d.durable), b(x.durable)));
@@ -265,7 +335,8 @@ impl VHost {
         if d.passive {
             return self.queue(&d.name, conn_id).map(|q| (q, false));
         }
-        let name = if d.name.is_empty() {
+        let server_named = d.name.is_empty();
+        let name = if server_named {
             names::queue_name()
         } else {
             if d.name.starts_with("amq.") {
@@ -276,6 +347,8 @@ impl VHost {
             }
             d.name.clone()
         };
+        let args =
+            QueueArgs::parse(&d.arguments, &name, &self.name, d.durable, d.exclusive, d.auto_delete, server_named)?;
         self.mutate(|t| {
             if let Some(q) = t.queues.get(&name) {
                 if q.exclusive_owner.is_some_and(|o| o != conn_id) || q.exclusive_owner.is_some() != d.exclusive {
@@ -285,13 +358,14 @@ impl VHost {
                 return Ok((q.clone(), false));
             }
             let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
-            let handle = actor::spawn(&name, &me, d.auto_delete);
+            let handle = actor::spawn(&name, &me, d.auto_delete, args.clone());
             let entry = Arc::new(QueueEntry {
                 name: name.clone(),
                 durable: d.durable,
                 exclusive_owner: d.exclusive.then_some(conn_id),
                 auto_delete: d.auto_delete,
                 arguments: d.arguments.clone(),
+                args,
                 handle,
             });
             t.queues.insert(name.clone(), entry.clone());
@@ -505,7 +579,7 @@ mod tests {
 
     #[tokio::test]
     async fn e2e_routing_dedupes_and_alternate_exchange_catches_unroutable() {
-        let v = VHost::new("/");
+        let v = VHost::new("/", None);
         declare_x(&v, "src", "fanout").unwrap();
         declare_x(&v, "mid", "direct").unwrap();
         let mut ae_args = FieldTable::default();
@@ -534,7 +608,7 @@ mod tests {
 
     #[tokio::test]
     async fn redeclare_equivalence_texts() {
-        let v = VHost::new("/");
+        let v = VHost::new("/", None);
         let mut args = FieldTable::default();
         args.insert("x-message-ttl".into(), AMQPValue::LongInt(1000));
         let d = QueueDeclare { name: "q".into(), arguments: args.clone(), ..Default::default() };
@@ -570,7 +644,7 @@ mod tests {
 
     #[tokio::test]
     async fn auto_delete_exchange_goes_with_its_last_binding() {
-        let v = VHost::new("/");
+        let v = VHost::new("/", None);
         v.declare_exchange(&ExchangeDeclare {
             name: "ad".into(),
             kind: "fanout".into(),

@@ -49,6 +49,27 @@ pub struct Channel {
     pub limit: Arc<ChannelLimit>,
     /// The last queue declared on this channel (empty queue names refer to it).
     pub last_queue: Option<String>,
+    /// The direct reply-to consumer (`amq.rabbitmq.reply-to`), if any.
+    pub reply_consumer: Option<ReplyConsumer>,
+    /// Some once `tx.select` was received: the work held until `tx.commit`.
+    pub tx: Option<TxBuffer>,
+}
+
+/// This channel's consumer of `amq.rabbitmq.reply-to`.
+#[derive(Debug, Clone)]
+pub struct ReplyConsumer {
+    pub tag: Arc<str>,
+    /// The name responders publish to (`amq.rabbitmq.reply-to.<unique>`).
+    pub name: String,
+}
+
+/// A transaction in progress.
+#[derive(Debug, Default)]
+pub struct TxBuffer {
+    /// Validated messages to route at commit, with their mandatory flag.
+    pub publishes: Vec<(Arc<crate::message::Message>, bool)>,
+    /// Settlements to apply at commit (taken out of `unacked`; put back on rollback).
+    pub settles: Vec<(Vec<(u64, unacked::Pending)>, crate::queue::Outcome)>,
 }
 
 impl Channel {
@@ -64,6 +85,8 @@ impl Channel {
             consumer_prefetch: 0,
             limit: Arc::new(ChannelLimit::default()),
             last_queue: None,
+            reply_consumer: None,
+            tx: None,
         }
     }
 

@@ -46,24 +46,29 @@ impl Unacked {
     }
 
     /// Take the deliveries an ack/nack/reject with (`tag`, `multiple`) settles.
-    pub fn take(&mut self, tag: u64, multiple: bool) -> AmqpResult<Vec<Pending>> {
+    pub fn take(&mut self, tag: u64, multiple: bool) -> AmqpResult<Vec<(u64, Pending)>> {
         if multiple && tag == 0 {
-            return Ok(self.take_all());
+            return Ok(std::mem::take(&mut self.pending).into_iter().collect());
         }
         if !self.pending.contains_key(&tag) {
             return Err(AmqpError::precondition(format_args!("unknown delivery tag {tag}")));
         }
         if !multiple {
-            return Ok(self.pending.remove(&tag).into_iter().collect());
+            return Ok(self.pending.remove_entry(&tag).into_iter().collect());
         }
         let rest = self.pending.split_off(&(tag + 1));
         let taken = std::mem::replace(&mut self.pending, rest);
-        Ok(taken.into_values().collect())
+        Ok(taken.into_iter().collect())
     }
 
     /// Take every outstanding delivery (recover, channel close).
     pub fn take_all(&mut self) -> Vec<Pending> {
         std::mem::take(&mut self.pending).into_values().collect()
+    }
+
+    /// Put settled-but-uncommitted deliveries back (transaction rollback).
+    pub fn restore(&mut self, entries: Vec<(u64, Pending)>) {
+        self.pending.extend(entries);
     }
 }
 
@@ -86,10 +91,10 @@ mod tests {
     #[test]
     fn single_and_multiple() {
         let mut u = filled(5);
-        assert_eq!(u.take(2, false).unwrap()[0].seq, 20);
+        assert_eq!(u.take(2, false).unwrap()[0].1.seq, 20);
         let e = u.take(2, false).unwrap_err();
         assert_eq!(e.text, "PRECONDITION_FAILED - unknown delivery tag 2");
-        let m: Vec<u64> = u.take(4, true).unwrap().iter().map(|p| p.seq).collect();
+        let m: Vec<u64> = u.take(4, true).unwrap().iter().map(|(_, p)| p.seq).collect();
         assert_eq!(m, [10, 30, 40]);
         assert_eq!(u.len(), 1);
     }

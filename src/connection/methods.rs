@@ -9,30 +9,22 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue};
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::Connection;
+use crate::broker::ReplyRoute;
 use crate::broker::names;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
-use crate::channel::assembler::{Content, PublishMethod, Step};
+use crate::channel::assembler::PublishMethod;
 use crate::channel::unacked::Pending;
-use crate::channel::{Channel, ChannelConsumer, ChannelPhase};
+use crate::channel::{Channel, ChannelConsumer, ChannelPhase, ReplyConsumer};
 use crate::error::{AmqpError, AmqpResult};
-use crate::message::Message;
-use crate::protocol::codec::ContentHeader;
+use crate::protocol::AMQPClass;
 use crate::protocol::encode::{self, Outbound};
-use crate::protocol::{AMQPClass, CLASS_BASIC};
-use crate::queue::{ConfirmTo, ConsumerSpec, Outcome, Publish, QueueCmd, QueueHandle};
+use crate::protocol::methods::{type_name, value_int};
+use crate::queue::{ConsumerSpec, Outcome, QueueCmd, QueueHandle};
 
-/// A content frame for a channel's assembler.
-// Frames and content steps are moved, not stored: boxing the header would add an allocation
-// per published message to save a copy of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
-pub enum ContentFrame {
-    Header(ContentHeader),
-    Body(Bytes),
-}
+use super::publish::REPLY_TO;
 
 pub fn send_cancel_ok(out: &mut Outbound, channel: u16, tag: &str) {
     let m = AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk { consumer_tag: tag.into() }));
@@ -54,8 +46,15 @@ impl Connection {
         encode::method(&mut self.out, ch, &m);
     }
 
-    fn open_channel(&mut self, ch: u16) -> Result<&mut Channel, AmqpError> {
+    pub(super) fn open_channel(&mut self, ch: u16) -> Result<&mut Channel, AmqpError> {
         match self.channels.get_mut(&ch) {
+            Some(c) if c.phase == ChannelPhase::Open => Ok(c),
+            _ => Err(AmqpError::channel_error("expected 'channel.open'")),
+        }
+    }
+
+    pub(super) fn open_channel_ref(&self, ch: u16) -> Result<&Channel, AmqpError> {
+        match self.channels.get(&ch) {
             Some(c) if c.phase == ChannelPhase::Open => Ok(c),
             _ => Err(AmqpError::channel_error("expected 'channel.open'")),
         }
@@ -113,6 +112,9 @@ impl Connection {
             AMQPClass::Basic(b) => self.on_basic(ch, b).await,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
                 let c = self.open_channel(ch)?;
+                if c.tx.is_some() {
+                    return Err(AmqpError::precondition("cannot switch from tx to confirm mode"));
+                }
                 if c.confirms.is_none() {
                     c.confirms = Some(Default::default());
                 }
@@ -121,7 +123,26 @@ impl Connection {
                 }
                 Ok(())
             }
-            AMQPClass::Tx(_) => Err(AmqpError::not_implemented("transactions (tx.*) are not supported yet")),
+            AMQPClass::Tx(t) => {
+                use amq_protocol::protocol::tx::{self, AMQPMethod as T};
+                let reply = match t {
+                    T::Select(_) => {
+                        self.tx_select(ch)?;
+                        T::SelectOk(tx::SelectOk {})
+                    }
+                    T::Commit(_) => {
+                        self.tx_commit(ch).await?;
+                        T::CommitOk(tx::CommitOk {})
+                    }
+                    T::Rollback(_) => {
+                        self.tx_rollback(ch)?;
+                        T::RollbackOk(tx::RollbackOk {})
+                    }
+                    _ => return Err(unimplemented()),
+                };
+                self.reply(ch, AMQPClass::Tx(reply));
+                Ok(())
+            }
             _ => Err(unimplemented()),
         }
     }
@@ -146,7 +167,7 @@ impl Connection {
             C::Close(_) => {
                 self.reply(ch, AMQPClass::Channel(C::CloseOk(Default::default())));
                 if let Some(c) = self.channels.remove(&ch) {
-                    self.spawn_release(c);
+                    self.release(c);
                 }
                 Ok(())
             }
@@ -224,6 +245,14 @@ impl Connection {
                 let mut name = strip_cr_lf(d.queue.as_str());
                 if name.is_empty() && d.passive {
                     name = self.open_channel(ch)?.last_queue.clone().unwrap_or_default();
+                }
+                // Direct reply-to names are not queues, but exist while their consumer does.
+                if d.passive && (name == REPLY_TO || self.broker.reply_route(&name).is_some()) {
+                    let consumers = u32::from(name != REPLY_TO || self.open_channel(ch)?.reply_consumer.is_some());
+                    let ok =
+                        queue::DeclareOk { queue: name.as_str().into(), message_count: 0, consumer_count: consumers };
+                    self.reply(ch, AMQPClass::Queue(Q::DeclareOk(ok)));
+                    return Ok(());
                 }
                 let decl = QueueDeclare {
                     name,
@@ -327,6 +356,15 @@ impl Connection {
             B::Cancel(c) => {
                 let tag: Arc<str> = c.consumer_tag.as_str().into();
                 let chan = self.open_channel(ch)?;
+                if chan.reply_consumer.as_ref().is_some_and(|r| r.tag == tag) {
+                    if let Some(rc) = chan.reply_consumer.take() {
+                        self.broker.unregister_reply(&rc.name);
+                    }
+                    if !c.nowait {
+                        send_cancel_ok(&mut self.out, ch, &tag);
+                    }
+                    return Ok(());
+                }
                 match chan.consumers.get(&tag).cloned() {
                     Some(consumer) if !consumer.queue.tx.is_closed() && !chan.cancelling.contains_key(&tag) => {
                         chan.cancelling.insert(tag.clone(), c.nowait);
@@ -371,12 +409,25 @@ impl Connection {
     }
 
     async fn basic_consume(&mut self, ch: u16, c: basic::Consume) -> AmqpResult<()> {
-        let name = self.queue_name(ch, c.queue.as_str())?;
-        let entry = self.vhost.queue(&name, self.id)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             names::consumer_tag().into()
         } else {
             c.consumer_tag.as_str().into()
+        };
+        if c.queue.as_str() == REPLY_TO {
+            return self.consume_replies(ch, tag, &c);
+        }
+        let name = self.queue_name(ch, c.queue.as_str())?;
+        let entry = self.vhost.queue(&name, self.id)?;
+        let priority = match c.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => value_int(v).ok_or_else(|| {
+                AmqpError::precondition(format_args!(
+                    "invalid arg 'x-priority' for queue '{name}' in vhost '{}': \"expected integer, got {}\"",
+                    self.vhost.name(),
+                    type_name(v)
+                ))
+            })?,
         };
         let (conn_id, inbox, gauge) = (self.id, self.inbox.clone(), self.gauge_handle());
         let chan = self.open_channel(ch)?;
@@ -390,6 +441,7 @@ impl Connection {
             no_ack: c.no_ack,
             exclusive: c.exclusive,
             prefetch: chan.consumer_prefetch,
+            priority,
             channel_limit: chan.limit.clone(),
             gauge,
             inbox,
@@ -402,6 +454,28 @@ impl Connection {
         self.open_channel(ch)?
             .consumers
             .insert(tag.clone(), ChannelConsumer { queue: entry.handle.clone(), no_ack: c.no_ack });
+        if !c.nowait {
+            self.reply(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_ref().into() })),
+            );
+        }
+        Ok(())
+    }
+
+    /// `basic.consume` on `amq.rabbitmq.reply-to`: this channel receives direct replies.
+    fn consume_replies(&mut self, ch: u16, tag: Arc<str>, c: &basic::Consume) -> AmqpResult<()> {
+        if !c.no_ack {
+            return Err(AmqpError::precondition("reply consumer cannot acknowledge"));
+        }
+        let (inbox, conn_id) = (self.inbox.clone(), self.id);
+        let chan = self.open_channel(ch)?;
+        if chan.reply_consumer.is_some() {
+            return Err(AmqpError::precondition("reply consumer already set"));
+        }
+        let name = format!("{REPLY_TO}.{conn_id}.{ch}.{}", names::consumer_tag().trim_start_matches("amq.ctag-"));
+        chan.reply_consumer = Some(ReplyConsumer { tag: tag.clone(), name: name.clone() });
+        self.broker.register_reply(name, ReplyRoute { inbox, channel: ch });
         if !c.nowait {
             self.reply(
                 ch,
@@ -436,10 +510,22 @@ impl Connection {
         Ok(())
     }
 
-    /// ack / nack / reject / recover: settle deliveries and tell their queues.
+    /// ack / nack / reject / recover: settle deliveries and tell their queues (or hold them
+    /// for the transaction).
     async fn settle(&mut self, ch: u16, tag: u64, multiple: bool, outcome: Outcome) -> AmqpResult<()> {
         let chan = self.open_channel(ch)?;
         let taken = chan.unacked.take(tag, multiple)?;
+        if let Some(tx) = chan.tx.as_mut() {
+            tx.settles.push((taken, outcome));
+            return Ok(());
+        }
+        self.settle_taken(ch, taken.into_iter().map(|(_, p)| p).collect(), outcome).await;
+        Ok(())
+    }
+
+    /// Tell the queues of settled deliveries, and give back channel prefetch credit.
+    pub(super) async fn settle_taken(&mut self, ch: u16, taken: Vec<Pending>, outcome: Outcome) {
+        let Ok(chan) = self.open_channel(ch) else { return };
         let from_consumers = taken.iter().filter(|p| p.from_consumer).count() as u32;
         let mut per_queue: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
         for p in taken {
@@ -448,180 +534,23 @@ impl Connection {
                 None => per_queue.push((p.queue, vec![p.seq])),
             }
         }
-        let woken = if from_consumers > 0 && chan.limit.limit() > 0 {
-            chan.limit.release(from_consumers);
-            chan.consumer_queues()
-        } else {
-            chan.limit.release(from_consumers);
-            Vec::new()
-        };
+        chan.limit.release(from_consumers);
+        // Channel-wide credit freed: queues of this channel's other consumers may deliver again.
+        let woken = if from_consumers > 0 && chan.limit.limit() > 0 { chan.consumer_queues() } else { Vec::new() };
         for (q, seqs) in per_queue {
             q.send(QueueCmd::Settle { seqs, outcome }).await;
         }
-        // Channel-wide credit freed: queues of this channel's other consumers may deliver again.
         for q in woken {
             q.send(QueueCmd::Resume).await;
         }
-        Ok(())
     }
 
     fn gauge_handle(&self) -> Arc<super::flow::FlowGauge> {
         self.gauge.clone()
     }
-
-    /// A content header or body frame for channel `ch`.
-    pub(super) async fn on_content(&mut self, ch: u16, f: ContentFrame) -> AmqpResult<()> {
-        let max_size = self.broker.config.amqp.max_message_size;
-        let Some(chan) = self.channels.get_mut(&ch) else {
-            return Err(AmqpError::channel_error("expected 'channel.open'"));
-        };
-        if chan.phase == ChannelPhase::Closing {
-            return Ok(());
-        }
-        let step = match f {
-            ContentFrame::Header(h) => {
-                let size = h.body_size;
-                let step = chan.assembler.header(h)?;
-                if size > max_size {
-                    // Refuse before buffering the body; the rest of it is dropped with the channel.
-                    return Err(AmqpError::precondition(format_args!(
-                        "message size {size} is larger than configured max size {max_size}"
-                    ))
-                    .on(CLASS_BASIC, 40));
-                }
-                step
-            }
-            ContentFrame::Body(b) => chan.assembler.body(b)?,
-        };
-        match step {
-            Step::Pending => Ok(()),
-            Step::Complete(content) => self.publish(ch, content).map_err(|e| e.on(CLASS_BASIC, 40)),
-        }
-    }
-
-    /// Validate, route and enqueue a complete message.
-    fn publish(&mut self, ch: u16, content: Content) -> AmqpResult<()> {
-        let Content { method, header, body } = content;
-        let topology = self.vhost.snapshot();
-        if !method.exchange.is_empty() {
-            let x = topology.exchanges.get(&method.exchange).ok_or_else(|| {
-                AmqpError::not_found(format_args!("no exchange '{}' in vhost '{}'", method.exchange, self.vhost.name()))
-            })?;
-            if x.internal {
-                return Err(AmqpError::access_refused(format_args!(
-                    "cannot publish to internal exchange '{}' in vhost '{}'",
-                    method.exchange,
-                    self.vhost.name()
-                )));
-            }
-        }
-        validate_properties(&header)?;
-        let msg = Arc::new(Message {
-            exchange: method.exchange,
-            routing_key: method.routing_key,
-            properties: header.properties,
-            raw_header: header.raw,
-            body,
-            body_size: header.body_size,
-        });
-        let queues = topology.route(&msg.exchange, &msg.routing_key, msg.properties.headers().as_ref());
-        let inbox = self.inbox.clone();
-        let frame_max = self.neg.frame_max;
-        let chan = self.open_channel(ch)?;
-        let seq = chan.confirms.as_mut().map(|c| c.next_seq());
-        if queues.is_empty() {
-            if method.mandatory {
-                let ret = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                    reply_code: 312,
-                    reply_text: "NO_ROUTE".into(),
-                    exchange: msg.exchange.as_str().into(),
-                    routing_key: msg.routing_key.as_str().into(),
-                }));
-                encode::method(&mut self.out, ch, &ret);
-                encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
-            }
-            if let Some(seq) = seq {
-                let chan = self.open_channel(ch)?;
-                let acks = chan.confirms.as_ref().map(|c| c.acks_for(vec![seq])).unwrap_or_default();
-                for a in acks {
-                    encode::confirm(&mut self.out, ch, a.tag, a.multiple, a.ack);
-                }
-            }
-            return Ok(());
-        }
-        if let (Some(seq), Some(c)) = (seq, chan.confirms.as_mut()) {
-            c.track(seq, queues.len() as u32);
-        }
-        for q in &queues {
-            let confirm = seq.map(|seq| ConfirmTo { inbox: inbox.clone(), channel: ch, seq });
-            self.push_publish(&q.handle, Publish { msg: msg.clone(), confirm });
-        }
-        Ok(())
-    }
-}
-
-/// Property checks RabbitMQ makes on publish.
-fn validate_properties(h: &ContentHeader) -> AmqpResult<()> {
-    if let Some(mode) = h.properties.delivery_mode()
-        && !matches!(mode, 1 | 2)
-    {
-        return Err(AmqpError::precondition(format_args!("invalid message: {{delivery_mode_unknown,{mode}}}")));
-    }
-    if let Some(exp) = h.properties.expiration() {
-        parse_expiration(exp.as_str())?;
-    }
-    Ok(())
-}
-
-/// The `expiration` property: a non-negative integer string of milliseconds (RabbitMQ's
-/// accept/reject set and texts).
-pub fn parse_expiration(s: &str) -> AmqpResult<u64> {
-    let invalid = |why: String| AmqpError::precondition(format_args!("invalid expiration '{s}': {why}"));
-    let body = s.strip_prefix('+').unwrap_or(s);
-    let (neg, digits_part) = match body.strip_prefix('-') {
-        Some(rest) if !s.starts_with('+') => (true, rest),
-        _ => (false, body),
-    };
-    let digits: String = digits_part.chars().take_while(|c| c.is_ascii_digit()).collect();
-    if digits.is_empty() {
-        return Err(invalid("no_integer".into()));
-    }
-    let rest = &digits_part[digits.len()..];
-    if !rest.is_empty() {
-        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
-    }
-    let value: u128 = digits.parse().unwrap_or(u128::MAX);
-    if neg && value > 0 {
-        return Err(invalid(format!("{{value_negative,-{value}}}")));
-    }
-    // Ten years in milliseconds, RabbitMQ's upper bound.
-    const MAX: u128 = 315_360_000_000;
-    if value > MAX {
-        return Err(invalid(format!("{{value_too_large,{value}}}")));
-    }
-    Ok(value as u64)
 }
 
 /// RabbitMQ strips CR and LF from entity names.
-fn strip_cr_lf(s: &str) -> String {
+pub(super) fn strip_cr_lf(s: &str) -> String {
     s.chars().filter(|c| *c != '\r' && *c != '\n').collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_expiration;
-
-    #[test]
-    fn expiration_accepts_and_rejects_as_rabbitmq() {
-        for (s, v) in [("60000", 60000), ("0", 0), ("+10", 10), ("010", 10)] {
-            assert_eq!(parse_expiration(s).unwrap(), v, "{s}");
-        }
-        let text = |s: &str| parse_expiration(s).unwrap_err().text;
-        assert_eq!(text(""), "PRECONDITION_FAILED - invalid expiration '': no_integer");
-        assert_eq!(text("abc"), "PRECONDITION_FAILED - invalid expiration 'abc': no_integer");
-        assert_eq!(text(" 10"), "PRECONDITION_FAILED - invalid expiration ' 10': no_integer");
-        assert_eq!(text("1.5"), "PRECONDITION_FAILED - invalid expiration '1.5': {leftover_string,\".5\"}");
-        assert_eq!(text("-1"), "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}");
-        assert!(text("99999999999999999999").contains("value_too_large"));
-    }
 }

@@ -15,6 +15,7 @@ pub mod flow;
 pub mod handshake;
 pub mod heartbeat;
 pub mod methods;
+pub mod publish;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -363,7 +364,7 @@ impl Connection {
                 c
             });
             if let Some(old) = old {
-                self.spawn_release(old);
+                self.release(old);
             }
         }
     }
@@ -399,10 +400,10 @@ impl Connection {
             }
             Frame::Header(h) => {
                 let ch = h.channel;
-                self.on_content(ch, methods::ContentFrame::Header(h)).await.map_err(|e| (ch, e))
+                self.on_content(ch, publish::ContentFrame::Header(h)).await.map_err(|e| (ch, e))
             }
             Frame::Body { channel, payload } => {
-                self.on_content(channel, methods::ContentFrame::Body(payload)).await.map_err(|e| (channel, e))
+                self.on_content(channel, publish::ContentFrame::Body(payload)).await.map_err(|e| (channel, e))
             }
         }
     }
@@ -477,6 +478,17 @@ impl Connection {
                     methods::send_cancel_ok(&mut self.out, channel, &consumer_tag);
                 }
             }
+            ConnEvent::ConsumerTimeout { channel, timeout_ms } => {
+                if self.channels.get(&channel).is_some_and(|c| c.phase == ChannelPhase::Open) {
+                    self.fail(
+                        channel,
+                        AmqpError::precondition(format_args!(
+                            "delivery acknowledgement on channel {channel} timed out. Timeout value used: {timeout_ms} ms. This timeout value can be configured, see consumers doc guide to learn more"
+                        )),
+                    );
+                }
+            }
+            ConnEvent::DirectReply { channel, msg } => self.deliver_reply(channel, &msg),
             ConnEvent::ConsumerCancelled { channel, consumer_tag } => {
                 let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else {
                     return;
@@ -490,14 +502,20 @@ impl Connection {
 
     /// Give back everything a channel held: its consumers go, its unacked deliveries are
     /// requeued (redelivered=true), and the channel's queues get one command each.
-    pub fn spawn_release(&self, ch: Channel) {
+    pub fn release(&self, mut ch: Channel) {
+        if let Some(rc) = ch.reply_consumer.take() {
+            self.broker.unregister_reply(&rc.name);
+        }
         let conn_id = self.id;
         tokio::spawn(release_channel(conn_id, ch));
     }
 
     async fn teardown(mut self) {
         let channels: Vec<Channel> = self.channels.drain().map(|(_, c)| c).collect();
-        for ch in channels {
+        for mut ch in channels {
+            if let Some(rc) = ch.reply_consumer.take() {
+                self.broker.unregister_reply(&rc.name);
+            }
             release_channel(self.id, ch).await;
         }
         self.vhost.delete_exclusive_queues(self.id).await;

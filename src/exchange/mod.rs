@@ -2,10 +2,12 @@
 //! against an immutable snapshot ([`crate::broker::topology::Topology`]), and declare/bind build
 //! a new copy of the one exchange they change.
 
+pub mod dedup;
 pub mod headers;
 pub mod topic;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use amq_protocol::types::FieldTable;
 
@@ -79,6 +81,12 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// `alternate-exchange` argument: where unroutable messages go.
     pub alternate: Option<String>,
+    /// The type as declared (`direct`, …, or a plugin type such as `x-delayed-message`).
+    pub declared_type: String,
+    /// `x-delayed-message`: messages with an `x-delay` header are held before routing.
+    pub delayed: bool,
+    /// `x-message-deduplication`: the cache of seen `x-deduplication-header` values.
+    pub dedup: Option<Arc<Mutex<dedup::DedupCache>>>,
     bindings: Vec<Binding>,
     /// Direct exchanges: routing key → destinations.
     direct: HashMap<String, Vec<Destination>>,
@@ -102,6 +110,9 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            declared_type: kind.as_str().to_string(),
+            delayed: false,
+            dedup: None,
             bindings: Vec::new(),
             direct: HashMap::new(),
         }

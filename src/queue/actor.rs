@@ -1,16 +1,21 @@
 //! The queue task: the only owner of a queue's [`QueueState`]. It drains its mailbox in
-//! batches, applies each command, then runs one dispatch round and sends the resulting
-//! deliveries to the consumers' connections. It never awaits anything but its own mailbox.
+//! batches, applies each command, runs one dispatch round and sends the resulting deliveries
+//! to the consumers' connections; between batches it sleeps until the state's next deadline
+//! (TTL, consumer ack timeout, `x-expires`). It never awaits anything but its own mailbox.
 
 use std::sync::{Arc, Weak};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::state::{Delivery, QueueState};
+use super::args::QueueArgs;
+use super::dead_letter::{DeathReason, dead_letter, is_cycle};
+use super::state::{Delivery, Enqueued, QueueState};
 use super::{ConnEvent, ConnInbox, MAILBOX_CAPACITY, Publish, QueueCmd, QueueHandle, QueueStats};
 use crate::broker::vhost::VHost;
 use crate::error::AmqpError;
+use crate::message::Message;
 
 /// Commands taken from the mailbox per round before dispatching.
 ///
@@ -19,16 +24,19 @@ use crate::error::AmqpError;
 const BATCH: usize = 64;
 
 /// Start a queue task and return its mailbox.
-pub fn spawn(name: &str, vhost: &Arc<VHost>, auto_delete: bool) -> QueueHandle {
+pub fn spawn(name: &str, vhost: &Arc<VHost>, auto_delete: bool, args: QueueArgs) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-    let handle = QueueHandle { name: name.into(), tx: tx.clone() };
+    let handle = QueueHandle { name: name.into(), tx };
+    let mut state = QueueState::new(name, vhost.name(), args.clone(), Instant::now());
+    state.set_default_consumer_timeout(vhost.consumer_timeout());
     let actor = QueueActor {
-        state: QueueState::new(name, vhost.name()),
+        state,
+        args,
         name: name.to_string(),
         vhost_name: vhost.name().to_string(),
         vhost: Arc::downgrade(vhost),
-        me: tx.downgrade(),
-        handle: handle.clone(),
+        me: handle.tx.downgrade(),
+        name_arc: handle.name.clone(),
         auto_delete,
         deleted: false,
     };
@@ -38,12 +46,14 @@ pub fn spawn(name: &str, vhost: &Arc<VHost>, auto_delete: bool) -> QueueHandle {
 
 struct QueueActor {
     state: QueueState,
+    args: QueueArgs,
     name: String,
     vhost_name: String,
     vhost: Weak<VHost>,
-    /// Our own mailbox, weakly: the task ends when every real sender is gone.
+    /// Our own mailbox, weakly: the task ends when every sender (topology, connections holding
+    /// unacked deliveries) is gone.
     me: mpsc::WeakSender<QueueCmd>,
-    handle: QueueHandle,
+    name_arc: Arc<str>,
     auto_delete: bool,
     /// Set once the queue is deleted; it then only drains its mailbox.
     deleted: bool,
@@ -51,35 +61,42 @@ struct QueueActor {
 
 impl QueueActor {
     async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>) {
-        // The handle we hand out in deliveries must not keep the mailbox open forever.
         let mut buf = Vec::with_capacity(BATCH);
         loop {
-            if rx.recv_many(&mut buf, BATCH).await == 0 {
+            let deadline = if self.deleted { None } else { self.state.next_deadline() };
+            let got = tokio::select! {
+                n = rx.recv_many(&mut buf, BATCH) => Some(n),
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => None,
+            };
+            if got == Some(0) {
                 break;
             }
+            let now = Instant::now();
             for cmd in buf.drain(..) {
-                self.handle(cmd);
+                self.handle(cmd, now);
             }
             if !self.deleted {
-                self.dispatch();
+                self.dispatch(now);
+                self.on_timer(now);
+                self.dead_letter();
             }
         }
         debug!(queue = %self.name, "queue task stopped");
     }
 
-    fn handle(&mut self, cmd: QueueCmd) {
+    fn handle(&mut self, cmd: QueueCmd, now: Instant) {
         match cmd {
-            QueueCmd::Publish(items) => self.publish(items),
+            QueueCmd::Publish(items) => self.publish(items, now),
             QueueCmd::Consume { spec, reply } => {
                 let r = if self.deleted {
                     Err(AmqpError::not_found(format_args!("no queue '{}' in vhost '{}'", self.name, self.vhost_name)))
                 } else {
-                    self.state.add_consumer(spec)
+                    self.state.add_consumer(spec, now)
                 };
                 let _ = reply.send(r);
             }
             QueueCmd::Cancel { conn_id, channel, tag, reply } => {
-                self.state.remove_consumer(conn_id, channel, &tag);
+                self.state.remove_consumer(conn_id, channel, &tag, now);
                 if let Some(inbox) = reply {
                     let _ = inbox.send(ConnEvent::CancelOk { channel, consumer_tag: tag });
                 }
@@ -87,15 +104,19 @@ impl QueueActor {
             }
             QueueCmd::Settle { seqs, outcome } => self.state.settle(&seqs, outcome),
             QueueCmd::ChannelClosed { conn_id, channel, requeue } => {
-                self.state.channel_closed(conn_id, channel, &requeue);
+                self.state.channel_closed(conn_id, channel, &requeue, now);
                 self.maybe_auto_delete();
             }
             QueueCmd::Get { reply, no_ack } => {
-                let _ = reply.send(if self.deleted { None } else { self.state.get(no_ack) });
+                let _ = reply.send(if self.deleted { None } else { self.state.get(no_ack, now) });
             }
             QueueCmd::Stats { reply } => {
+                self.state.touch(now);
                 let _ = reply
                     .send(QueueStats { messages: self.state.ready_count(), consumers: self.state.consumer_count() });
+            }
+            QueueCmd::Sync { reply } => {
+                let _ = reply.send(());
             }
             QueueCmd::Purge { reply } => {
                 let _ = reply.send(self.state.purge());
@@ -123,34 +144,43 @@ impl QueueActor {
         }
     }
 
-    fn publish(&mut self, items: Vec<Publish>) {
-        // Confirms grouped per (connection, channel): one event each.
-        let mut confirms: Vec<(ConnInbox, u16, Vec<u64>)> = Vec::new();
+    fn publish(&mut self, items: Vec<Publish>, now: Instant) {
+        // Confirms grouped per (connection, channel, ack/nack): one event each.
+        let mut confirms: Vec<(ConnInbox, u16, bool, Vec<u64>)> = Vec::new();
         for p in items {
-            if !self.deleted
-                && let Err(e) = self.state.enqueue(p.msg)
-            {
-                // Not stored: the publisher must not be told it was (no confirm).
-                warn!(queue = %self.name, error = %e, "message not stored");
-                continue;
-            }
+            let ack = if self.deleted {
+                true
+            } else {
+                match self.state.enqueue(p.msg, now) {
+                    Ok(Enqueued::Accepted) | Ok(Enqueued::Duplicate) => true,
+                    Ok(Enqueued::Rejected) => false,
+                    Err(e) => {
+                        // Not stored: the publisher is told so (nack), never that it was.
+                        warn!(queue = %self.name, error = %e, "message not stored");
+                        false
+                    }
+                }
+            };
             if let Some(c) = p.confirm {
-                match confirms.iter_mut().find(|(i, ch, _)| *ch == c.channel && i.same_channel(&c.inbox)) {
-                    Some((_, _, seqs)) => seqs.push(c.seq),
-                    None => confirms.push((c.inbox, c.channel, vec![c.seq])),
+                match confirms
+                    .iter_mut()
+                    .find(|(i, ch, a, _)| *ch == c.channel && *a == ack && i.same_channel(&c.inbox))
+                {
+                    Some((_, _, _, seqs)) => seqs.push(c.seq),
+                    None => confirms.push((c.inbox, c.channel, ack, vec![c.seq])),
                 }
             }
         }
-        for (inbox, channel, seqs) in confirms {
-            let _ = inbox.send(ConnEvent::Confirms { channel, seqs, ack: true });
+        for (inbox, channel, ack, seqs) in confirms {
+            let _ = inbox.send(ConnEvent::Confirms { channel, seqs, ack });
         }
     }
 
-    fn dispatch(&mut self) {
+    fn dispatch(&mut self, now: Instant) {
         loop {
-            let round = self.state.dispatch();
+            let round = self.state.dispatch(now);
             for d in round.deliveries {
-                self.deliver(d);
+                self.deliver(d, now);
             }
             if round.congested.is_empty() {
                 return;
@@ -167,34 +197,81 @@ impl QueueActor {
         }
     }
 
-    fn deliver(&mut self, d: Delivery) {
+    /// A handle on our own mailbox (None once nothing else holds one: the queue is unreachable).
+    fn own_handle(&self) -> Option<QueueHandle> {
+        self.me.upgrade().map(|tx| QueueHandle { name: self.name_arc.clone(), tx })
+    }
+
+    fn deliver(&mut self, d: Delivery, now: Instant) {
         let Delivery { consumer, seq, msg, redelivered } = d;
+        let Some(queue) = self.own_handle() else { return };
         let ev = ConnEvent::Deliver {
             channel: consumer.channel,
             consumer_tag: consumer.tag.clone(),
-            queue: self.handle.clone(),
+            queue,
             seq,
             msg,
             redelivered,
             no_ack: consumer.no_ack,
         };
-        if let Err(mpsc::error::SendError(ev)) = consumer.inbox.send(ev) {
+        if consumer.inbox.send(ev).is_err() {
             // The connection is gone: take the consumer off and keep the message.
-            self.state.remove_consumer(consumer.conn_id, consumer.channel, &consumer.tag);
-            if let ConnEvent::Deliver { seq, .. } = ev {
-                self.state.undeliverable(seq);
-            }
+            self.state.remove_consumer(consumer.conn_id, consumer.channel, &consumer.tag, now);
+            self.state.undeliverable(seq);
             self.maybe_auto_delete();
+        }
+    }
+
+    /// Deadlines: expired messages, consumers past the ack timeout, an unused `x-expires` queue.
+    fn on_timer(&mut self, now: Instant) {
+        let timeout_ms = self.state.consumer_timeout().map_or(0, |t| t.as_millis() as u64);
+        for c in self.state.on_timer(now) {
+            warn!(queue = %self.name, channel = c.channel, consumer = %c.tag, "consumer ack timeout");
+            let _ = c.inbox.send(ConnEvent::ConsumerTimeout { channel: c.channel, timeout_ms });
+        }
+        if self.state.is_expired(now) {
+            debug!(queue = %self.name, "queue expired (x-expires)");
+            self.forget_and_delete();
+        }
+    }
+
+    /// Publish what left the queue to its dead-letter exchange (at most once, like RabbitMQ's
+    /// classic queues: a full or missing target drops it).
+    fn dead_letter(&mut self) {
+        let dead = self.state.take_dead();
+        if dead.is_empty() {
+            return;
+        }
+        let (Some(dlx), Some(vhost)) = (self.args.dead_letter_exchange.clone(), self.vhost.upgrade()) else { return };
+        let topology = vhost.snapshot();
+        if !dlx.is_empty() && !topology.exchanges.contains_key(&dlx) {
+            debug!(queue = %self.name, exchange = %dlx, "dead-letter exchange missing; messages dropped");
+            return;
+        }
+        for (msg, reason) in dead {
+            let (out, keys) = dead_letter(&msg, reason, &self.name, &dlx, self.args.dead_letter_routing_key.as_deref());
+            let headers = out.properties.headers().clone();
+            for q in topology.route_keys(&dlx, &keys, headers.as_ref()) {
+                if reason != DeathReason::Rejected && is_cycle(&out, &q.name) {
+                    debug!(queue = %self.name, target = %q.name, "dead-letter cycle dropped");
+                    continue;
+                }
+                send_publish(&q.handle, out.clone());
+            }
         }
     }
 
     fn maybe_auto_delete(&mut self) {
         if self.auto_delete && !self.deleted && self.state.is_unused_after_consumers() {
-            if let Some(vhost) = self.vhost.upgrade() {
-                vhost.forget_queue(&self.name, &self.handle);
-            }
-            self.delete();
+            self.forget_and_delete();
         }
+    }
+
+    fn forget_and_delete(&mut self) {
+        if let (Some(vhost), Some(me)) = (self.vhost.upgrade(), self.own_handle()) {
+            vhost.forget_queue(&self.name, &me);
+        }
+        self.delete();
     }
 
     fn delete(&mut self) {
@@ -204,5 +281,15 @@ impl QueueActor {
         self.state.clear();
         self.deleted = true;
         debug!(queue = %self.name, vhost = %self.vhost_name, "queue deleted");
+    }
+}
+
+/// Hand a message to another queue from inside a queue task: never wait (a full mailbox gets a
+/// helper task), so two queues dead-lettering into each other cannot deadlock.
+fn send_publish(target: &QueueHandle, msg: Arc<Message>) {
+    let cmd = QueueCmd::Publish(vec![Publish { msg, confirm: None }]);
+    if let Err(mpsc::error::TrySendError::Full(cmd)) = target.tx.try_send(cmd) {
+        let target = target.clone();
+        tokio::spawn(async move { target.send(cmd).await });
     }
 }

@@ -5,6 +5,8 @@
 //! by prefetch and the writer watermark, so it never waits on a consumer.
 
 pub mod actor;
+pub mod args;
+pub mod dead_letter;
 pub mod state;
 
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct QueueEntry {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// The validated `x-` arguments.
+    pub args: args::QueueArgs,
     pub handle: QueueHandle,
 }
 
@@ -74,6 +78,8 @@ pub struct ConsumerSpec {
     pub exclusive: bool,
     /// Per-consumer prefetch (`basic.qos global=false` at consume time); 0 = unlimited.
     pub prefetch: u32,
+    /// `x-priority` consumer argument: higher priorities are served first.
+    pub priority: i64,
     /// The channel's shared limit (`basic.qos global=true`).
     pub channel_limit: Arc<ChannelLimit>,
     /// The consuming connection's pending output.
@@ -137,8 +143,13 @@ pub enum QueueCmd {
         reply: oneshot::Sender<Option<GetReply>>,
         no_ack: bool,
     },
+    /// Counts for declare-ok (a declare also counts as use for `x-expires`).
     Stats {
         reply: oneshot::Sender<QueueStats>,
+    },
+    /// Answered once every command sent before it has been applied (transaction commit).
+    Sync {
+        reply: oneshot::Sender<()>,
     },
     Purge {
         reply: oneshot::Sender<u32>,
@@ -178,5 +189,15 @@ pub enum ConnEvent {
     ConsumerCancelled {
         channel: u16,
         consumer_tag: Arc<str>,
+    },
+    /// A delivery on this channel waited longer than the consumer ack timeout.
+    ConsumerTimeout {
+        channel: u16,
+        timeout_ms: u64,
+    },
+    /// A reply through direct reply-to (`amq.rabbitmq.reply-to`) for this channel's reply consumer.
+    DirectReply {
+        channel: u16,
+        msg: Arc<Message>,
     },
 }

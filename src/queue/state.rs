@@ -1,41 +1,119 @@
-//! The state of one queue, without I/O: ready messages in order, deliveries awaiting
-//! acknowledgement, consumers with their credit, and round-robin dispatch.
+//! The state of one queue, without I/O: ready messages in order (per priority), deliveries
+//! awaiting acknowledgement, consumers with their credit, and every rule that depends on
+//! them — TTL, length limits, dead-lettering, single active consumer, consumer priorities,
+//! consumer ack timeouts, delivery limits, deduplication. Time is passed in (`now`).
 //!
 //! The queue task ([`super::actor`]) feeds it commands and carries out what it returns; tests
 //! drive it directly. Every message gets a sequence number on enqueue; a requeued message goes
 //! back to its original position by that number, as RabbitMQ's classic queues do. The messages
 //! themselves live in the queue's [`MessageStore`]; this state only orders sequence numbers.
+//! Messages leaving by rejection, expiry, overflow or delivery limit are collected in
+//! [`QueueState::take_dead`] for the shell to dead-letter.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
+use amq_protocol::types::AMQPValue;
+use tokio::time::Instant;
+
+use super::args::{Overflow, QueueArgs};
+use super::dead_letter::{DeathReason, dedup_key, with_header};
+use super::{ConsumerSpec, GetReply, Outcome};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
+use crate::message::parse_expiration;
 use crate::store::memory::MemoryStore;
 use crate::store::{MessageStore, StoreError};
 
-use super::{ConsumerSpec, GetReply, Outcome};
-
-#[derive(Debug)]
+/// A message waiting in the queue (the message itself is in the store).
+#[derive(Debug, Clone, Copy)]
 struct Ready {
     seq: u64,
+    expires: Option<Instant>,
+    size: u64,
+    priority: u8,
     redelivered: bool,
 }
 
-/// A delivery awaiting its ack: (connection, channel, tag) of the consumer it went to, or None
-/// for basic.get. The message stays in the store until settled.
-type Unacked = Option<(u64, u16, Arc<str>)>;
+/// Ready messages, one FIFO per priority level (a single level without `x-max-priority`).
+#[derive(Debug)]
+struct ReadyList {
+    levels: Vec<VecDeque<Ready>>,
+    len: usize,
+}
+
+impl ReadyList {
+    fn new(levels: usize) -> Self {
+        ReadyList { levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(), len: 0 }
+    }
+
+    fn push_back(&mut self, r: Ready) {
+        self.levels[r.priority as usize].push_back(r);
+        self.len += 1;
+    }
+
+    /// Put back at its position by sequence number.
+    fn insert_ordered(&mut self, r: Ready) {
+        let level = &mut self.levels[r.priority as usize];
+        let at = level.partition_point(|x| x.seq < r.seq);
+        level.insert(at, r);
+        self.len += 1;
+    }
+
+    /// The head: the oldest message of the highest priority.
+    fn pop_front(&mut self) -> Option<Ready> {
+        let r = self.levels.iter_mut().rev().find_map(VecDeque::pop_front)?;
+        self.len -= 1;
+        Some(r)
+    }
+
+    /// Pop a level head that has expired (`strict`: expired before `now`, not at it).
+    fn pop_expired(&mut self, now: Instant, strict: bool) -> Option<Ready> {
+        let level = self
+            .levels
+            .iter_mut()
+            .find(|l| l.front().and_then(|r| r.expires).is_some_and(|e| if strict { e < now } else { e <= now }))?;
+        let r = level.pop_front();
+        self.len -= 1;
+        r
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.levels.iter().filter_map(|l| l.front().and_then(|r| r.expires)).min()
+    }
+
+    fn drain(&mut self) -> Vec<Ready> {
+        self.len = 0;
+        self.levels.iter_mut().flat_map(|l| l.drain(..)).collect()
+    }
+}
+
+/// A delivery awaiting its ack.
+#[derive(Debug)]
+struct Unacked {
+    /// (connection, channel, tag) of the consumer it went to; None for basic.get.
+    consumer: Option<(u64, u16, Arc<str>)>,
+    /// What it needs to go back to the ready list.
+    ready: Ready,
+}
 
 #[derive(Debug)]
 struct Consumer {
     spec: ConsumerSpec,
     /// Deliveries not yet settled (for the per-consumer prefetch).
     unacked: u32,
+    /// When this consumer last got a message (round-robin among equal priorities).
+    last_served: u64,
 }
 
 impl Consumer {
     fn is(&self, conn_id: u64, channel: u16, tag: &str) -> bool {
         self.spec.conn_id == conn_id && self.spec.channel == channel && &*self.spec.tag == tag
+    }
+
+    fn has_credit(&self) -> bool {
+        self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch
     }
 }
 
@@ -56,45 +134,93 @@ pub struct Dispatch {
     pub congested: Vec<ConsumerSpec>,
 }
 
+/// What happened to a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Accepted,
+    /// Refused by `x-overflow` reject-publish(-dlx): the publisher gets a nack.
+    Rejected,
+    /// A duplicate under `x-message-deduplication`: dropped, but confirmed.
+    Duplicate,
+}
+
 #[derive(Debug)]
 pub struct QueueState<S: MessageStore = MemoryStore> {
     name: String,
     vhost: String,
-    ready: VecDeque<Ready>,
+    args: QueueArgs,
+    ready: ReadyList,
+    /// Body bytes of the ready messages (for `x-max-length-bytes`).
+    ready_bytes: u64,
     unacked: HashMap<u64, Unacked>,
+    /// Ack deadlines of consumer deliveries, in delivery order (one timeout per queue keeps
+    /// them sorted).
+    ack_deadlines: VecDeque<(Instant, u64)>,
+    consumer_timeout: Option<Duration>,
     consumers: Vec<Consumer>,
-    /// Index of the consumer to try first in the next dispatch (round-robin).
-    cursor: usize,
+    serve_clock: u64,
     next_seq: u64,
     /// Whether a consumer was ever attached (auto-delete only applies after one was).
     had_consumer: bool,
+    /// Last consume, get or redeclare (for `x-expires`).
+    last_used: Instant,
+    /// Quorum queues: deliveries so far, per message.
+    delivery_counts: HashMap<u64, u64>,
+    /// Deduplication keys of the messages in the queue.
+    dedup: HashMap<Vec<u8>, u64>,
+    dedup_by_seq: HashMap<u64, Vec<u8>>,
+    /// Messages to dead-letter, with their reason.
+    dead: Vec<(Arc<Message>, DeathReason)>,
     store: S,
 }
 
 impl QueueState<MemoryStore> {
     /// A queue keeping its messages in memory.
-    pub fn new(name: impl Into<String>, vhost: impl Into<String>) -> Self {
-        Self::with_store(name, vhost, MemoryStore::new())
+    pub fn new(name: impl Into<String>, vhost: impl Into<String>, args: QueueArgs, now: Instant) -> Self {
+        Self::with_store(name, vhost, args, now, MemoryStore::new())
     }
 }
 
 impl<S: MessageStore> QueueState<S> {
-    pub fn with_store(name: impl Into<String>, vhost: impl Into<String>, store: S) -> Self {
+    pub fn with_store(
+        name: impl Into<String>,
+        vhost: impl Into<String>,
+        args: QueueArgs,
+        now: Instant,
+        store: S,
+    ) -> Self {
+        let levels = args.max_priority.map_or(1, |p| p as usize + 1);
         QueueState {
             name: name.into(),
             vhost: vhost.into(),
-            ready: VecDeque::new(),
+            ready: ReadyList::new(levels),
+            ready_bytes: 0,
             unacked: HashMap::new(),
+            ack_deadlines: VecDeque::new(),
+            consumer_timeout: args.consumer_timeout,
             consumers: Vec::new(),
-            cursor: 0,
+            serve_clock: 0,
             next_seq: 1,
             had_consumer: false,
+            last_used: now,
+            delivery_counts: HashMap::new(),
+            dedup: HashMap::new(),
+            dedup_by_seq: HashMap::new(),
+            dead: Vec::new(),
             store,
+            args,
+        }
+    }
+
+    /// Apply the broker-wide consumer timeout unless the queue sets its own (None = off).
+    pub fn set_default_consumer_timeout(&mut self, t: Option<Duration>) {
+        if self.args.consumer_timeout.is_none() {
+            self.consumer_timeout = t;
         }
     }
 
     pub fn ready_count(&self) -> u32 {
-        self.ready.len() as u32
+        self.ready.len as u32
     }
 
     pub fn unacked_count(&self) -> u32 {
@@ -110,39 +236,108 @@ impl<S: MessageStore> QueueState<S> {
         self.had_consumer && self.consumers.is_empty()
     }
 
-    /// Append a message; returns its sequence number.
-    pub fn enqueue(&mut self, msg: Arc<Message>) -> Result<u64, StoreError> {
+    /// Messages that left the queue towards its dead-letter exchange since the last call.
+    pub fn take_dead(&mut self) -> Vec<(Arc<Message>, DeathReason)> {
+        std::mem::take(&mut self.dead)
+    }
+
+    /// A redeclare or passive declare counts as use (`x-expires`).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_used = now;
+    }
+
+    fn exceeds(&self, extra_msgs: usize, extra_bytes: u64) -> bool {
+        self.args.max_length.is_some_and(|m| (self.ready.len + extra_msgs) as u64 > m)
+            || self.args.max_length_bytes.is_some_and(|m| self.ready_bytes + extra_bytes > m)
+    }
+
+    /// Publish a message into the queue.
+    pub fn enqueue(&mut self, msg: Arc<Message>, now: Instant) -> Result<Enqueued, StoreError> {
+        let key = if self.args.deduplication {
+            msg.properties.headers().as_ref().and_then(|h| h.inner().get("x-deduplication-header")).map(dedup_key)
+        } else {
+            None
+        };
+        if key.as_ref().is_some_and(|k| self.dedup.contains_key(k)) {
+            return Ok(Enqueued::Duplicate);
+        }
+        let size = msg.body_size;
+        if self.args.overflow != Overflow::DropHead && self.exceeds(1, size) {
+            if self.args.overflow == Overflow::RejectPublishDlx && self.args.dead_letter_exchange.is_some() {
+                self.dead.push((msg, DeathReason::Maxlen));
+            }
+            return Ok(Enqueued::Rejected);
+        }
         let seq = self.next_seq;
         self.store.append(seq, &msg)?;
         self.next_seq += 1;
-        self.ready.push_back(Ready { seq, redelivered: false });
-        Ok(seq)
+        let per_message = msg.properties.expiration().as_ref().and_then(|e| parse_expiration(e.as_str()).ok());
+        let ttl = match (self.args.message_ttl, per_message.map(Duration::from_millis)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let priority = match self.args.max_priority {
+            Some(max) => msg.properties.priority().unwrap_or(0).min(max),
+            None => 0,
+        };
+        self.ready.push_back(Ready { seq, expires: ttl.map(|t| now + t), size, priority, redelivered: false });
+        self.ready_bytes += size;
+        if let Some(k) = key {
+            self.dedup.insert(k.clone(), seq);
+            self.dedup_by_seq.insert(seq, k);
+        }
+        if self.args.overflow == Overflow::DropHead {
+            while self.exceeds(0, 0) {
+                let Some(head) = self.ready.pop_front() else { break };
+                self.ready_bytes -= head.size;
+                self.drop_message(head.seq, Some(DeathReason::Maxlen));
+            }
+        }
+        Ok(Enqueued::Accepted)
+    }
+
+    /// Remove a message for good, dead-lettering it when the queue has a DLX.
+    fn drop_message(&mut self, seq: u64, reason: Option<DeathReason>) {
+        if let Some(reason) = reason
+            && self.args.dead_letter_exchange.is_some()
+            && let Some(msg) = self.store.read(seq)
+        {
+            self.dead.push((msg, reason));
+        }
+        self.store.remove(seq);
+        self.delivery_counts.remove(&seq);
+        if let Some(k) = self.dedup_by_seq.remove(&seq) {
+            self.dedup.remove(&k);
+        }
     }
 
     /// Attach a consumer, enforcing exclusivity (403 as RabbitMQ).
-    pub fn add_consumer(&mut self, spec: ConsumerSpec) -> AmqpResult<()> {
+    pub fn add_consumer(&mut self, spec: ConsumerSpec, now: Instant) -> AmqpResult<()> {
         let exclusive_held = self.consumers.iter().any(|c| c.spec.exclusive);
-        if exclusive_held || (spec.exclusive && !self.consumers.is_empty()) {
+        if exclusive_held || (spec.exclusive && (!self.consumers.is_empty() || self.args.single_active_consumer)) {
             return Err(AmqpError::access_refused(format_args!(
                 "queue '{}' in vhost '{}' in exclusive use",
                 self.name, self.vhost
             )));
         }
-        self.consumers.push(Consumer { spec, unacked: 0 });
+        self.consumers.push(Consumer { spec, unacked: 0, last_served: 0 });
         self.had_consumer = true;
+        self.last_used = now;
         Ok(())
     }
 
     /// Detach one consumer; its unacked deliveries stay unacked. Returns whether it existed.
-    pub fn remove_consumer(&mut self, conn_id: u64, channel: u16, tag: &str) -> bool {
+    pub fn remove_consumer(&mut self, conn_id: u64, channel: u16, tag: &str, now: Instant) -> bool {
         let before = self.consumers.len();
         self.consumers.retain(|c| !c.is(conn_id, channel, tag));
+        self.last_used = now;
         before != self.consumers.len()
     }
 
     /// A channel closed: drop its consumers and requeue the given deliveries.
-    pub fn channel_closed(&mut self, conn_id: u64, channel: u16, requeue: &[u64]) {
+    pub fn channel_closed(&mut self, conn_id: u64, channel: u16, requeue: &[u64], now: Instant) {
         self.consumers.retain(|c| !(c.spec.conn_id == conn_id && c.spec.channel == channel));
+        self.last_used = now;
         self.settle(requeue, Outcome::Requeue);
     }
 
@@ -155,23 +350,26 @@ impl<S: MessageStore> QueueState<S> {
     /// the delivery tags; a number may belong to a purged or requeued message).
     pub fn settle(&mut self, seqs: &[u64], outcome: Outcome) {
         for &seq in seqs {
-            let Some(consumer) = self.unacked.remove(&seq) else { continue };
-            if let Some((conn, ch, tag)) = &consumer
+            let Some(u) = self.unacked.remove(&seq) else { continue };
+            if let Some((conn, ch, tag)) = &u.consumer
                 && let Some(c) = self.consumers.iter_mut().find(|c| c.is(*conn, *ch, tag))
             {
                 c.unacked = c.unacked.saturating_sub(1);
             }
             match outcome {
-                Outcome::Requeue => self.requeue(seq),
-                Outcome::Ack | Outcome::Reject => self.store.remove(seq),
+                Outcome::Ack => self.drop_message(seq, None),
+                Outcome::Reject => self.drop_message(seq, Some(DeathReason::Rejected)),
+                Outcome::Requeue => {
+                    let returns = self.delivery_counts.get(&seq).copied().unwrap_or(0);
+                    if self.args.delivery_limit.is_some_and(|limit| returns > limit) {
+                        self.drop_message(seq, Some(DeathReason::DeliveryLimit));
+                    } else {
+                        self.ready_bytes += u.ready.size;
+                        self.ready.insert_ordered(Ready { redelivered: true, ..u.ready });
+                    }
+                }
             }
         }
-    }
-
-    /// Put a message back at its original position, marked redelivered.
-    fn requeue(&mut self, seq: u64) {
-        let at = self.ready.partition_point(|r| r.seq < seq);
-        self.ready.insert(at, Ready { seq, redelivered: true });
     }
 
     /// A delivery that could not be handed to its connection goes back where it was. (A no-ack
@@ -180,88 +378,160 @@ impl<S: MessageStore> QueueState<S> {
         self.settle(&[seq], Outcome::Requeue);
     }
 
-    /// `basic.get`: take the head message.
-    pub fn get(&mut self, no_ack: bool) -> Option<GetReply> {
+    /// Take the head message for delivery: expired heads are dropped on the way, and quorum
+    /// redeliveries get their `x-delivery-count` header.
+    fn take_head(&mut self, now: Instant) -> Option<(Ready, Arc<Message>)> {
         loop {
-            let r = self.ready.pop_front()?;
-            let Some(msg) = self.store.read(r.seq) else { continue };
-            if no_ack {
-                self.store.remove(r.seq);
-            } else {
-                self.unacked.insert(r.seq, None);
+            while let Some(r) = self.ready.pop_expired(now, true) {
+                self.ready_bytes -= r.size;
+                self.drop_message(r.seq, Some(DeathReason::Expired));
             }
-            return Some(GetReply { seq: r.seq, msg, redelivered: r.redelivered, remaining: self.ready_count() });
+            let r = self.ready.pop_front()?;
+            self.ready_bytes -= r.size;
+            let Some(mut msg) = self.store.read(r.seq) else { continue };
+            if self.args.delivery_limit.is_some() || self.args.queue_type == super::args::QueueType::Quorum {
+                let n = self.delivery_counts.entry(r.seq).or_insert(0);
+                *n += 1;
+                if *n > 1 {
+                    msg = with_header(&msg, "x-delivery-count", AMQPValue::LongLongInt(*n as i64 - 1));
+                }
+            }
+            return Some((r, msg));
         }
     }
 
-    /// Remove every ready message; returns how many.
-    pub fn purge(&mut self) -> u32 {
-        let n = self.ready.len() as u32;
-        for r in self.ready.drain(..) {
-            self.store.remove(r.seq);
+    /// `basic.get`: take the head message.
+    pub fn get(&mut self, no_ack: bool, now: Instant) -> Option<GetReply> {
+        self.last_used = now;
+        let (r, msg) = self.take_head(now)?;
+        if no_ack {
+            self.drop_message(r.seq, None);
+        } else {
+            self.unacked.insert(r.seq, Unacked { consumer: None, ready: r });
         }
+        Some(GetReply { seq: r.seq, msg, redelivered: r.redelivered, remaining: self.ready_count() })
+    }
+
+    /// Remove every ready message; returns how many (purged messages are not dead-lettered).
+    pub fn purge(&mut self) -> u32 {
+        let n = self.ready.len as u32;
+        for r in self.ready.drain() {
+            self.drop_message(r.seq, None);
+        }
+        self.ready_bytes = 0;
         n
     }
 
-    /// Hand ready messages to consumers with credit, round-robin.
-    pub fn dispatch(&mut self) -> Dispatch {
-        let mut out = Dispatch::default();
-        let n = self.consumers.len();
-        if n == 0 {
-            return out;
+    /// The consumer to serve next among those not `blocked`: the single active one, or the
+    /// highest priority, least recently served.
+    fn pick(&self, blocked: &[bool]) -> Option<usize> {
+        if self.args.single_active_consumer {
+            return (!self.consumers.is_empty() && !blocked[0]).then_some(0);
         }
-        // Consumers found unable to take more in this round; once all are, stop.
-        let mut blocked = vec![false; n];
-        let mut blocked_count = 0;
-        let mut i = self.cursor % n;
-        while !self.ready.is_empty() && blocked_count < n {
-            if blocked[i] {
-                i = (i + 1) % n;
-                continue;
-            }
-            let c = &mut self.consumers[i];
-            let per_consumer_ok = c.spec.no_ack || c.spec.prefetch == 0 || c.unacked < c.spec.prefetch;
+        self.consumers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !blocked[*i])
+            .min_by_key(|(i, c)| (std::cmp::Reverse(c.spec.priority), c.last_served, *i))
+            .map(|(i, _)| i)
+    }
+
+    /// Hand ready messages to consumers with credit.
+    pub fn dispatch(&mut self, now: Instant) -> Dispatch {
+        let mut out = Dispatch::default();
+        let mut blocked = vec![false; self.consumers.len()];
+        while self.ready.len > 0 {
+            let Some(i) = self.pick(&blocked) else { break };
+            let c = &self.consumers[i];
             let congested = c.spec.gauge.is_congested();
-            let can = per_consumer_ok && !congested && (c.spec.no_ack || c.spec.channel_limit.try_acquire());
-            if !can {
+            if !c.has_credit() || congested || !(c.spec.no_ack || c.spec.channel_limit.try_acquire()) {
                 if congested {
                     out.congested.push(c.spec.clone());
                 }
                 blocked[i] = true;
-                blocked_count += 1;
-                i = (i + 1) % n;
                 continue;
             }
-            let Some(r) = self.ready.pop_front() else { break };
-            let Some(msg) = self.store.read(r.seq) else {
-                // Nothing stored under this number (cannot happen with a healthy store): skip it,
-                // and give back the channel credit just taken.
-                if !c.spec.no_ack {
-                    c.spec.channel_limit.release(1);
+            let (no_ack, limit) = (c.spec.no_ack, c.spec.channel_limit.clone());
+            let Some((r, msg)) = self.take_head(now) else {
+                // Only expired messages were left: give back the channel credit just taken.
+                if !no_ack {
+                    limit.release(1);
                 }
-                continue;
+                break;
             };
+            self.serve_clock += 1;
+            let c = &mut self.consumers[i];
+            c.last_served = self.serve_clock;
             c.spec.gauge.add(delivery_size(&msg));
-            if c.spec.no_ack {
-                self.store.remove(r.seq);
+            let spec = c.spec.clone();
+            if spec.no_ack {
+                self.drop_message(r.seq, None);
             } else {
                 c.unacked += 1;
-                self.unacked.insert(r.seq, Some((c.spec.conn_id, c.spec.channel, c.spec.tag.clone())));
+                self.unacked.insert(
+                    r.seq,
+                    Unacked { consumer: Some((spec.conn_id, spec.channel, spec.tag.clone())), ready: r },
+                );
+                if let Some(t) = self.consumer_timeout {
+                    self.ack_deadlines.push_back((now + t, r.seq));
+                }
             }
-            out.deliveries.push(Delivery { consumer: c.spec.clone(), seq: r.seq, msg, redelivered: r.redelivered });
-            i = (i + 1) % n;
-            self.cursor = i;
+            out.deliveries.push(Delivery { consumer: spec, seq: r.seq, msg, redelivered: r.redelivered });
         }
         out
     }
 
-    /// Drop everything (queue deleted); returns the ready count.
+    /// Apply deadlines due at `now`: expire messages at the heads, and report consumers whose
+    /// oldest delivery has waited longer than the ack timeout (their channel must be closed).
+    /// Returns the timed-out consumers.
+    pub fn on_timer(&mut self, now: Instant) -> Vec<ConsumerSpec> {
+        while let Some(r) = self.ready.pop_expired(now, false) {
+            self.ready_bytes -= r.size;
+            self.drop_message(r.seq, Some(DeathReason::Expired));
+        }
+        let mut timed_out: Vec<ConsumerSpec> = Vec::new();
+        while let Some(&(at, seq)) = self.ack_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.ack_deadlines.pop_front();
+            let Some(Some((conn, ch, tag))) = self.unacked.get(&seq).map(|u| u.consumer.clone()) else { continue };
+            if timed_out.iter().any(|c| c.conn_id == conn && c.channel == ch) {
+                continue;
+            }
+            if let Some(c) = self.consumers.iter().find(|c| c.is(conn, ch, &tag)) {
+                timed_out.push(c.spec.clone());
+            }
+        }
+        timed_out
+    }
+
+    /// The consumer timeout in force, for the error text.
+    pub fn consumer_timeout(&self) -> Option<Duration> {
+        self.consumer_timeout
+    }
+
+    /// Whether `x-expires` says this unused queue is due for deletion.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.consumers.is_empty() && self.args.expires.is_some_and(|e| now >= self.last_used + e)
+    }
+
+    /// When [`QueueState::on_timer`] (or the expiry check) should next run.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let expiry = self.consumers.is_empty().then(|| self.args.expires.map(|e| self.last_used + e)).flatten();
+        [self.ready.next_expiry(), self.ack_deadlines.front().map(|d| d.0), expiry].into_iter().flatten().min()
+    }
+
+    /// Drop everything (queue deleted); returns the ready count. Nothing is dead-lettered.
     pub fn clear(&mut self) -> u32 {
         let n = self.purge();
-        for (seq, _) in self.unacked.drain() {
-            self.store.remove(seq);
+        let seqs: Vec<u64> = self.unacked.drain().map(|(s, _)| s).collect();
+        for seq in seqs {
+            self.drop_message(seq, None);
         }
         self.consumers.clear();
+        self.ack_deadlines.clear();
+        self.dead.clear();
         n
     }
 }
@@ -272,132 +542,4 @@ pub fn delivery_size(msg: &Message) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::connection::flow::{ChannelLimit, FlowGauge};
-    use crate::protocol::BasicProperties;
-    use tokio::sync::mpsc;
-
-    fn msg(n: u8) -> Arc<Message> {
-        Arc::new(Message {
-            exchange: String::new(),
-            routing_key: "q".into(),
-            properties: BasicProperties::default(),
-            raw_header: bytes::Bytes::new(),
-            body: vec![bytes::Bytes::from(vec![n])],
-            body_size: 1,
-        })
-    }
-
-    fn consumer(tag: &str, prefetch: u32, limit: &Arc<ChannelLimit>) -> ConsumerSpec {
-        let (inbox, _rx) = mpsc::unbounded_channel();
-        ConsumerSpec {
-            conn_id: 1,
-            channel: 1,
-            tag: tag.into(),
-            no_ack: false,
-            exclusive: false,
-            prefetch,
-            channel_limit: limit.clone(),
-            gauge: Arc::new(FlowGauge::default()),
-            inbox,
-        }
-    }
-
-    fn body(d: &Delivery) -> u8 {
-        d.msg.body[0][0]
-    }
-
-    #[test]
-    fn round_robin_with_per_consumer_prefetch() {
-        let limit = Arc::new(ChannelLimit::default());
-        let mut q = QueueState::new("q", "/");
-        q.add_consumer(consumer("a", 2, &limit)).unwrap();
-        q.add_consumer(consumer("b", 2, &limit)).unwrap();
-        for i in 0..6 {
-            q.enqueue(msg(i)).unwrap();
-        }
-        let d = q.dispatch().deliveries;
-        let tags: Vec<&str> = d.iter().map(|d| &*d.consumer.tag).collect();
-        assert_eq!(tags, ["a", "b", "a", "b"]);
-        assert_eq!(q.ready_count(), 2);
-        assert!(q.dispatch().deliveries.is_empty(), "everyone at prefetch");
-        q.settle(&[d[0].seq], Outcome::Ack);
-        let d2 = q.dispatch().deliveries;
-        assert_eq!(d2.len(), 1);
-        assert_eq!(&*d2[0].consumer.tag, "a");
-    }
-
-    #[test]
-    fn requeue_restores_original_position_and_marks_redelivered() {
-        let limit = Arc::new(ChannelLimit::default());
-        let mut q = QueueState::new("q", "/");
-        for i in 0..4 {
-            q.enqueue(msg(i)).unwrap();
-        }
-        let first = q.get(false).unwrap();
-        let second = q.get(false).unwrap();
-        assert_eq!(first.remaining, 3);
-        q.settle(&[second.seq, first.seq], Outcome::Requeue);
-        q.add_consumer(consumer("a", 0, &limit)).unwrap();
-        let d = q.dispatch().deliveries;
-        assert_eq!(d.iter().map(body).collect::<Vec<_>>(), [0, 1, 2, 3]);
-        assert_eq!(d.iter().map(|d| d.redelivered).collect::<Vec<_>>(), [true, true, false, false]);
-    }
-
-    #[test]
-    fn shared_channel_limit_spans_consumers_and_applies_at_once() {
-        let limit = Arc::new(ChannelLimit::default());
-        limit.set_limit(1);
-        let mut q = QueueState::new("q", "/");
-        q.add_consumer(consumer("a", 0, &limit)).unwrap();
-        q.add_consumer(consumer("b", 0, &limit)).unwrap();
-        for i in 0..6 {
-            q.enqueue(msg(i)).unwrap();
-        }
-        assert_eq!(q.dispatch().deliveries.len(), 1);
-        limit.set_limit(4);
-        assert_eq!(q.dispatch().deliveries.len(), 3, "raising the limit releases 3 more");
-    }
-
-    #[test]
-    fn exclusive_consumer_rules() {
-        let limit = Arc::new(ChannelLimit::default());
-        let mut q = QueueState::new("q", "/");
-        q.add_consumer(consumer("a", 0, &limit)).unwrap();
-        let mut ex = consumer("x", 0, &limit);
-        ex.exclusive = true;
-        let e = q.add_consumer(ex.clone()).unwrap_err();
-        assert_eq!(e.text, "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use");
-        assert!(q.remove_consumer(1, 1, "a"));
-        q.add_consumer(ex).unwrap();
-        assert!(q.add_consumer(consumer("b", 0, &limit)).is_err());
-    }
-
-    #[test]
-    fn channel_close_requeues_and_auto_delete_condition() {
-        let limit = Arc::new(ChannelLimit::default());
-        let mut q = QueueState::new("q", "/");
-        assert!(!q.is_unused_after_consumers(), "never had a consumer");
-        q.add_consumer(consumer("a", 0, &limit)).unwrap();
-        q.enqueue(msg(7)).unwrap();
-        let d = q.dispatch().deliveries;
-        assert_eq!(q.unacked_count(), 1);
-        q.channel_closed(1, 1, &[d[0].seq]);
-        assert_eq!((q.ready_count(), q.unacked_count(), q.consumer_count()), (1, 0, 0));
-        assert!(q.is_unused_after_consumers());
-    }
-
-    #[test]
-    fn congested_writer_is_skipped_and_reported() {
-        let limit = Arc::new(ChannelLimit::default());
-        let mut q = QueueState::new("q", "/");
-        let c = consumer("a", 0, &limit);
-        c.gauge.add(crate::connection::flow::WRITER_HIGH_WATERMARK);
-        q.add_consumer(c).unwrap();
-        q.enqueue(msg(1)).unwrap();
-        let d = q.dispatch();
-        assert!(d.deliveries.is_empty());
-        assert_eq!(d.congested.len(), 1);
-    }
-}
+mod tests;

@@ -1,0 +1,280 @@
+//! Dead-lettering: the `x-death` bookkeeping RabbitMQ adds when a message leaves a queue by
+//! rejection, expiry, overflow or a delivery limit, and the cycle rule that stops a message
+//! from dead-lettering around a loop forever.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
+
+use crate::message::Message;
+use crate::protocol::BasicProperties;
+use crate::protocol::methods::{longstr, value_str};
+
+/// Why a message was dead-lettered (the `reason` field of `x-death`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    Rejected,
+    Expired,
+    Maxlen,
+    DeliveryLimit,
+}
+
+impl DeathReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::Maxlen => "maxlen",
+            DeathReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// The routing keys a message was published with: its routing key plus any `CC` keys.
+pub fn routing_keys(msg: &Message) -> Vec<String> {
+    let mut keys = vec![msg.routing_key.clone()];
+    if let Some(AMQPValue::FieldArray(cc)) = msg.properties.headers().as_ref().and_then(|h| h.inner().get("CC")) {
+        keys.extend(cc.as_slice().iter().filter_map(value_str));
+    }
+    keys
+}
+
+/// Build the dead-lettered copy of `msg` leaving `queue` for `reason`, to be published to
+/// `dlx` with `routing_key` (None = the original keys). Returns the message and the keys to
+/// route it with.
+pub fn dead_letter(
+    msg: &Message,
+    reason: DeathReason,
+    queue: &str,
+    dlx: &str,
+    routing_key: Option<&str>,
+) -> (Arc<Message>, Vec<String>) {
+    let original_keys = routing_keys(msg);
+    let mut props = msg.properties.clone();
+    let mut headers = props.headers().clone().unwrap_or_default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+
+    let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
+        _ => Vec::new(),
+    };
+    let same = |v: &AMQPValue| match v {
+        AMQPValue::FieldTable(t) => {
+            t.inner().get("queue").and_then(value_str).as_deref() == Some(queue)
+                && t.inner().get("reason").and_then(value_str).as_deref() == Some(reason.as_str())
+        }
+        _ => false,
+    };
+    let entry = match deaths.iter().position(same) {
+        Some(i) => {
+            let AMQPValue::FieldTable(mut t) = deaths.remove(i) else { unreachable!("matched a table") };
+            let count = t.inner().get("count").and_then(crate::protocol::methods::value_int).unwrap_or(0);
+            t.insert("count".into(), AMQPValue::LongLongInt(count + 1));
+            t
+        }
+        None => {
+            let mut t = FieldTable::default();
+            t.insert("count".into(), AMQPValue::LongLongInt(1));
+            t.insert("reason".into(), longstr(reason.as_str()));
+            t.insert("queue".into(), longstr(queue));
+            t.insert("time".into(), AMQPValue::Timestamp(now));
+            t.insert("exchange".into(), longstr(&msg.exchange));
+            let keys: Vec<AMQPValue> = original_keys.iter().map(|k| longstr(k)).collect();
+            t.insert("routing-keys".into(), AMQPValue::FieldArray(FieldArray::from(keys)));
+            if let Some(exp) = props.expiration() {
+                t.insert("original-expiration".into(), longstr(exp.as_str()));
+            }
+            t
+        }
+    };
+    deaths.insert(0, AMQPValue::FieldTable(entry));
+    headers.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(deaths)));
+    for (k, v) in [("queue", queue), ("reason", reason.as_str()), ("exchange", msg.exchange.as_str())] {
+        let first = format!("x-first-death-{k}");
+        if !headers.contains_key(&first) {
+            headers.insert(first.as_str().into(), longstr(v));
+        }
+        headers.insert(format!("x-last-death-{k}").as_str().into(), longstr(v));
+    }
+    if routing_key.is_some() {
+        // With an explicit dead-letter routing key, CC no longer describes the routing.
+        let mut t = FieldTable::default();
+        for (k, v) in headers.inner() {
+            if k.as_str() != "CC" {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+        headers = t;
+    }
+    props = without_expiration(props).with_headers(headers);
+    let keys = match routing_key {
+        Some(k) => vec![k.to_string()],
+        None => original_keys,
+    };
+    let mut out = msg.with_properties(props);
+    out.exchange = dlx.to_string();
+    out.routing_key = keys[0].clone();
+    (Arc::new(out), keys)
+}
+
+/// The properties without `expiration` (dead-lettered copies never expire again by it).
+fn without_expiration(p: BasicProperties) -> BasicProperties {
+    if p.expiration().is_none() {
+        return p;
+    }
+    let mut q = BasicProperties::default();
+    if let Some(v) = p.content_type() {
+        q = q.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        q = q.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.headers() {
+        q = q.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        q = q.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        q = q.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        q = q.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        q = q.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        q = q.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        q = q.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        q = q.with_type(v.clone());
+    }
+    if let Some(v) = p.user_id() {
+        q = q.with_user_id(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        q = q.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        q = q.with_cluster_id(v.clone());
+    }
+    q
+}
+
+/// RabbitMQ's cycle rule: dead-lettering into `target` is a cycle (and the message is dropped
+/// for that queue) if, reading `x-death` newest first, `target` appears before any rejection.
+pub fn is_cycle(msg: &Message, target: &str) -> bool {
+    let Some(AMQPValue::FieldArray(deaths)) = msg.properties.headers().as_ref().and_then(|h| h.inner().get("x-death"))
+    else {
+        return false;
+    };
+    for d in deaths.as_slice() {
+        let AMQPValue::FieldTable(t) = d else { continue };
+        if t.inner().get("reason").and_then(value_str).as_deref() == Some("rejected") {
+            return false;
+        }
+        if t.inner().get("queue").and_then(value_str).as_deref() == Some(target) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A copy of `msg` with one header set (used for `x-delivery-count` on quorum redeliveries).
+pub fn with_header(msg: &Message, key: &str, value: AMQPValue) -> Arc<Message> {
+    let mut headers = msg.properties.headers().clone().unwrap_or_default();
+    headers.insert(key.into(), value);
+    Arc::new(msg.with_properties(msg.properties.clone().with_headers(headers)))
+}
+
+/// Render a header value as a deduplication key.
+pub fn dedup_key(v: &AMQPValue) -> Vec<u8> {
+    match v {
+        AMQPValue::LongString(s) => s.as_bytes().to_vec(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes().to_vec(),
+        other => format!("{other:?}").into_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(expiration: Option<&str>, cc: bool) -> Message {
+        let mut props = BasicProperties::default();
+        if let Some(e) = expiration {
+            props = props.with_expiration(e.into());
+        }
+        if cc {
+            let mut h = FieldTable::default();
+            h.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(vec![longstr("cc1")])));
+            props = props.with_headers(h);
+        }
+        Message {
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+            raw_header: crate::protocol::encode::content_header_payload(60, 3, &props),
+            properties: props,
+            body: vec![Bytes::from_static(b"abc")],
+            body_size: 3,
+        }
+    }
+
+    fn deaths(m: &Message) -> Vec<FieldTable> {
+        match m.properties.headers().as_ref().unwrap().inner().get("x-death") {
+            Some(AMQPValue::FieldArray(a)) => a
+                .as_slice()
+                .iter()
+                .map(|v| match v {
+                    AMQPValue::FieldTable(t) => t.clone(),
+                    _ => panic!(),
+                })
+                .collect(),
+            _ => panic!("no x-death"),
+        }
+    }
+
+    #[test]
+    fn first_death_records_everything_and_moves_expiration() {
+        let (d, keys) = dead_letter(&msg(Some("5000"), true), DeathReason::Expired, "q1", "dlx", None);
+        assert_eq!(keys, ["rk", "cc1"]);
+        assert_eq!(d.exchange, "dlx");
+        assert!(d.properties.expiration().is_none());
+        let x = deaths(&d);
+        assert_eq!(x.len(), 1);
+        let t = x[0].inner();
+        assert_eq!(t.get("count"), Some(&AMQPValue::LongLongInt(1)));
+        assert_eq!(t.get("reason").and_then(value_str).as_deref(), Some("expired"));
+        assert_eq!(t.get("queue").and_then(value_str).as_deref(), Some("q1"));
+        assert_eq!(t.get("exchange").and_then(value_str).as_deref(), Some("ex"));
+        assert_eq!(t.get("original-expiration").and_then(value_str).as_deref(), Some("5000"));
+        assert!(matches!(t.get("time"), Some(AMQPValue::Timestamp(_))));
+        let h = d.properties.headers().clone().unwrap();
+        assert_eq!(h.inner().get("x-first-death-queue").and_then(value_str).as_deref(), Some("q1"));
+        // The raw header forwarded to consumers is the re-encoded one.
+        let parsed = crate::protocol::codec::parse_header(1, d.raw_header.clone()).unwrap();
+        assert_eq!(parsed.properties, d.properties);
+    }
+
+    #[test]
+    fn repeat_death_counts_and_moves_to_front_and_cycles_are_detected() {
+        let (d1, _) = dead_letter(&msg(None, false), DeathReason::Rejected, "a", "dlx", Some("k"));
+        let (d2, _) = dead_letter(&d1, DeathReason::Expired, "b", "dlx", None);
+        let (d3, _) = dead_letter(&d2, DeathReason::Rejected, "a", "dlx", None);
+        let x = deaths(&d3);
+        assert_eq!(x.len(), 2);
+        assert_eq!(x[0].inner().get("queue").and_then(value_str).as_deref(), Some("a"));
+        assert_eq!(x[0].inner().get("count"), Some(&AMQPValue::LongLongInt(2)));
+        // Expired from b, newest first: b appears before any rejection → cycle into b.
+        assert!(is_cycle(&d2, "b"));
+        // ... but a rejection happened before a: not a cycle into a.
+        assert!(!is_cycle(&d2, "a"));
+        assert!(!is_cycle(&msg(None, false), "a"));
+    }
+}
