@@ -87,10 +87,8 @@ pub fn start_method(config: &Config) -> AMQPClass {
         "per_consumer_qos",
         "direct_reply_to",
     ] {
-        // Advertise only what works: consumer priorities and direct reply-to come with the
-        // queue-semantics work; connection.blocked is sent once resource alarms exist.
-        let works = !matches!(cap, "consumer_priorities" | "direct_reply_to" | "connection.blocked");
-        if works {
+        // Advertise only what works: connection.blocked is sent once resource alarms exist.
+        if cap != "connection.blocked" {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }
     }
@@ -363,7 +361,7 @@ mod tests {
         let props = s.server_properties.inner();
         assert_eq!(props.get("product").and_then(value_str).as_deref(), Some("Warren"));
         let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else { panic!() };
-        assert!(caps.contains_key("publisher_confirms") && caps.contains_key("basic.nack"));
-        assert!(!caps.contains_key("direct_reply_to"));
+        assert!(caps.contains_key("publisher_confirms") && caps.contains_key("direct_reply_to"));
+        assert!(!caps.contains_key("connection.blocked"));
     }
 }

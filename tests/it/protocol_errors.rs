@@ -74,8 +74,7 @@ async fn connection_start_advertises_version_mechanisms_locales_and_properties()
         panic!("server-properties capabilities should be a table: {props:?}");
     };
     // Warren advertises exactly what it implements (reference §13 #13); RabbitMQ 3.10 also
-    // lists connection.blocked, consumer_priorities and direct_reply_to, which Warren adds when
-    // those features land. Warren-only assertion.
+    // lists connection.blocked, which Warren adds with resource alarms. Warren-only assertion.
     let mut keys: Vec<&str> = caps.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort();
     assert_eq!(
@@ -84,6 +83,8 @@ async fn connection_start_advertises_version_mechanisms_locales_and_properties()
             "authentication_failure_close",
             "basic.nack",
             "consumer_cancel_notify",
+            "consumer_priorities",
+            "direct_reply_to",
             "exchange_exchange_bindings",
             "per_consumer_qos",
             "publisher_confirms",
