@@ -80,7 +80,14 @@ pub fn parse_expiration(s: &str) -> crate::error::AmqpResult<u64> {
     // Ten years in milliseconds, RabbitMQ's upper bound.
     const MAX: u128 = 315_360_000_000;
     if value > MAX {
-        return Err(invalid(format!("{{value_too_large,{value}}}")));
+        // RabbitMQ formats the reason with Erlang's `~p`, which wraps a term that would pass
+        // column 80 after the tuple's first element, indented to the term's column.
+        let column = "invalid expiration '".len() + s.len() + "': ".len();
+        let one_line = format!("{{value_too_large,{value}}}");
+        if column + one_line.len() > 80 {
+            return Err(invalid(format!("{{value_too_large,\n{}{value}}}", " ".repeat(column + 1))));
+        }
+        return Err(invalid(one_line));
     }
     Ok(value as u64)
 }

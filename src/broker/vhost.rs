@@ -208,7 +208,13 @@ impl VHost {
         let args = d.arguments.inner();
         match d.kind.as_str() {
             "x-delayed-message" => {
-                let inner = args.get("x-delayed-type").and_then(value_str).and_then(|t| ExchangeKind::parse(&t));
+                let inner_name = args.get("x-delayed-type").and_then(value_str);
+                if inner_name.as_deref() == Some("x-delayed-message") {
+                    return Err(AmqpError::precondition(
+                        "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'",
+                    ));
+                }
+                let inner = inner_name.and_then(|t| ExchangeKind::parse(&t));
                 match inner {
                     Some(k) => Ok((k, true, None)),
                     None => Err(AmqpError::precondition(

@@ -52,6 +52,8 @@ use writer::WriterMsg;
 /// Frames handled per loop turn when more are already buffered, before output is flushed and
 /// the inbox gets a turn (fairness between a busy publisher and its own deliveries).
 const FRAMES_PER_TURN: usize = 256;
+/// How long the broker waits, after its close-ok, for the client to close the socket.
+const CLIENT_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long the broker waits for `connection.close-ok` after sending `connection.close`.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -281,7 +283,7 @@ impl Connection {
             self.flush();
         }
         self.flush_publishes().await;
-        self.teardown().await;
+        self.teardown(framed).await;
     }
 
     fn out_buf(&mut self) -> &mut bytes::BytesMut {
@@ -510,7 +512,7 @@ impl Connection {
         tokio::spawn(release_channel(conn_id, ch));
     }
 
-    async fn teardown(mut self) {
+    async fn teardown(mut self, mut framed: Framed) {
         let channels: Vec<Channel> = self.channels.drain().map(|(_, c)| c).collect();
         for mut ch in channels {
             if let Some(rc) = ch.reply_consumer.take() {
@@ -524,6 +526,11 @@ impl Connection {
             encode::method(&mut self.out, 0, &AMQPClass::Connection(C::CloseOk(Default::default())));
         }
         self.flush();
+        if self.client_closed {
+            // The client closes the socket once it has our close-ok (AMQP 0-9-1 §2.2.4); give it
+            // a moment to do so before we do, so it never sees the socket vanish first.
+            let _ = tokio::time::timeout(CLIENT_CLOSE_GRACE, async { while framed.next().await.is_some() {} }).await;
+        }
         let _ = self.writer.send(WriterMsg::Close);
     }
 }

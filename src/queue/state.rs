@@ -380,9 +380,13 @@ impl<S: MessageStore> QueueState<S> {
 
     /// Take the head message for delivery: expired heads are dropped on the way, and quorum
     /// redeliveries get their `x-delivery-count` header.
-    fn take_head(&mut self, now: Instant) -> Option<(Ready, Arc<Message>)> {
+    ///
+    /// `strict`: only messages that expired before `now` are dropped, so a message with TTL 0
+    /// reaches a consumer waiting in the same round (RabbitMQ delivers it if a consumer can take
+    /// it immediately); `basic.get` is not waiting, and gets no such grace.
+    fn take_head(&mut self, now: Instant, strict: bool) -> Option<(Ready, Arc<Message>)> {
         loop {
-            while let Some(r) = self.ready.pop_expired(now, true) {
+            while let Some(r) = self.ready.pop_expired(now, strict) {
                 self.ready_bytes -= r.size;
                 self.drop_message(r.seq, Some(DeathReason::Expired));
             }
@@ -403,7 +407,7 @@ impl<S: MessageStore> QueueState<S> {
     /// `basic.get`: take the head message.
     pub fn get(&mut self, no_ack: bool, now: Instant) -> Option<GetReply> {
         self.last_used = now;
-        let (r, msg) = self.take_head(now)?;
+        let (r, msg) = self.take_head(now, false)?;
         if no_ack {
             self.drop_message(r.seq, None);
         } else {
@@ -452,7 +456,7 @@ impl<S: MessageStore> QueueState<S> {
                 continue;
             }
             let (no_ack, limit) = (c.spec.no_ack, c.spec.channel_limit.clone());
-            let Some((r, msg)) = self.take_head(now) else {
+            let Some((r, msg)) = self.take_head(now, true) else {
                 // Only expired messages were left: give back the channel credit just taken.
                 if !no_ack {
                     limit.release(1);

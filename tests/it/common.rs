@@ -349,3 +349,221 @@ pub async fn exclusive_queue(ch: &lapin::Channel) -> String {
         .name()
         .to_string()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the queue-semantics modules (dead_letter, ttl, length_limits, priorities,
+// consumers, rpc, transactions, queue_types, delayed, dedup).
+// ---------------------------------------------------------------------------------------------
+
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+
+/// A field table from `(key, value)` pairs.
+pub fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+/// An AMQP longstr value (`S`).
+pub fn lstr(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// An AMQP array (`A`) of longstr values.
+pub fn str_array(items: &[&str]) -> AMQPValue {
+    AMQPValue::FieldArray(FieldArray::from(items.iter().map(|s| lstr(s)).collect::<Vec<_>>()))
+}
+
+/// A message body as text.
+pub fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).to_string()
+}
+
+/// A synchronous round trip on `ch`: everything the broker sent on this channel before the reply
+/// (deliveries, returns, acks) has been processed by lapin when this returns.
+pub async fn sync_point(ch: &lapin::Channel) {
+    within(
+        "a round trip",
+        ch.exchange_declare(
+            "amq.direct".into(),
+            lapin::ExchangeKind::Direct,
+            lapin::options::ExchangeDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("passive declare of amq.direct");
+}
+
+/// Declare a queue (bounded by [`WAIT`]).
+pub async fn declare_queue(
+    ch: &lapin::Channel,
+    name: &str,
+    options: lapin::options::QueueDeclareOptions,
+    arguments: FieldTable,
+) -> lapin::Result<lapin::Queue> {
+    within("queue.declare", ch.queue_declare(name.into(), options, arguments)).await
+}
+
+/// Declare an exclusive queue named after `prefix` with `arguments`, returning its name.
+pub async fn exclusive_queue_with(ch: &lapin::Channel, prefix: &str, arguments: FieldTable) -> String {
+    let name = unique(prefix);
+    declare_queue(ch, &name, lapin::options::QueueDeclareOptions::exclusive(), arguments)
+        .await
+        .expect("declare exclusive queue");
+    name
+}
+
+/// Declare an auto-delete exchange of `kind` (removed with its last binding).
+pub async fn auto_delete_exchange(ch: &lapin::Channel, prefix: &str, kind: lapin::ExchangeKind) -> String {
+    let name = unique(prefix);
+    within(
+        "exchange.declare",
+        ch.exchange_declare(
+            name.as_str().into(),
+            kind,
+            lapin::options::ExchangeDeclareOptions { auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("declare exchange");
+    name
+}
+
+/// Bind `queue` to `exchange` with `key`.
+pub async fn bind(ch: &lapin::Channel, queue: &str, exchange: &str, key: &str) {
+    within(
+        "queue.bind",
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            lapin::options::QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("queue.bind");
+}
+
+/// Publish (without waiting for a confirm, even in confirm mode).
+pub async fn publish_props(ch: &lapin::Channel, exchange: &str, key: &str, body: &str, props: lapin::BasicProperties) {
+    within(
+        "basic.publish",
+        ch.basic_publish(
+            exchange.into(),
+            key.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            props,
+        ),
+    )
+    .await
+    .expect("basic.publish");
+}
+
+/// Publish to the default exchange with default properties.
+pub async fn publish_to(ch: &lapin::Channel, queue: &str, body: &str) {
+    publish_props(ch, "", queue, body, lapin::BasicProperties::default()).await;
+}
+
+/// Publish on a confirm-mode channel and return the broker's confirmation.
+pub async fn publish_confirmed_props(
+    ch: &lapin::Channel,
+    exchange: &str,
+    key: &str,
+    body: &str,
+    props: lapin::BasicProperties,
+) -> lapin::Confirmation {
+    let confirm = within(
+        "basic.publish",
+        ch.basic_publish(
+            exchange.into(),
+            key.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            props,
+        ),
+    )
+    .await
+    .expect("basic.publish");
+    within("publisher confirm", confirm).await.expect("publisher confirm")
+}
+
+/// Start a consumer with a server-generated tag.
+pub async fn consume_with(
+    ch: &lapin::Channel,
+    queue: &str,
+    options: lapin::options::BasicConsumeOptions,
+    arguments: FieldTable,
+) -> Consumer {
+    within("basic.consume", ch.basic_consume(queue.into(), "".into(), options, arguments)).await.expect("basic.consume")
+}
+
+/// Start a manual-ack consumer with a server-generated tag and no arguments.
+pub async fn consume(ch: &lapin::Channel, queue: &str) -> Consumer {
+    consume_with(ch, queue, lapin::options::BasicConsumeOptions::default(), FieldTable::default()).await
+}
+
+/// Ready-message count of `queue` (passive declare).
+pub async fn ready_count(ch: &lapin::Channel, queue: &str) -> u32 {
+    declare_queue(
+        ch,
+        queue,
+        lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .expect("passive queue.declare")
+    .message_count()
+}
+
+/// Poll `check` every 20 ms until it returns true, failing after [`WAIT`]. Used only where the
+/// broker emits no event for the state change (e.g. a message expiring at the head of a queue
+/// with no consumer), so the test awaits the change itself rather than sleeping a fixed time.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(what, async {
+        loop {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// A header of a message, if present.
+pub fn header<'a>(props: &'a lapin::BasicProperties, key: &str) -> Option<&'a AMQPValue> {
+    props.headers().as_ref().and_then(|h| h.inner().get(key))
+}
+
+/// The `x-death` entries of a dead-lettered message (newest first).
+pub fn x_death(props: &lapin::BasicProperties) -> Vec<FieldTable> {
+    match header(props, "x-death") {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .map(|v| match v {
+                AMQPValue::FieldTable(t) => t.clone(),
+                other => panic!("x-death entry is not a table: {other:?}"),
+            })
+            .collect(),
+        other => panic!("expected an x-death array, got {other:?}"),
+    }
+}
+
+/// The value of a longstr field of a table (panics if absent or of another type).
+pub fn str_field(t: &FieldTable, key: &str) -> String {
+    match t.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => text(s.as_bytes()),
+        other => panic!("expected longstr '{key}', got {other:?} in {t:?}"),
+    }
+}

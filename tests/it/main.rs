@@ -4,9 +4,24 @@
 mod common;
 mod raw;
 
+// Core protocol (lapin).
 mod basic;
 mod confirms;
 mod connection;
 mod exchanges;
-mod protocol_errors;
 mod queues;
+
+// Protocol errors and fuzzing (raw sockets).
+mod protocol_errors;
+
+// Queue semantics (lapin).
+mod consumers;
+mod dead_letter;
+mod dedup;
+mod delayed;
+mod length_limits;
+mod priorities;
+mod queue_types;
+mod rpc;
+mod transactions;
+mod ttl;

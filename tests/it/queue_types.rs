@@ -1,0 +1,265 @@
+//! Queue types (`x-queue-type`): classic given explicitly equals absent; quorum queues (durable
+//! only, no exclusive/auto-delete/server-named, `x-delivery-limit` with the `x-delivery-count`
+//! header on redeliveries and dead-lettering/dropping past the limit); streams (Warren-only
+//! refusal); `x-queue-mode`; and the validation texts.
+
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, ExchangeKind};
+
+use crate::common::*;
+
+fn queue_type(t: &str) -> FieldTable {
+    table(&[("x-queue-type", lstr(t))])
+}
+
+fn quorum_with(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = queue_type("quorum");
+    for (k, v) in extra {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+async fn delete_queue(ch: &Channel, q: &str) {
+    within("queue.delete", ch.queue_delete(q.into(), QueueDeleteOptions::default())).await.expect("queue.delete");
+}
+
+fn delivery_count(d: &lapin::message::Delivery) -> Option<i64> {
+    header(&d.properties, "x-delivery-count").map(|v| match v {
+        AMQPValue::LongLongInt(n) => *n,
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        other => panic!("x-delivery-count must be an integer, got {other:?}"),
+    })
+}
+
+#[tokio::test]
+async fn explicit_classic_type_is_equivalent_to_no_type() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q1 = exclusive_queue_with(&ch, "classic-absent", FieldTable::default()).await;
+    declare_queue(&ch, &q1, QueueDeclareOptions::exclusive(), queue_type("classic"))
+        .await
+        .expect("redeclare with classic");
+    let q2 = exclusive_queue_with(&ch, "classic-explicit", queue_type("classic")).await;
+    declare_queue(&ch, &q2, QueueDeclareOptions::exclusive(), FieldTable::default())
+        .await
+        .expect("redeclare without a type");
+}
+
+#[tokio::test]
+async fn quorum_queue_is_declared_and_round_trips_messages() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = unique("quorum");
+    let ok =
+        declare_queue(&ch, &q, QueueDeclareOptions::durable(), queue_type("quorum")).await.expect("declare quorum");
+    assert_eq!((ok.message_count(), ok.consumer_count()), (0, 0));
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    assert!(publish_confirmed_props(&ch, "", &q, "replicated", BasicProperties::default()).await.is_ack());
+    assert_eq!(ready_count(&ch, &q).await, 1);
+    declare_queue(&ch, &q, QueueDeclareOptions::durable(), queue_type("quorum")).await.expect("equal redeclare");
+    assert_eq!(get_all(&ch, &q).await, vec!["replicated"]);
+    delete_queue(&ch, &q).await;
+}
+
+#[tokio::test]
+async fn redeclaring_a_classic_queue_as_quorum_is_precondition_failed() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = unique("classic-then-quorum");
+    declare_queue(&ch, &q, QueueDeclareOptions::durable(), FieldTable::default()).await.expect("declare classic");
+    let err = expect_amqp_error(declare_queue(&ch, &q, QueueDeclareOptions::durable(), queue_type("quorum")).await);
+    assert_eq!(
+        err,
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue '{q}' in vhost '/': received the value 'quorum' of type 'longstr' but current is none"
+            )
+        )
+    );
+    delete_queue(&b.channel().await.1, &q).await;
+}
+
+#[tokio::test]
+async fn non_durable_quorum_queue_is_precondition_failed() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = unique("quorum-transient");
+    let err = expect_amqp_error(declare_queue(&ch, &q, QueueDeclareOptions::default(), queue_type("quorum")).await);
+    assert_eq!(
+        err,
+        (406, format!("PRECONDITION_FAILED - invalid property 'non-durable' for queue '{q}' in vhost '/'"))
+    );
+}
+
+#[tokio::test]
+async fn exclusive_auto_delete_and_server_named_quorum_queues_are_refused() {
+    let b = Broker::start();
+    let conn = b.connect().await;
+    let cases = [
+        (QueueDeclareOptions { durable: true, exclusive: true, ..Default::default() }, "exclusive-owner"),
+        (QueueDeclareOptions { durable: true, auto_delete: true, ..Default::default() }, "auto-delete"),
+    ];
+    for (options, property) in cases {
+        let ch = conn.create_channel().await.expect("channel");
+        let q = unique("quorum-refused");
+        let err = expect_amqp_error(declare_queue(&ch, &q, options, queue_type("quorum")).await);
+        assert_eq!(
+            err,
+            (406, format!("PRECONDITION_FAILED - invalid property '{property}' for queue '{q}' in vhost '/'"))
+        );
+    }
+    let ch = conn.create_channel().await.expect("channel");
+    let err = expect_amqp_error(declare_queue(&ch, "", QueueDeclareOptions::durable(), queue_type("quorum")).await);
+    assert_eq!(
+        err,
+        (406, "PRECONDITION_FAILED - Cannot declare a server-named queue for type rabbit_quorum_queue".to_string())
+    );
+}
+
+#[tokio::test]
+async fn quorum_delivery_limit_dead_letters_after_the_last_redelivery() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let dlx = auto_delete_exchange(&ch, "qq-dlx", ExchangeKind::Direct).await;
+    let target = exclusive_queue(&ch).await;
+    bind(&ch, &target, &dlx, "poison").await;
+    let q = unique("quorum-limit");
+    let args = quorum_with(&[
+        ("x-delivery-limit", AMQPValue::LongInt(2)),
+        ("x-dead-letter-exchange", lstr(&dlx)),
+        ("x-dead-letter-routing-key", lstr("poison")),
+    ]);
+    declare_queue(&ch, &q, QueueDeclareOptions::durable(), args).await.expect("declare");
+    publish_to(&ch, &q, "bad").await;
+    let mut consumer = consume(&ch, &q).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let d = next_delivery(&mut consumer).await;
+        seen.push((d.redelivered, delivery_count(&d)));
+        d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack requeue");
+    }
+    assert_eq!(
+        seen,
+        vec![(false, None), (true, Some(1)), (true, Some(2))],
+        "(redelivered, x-delivery-count) per delivery"
+    );
+    let mut dead =
+        consume_with(&ch, &target, BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .await;
+    let d = next_delivery(&mut dead).await;
+    assert_eq!(text(&d.data), "bad");
+    let deaths = x_death(&d.properties);
+    assert_eq!(str_field(&deaths[0], "reason"), "delivery_limit");
+    assert_eq!(str_field(&deaths[0], "queue"), q);
+    // Absence check: the message is gone from the quorum queue.
+    assert_no_delivery(&mut consumer).await;
+    delete_queue(&ch, &q).await;
+}
+
+#[tokio::test]
+async fn quorum_delivery_limit_without_dlx_drops_the_message() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = unique("quorum-limit-drop");
+    declare_queue(&ch, &q, QueueDeclareOptions::durable(), quorum_with(&[("x-delivery-limit", AMQPValue::LongInt(1))]))
+        .await
+        .expect("declare");
+    publish_to(&ch, &q, "bad").await;
+    let mut consumer = consume(&ch, &q).await;
+    for expected in [None, Some(1)] {
+        let d = next_delivery(&mut consumer).await;
+        assert_eq!(delivery_count(&d), expected);
+        d.acker.nack(BasicNackOptions { multiple: false, requeue: true }).await.expect("nack requeue");
+    }
+    // Absence check: past the limit the message is not delivered again.
+    assert_no_delivery(&mut consumer).await;
+    assert_eq!(ready_count(&ch, &q).await, 0);
+    delete_queue(&ch, &q).await;
+}
+
+#[tokio::test]
+async fn delivery_limit_on_a_classic_queue_is_precondition_failed() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = unique("classic-limit");
+    let err = expect_amqp_error(
+        declare_queue(&ch, &q, QueueDeclareOptions::exclusive(), table(&[("x-delivery-limit", AMQPValue::LongInt(3))]))
+            .await,
+    );
+    assert_eq!(
+        err,
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - invalid arg 'x-delivery-limit' for queue '{q}' in vhost '/' of queue type rabbit_classic_queue"
+            )
+        )
+    );
+}
+
+/// WARREN-ONLY: RabbitMQ 3.10 accepts `x-queue-type=stream` (durable). Warren has no streams and
+/// must refuse the declare with a clear 406 on the `x-queue-type` argument that names streams,
+/// instead of silently creating a classic queue.
+#[tokio::test]
+async fn warren_only_stream_queue_is_refused_with_precondition_failed() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = unique("stream");
+    let result = declare_queue(&ch, &q, QueueDeclareOptions::durable(), queue_type("stream")).await;
+    if result.is_ok() {
+        // Do not leave a stream behind on a broker that accepted it.
+        delete_queue(&ch, &q).await;
+    }
+    let (code, text) = expect_amqp_error(result);
+    assert_eq!(code, 406);
+    let prefix = format!("PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue '{q}' in vhost '/': ");
+    assert!(text.starts_with(&prefix), "{text}");
+    assert!(text.contains("stream"), "the text says streams are the problem: {text}");
+}
+
+#[tokio::test]
+async fn lazy_queue_mode_is_accepted_and_unknown_modes_are_refused() {
+    let b = Broker::start();
+    let (conn, ch) = b.channel().await;
+    let q = exclusive_queue_with(&ch, "lazy", table(&[("x-queue-mode", lstr("lazy"))])).await;
+    publish_to(&ch, &q, "lazy but there").await;
+    assert_eq!(get_all(&ch, &q).await, vec!["lazy but there"]);
+    exclusive_queue_with(&ch, "mode-default", table(&[("x-queue-mode", lstr("default"))])).await;
+
+    let ch = conn.create_channel().await.expect("channel");
+    let q = unique("mode-bogus");
+    let err = expect_amqp_error(
+        declare_queue(&ch, &q, QueueDeclareOptions::exclusive(), table(&[("x-queue-mode", lstr("bogus"))])).await,
+    );
+    assert_eq!(
+        err,
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - invalid arg 'x-queue-mode' for queue '{q}' in vhost '/': \"unsupported queue mode 'bogus'\""
+            )
+        )
+    );
+}
+
+#[tokio::test]
+async fn unknown_queue_type_is_precondition_failed() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let q = unique("type-bogus");
+    let err = expect_amqp_error(declare_queue(&ch, &q, QueueDeclareOptions::exclusive(), queue_type("bogus")).await);
+    assert_eq!(
+        err,
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue '{q}' in vhost '/': \"unsupported queue type 'bogus'\""
+            )
+        )
+    );
+}
