@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-client interop suite: pika + kombu (pytest) and amqplib (node:test) against one broker.
+# Cross-client interop suite: pika + kombu + a Celery worker (pytest) and amqplib (node:test) against one broker.
 #
 #   interop/run.sh AMQP_URL        e.g. interop/run.sh amqp://guest:guest@127.0.0.1:5672/%2f
 #
@@ -22,7 +22,7 @@ export NPM_CONFIG_UPDATE_NOTIFIER=false
 PYTHON="${PYTHON:-python3}"
 VENV="$HERE/.venv"
 NODE_DIR="$HERE/node"
-PY_SUITE_TIMEOUT=75   # seconds for the whole pytest run (tests take ~10 s against RabbitMQ)
+PY_SUITE_TIMEOUT=150  # seconds for the whole pytest run (tests take ~30 s against RabbitMQ)
 NODE_SUITE_TIMEOUT=40 # seconds for the whole node run (~2 s against RabbitMQ)
 
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
@@ -54,7 +54,7 @@ RESULTS="$(mktemp -d)"  # JUnit reports, per run so that concurrent runs do not 
 trap 'rm -rf "$RESULTS"' EXIT
 started=$SECONDS
 
-echo "interop: pytest (pika, kombu) against $AMQP_URL"
+echo "interop: pytest (pika, kombu, celery) against $AMQP_URL"
 py_rc=0
 (cd "$HERE/python" && timeout --kill-after=5 "$PY_SUITE_TIMEOUT" \
   "$VENV/bin/python" -m pytest --junitxml="$RESULTS/python.xml" -o junit_family=xunit2) || py_rc=$?

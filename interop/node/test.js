@@ -4,7 +4,7 @@
 // consume and ack; a confirm channel (publish callbacks + waitForConfirms); topic routing with
 // `*` and `#`; prefetch (basic.qos); the `return` event for mandatory unroutable messages
 // (delivered before that publish's confirm); sendToQueue with headers and properties surviving
-// the round trip.
+// the round trip; an RPC round trip over direct reply-to (amq.rabbitmq.reply-to).
 //
 // Run with node's built-in runner: `node --test test.js`. Every wait is bounded by `within()`
 // and every test by the runner's timeout, so a misbehaving broker fails instead of hanging.
@@ -290,5 +290,62 @@ test('sendToQueue round-trips headers and properties', TEST_TIMEOUT, async () =>
     for (const [key, value] of Object.entries(props)) {
       if (key !== 'headers') assert.equal(msg.properties[key], value, key);
     }
+  });
+});
+
+test('RPC round trip over direct reply-to (amq.rabbitmq.reply-to)', TEST_TIMEOUT, async () => {
+  await withConnection(async (responderConn, declared) => {
+    // The responder, on its own connection: adds the two numbers of each request and replies
+    // to msg.properties.replyTo through the default exchange, keeping the correlation id.
+    const server = await responderConn.createChannel();
+    const requests = await declareQueue(server, declared, 'rpc-requests');
+    const seen = [];
+    const responder = await server.consume(requests, (msg) => {
+      if (msg === null) return; // basic.cancel from the broker (the queue was deleted)
+      seen.push(msg);
+      const [a, b] = JSON.parse(msg.content.toString());
+      server.sendToQueue(msg.properties.replyTo, Buffer.from(JSON.stringify(a + b)), {
+        correlationId: msg.properties.correlationId,
+        contentType: 'application/json',
+      });
+      server.ack(msg);
+    });
+
+    await withConnection(async (clientConn) => {
+      const client = await clientConn.createChannel();
+      const replies = new Inbox();
+      // No queue to declare: consuming the pseudo-queue (no-ack is required) enables direct reply-to.
+      const { consumerTag } = await client.consume('amq.rabbitmq.reply-to', (msg) => replies.push(msg), { noAck: true });
+
+      const ids = [0, 1, 2].map((i) => `${unique('corr')}-${i}`);
+      ids.forEach((correlationId, i) => {
+        client.sendToQueue(requests, Buffer.from(JSON.stringify([i, 10])), {
+          replyTo: 'amq.rabbitmq.reply-to',
+          correlationId,
+        });
+      });
+      const got = await replies.take(3, 'three RPC replies');
+
+      // The broker rewrote the bare name into a per-channel reply address before routing.
+      assert.equal(seen.length, 3);
+      const replyTo = seen[0].properties.replyTo;
+      assert.match(replyTo, /^amq\.rabbitmq\.reply-to\..+/);
+      assert.ok(seen.every((m) => m.properties.replyTo === replyTo), 'one reply address per channel');
+      assert.deepEqual(seen.map((m) => m.properties.correlationId), ids);
+
+      const byId = new Map(got.map((m) => [m.properties.correlationId, m]));
+      assert.deepEqual([...byId.keys()].sort(), [...ids].sort());
+      ids.forEach((id, i) => {
+        const reply = byId.get(id);
+        assert.equal(reply.content.toString(), String(i + 10));
+        assert.equal(reply.properties.contentType, 'application/json');
+        assert.equal(reply.fields.consumerTag, consumerTag);
+        assert.equal(reply.fields.exchange, '');
+        assert.equal(reply.fields.routingKey, replyTo);
+        assert.equal(reply.fields.redelivered, false);
+      });
+      await replies.expectNoMore(); // exactly one reply per request
+    });
+    await server.cancel(responder.consumerTag);
   });
 });
