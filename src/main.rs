@@ -55,7 +55,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let broker = Broker::new(config);
+        let broker = match Broker::open(config) {
+            Ok(b) => b,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let listener = match server::bind(&broker).await {
             Ok(l) => l,
             Err(e) => {

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::error::BrokerError;
 use crate::queue::ConnInbox;
+use crate::store::StorageSettings;
+use crate::store::persister::Persister;
 use vhost::VHost;
 
 /// Shared by every connection task (cloned `Arc`).
@@ -35,16 +38,31 @@ pub struct ReplyRoute {
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Broker> {
+    /// Open the broker: every configured vhost, with durable storage under `data_dir`
+    /// (restoring what was there).
+    pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
         let timeout = config.amqp.consumer_timeout_duration();
-        let vhosts = config.auth.vhosts.iter().map(|v| (v.clone(), VHost::new(v, timeout))).collect();
-        Arc::new(Broker {
+        let persister = Persister::start();
+        let mut vhosts = HashMap::new();
+        for v in &config.auth.vhosts {
+            let storage = StorageSettings {
+                dir: config.data_dir.join("vhosts").join(vhost_dir_name(v)),
+                fsync: config.storage.fsync,
+                segment_size: config.storage.segment_size,
+                persister: persister.clone(),
+            };
+            let vhost = VHost::open(v, timeout, storage).map_err(|e| {
+                BrokerError::Config(format!("cannot open data directory {}: {e}", config.data_dir.display()))
+            })?;
+            vhosts.insert(v.clone(), vhost);
+        }
+        Ok(Arc::new(Broker {
             config,
             vhosts,
             next_connection: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             replies: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     pub fn vhost(&self, name: &str) -> Option<&Arc<VHost>> {
@@ -67,4 +85,18 @@ impl Broker {
     pub fn next_connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// A vhost's directory name: the name with everything but letters, digits, `-` and `_`
+/// percent-encoded (`/` is `%2F`).
+fn vhost_dir_name(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -19,6 +19,10 @@ use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::protocol::methods::{type_name, value_display, value_int, value_str};
 use crate::queue::args::QueueArgs;
 use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
+use crate::store::definitions::{BindingDef, Definitions, DefinitionsFile, ExchangeDef, QueueDef};
+use crate::store::memory::MemoryStore;
+use crate::store::segment::SegmentStore;
+use crate::store::{AnyStore, StorageSettings};
 
 /// Exchanges every vhost starts with (all durable).
 const PREDECLARED: &[(&str, ExchangeKind, bool)] = &[
@@ -86,6 +90,9 @@ pub struct VHost {
     consumer_timeout: Option<Duration>,
     /// The delayed-message scheduler, started on first use.
     delayed: OnceLock<tokio::sync::mpsc::UnboundedSender<Delayed>>,
+    /// Durable storage (None: everything in memory).
+    storage: Option<StorageSettings>,
+    definitions: Mutex<Option<DefinitionsFile>>,
 }
 
 fn b(v: bool) -> &'static str {
@@ -93,7 +100,28 @@ fn b(v: bool) -> &'static str {
 }
 
 impl VHost {
+    /// A vhost keeping everything in memory.
     pub fn new(name: &str, consumer_timeout: Option<Duration>) -> Arc<VHost> {
+        Self::build(name, consumer_timeout, None)
+    }
+
+    /// A vhost with durable storage: restores its durable exchanges, queues (with their
+    /// persistent messages) and bindings.
+    pub fn open(
+        name: &str,
+        consumer_timeout: Option<Duration>,
+        storage: StorageSettings,
+    ) -> std::io::Result<Arc<VHost>> {
+        std::fs::create_dir_all(&storage.dir)?;
+        let mut file = DefinitionsFile::new(&storage.dir);
+        let defs = file.load()?;
+        let v = Self::build(name, consumer_timeout, Some(storage));
+        v.restore(defs);
+        *v.definitions.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        Ok(v)
+    }
+
+    fn build(name: &str, consumer_timeout: Option<Duration>, storage: Option<StorageSettings>) -> Arc<VHost> {
         let mut t = Topology::default();
         for (x, kind, internal) in PREDECLARED {
             let e = Exchange::new((*x).into(), *kind, true, false, *internal, FieldTable::default());
@@ -106,6 +134,8 @@ impl VHost {
             me: me.clone(),
             consumer_timeout,
             delayed: OnceLock::new(),
+            storage,
+            definitions: Mutex::new(None),
         })
     }
 
@@ -128,13 +158,71 @@ impl VHost {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Apply a change to a copy of the topology and publish it.
+    /// Apply a change to a copy of the topology and publish it (and its durable part).
     fn mutate<R>(&self, f: impl FnOnce(&mut Topology) -> AmqpResult<R>) -> AmqpResult<R> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut t = (*self.snapshot()).clone();
         let r = f(&mut t)?;
+        if let Some(file) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            && let Err(e) = file.save(&durable_definitions(&t))
+        {
+            tracing::error!(vhost = %self.name, error = %e, "cannot save definitions; this change will not survive a restart");
+        }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
         Ok(r)
+    }
+
+    pub fn storage(&self) -> Option<&StorageSettings> {
+        self.storage.as_ref()
+    }
+
+    /// Recreate what the definitions file lists; queues recover their messages.
+    fn restore(&self, defs: Definitions) {
+        for x in defs.exchanges {
+            let d = ExchangeDeclare {
+                name: x.name.clone(),
+                kind: x.kind,
+                durable: true,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments,
+                passive: false,
+            };
+            if let Err(e) = self.declare_exchange(&d) {
+                tracing::warn!(exchange = %x.name, error = %e.text, "durable exchange not restored");
+            }
+        }
+        let mut restored_dirs = Vec::new();
+        for q in defs.queues {
+            let d = QueueDeclare {
+                name: q.name.clone(),
+                durable: true,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments,
+                ..Default::default()
+            };
+            match self.create_queue(&d, &q.name, None, false) {
+                Ok(_) => restored_dirs.extend(self.storage.as_ref().map(|s| s.queue_dir(&q.name))),
+                Err(e) => tracing::warn!(queue = %q.name, error = %e.text, "durable queue not restored"),
+            }
+        }
+        for b in defs.bindings {
+            let dest = match b.destination_type.as_str() {
+                "exchange" => Destination::Exchange(b.destination),
+                _ => Destination::Queue(b.destination),
+            };
+            let _ = self.mutate(|t| add_binding(t, &b.source, dest, &b.routing_key, &b.arguments));
+        }
+        // Directories of queues that no longer exist (deleted while a crash interrupted).
+        if let Some(s) = &self.storage
+            && let Ok(entries) = std::fs::read_dir(s.dir.join("queues"))
+        {
+            for e in entries.flatten() {
+                if !restored_dirs.contains(&e.path()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
     }
 
     fn no_exchange(&self, name: &str) -> AmqpError {
@@ -363,20 +451,63 @@ impl VHost {
                 self.queue_equivalent(q, &name, d)?;
                 return Ok((q.clone(), false));
             }
-            let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
-            let handle = actor::spawn(&name, &me, d.auto_delete, args.clone());
-            let entry = Arc::new(QueueEntry {
-                name: name.clone(),
-                durable: d.durable,
-                exclusive_owner: d.exclusive.then_some(conn_id),
-                auto_delete: d.auto_delete,
-                arguments: d.arguments.clone(),
-                args,
-                handle,
-            });
+            let entry = self.new_queue(d, &name, args, d.exclusive.then_some(conn_id), true)?;
             t.queues.insert(name.clone(), entry.clone());
             Ok((entry, true))
         })
+    }
+
+    /// Create a queue outside a declare (restore at start).
+    fn create_queue(
+        &self,
+        d: &QueueDeclare,
+        name: &str,
+        owner: Option<u64>,
+        fresh: bool,
+    ) -> AmqpResult<Arc<QueueEntry>> {
+        let args = QueueArgs::parse(&d.arguments, name, &self.name, d.durable, d.exclusive, d.auto_delete, false)?;
+        self.mutate(|t| {
+            let entry = self.new_queue(d, name, args, owner, fresh)?;
+            t.queues.insert(name.to_string(), entry.clone());
+            Ok(entry)
+        })
+    }
+
+    /// Start a queue task: durable queues of a vhost with storage get a segment store
+    /// (`fresh`: a newly declared queue, whose directory must not hold anything).
+    fn new_queue(
+        &self,
+        d: &QueueDeclare,
+        name: &str,
+        args: QueueArgs,
+        owner: Option<u64>,
+        fresh: bool,
+    ) -> AmqpResult<Arc<QueueEntry>> {
+        let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
+        let (store, recovered) = match self.storage.as_ref().filter(|_| d.durable && owner.is_none()) {
+            Some(s) => {
+                let dir = s.queue_dir(name);
+                if fresh {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                let (store, recovered) = SegmentStore::open(&dir, s.segment_size).map_err(|e| {
+                    tracing::error!(queue = %name, error = %e, "cannot open the queue's message store");
+                    AmqpError::internal()
+                })?;
+                (AnyStore::Segment(store), recovered)
+            }
+            None => (AnyStore::Memory(MemoryStore::new()), Vec::new()),
+        };
+        let handle = actor::spawn(name, &me, d.auto_delete, args.clone(), store, recovered);
+        Ok(Arc::new(QueueEntry {
+            name: name.to_string(),
+            durable: d.durable,
+            exclusive_owner: owner,
+            auto_delete: d.auto_delete,
+            arguments: d.arguments.clone(),
+            args,
+            handle,
+        }))
     }
 
     fn queue_equivalent(&self, q: &QueueEntry, name: &str, d: &QueueDeclare) -> AmqpResult<()> {
@@ -572,6 +703,51 @@ fn remove_bindings_to(t: &mut Topology, dest: &Destination) {
 fn delete_auto_deleted(t: &mut Topology, name: &str) {
     t.exchanges.remove(name);
     remove_bindings_to(t, &Destination::Exchange(name.to_string()));
+}
+
+/// The durable part of a topology: what must survive a restart.
+fn durable_definitions(t: &Topology) -> Definitions {
+    let mut d = Definitions::default();
+    let mut exchanges: Vec<&Arc<Exchange>> =
+        t.exchanges.values().filter(|x| x.durable && !PREDECLARED.iter().any(|(n, _, _)| *n == x.name)).collect();
+    exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+    for x in exchanges {
+        d.exchanges.push(ExchangeDef {
+            name: x.name.clone(),
+            kind: x.declared_type.clone(),
+            auto_delete: x.auto_delete,
+            internal: x.internal,
+            arguments: x.arguments.clone(),
+        });
+    }
+    let mut queues: Vec<&Arc<QueueEntry>> =
+        t.queues.values().filter(|q| q.durable && q.exclusive_owner.is_none()).collect();
+    queues.sort_by(|a, b| a.name.cmp(&b.name));
+    let durable_queue = |n: &str| t.queues.get(n).is_some_and(|q| q.durable && q.exclusive_owner.is_none());
+    let durable_exchange = |n: &str| t.exchanges.get(n).is_some_and(|x| x.durable);
+    for q in queues {
+        d.queues.push(QueueDef { name: q.name.clone(), auto_delete: q.auto_delete, arguments: q.arguments.clone() });
+    }
+    let mut sources: Vec<&Arc<Exchange>> = t.exchanges.values().filter(|x| x.durable).collect();
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    for x in sources {
+        for b in x.bindings() {
+            let (dest, kind, ok) = match &b.destination {
+                Destination::Queue(q) => (q, "queue", durable_queue(q)),
+                Destination::Exchange(e) => (e, "exchange", durable_exchange(e)),
+            };
+            if ok {
+                d.bindings.push(BindingDef {
+                    source: x.name.clone(),
+                    destination: dest.clone(),
+                    destination_type: kind.into(),
+                    routing_key: b.routing_key.clone(),
+                    arguments: b.arguments.clone(),
+                });
+            }
+        }
+    }
+    d
 }
 
 #[cfg(test)]

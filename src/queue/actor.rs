@@ -16,6 +16,9 @@ use super::{ConnEvent, ConnInbox, MAILBOX_CAPACITY, Publish, QueueCmd, QueueHand
 use crate::broker::vhost::VHost;
 use crate::error::AmqpError;
 use crate::message::Message;
+use crate::store::persister::{PendingConfirms, SyncRequest};
+use crate::store::segment::Recovered;
+use crate::store::{AnyStore, MessageStore};
 
 /// Commands taken from the mailbox per round before dispatching.
 ///
@@ -23,11 +26,20 @@ use crate::message::Message;
 /// that acks and consumes are not stuck behind a long publish burst.
 const BATCH: usize = 64;
 
-/// Start a queue task and return its mailbox.
-pub fn spawn(name: &str, vhost: &Arc<VHost>, auto_delete: bool, args: QueueArgs) -> QueueHandle {
+/// Start a queue task over `store` (holding the `recovered` messages) and return its mailbox.
+pub fn spawn(
+    name: &str,
+    vhost: &Arc<VHost>,
+    auto_delete: bool,
+    args: QueueArgs,
+    store: AnyStore,
+    recovered: Vec<Recovered>,
+) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let handle = QueueHandle { name: name.into(), tx };
-    let mut state = QueueState::new(name, vhost.name(), args.clone(), Instant::now());
+    let now = Instant::now();
+    let mut state = QueueState::with_store(name, vhost.name(), args.clone(), now, store);
+    state.restore(recovered, now);
     state.set_default_consumer_timeout(vhost.consumer_timeout());
     let actor = QueueActor {
         state,
@@ -39,13 +51,14 @@ pub fn spawn(name: &str, vhost: &Arc<VHost>, auto_delete: bool, args: QueueArgs)
         name_arc: handle.name.clone(),
         auto_delete,
         deleted: false,
+        awaiting_sync: Vec::new(),
     };
     tokio::spawn(actor.run(rx));
     handle
 }
 
 struct QueueActor {
-    state: QueueState,
+    state: QueueState<AnyStore>,
     args: QueueArgs,
     name: String,
     vhost_name: String,
@@ -57,6 +70,8 @@ struct QueueActor {
     auto_delete: bool,
     /// Set once the queue is deleted; it then only drains its mailbox.
     deleted: bool,
+    /// Confirms of persistent messages written this round: released after the fsync.
+    awaiting_sync: Vec<PendingConfirms>,
 }
 
 impl QueueActor {
@@ -80,6 +95,7 @@ impl QueueActor {
                 self.on_timer(now);
                 self.dead_letter();
             }
+            self.flush_store();
         }
         debug!(queue = %self.name, "queue task stopped");
     }
@@ -147,11 +163,31 @@ impl QueueActor {
     fn publish(&mut self, items: Vec<Publish>, now: Instant) {
         // Confirms grouped per (connection, channel, ack/nack): one event each.
         let mut confirms: Vec<(ConnInbox, u16, bool, Vec<u64>)> = Vec::new();
+        let durable = self.state.store_mut().is_durable();
         for p in items {
+            let persistent = durable && p.msg.is_persistent();
             let ack = if self.deleted {
                 true
             } else {
                 match self.state.enqueue(p.msg, now) {
+                    Ok(Enqueued::Accepted) if persistent => {
+                        // Confirmed once the persister has synced it.
+                        if let Some(c) = p.confirm {
+                            match self
+                                .awaiting_sync
+                                .iter_mut()
+                                .find(|w| w.channel == c.channel && w.inbox.same_channel(&c.inbox))
+                            {
+                                Some(w) => w.seqs.push(c.seq),
+                                None => self.awaiting_sync.push(PendingConfirms {
+                                    inbox: c.inbox,
+                                    channel: c.channel,
+                                    seqs: vec![c.seq],
+                                }),
+                            }
+                        }
+                        continue;
+                    }
                     Ok(Enqueued::Accepted) | Ok(Enqueued::Duplicate) => true,
                     Ok(Enqueued::Rejected) => false,
                     Err(e) => {
@@ -173,6 +209,24 @@ impl QueueActor {
         }
         for (inbox, channel, ack, seqs) in confirms {
             let _ = inbox.send(ConnEvent::Confirms { channel, seqs, ack });
+        }
+    }
+
+    /// Hand this round's writes to the OS; confirms of persistent messages wait for the
+    /// broker-wide persister's fsync (or not, with `storage.fsync = false`).
+    fn flush_store(&mut self) {
+        let confirms = std::mem::take(&mut self.awaiting_sync);
+        let storage = self.vhost.upgrade().and_then(|v| v.storage().cloned());
+        match self.state.store_mut().flush() {
+            Ok(Some(file)) if !confirms.is_empty() => match storage.filter(|s| s.fsync) {
+                Some(s) => s.persister.submit(SyncRequest { file, confirms }),
+                None => release(confirms, true),
+            },
+            Ok(_) => release(confirms, true),
+            Err(e) => {
+                warn!(queue = %self.name, error = %e, "write to the message store failed");
+                release(confirms, false);
+            }
         }
     }
 
@@ -279,6 +333,7 @@ impl QueueActor {
             let _ = c.inbox.send(ConnEvent::ConsumerCancelled { channel: c.channel, consumer_tag: c.tag.clone() });
         }
         self.state.clear();
+        self.state.store_mut().destroy();
         self.deleted = true;
         debug!(queue = %self.name, vhost = %self.vhost_name, "queue deleted");
     }
@@ -291,5 +346,11 @@ fn send_publish(target: &QueueHandle, msg: Arc<Message>) {
     if let Err(mpsc::error::TrySendError::Full(cmd)) = target.tx.try_send(cmd) {
         let target = target.clone();
         tokio::spawn(async move { target.send(cmd).await });
+    }
+}
+
+fn release(confirms: Vec<PendingConfirms>, ack: bool) {
+    for c in confirms {
+        let _ = c.inbox.send(ConnEvent::Confirms { channel: c.channel, seqs: c.seqs, ack });
     }
 }

@@ -24,6 +24,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::message::parse_expiration;
 use crate::store::memory::MemoryStore;
+use crate::store::segment::Recovered;
 use crate::store::{MessageStore, StoreError};
 
 /// A message waiting in the queue (the message itself is in the store).
@@ -212,6 +213,35 @@ impl<S: MessageStore> QueueState<S> {
         }
     }
 
+    /// Rebuild the ready list from messages recovered by the store (already in it), in order.
+    /// TTLs keep counting from the original enqueue time.
+    pub fn restore(&mut self, recovered: Vec<Recovered>, now: Instant) {
+        let wall_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        for r in recovered {
+            let Some(msg) = self.store.read(r.seq) else { continue };
+            let age = Duration::from_millis(wall_ms.saturating_sub(r.enqueued_at_ms));
+            let expires = self.ttl_of(&msg).map(|t| now + t.saturating_sub(age));
+            let priority = self.priority_of(&msg);
+            self.ready.push_back(Ready {
+                seq: r.seq,
+                expires,
+                size: msg.body_size,
+                priority,
+                redelivered: r.redelivered,
+            });
+            self.ready_bytes += msg.body_size;
+            self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
+        }
+    }
+
+    /// The store, for the shell (flushing, durability).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Apply the broker-wide consumer timeout unless the queue sets its own (None = off).
     pub fn set_default_consumer_timeout(&mut self, t: Option<Duration>) {
         if self.args.consumer_timeout.is_none() {
@@ -271,15 +301,7 @@ impl<S: MessageStore> QueueState<S> {
         let seq = self.next_seq;
         self.store.append(seq, &msg)?;
         self.next_seq += 1;
-        let per_message = msg.properties.expiration().as_ref().and_then(|e| parse_expiration(e.as_str()).ok());
-        let ttl = match (self.args.message_ttl, per_message.map(Duration::from_millis)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let priority = match self.args.max_priority {
-            Some(max) => msg.properties.priority().unwrap_or(0).min(max),
-            None => 0,
-        };
+        let (ttl, priority) = (self.ttl_of(&msg), self.priority_of(&msg));
         self.ready.push_back(Ready { seq, expires: ttl.map(|t| now + t), size, priority, redelivered: false });
         self.ready_bytes += size;
         if let Some(k) = key {
@@ -294,6 +316,20 @@ impl<S: MessageStore> QueueState<S> {
             }
         }
         Ok(Enqueued::Accepted)
+    }
+
+    /// Effective TTL: the smaller of `x-message-ttl` and the message's `expiration`.
+    fn ttl_of(&self, msg: &Message) -> Option<Duration> {
+        let per_message = msg.properties.expiration().as_ref().and_then(|e| parse_expiration(e.as_str()).ok());
+        match (self.args.message_ttl, per_message.map(Duration::from_millis)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Priority level: the message's `priority` capped at `x-max-priority` (0 without it).
+    fn priority_of(&self, msg: &Message) -> u8 {
+        self.args.max_priority.map_or(0, |max| msg.properties.priority().unwrap_or(0).min(max))
     }
 
     /// Remove a message for good, dead-lettering it when the queue has a DLX.
@@ -393,6 +429,7 @@ impl<S: MessageStore> QueueState<S> {
             let r = self.ready.pop_front()?;
             self.ready_bytes -= r.size;
             let Some(mut msg) = self.store.read(r.seq) else { continue };
+            self.store.delivered(r.seq);
             if self.args.delivery_limit.is_some() || self.args.queue_type == super::args::QueueType::Quorum {
                 let n = self.delivery_counts.entry(r.seq).or_insert(0);
                 *n += 1;
