@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/warren.toml
 
-.PHONY: all build release run test unit it interop lint fmt setup clean
+.PHONY: all build release run test unit it interop crash-test lint fmt setup clean
 
 all: build
 
@@ -32,6 +32,10 @@ it:
 ## pika, kombu (Python) and amqplib (Node) against the real broker; installs them locally.
 interop: build
 	interop/with-warren.sh ./target/debug/warren
+
+## The long crash test: 50 kill -9 cycles with confirming publishers and acking consumers.
+crash-test:
+	CRASH_CYCLES=$${CRASH_CYCLES:-50} $(CARGO) test --test it confirmed_messages_survive_kill_9 -- --nocapture
 
 ## Formatting and lints.
 lint:

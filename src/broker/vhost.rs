@@ -494,7 +494,7 @@ impl VHost {
                     tracing::error!(queue = %name, error = %e, "cannot open the queue's message store");
                     AmqpError::internal()
                 })?;
-                (AnyStore::Segment(store), recovered)
+                (AnyStore::Segment(Box::new(store)), recovered)
             }
             None => (AnyStore::Memory(MemoryStore::new()), Vec::new()),
         };

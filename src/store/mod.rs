@@ -82,7 +82,7 @@ pub trait MessageStore: Send + 'static {
 #[derive(Debug)]
 pub enum AnyStore {
     Memory(memory::MemoryStore),
-    Segment(segment::SegmentStore),
+    Segment(Box<segment::SegmentStore>),
 }
 
 impl MessageStore for AnyStore {

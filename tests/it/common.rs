@@ -31,9 +31,25 @@ impl Broker {
             return Broker { addr, child: None, _data_dir: None };
         }
         let data_dir = TempDir::new();
+        let mut b = Self::spawn(&data_dir.0, extra);
+        b._data_dir = Some(data_dir);
+        b
+    }
+
+    /// Start `warren` on a data directory the caller keeps (to restart on the same data).
+    /// Needs a Warren process: fails loudly against an external broker.
+    pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
+        assert!(
+            std::env::var("WARREN_TEST_ADDR").is_err(),
+            "restart tests need a Warren process they start themselves"
+        );
+        Self::spawn(data_dir, extra)
+    }
+
+    fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir.0)
+            .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
@@ -51,7 +67,14 @@ impl Broker {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Broker { addr, child: Some(child), _data_dir: Some(data_dir) }
+        Broker { addr, child: Some(child), _data_dir: None }
+    }
+
+    /// `kill -9` the broker process and reap it.
+    pub fn kill9(&mut self) {
+        let child = self.child.as_mut().expect("kill9 needs a Warren process");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     pub fn uri(&self) -> String {

@@ -14,6 +14,9 @@ mod queues;
 // Protocol errors and fuzzing (raw sockets).
 mod protocol_errors;
 
+// Durability: restarts, kill -9, damaged files (Warren processes only).
+mod durability;
+
 // Queue semantics (lapin).
 mod consumers;
 mod dead_letter;
