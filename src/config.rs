@@ -159,8 +159,8 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(BrokerError::Config(format!("log.format = {:?}: use \"text\" or \"json\"", self.log.format)));
         }
-        if self.storage.segment_size < 4096 {
-            return Err(BrokerError::Config("storage.segment_size must be at least 4096 bytes".into()));
+        if !(4096..=1 << 30).contains(&self.storage.segment_size) {
+            return Err(BrokerError::Config("storage.segment_size must be between 4096 bytes and 1 GiB".into()));
         }
         if self.auth.vhosts.is_empty() {
             return Err(BrokerError::Config("auth.vhosts must name at least one vhost".into()));

@@ -32,7 +32,8 @@ use crate::store::{MessageStore, StoreError};
 struct Ready {
     seq: u64,
     expires: Option<Instant>,
-    size: u64,
+    /// Body size (bodies are at most 512 MiB).
+    size: u32,
     priority: u8,
     redelivered: bool,
 }
@@ -228,7 +229,7 @@ impl<S: MessageStore> QueueState<S> {
             self.ready.push_back(Ready {
                 seq: r.seq,
                 expires,
-                size: msg.body_size,
+                size: msg.body_size as u32,
                 priority,
                 redelivered: r.redelivered,
             });
@@ -302,7 +303,13 @@ impl<S: MessageStore> QueueState<S> {
         self.store.append(seq, &msg)?;
         self.next_seq += 1;
         let (ttl, priority) = (self.ttl_of(&msg), self.priority_of(&msg));
-        self.ready.push_back(Ready { seq, expires: ttl.map(|t| now + t), size, priority, redelivered: false });
+        self.ready.push_back(Ready {
+            seq,
+            expires: ttl.map(|t| now + t),
+            size: size as u32,
+            priority,
+            redelivered: false,
+        });
         self.ready_bytes += size;
         if let Some(k) = key {
             self.dedup.insert(k.clone(), seq);
@@ -311,7 +318,7 @@ impl<S: MessageStore> QueueState<S> {
         if self.args.overflow == Overflow::DropHead {
             while self.exceeds(0, 0) {
                 let Some(head) = self.ready.pop_front() else { break };
-                self.ready_bytes -= head.size;
+                self.ready_bytes -= head.size as u64;
                 self.drop_message(head.seq, Some(DeathReason::Maxlen));
             }
         }
@@ -400,7 +407,7 @@ impl<S: MessageStore> QueueState<S> {
                     if self.args.delivery_limit.is_some_and(|limit| returns > limit) {
                         self.drop_message(seq, Some(DeathReason::DeliveryLimit));
                     } else {
-                        self.ready_bytes += u.ready.size;
+                        self.ready_bytes += u.ready.size as u64;
                         self.ready.insert_ordered(Ready { redelivered: true, ..u.ready });
                     }
                 }
@@ -423,11 +430,11 @@ impl<S: MessageStore> QueueState<S> {
     fn take_head(&mut self, now: Instant, strict: bool) -> Option<(Ready, Arc<Message>)> {
         loop {
             while let Some(r) = self.ready.pop_expired(now, strict) {
-                self.ready_bytes -= r.size;
+                self.ready_bytes -= r.size as u64;
                 self.drop_message(r.seq, Some(DeathReason::Expired));
             }
             let r = self.ready.pop_front()?;
-            self.ready_bytes -= r.size;
+            self.ready_bytes -= r.size as u64;
             let Some(mut msg) = self.store.read(r.seq) else { continue };
             self.store.delivered(r.seq);
             if self.args.delivery_limit.is_some() || self.args.queue_type == super::args::QueueType::Quorum {
@@ -527,7 +534,7 @@ impl<S: MessageStore> QueueState<S> {
     /// Returns the timed-out consumers.
     pub fn on_timer(&mut self, now: Instant) -> Vec<ConsumerSpec> {
         while let Some(r) = self.ready.pop_expired(now, false) {
-            self.ready_bytes -= r.size;
+            self.ready_bytes -= r.size as u64;
             self.drop_message(r.seq, Some(DeathReason::Expired));
         }
         let mut timed_out: Vec<ConsumerSpec> = Vec::new();

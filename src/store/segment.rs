@@ -10,13 +10,18 @@
 //! routing key, u32 len + raw content header, body`. Only persistent messages are written;
 //! transient ones live in memory and are gone after a restart, as in RabbitMQ.
 //!
+//! In memory the store keeps, per message, a 24-byte slot: the message itself while the queue
+//! holds less than [`MEMORY_BUDGET`] bytes of them, otherwise only where its record is; bodies
+//! beyond the budget are read back (through the page cache) when delivered.
+//!
 //! Recovery verifies every CRC, cuts a torn tail, skips (and logs) a corrupt record, and never
 //! panics on any file content. Writes are buffered and handed to the OS by [`flush`]; the
 //! broker-wide persister ([`super::persister`]) fsyncs before confirms are released.
 //!
 //! [`flush`]: MessageStore::flush
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -26,7 +31,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tracing::{info, warn};
 
-use super::memory::MemoryStore;
 use super::{MessageStore, StoreError};
 use crate::message::Message;
 use crate::protocol::codec::parse_header;
@@ -63,24 +67,55 @@ struct SegmentInfo {
     pending_marks: Vec<u8>,
 }
 
+/// Where a message record sits: segment id (0 = not on disk), offset and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    seg: u32,
+    off: u32,
+    len: u32,
+}
+
+impl Loc {
+    const NONE: Loc = Loc { seg: 0, off: 0, len: 0 };
+}
+
+/// One sequence number's message: in memory (and maybe on disk too), or only on disk.
+#[derive(Debug)]
+enum Slot {
+    Gone,
+    Mem { msg: Arc<Message>, loc: Loc },
+    Disk(Loc),
+}
+
+/// Bodies of persistent messages beyond this many bytes per queue are kept only on disk and
+/// read back (through the page cache) when delivered.
+///
+/// Large enough that a queue whose consumers keep up never reads from disk; small enough that
+/// a backlog of millions costs only its index in RAM.
+pub const MEMORY_BUDGET: u64 = 8 * 1024 * 1024;
+
 #[derive(Debug)]
 pub struct SegmentStore {
     dir: PathBuf,
     segment_size: u64,
-    /// Every live message, persistent or not (bodies stay in memory for now).
-    mem: MemoryStore,
+    /// Slot `i` holds sequence number `base + i`.
+    base: u64,
+    slots: VecDeque<Slot>,
+    live: usize,
+    /// Bytes of message data held in memory.
+    mem_bytes: u64,
     current: Segment,
     /// Records not yet written to `current`.
     buf: Vec<u8>,
     /// Whether messages were appended since the last flush (they need an fsync).
     unsynced: bool,
     segments: BTreeMap<u32, SegmentInfo>,
-    /// Segment of each live persistent message.
-    seg_of: HashMap<u64, u32>,
     /// Persistent messages already marked delivered.
     delivered: HashSet<u64>,
     /// Segments with marks waiting to be written.
     marked: Vec<u32>,
+    /// Open segment files for reading bodies back.
+    readers: RefCell<HashMap<u32, File>>,
 }
 
 fn msgs_path(dir: &Path, id: u32) -> PathBuf {
@@ -101,18 +136,23 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+fn mem_size(msg: &Message) -> u64 {
+    msg.body_size + msg.raw_header.len() as u64 + 128
+}
+
 impl SegmentStore {
     /// Open (or create) the store in `dir`, recovering what it holds. Returns the store and
-    /// the recovered messages in sequence order.
+    /// the recovered messages in sequence order (their bodies stay on disk).
     pub fn open(dir: &Path, segment_size: u64) -> Result<(SegmentStore, Vec<Recovered>), StoreError> {
         fs::create_dir_all(dir)?;
         let started = std::time::Instant::now();
         let mut ids: Vec<u32> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".msgs")).and_then(|n| n.parse().ok()))
+            .filter(|id| *id > 0)
             .collect();
         ids.sort_unstable();
-        let mut mem_entries: Vec<(Recovered, Arc<Message>, u32)> = Vec::new();
+        let mut found: Vec<(Recovered, Loc)> = Vec::new();
         let mut segments = BTreeMap::new();
         let (mut skipped, mut bytes) = (0usize, 0u64);
         for &id in &ids {
@@ -121,7 +161,7 @@ impl SegmentStore {
             let mut data = Vec::new();
             File::open(&path)?.read_to_end(&mut data)?;
             bytes += data.len() as u64;
-            let (records, valid_len, bad) = parse_segment(&data);
+            let (records, valid_len, bad) = scan_segment(&data);
             skipped += bad;
             if valid_len < data.len() {
                 warn!(segment = %path.display(), kept = valid_len, dropped = data.len() - valid_len, "cutting a torn segment tail");
@@ -130,13 +170,13 @@ impl SegmentStore {
                 }
             }
             let mut live = 0;
-            for (rec, msg) in records {
-                if acked.contains(&rec.seq) {
+            for (seq, enqueued_at_ms, off, len) in records {
+                if acked.contains(&seq) {
                     continue;
                 }
                 live += 1;
-                let redelivered = delivered.contains(&rec.seq);
-                mem_entries.push((Recovered { redelivered, ..rec }, msg, id));
+                let redelivered = delivered.contains(&seq);
+                found.push((Recovered { seq, enqueued_at_ms, redelivered }, Loc { seg: id, off, len }));
             }
             if live == 0 {
                 let _ = fs::remove_file(&path);
@@ -145,18 +185,30 @@ impl SegmentStore {
                 segments.insert(id, SegmentInfo { live, ..Default::default() });
             }
         }
-        mem_entries.sort_by_key(|(r, _, _)| r.seq);
-        mem_entries.dedup_by_key(|(r, _, _)| r.seq);
-        let mut mem = MemoryStore::new();
-        let mut seg_of = HashMap::new();
-        let mut recovered = Vec::with_capacity(mem_entries.len());
-        for (r, msg, id) in mem_entries {
-            mem.append(r.seq, &msg)?;
-            seg_of.insert(r.seq, id);
-            recovered.push(r);
-        }
+        found.sort_by_key(|(r, _)| r.seq);
+        found.dedup_by_key(|(r, _)| r.seq);
         let next_id = ids.last().map_or(1, |i| i + 1);
         let current = Self::create_segment(dir, next_id)?;
+        let mut store = SegmentStore {
+            dir: dir.to_path_buf(),
+            segment_size,
+            base: found.first().map_or(0, |(r, _)| r.seq),
+            slots: VecDeque::with_capacity(found.len()),
+            live: 0,
+            mem_bytes: 0,
+            current,
+            buf: Vec::new(),
+            unsynced: false,
+            segments,
+            delivered: HashSet::new(),
+            marked: Vec::new(),
+            readers: RefCell::new(HashMap::new()),
+        };
+        let mut recovered = Vec::with_capacity(found.len());
+        for (r, loc) in found {
+            store.put(r.seq, Slot::Disk(loc))?;
+            recovered.push(r);
+        }
         if !recovered.is_empty() || skipped > 0 {
             info!(
                 dir = %dir.display(),
@@ -167,26 +219,41 @@ impl SegmentStore {
                 "queue recovered"
             );
         }
-        let store = SegmentStore {
-            dir: dir.to_path_buf(),
-            segment_size,
-            mem,
-            current,
-            buf: Vec::new(),
-            unsynced: false,
-            segments,
-            seg_of,
-            delivered: HashSet::new(),
-            marked: Vec::new(),
-        };
         Ok((store, recovered))
     }
 
     fn create_segment(dir: &Path, id: u32) -> Result<Segment, StoreError> {
-        let file = OpenOptions::new().create(true).append(true).open(msgs_path(dir, id))?;
+        let file = OpenOptions::new().create(true).read(true).append(true).open(msgs_path(dir, id))?;
         // The new file's directory entry must be durable before anything in it is confirmed.
         sync_dir(dir);
         Ok(Segment { id, file: Arc::new(file), size: 0 })
+    }
+
+    fn put(&mut self, seq: u64, slot: Slot) -> Result<(), StoreError> {
+        if self.slots.is_empty() {
+            self.base = seq;
+        }
+        let next = self.base + self.slots.len() as u64;
+        if seq < next {
+            return Err(StoreError::OutOfOrder(seq));
+        }
+        for _ in next..seq {
+            self.slots.push_back(Slot::Gone);
+        }
+        self.slots.push_back(slot);
+        self.live += 1;
+        Ok(())
+    }
+
+    fn index(&self, seq: u64) -> Option<usize> {
+        seq.checked_sub(self.base).map(|i| i as usize).filter(|i| *i < self.slots.len())
+    }
+
+    fn loc(&self, seq: u64) -> Loc {
+        match self.index(seq).map(|i| &self.slots[i]) {
+            Some(Slot::Mem { loc, .. }) | Some(Slot::Disk(loc)) => *loc,
+            _ => Loc::NONE,
+        }
     }
 
     /// Start a new segment when the current one is full (the old one is synced first).
@@ -199,11 +266,16 @@ impl SegmentStore {
         let old = self.current.id;
         self.current = Self::create_segment(&self.dir, old + 1)?;
         if self.segments.get(&old).is_none_or(|s| s.live == 0) {
-            self.segments.remove(&old);
-            let _ = fs::remove_file(msgs_path(&self.dir, old));
-            let _ = fs::remove_file(acks_path(&self.dir, old));
+            self.delete_segment(old);
         }
         Ok(())
+    }
+
+    fn delete_segment(&mut self, id: u32) {
+        self.segments.remove(&id);
+        self.readers.borrow_mut().remove(&id);
+        let _ = fs::remove_file(msgs_path(&self.dir, id));
+        let _ = fs::remove_file(acks_path(&self.dir, id));
     }
 
     fn write_buf(&mut self) -> Result<(), StoreError> {
@@ -238,51 +310,105 @@ impl SegmentStore {
             }
         }
     }
+
+    /// Keep only the budget's worth of message data in memory: the newest messages already on
+    /// disk give up their in-memory copy (the head, delivered next, stays in memory).
+    fn evict(&mut self) {
+        let mut i = self.slots.len();
+        while self.mem_bytes > MEMORY_BUDGET && i > 0 {
+            i -= 1;
+            if let Slot::Mem { msg, loc } = &self.slots[i]
+                && loc.seg != 0
+            {
+                self.mem_bytes -= mem_size(msg);
+                self.slots[i] = Slot::Disk(*loc);
+            }
+        }
+    }
+
+    /// Read a message record back from its segment.
+    fn load(&self, loc: Loc) -> Option<Arc<Message>> {
+        use std::os::unix::fs::FileExt;
+        let mut readers = self.readers.borrow_mut();
+        if !readers.contains_key(&loc.seg) {
+            let f = File::open(msgs_path(&self.dir, loc.seg)).ok()?;
+            readers.insert(loc.seg, f);
+        }
+        let f = readers.get(&loc.seg)?;
+        let mut rec = vec![0u8; loc.len as usize];
+        f.read_exact_at(&mut rec, loc.off as u64).ok()?;
+        let payload = rec.get(RECORD_HEADER..)?;
+        let crc = u32::from_le_bytes(rec.get(4..8)?.try_into().ok()?);
+        if crc32c::crc32c(payload) != crc {
+            warn!(segment = loc.seg, offset = loc.off, "message record damaged since recovery");
+            return None;
+        }
+        decode_payload(payload).map(|(_, m)| m)
+    }
 }
 
 impl MessageStore for SegmentStore {
     fn append(&mut self, seq: u64, msg: &Arc<Message>) -> Result<(), StoreError> {
+        let mut loc = Loc::NONE;
         if msg.is_persistent() {
             self.roll_if_full()?;
             let start = self.buf.len();
             encode_record(&mut self.buf, seq, now_ms(), msg);
-            self.current.size += (self.buf.len() - start) as u64;
+            let len = (self.buf.len() - start) as u32;
+            loc = Loc { seg: self.current.id, off: self.current.size as u32, len };
+            self.current.size += len as u64;
             self.segments.entry(self.current.id).or_default().live += 1;
-            self.seg_of.insert(seq, self.current.id);
             self.unsynced = true;
         }
-        self.mem.append(seq, msg)
+        self.mem_bytes += mem_size(msg);
+        self.put(seq, Slot::Mem { msg: msg.clone(), loc })
     }
 
     fn read(&self, seq: u64) -> Option<Arc<Message>> {
-        self.mem.read(seq)
+        match &self.slots[self.index(seq)?] {
+            Slot::Mem { msg, .. } => Some(msg.clone()),
+            Slot::Disk(loc) => self.load(*loc),
+            Slot::Gone => None,
+        }
     }
 
     fn remove(&mut self, seq: u64) {
-        self.mem.remove(seq);
+        let Some(i) = self.index(seq) else { return };
+        let loc = match std::mem::replace(&mut self.slots[i], Slot::Gone) {
+            Slot::Gone => return,
+            Slot::Mem { msg, loc } => {
+                self.mem_bytes -= mem_size(&msg);
+                loc
+            }
+            Slot::Disk(loc) => loc,
+        };
+        self.live -= 1;
+        while let Some(Slot::Gone) = self.slots.front() {
+            self.slots.pop_front();
+            self.base += 1;
+        }
         self.delivered.remove(&seq);
-        let Some(id) = self.seg_of.remove(&seq) else { return };
-        self.mark(id, seq);
-        let done = self.segments.get_mut(&id).map(|s| {
+        if loc.seg == 0 {
+            return;
+        }
+        self.mark(loc.seg, seq);
+        let done = self.segments.get_mut(&loc.seg).map(|s| {
             s.live = s.live.saturating_sub(1);
             s.live == 0
         });
-        if done == Some(true) && id != self.current.id {
-            self.segments.remove(&id);
-            let _ = fs::remove_file(msgs_path(&self.dir, id));
-            let _ = fs::remove_file(acks_path(&self.dir, id));
+        if done == Some(true) && loc.seg != self.current.id {
+            self.delete_segment(loc.seg);
         }
     }
 
     fn len(&self) -> usize {
-        self.mem.len()
+        self.live
     }
 
     fn delivered(&mut self, seq: u64) {
-        if let Some(&id) = self.seg_of.get(&seq)
-            && self.delivered.insert(seq)
-        {
-            self.mark(id, seq | DELIVERED_BIT);
+        let loc = self.loc(seq);
+        if loc.seg != 0 && self.delivered.insert(seq) {
+            self.mark(loc.seg, seq | DELIVERED_BIT);
         }
     }
 
@@ -293,13 +419,17 @@ impl MessageStore for SegmentStore {
     fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
         self.write_buf()?;
         self.write_marks();
+        if self.mem_bytes > MEMORY_BUDGET {
+            self.evict();
+        }
         Ok(std::mem::take(&mut self.unsynced).then(|| self.current.file.clone()))
     }
 
     fn destroy(&mut self) {
         self.buf.clear();
         self.segments.clear();
-        self.seg_of.clear();
+        self.slots.clear();
+        self.readers.borrow_mut().clear();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -326,9 +456,9 @@ fn encode_record(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Parse a segment: the valid records, the length of the valid prefix (anything after it is
-/// a torn tail), and how many corrupt records were skipped.
-fn parse_segment(data: &[u8]) -> (Vec<(Recovered, Arc<Message>)>, usize, usize) {
+/// Scan a segment: (seq, enqueued-at, offset, length) of each valid record, the length of the
+/// valid prefix (anything after it is a torn tail), and how many corrupt records were skipped.
+fn scan_segment(data: &[u8]) -> (Vec<(u64, u64, u32, u32)>, usize, usize) {
     let mut out = Vec::new();
     let (mut pos, mut bad) = (0usize, 0usize);
     while pos + RECORD_HEADER <= data.len() {
@@ -338,12 +468,13 @@ fn parse_segment(data: &[u8]) -> (Vec<(Recovered, Arc<Message>)>, usize, usize) 
             break; // torn tail (or a corrupt length: nothing after it can be trusted)
         };
         let payload = &data[pos + RECORD_HEADER..end];
-        match (crc32c::crc32c(payload) == crc).then(|| decode_payload(payload)).flatten() {
-            Some(r) => out.push(r),
-            None => {
-                bad += 1;
-                warn!(offset = pos, "skipping a corrupt message record");
-            }
+        if payload.len() >= 16 && crc32c::crc32c(payload) == crc && decode_payload(payload).is_some() {
+            let seq = u64::from_le_bytes(payload[0..8].try_into().unwrap_or([0; 8]));
+            let at = u64::from_le_bytes(payload[8..16].try_into().unwrap_or([0; 8]));
+            out.push((seq, at, pos as u32, (end - pos) as u32));
+        } else {
+            bad += 1;
+            warn!(offset = pos, "skipping a corrupt message record");
         }
         pos = end;
     }

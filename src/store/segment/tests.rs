@@ -203,3 +203,26 @@ fn garbage_files_never_panic() {
     s.append(1_000_000, &msg("after", true)).unwrap();
     s.flush().unwrap();
 }
+
+#[test]
+fn a_backlog_beyond_the_memory_budget_is_served_from_disk() {
+    let d = Dir::new("evict");
+    let (mut s, _) = SegmentStore::open(&d.0, 1 << 30).unwrap();
+    let body = "y".repeat(64 * 1024);
+    let n = (MEMORY_BUDGET / (64 * 1024)) as u64 * 2;
+    for i in 1..=n {
+        s.append(i, &msg(&body, true)).unwrap();
+    }
+    s.append(n + 1, &msg("transient", false)).unwrap();
+    s.flush().unwrap();
+    assert!(s.mem_bytes <= MEMORY_BUDGET + 128 * 1024, "{} bytes still in memory", s.mem_bytes);
+    assert!(s.slots.iter().any(|x| matches!(x, Slot::Disk(_))), "some bodies live only on disk");
+    for i in [1, n / 2, n] {
+        assert_eq!(s.read(i).unwrap().body_size, body.len() as u64, "message {i} read back");
+    }
+    assert_eq!(s.read(n + 1).unwrap().body_bytes(), "transient", "transient messages stay in memory");
+    for i in 1..=n + 1 {
+        s.remove(i);
+    }
+    assert!(s.is_empty());
+}
