@@ -330,11 +330,10 @@ impl SegmentStore {
     fn load(&self, loc: Loc) -> Option<Arc<Message>> {
         use std::os::unix::fs::FileExt;
         let mut readers = self.readers.borrow_mut();
-        if !readers.contains_key(&loc.seg) {
-            let f = File::open(msgs_path(&self.dir, loc.seg)).ok()?;
-            readers.insert(loc.seg, f);
-        }
-        let f = readers.get(&loc.seg)?;
+        let f = match readers.entry(loc.seg) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(File::open(msgs_path(&self.dir, loc.seg)).ok()?),
+        };
         let mut rec = vec![0u8; loc.len as usize];
         f.read_exact_at(&mut rec, loc.off as u64).ok()?;
         let payload = rec.get(RECORD_HEADER..)?;
@@ -456,9 +455,12 @@ fn encode_record(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// A valid record found by a scan: (seq, enqueued-at ms, offset, length).
+type Found = (u64, u64, u32, u32);
+
 /// Scan a segment: (seq, enqueued-at, offset, length) of each valid record, the length of the
 /// valid prefix (anything after it is a torn tail), and how many corrupt records were skipped.
-fn scan_segment(data: &[u8]) -> (Vec<(u64, u64, u32, u32)>, usize, usize) {
+fn scan_segment(data: &[u8]) -> (Vec<Found>, usize, usize) {
     let mut out = Vec::new();
     let (mut pos, mut bad) = (0usize, 0usize);
     while pos + RECORD_HEADER <= data.len() {

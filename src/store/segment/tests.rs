@@ -209,7 +209,7 @@ fn a_backlog_beyond_the_memory_budget_is_served_from_disk() {
     let d = Dir::new("evict");
     let (mut s, _) = SegmentStore::open(&d.0, 1 << 30).unwrap();
     let body = "y".repeat(64 * 1024);
-    let n = (MEMORY_BUDGET / (64 * 1024)) as u64 * 2;
+    let n = (MEMORY_BUDGET / (64 * 1024)) * 2;
     for i in 1..=n {
         s.append(i, &msg(&body, true)).unwrap();
     }
