@@ -115,8 +115,13 @@ impl VHost {
         std::fs::create_dir_all(&storage.dir)?;
         let mut file = DefinitionsFile::new(&storage.dir);
         let defs = file.load()?;
+        let held_delayed = storage.dir.join("delayed").exists();
         let v = Self::build(name, consumer_timeout, Some(storage));
         v.restore(defs);
+        if held_delayed {
+            // Delayed messages from before the restart are due whether or not anyone publishes.
+            v.delayed.get_or_init(|| delayed::spawn(v.me.clone(), v.storage.clone()));
+        }
         *v.definitions.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
         Ok(v)
     }
@@ -149,7 +154,7 @@ impl VHost {
 
     /// Hold a message published to an `x-delayed-message` exchange until it is due.
     pub fn schedule_delayed(&self, d: Delayed) {
-        let tx = self.delayed.get_or_init(|| delayed::spawn(self.me.clone()));
+        let tx = self.delayed.get_or_init(|| delayed::spawn(self.me.clone(), self.storage.clone()));
         let _ = tx.send(d);
     }
 

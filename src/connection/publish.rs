@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Connection;
-use crate::broker::delayed::Delayed;
+use crate::broker::delayed::{Delayed, delay_of};
 use crate::channel::ChannelPhase;
 use crate::channel::assembler::{Content, Step};
 use crate::error::{AmqpError, AmqpResult};
@@ -121,17 +121,17 @@ impl Connection {
         let (msg, keys) = sender_selected(msg);
         let mut queues: Vec<QueueHandle> = Vec::new();
         let mut routed = false;
+        // Confirmed by someone else later (the delayed-message scheduler, once stored).
+        let mut confirm_later = false;
         let exchange = topology.exchanges.get(&msg.exchange);
         if msg.exchange.is_empty() && msg.routing_key.starts_with(REPLY_TO) {
             if let Some(r) = self.broker.reply_route(&msg.routing_key) {
                 routed = r.inbox.send(ConnEvent::DirectReply { channel: r.channel, msg: msg.clone() }).is_ok();
             }
         } else if let Some(x) = exchange.filter(|x| x.delayed).and_then(|_| delay_of(&msg)) {
-            self.vhost.schedule_delayed(Delayed {
-                due: Instant::now() + x,
-                exchange: msg.exchange.clone(),
-                msg: msg.clone(),
-            });
+            let confirm = seq.map(|seq| ConfirmTo { inbox: self.inbox.clone(), channel: ch, seq });
+            confirm_later = confirm.is_some();
+            self.vhost.schedule_delayed(Delayed { due: Instant::now() + x, msg: msg.clone(), confirm });
             routed = true;
         } else if exchange.is_some_and(|x| is_duplicate(x, &msg)) {
             // A duplicate is not routed (but is confirmed, like any unroutable message).
@@ -158,8 +158,8 @@ impl Connection {
         }
         let Some(chan) = self.channels.get_mut(&ch) else { return queues };
         if let (Some(seq), Some(c)) = (seq, chan.confirms.as_mut()) {
-            c.track(seq, queues.len() as u32);
-            if queues.is_empty() {
+            c.track(seq, queues.len() as u32 + confirm_later as u32);
+            if queues.is_empty() && !confirm_later {
                 for a in c.acks_for(vec![seq]) {
                     encode::confirm(&mut self.out, ch, a.tag, a.multiple, a.ack);
                 }
@@ -277,13 +277,6 @@ fn sender_selected(msg: Arc<Message>) -> (Arc<Message>, Vec<String>) {
     }
     let props = msg.properties.clone().with_headers(stripped);
     (Arc::new(msg.with_properties(props)), keys)
-}
-
-/// The `x-delay` header of a message for a delayed exchange (only a positive delay holds it).
-fn delay_of(msg: &Message) -> Option<Duration> {
-    let v = msg.properties.headers().as_ref()?.inner().get("x-delay")?;
-    let ms = value_int(v).or_else(|| value_str(v).and_then(|s| s.trim().parse().ok()))?;
-    (ms > 0).then(|| Duration::from_millis(ms as u64))
 }
 
 /// For a deduplication exchange: whether the message's `x-deduplication-header` was seen.

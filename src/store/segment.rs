@@ -116,6 +116,8 @@ pub struct SegmentStore {
     marked: Vec<u32>,
     /// Open segment files for reading bodies back.
     readers: RefCell<HashMap<u32, File>>,
+    /// Write every message, not only persistent ones (the delayed-message store).
+    persist_all: bool,
 }
 
 fn msgs_path(dir: &Path, id: u32) -> PathBuf {
@@ -203,6 +205,7 @@ impl SegmentStore {
             delivered: HashSet::new(),
             marked: Vec::new(),
             readers: RefCell::new(HashMap::new()),
+            persist_all: false,
         };
         let mut recovered = Vec::with_capacity(found.len());
         for (r, loc) in found {
@@ -220,6 +223,11 @@ impl SegmentStore {
             );
         }
         Ok((store, recovered))
+    }
+
+    /// Write every appended message, whatever its delivery mode.
+    pub fn persist_all(&mut self) {
+        self.persist_all = true;
     }
 
     fn create_segment(dir: &Path, id: u32) -> Result<Segment, StoreError> {
@@ -349,7 +357,7 @@ impl SegmentStore {
 impl MessageStore for SegmentStore {
     fn append(&mut self, seq: u64, msg: &Arc<Message>) -> Result<(), StoreError> {
         let mut loc = Loc::NONE;
-        if msg.is_persistent() {
+        if self.persist_all || msg.is_persistent() {
             self.roll_if_full()?;
             let start = self.buf.len();
             encode_record(&mut self.buf, seq, now_ms(), msg);

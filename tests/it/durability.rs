@@ -273,3 +273,36 @@ async fn a_missing_acks_file_means_redelivery_not_loss() {
     declare_queue(&ch, "noacks", durable(), FieldTable::default()).await.expect("declare");
     assert_eq!(get_all(&ch, "noacks").await, ["a", "b"]);
 }
+
+#[tokio::test]
+async fn delayed_messages_survive_a_restart() {
+    let dir = TempDir::new();
+    let mut b = Broker::start_in(&dir.0, &[]);
+    {
+        let (conn, ch) = confirm_channel(&b).await;
+        ch.exchange_declare(
+            "delayed".into(),
+            ExchangeKind::Custom("x-delayed-message".into()),
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            table(&[("x-delayed-type", lstr("direct"))]),
+        )
+        .await
+        .expect("delayed exchange");
+        declare_queue(&ch, "later", durable(), FieldTable::default()).await.expect("declare");
+        bind(&ch, "later", "delayed", "k").await;
+        let props =
+            BasicProperties::default().with_headers(table(&[("x-delay", lapin::types::AMQPValue::LongInt(3000))]));
+        // A transient message: the delayed-message store keeps it anyway, as the plugin does.
+        assert!(publish_confirmed_props(&ch, "delayed", "k", "held", props).await.is_ack());
+        assert!(get_all(&ch, "later").await.is_empty(), "not routed before its delay");
+        conn.close(200, "bye".into()).await.expect("close");
+    }
+    b.terminate().expect("a Warren process");
+    let b = Broker::start_in(&dir.0, &[]);
+    let (_conn, ch) = b.channel().await;
+    // Had it been routed before the restart, this transient message would be gone now.
+    assert_eq!(ready_count(&ch, "later").await, 0, "still held after the restart");
+    let mut consumer = consume(&ch, "later").await;
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!(text(&d.data), "held", "routed after the restart, when due");
+}
