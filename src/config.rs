@@ -29,11 +29,13 @@ pub struct StorageConfig {
     pub fsync: bool,
     /// Size at which a queue's segment file is closed and a new one started, bytes.
     pub segment_size: u64,
+    /// Below this many free bytes on the data directory's file system, publishers are blocked.
+    pub disk_free_limit: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { fsync: true, segment_size: 8 * 1024 * 1024 }
+        StorageConfig { fsync: true, segment_size: 8 * 1024 * 1024, disk_free_limit: 50_000_000 }
     }
 }
 
@@ -191,6 +193,7 @@ mod tests {
         assert_eq!(cfg.log.level, d.log.level);
         assert_eq!(cfg.storage.fsync, d.storage.fsync);
         assert_eq!(cfg.storage.segment_size, d.storage.segment_size);
+        assert_eq!(cfg.storage.disk_free_limit, d.storage.disk_free_limit);
     }
 
     #[test]

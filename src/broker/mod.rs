@@ -1,5 +1,6 @@
 //! The broker: configuration, virtual hosts, and the ids handed to connections.
 
+pub mod alarm;
 pub mod delayed;
 pub mod names;
 pub mod topology;
@@ -28,6 +29,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Direct reply-to: reply name → the requesting channel.
     replies: Mutex<HashMap<String, ReplyRoute>>,
+    /// `true` while the disk alarm is raised.
+    pub disk_alarm: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Where replies to a direct reply-to name go.
@@ -56,12 +59,14 @@ impl Broker {
             })?;
             vhosts.insert(v.clone(), vhost);
         }
+        let disk_alarm = alarm::start(config.data_dir.clone(), config.storage.disk_free_limit);
         Ok(Arc::new(Broker {
             config,
             vhosts,
             next_connection: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             replies: Mutex::new(HashMap::new()),
+            disk_alarm,
         }))
     }
 

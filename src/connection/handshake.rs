@@ -87,10 +87,7 @@ pub fn start_method(config: &Config) -> AMQPClass {
         "per_consumer_qos",
         "direct_reply_to",
     ] {
-        // Advertise only what works: connection.blocked is sent once resource alarms exist.
-        if cap != "connection.blocked" {
-            caps.insert(cap.into(), AMQPValue::Boolean(true));
-        }
+        caps.insert(cap.into(), AMQPValue::Boolean(true));
     }
     let mut props = FieldTable::default();
     props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
@@ -362,6 +359,6 @@ mod tests {
         assert_eq!(props.get("product").and_then(value_str).as_deref(), Some("Warren"));
         let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else { panic!() };
         assert!(caps.contains_key("publisher_confirms") && caps.contains_key("direct_reply_to"));
-        assert!(!caps.contains_key("connection.blocked"));
+        assert!(caps.contains_key("connection.blocked"));
     }
 }

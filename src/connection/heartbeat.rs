@@ -36,6 +36,11 @@ impl Heartbeat {
         })
     }
 
+    /// Count the peer as alive at `now` (while the broker itself is not reading the socket).
+    pub fn touch(&mut self, now: Instant) {
+        self.last_rx = now;
+    }
+
     /// Note that output was written at `now`.
     pub fn sent(&mut self, now: Instant) {
         self.last_tx = now;

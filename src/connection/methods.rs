@@ -329,6 +329,7 @@ impl Connection {
                 if p.immediate {
                     return Err(AmqpError::not_implemented("immediate=true"));
                 }
+                self.block_if_alarmed();
                 let c = self.open_channel(ch)?;
                 c.assembler.start(PublishMethod {
                     exchange: p.exchange.as_str().to_string(),

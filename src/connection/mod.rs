@@ -111,6 +111,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     info!(user = %negotiated.user, vhost = %negotiated.vhost, heartbeat = negotiated.heartbeat, "connection open");
 
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
+    let alarm = broker.disk_alarm.clone();
     let conn = Connection {
         id,
         heartbeat: Heartbeat::new(negotiated.heartbeat, Instant::now()),
@@ -126,6 +127,9 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         pending: Vec::new(),
         closing: None,
         client_closed: false,
+        alarm,
+        blocked: false,
+        sent_blocked: false,
         done: false,
     };
     conn.run(framed, inbox_rx, rx_bytes).await;
@@ -218,6 +222,12 @@ pub struct Connection {
     closing: Option<Instant>,
     /// The client sent `connection.close` (answered with close-ok at teardown).
     client_closed: bool,
+    /// The broker's disk alarm (true while raised).
+    alarm: tokio::sync::watch::Receiver<bool>,
+    /// Publishing during an alarm stopped reading this socket until the alarm clears.
+    blocked: bool,
+    /// `connection.blocked` was sent (so `unblocked` is owed).
+    sent_blocked: bool,
     done: bool,
     heartbeat: Option<Heartbeat>,
 }
@@ -249,10 +259,10 @@ impl Connection {
                         }
                     }
                 }
-                frame = framed.next() => {
+                frame = framed.next(), if !self.blocked => {
                     self.on_read(frame).await;
                     for _ in 0..FRAMES_PER_TURN {
-                        if self.done {
+                        if self.done || self.blocked {
                             break;
                         }
                         match framed.next().now_or_never() {
@@ -262,8 +272,19 @@ impl Connection {
                     }
                     self.flush_publishes().await;
                 }
+                changed = self.alarm.changed(), if self.blocked => {
+                    if changed.is_err() || !*self.alarm.borrow() {
+                        self.unblock();
+                    }
+                }
                 _ = tokio::time::sleep_until(hb_at), if self.heartbeat.is_some() => {
                     let now = Instant::now();
+                    if self.blocked {
+                        // Not reading the socket is our doing: the peer is not silent.
+                        if let Some(h) = self.heartbeat.as_mut() {
+                            h.touch(now);
+                        }
+                    }
                     let action = self.heartbeat.as_mut().map(|h| h.poll(now, rx_bytes.load(Ordering::Relaxed)));
                     match action {
                         Some(HeartbeatAction::Send) => encode::heartbeat(self.out_buf()),
@@ -334,6 +355,34 @@ impl Connection {
         for (q, items) in self.pending.drain(..) {
             q.send(QueueCmd::Publish(items)).await;
         }
+    }
+
+    /// A publish arrived during the disk alarm: stop reading this connection (after the
+    /// frames already decoded) and tell the client, if it asked to be told.
+    pub fn block_if_alarmed(&mut self) {
+        if self.blocked || !*self.alarm.borrow() {
+            return;
+        }
+        self.blocked = true;
+        info!("blocking a publishing connection: disk alarm");
+        if self.neg.client.connection_blocked && !self.sent_blocked {
+            use amq_protocol::protocol::connection;
+            let m = AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: "low on disk".into(),
+            }));
+            encode::method(&mut self.out, 0, &m);
+            self.sent_blocked = true;
+        }
+    }
+
+    fn unblock(&mut self) {
+        self.blocked = false;
+        if std::mem::take(&mut self.sent_blocked) {
+            use amq_protocol::protocol::connection;
+            let m = AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {}));
+            encode::method(&mut self.out, 0, &m);
+        }
+        info!("connection unblocked");
     }
 
     /// Queue a message for `queue` in this turn's batch.

@@ -306,3 +306,76 @@ async fn delayed_messages_survive_a_restart() {
     let d = next_delivery(&mut consumer).await;
     assert_eq!(text(&d.data), "held", "routed after the restart, when due");
 }
+
+/// Free bytes on the file system holding `path` (via `df`).
+fn free_bytes(path: &Path) -> u64 {
+    let out = std::process::Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().expect("run df");
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df output")
+}
+
+/// The disk alarm, on a real file system: the limit is set just below the current free space,
+/// a filler file takes that space away, then gives it back.
+#[tokio::test]
+async fn low_disk_blocks_publishers_until_space_returns() {
+    let dir = TempDir::new();
+    let limit = free_bytes(&dir.0).saturating_sub(256 << 20);
+    let config = dir.0.join("warren.toml");
+    std::fs::write(&config, format!("[storage]\ndisk_free_limit = {limit}\n")).unwrap();
+    let data = dir.0.join("data");
+    let b = Broker::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let (publisher, pch) = confirm_channel(&b).await;
+    let mut pub_events = events(&publisher);
+    declare_queue(&pch, "disk", QueueDeclareOptions::default(), FieldTable::default()).await.expect("declare");
+    assert!(publish_confirmed_props(&pch, "", "disk", "before", BasicProperties::default()).await.is_ack());
+
+    let filler = dir.0.join("filler");
+    let st = std::process::Command::new("fallocate").args(["-l", "512M"]).arg(&filler).status().expect("fallocate");
+    assert!(st.success(), "fallocate a 512 MiB filler");
+    // Keep publishing until the broker, which checks free space every second, blocks us.
+    let mut sent = 1;
+    let mut pending = Vec::new();
+    within("connection.blocked", async {
+        loop {
+            tokio::select! {
+                ev = pub_events.next() => match ev {
+                    Some(lapin::Event::ConnectionBlocked(reason)) => {
+                        assert_eq!(reason, "low on disk");
+                        return;
+                    }
+                    Some(_) => {}
+                    None => panic!("event stream ended"),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let c = pch
+                        .basic_publish("".into(), "disk".into(), BasicPublishOptions::default(), b"during", BasicProperties::default())
+                        .await
+                        .expect("publish");
+                    pending.push(c);
+                    sent += 1;
+                }
+            }
+        }
+    })
+    .await;
+    // A connection that does not publish keeps working: it can declare and drain the queue.
+    let (_consumer, cch) = b.channel().await;
+    let got = cch.basic_get("disk".into(), BasicGetOptions { no_ack: true }).await.expect("get").expect("a message");
+    assert_eq!(text(&got.delivery.data), "before");
+
+    std::fs::remove_file(&filler).unwrap();
+    within("connection.unblocked", async {
+        loop {
+            match pub_events.next().await {
+                Some(lapin::Event::ConnectionUnblocked) => return,
+                Some(_) => {}
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await;
+    for c in pending {
+        assert!(within("a confirm after unblocking", c).await.expect("confirm").is_ack());
+    }
+    // Everything published during the alarm was kept, none lost.
+    assert_eq!(get_all(&cch, "disk").await.len(), sent - 1);
+}

@@ -73,8 +73,6 @@ async fn connection_start_advertises_version_mechanisms_locales_and_properties()
     let Some(Value::Table(caps)) = lookup(props, "capabilities") else {
         panic!("server-properties capabilities should be a table: {props:?}");
     };
-    // Warren advertises exactly what it implements (reference §13 #13); RabbitMQ 3.10 also
-    // lists connection.blocked, which Warren adds with resource alarms. Warren-only assertion.
     let mut keys: Vec<&str> = caps.iter().map(|(k, _)| k.as_str()).collect();
     keys.sort();
     assert_eq!(
@@ -82,6 +80,7 @@ async fn connection_start_advertises_version_mechanisms_locales_and_properties()
         [
             "authentication_failure_close",
             "basic.nack",
+            "connection.blocked",
             "consumer_cancel_notify",
             "consumer_priorities",
             "direct_reply_to",
