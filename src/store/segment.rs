@@ -35,6 +35,8 @@ use super::{MessageStore, StoreError};
 use crate::message::Message;
 use crate::protocol::codec::parse_header;
 
+/// A closed segment is compacted when fewer than 1 in this many of its records are still live.
+const COMPACT_RATIO: u32 = 4;
 /// Marks a delivered (not settled) entry in an acks file.
 const DELIVERED_BIT: u64 = 1 << 63;
 /// Bytes of framing per message record (length and CRC).
@@ -62,6 +64,8 @@ struct Segment {
 struct SegmentInfo {
     /// Persistent messages of this segment not yet settled.
     live: u32,
+    /// Message records in the file (settled or not).
+    records: u32,
     acks: Option<File>,
     /// Ack and delivery marks not yet written to the acks file.
     pending_marks: Vec<u8>,
@@ -172,6 +176,7 @@ impl SegmentStore {
                 }
             }
             let mut live = 0;
+            let records_total = records.len() as u32;
             for (seq, enqueued_at_ms, off, len) in records {
                 if acked.contains(&seq) {
                     continue;
@@ -184,7 +189,7 @@ impl SegmentStore {
                 let _ = fs::remove_file(&path);
                 let _ = fs::remove_file(acks_path(dir, id));
             } else {
-                segments.insert(id, SegmentInfo { live, ..Default::default() });
+                segments.insert(id, SegmentInfo { live, records: records_total, ..Default::default() });
             }
         }
         found.sort_by_key(|(r, _)| r.seq);
@@ -334,6 +339,74 @@ impl SegmentStore {
         }
     }
 
+    /// Compaction: a closed segment whose messages are mostly settled (a long backlog with a
+    /// few old messages held back, e.g. unacked or low priority) is rewritten with only its live
+    /// records, so the disk use follows the live data instead of growing without bound. The new
+    /// file replaces the old one atomically (write, fsync, rename); its acks file is dropped,
+    /// since it only refers to records no longer in the file. One segment per flush at most.
+    fn compact_one(&mut self) {
+        let current = self.current.id;
+        let Some(id) = self
+            .segments
+            .iter()
+            .find(|(id, s)| **id != current && s.live > 0 && s.live * COMPACT_RATIO < s.records)
+            .map(|(id, _)| *id)
+        else {
+            return;
+        };
+        if let Err(e) = self.compact(id) {
+            warn!(segment = id, error = %e, "segment compaction failed; the segment stays as it is");
+            // Do not retry this segment on every flush.
+            if let Some(info) = self.segments.get_mut(&id) {
+                info.records = info.live;
+            }
+        }
+    }
+
+    fn compact(&mut self, id: u32) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let old = File::open(msgs_path(&self.dir, id))?;
+        let tmp = self.dir.join(format!("{id:010}.msgs.compact"));
+        let mut out = Vec::new();
+        let mut moved: Vec<(usize, Loc)> = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let loc = match slot {
+                Slot::Mem { loc, .. } | Slot::Disk(loc) if loc.seg == id => *loc,
+                _ => continue,
+            };
+            let mut rec = vec![0u8; loc.len as usize];
+            old.read_exact_at(&mut rec, loc.off as u64)?;
+            moved.push((i, Loc { seg: id, off: out.len() as u32, len: loc.len }));
+            out.extend_from_slice(&rec);
+        }
+        let mut f = File::create(&tmp)?;
+        f.write_all(&out)?;
+        f.sync_data()?;
+        fs::rename(&tmp, msgs_path(&self.dir, id))?;
+        sync_dir(&self.dir);
+        let _ = fs::remove_file(acks_path(&self.dir, id));
+        self.readers.borrow_mut().remove(&id);
+        for (i, loc) in &moved {
+            match &mut self.slots[*i] {
+                Slot::Mem { loc: l, .. } | Slot::Disk(l) => *l = *loc,
+                Slot::Gone => {}
+            }
+        }
+        let info = self.segments.entry(id).or_default();
+        info.records = moved.len() as u32;
+        info.live = moved.len() as u32;
+        info.acks = None;
+        info.pending_marks.clear();
+        // Delivered marks of the moved messages went with the old acks file: write them again.
+        let seqs: Vec<u64> =
+            moved.iter().map(|(i, _)| self.base + *i as u64).filter(|s| self.delivered.contains(s)).collect();
+        for seq in seqs {
+            self.mark(id, seq | DELIVERED_BIT);
+        }
+        info!(segment = id, live = moved.len(), bytes = out.len(), "segment compacted");
+        Ok(())
+    }
+
     /// Read a message record back from its segment.
     fn load(&self, loc: Loc) -> Option<Arc<Message>> {
         use std::os::unix::fs::FileExt;
@@ -364,7 +437,9 @@ impl MessageStore for SegmentStore {
             let len = (self.buf.len() - start) as u32;
             loc = Loc { seg: self.current.id, off: self.current.size as u32, len };
             self.current.size += len as u64;
-            self.segments.entry(self.current.id).or_default().live += 1;
+            let info = self.segments.entry(self.current.id).or_default();
+            info.live += 1;
+            info.records += 1;
             self.unsynced = true;
         }
         self.mem_bytes += mem_size(msg);
@@ -429,6 +504,7 @@ impl MessageStore for SegmentStore {
         if self.mem_bytes > MEMORY_BUDGET {
             self.evict();
         }
+        self.compact_one();
         Ok(std::mem::take(&mut self.unsynced).then(|| self.current.file.clone()))
     }
 

@@ -226,3 +226,35 @@ fn a_backlog_beyond_the_memory_budget_is_served_from_disk() {
     }
     assert!(s.is_empty());
 }
+
+#[test]
+fn mostly_settled_segments_are_compacted_and_stay_readable() {
+    let d = Dir::new("compact");
+    let body = "z".repeat(1000);
+    let (mut s, _) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+    for i in 1..=64 {
+        s.append(i, &msg(&format!("{i:04}{body}"), true)).unwrap();
+        s.flush().unwrap();
+    }
+    let disk_before: u64 = segment_files(&d.0).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    // Settle all but every 10th message: every closed segment is now mostly dead.
+    for i in 1..=64u64 {
+        if i % 10 != 0 {
+            s.remove(i);
+        }
+    }
+    s.delivered(10);
+    for _ in 0..8 {
+        s.flush().unwrap();
+    }
+    let disk_after: u64 = segment_files(&d.0).iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    assert!(disk_after * 3 < disk_before, "compaction shrank the files: {disk_before} -> {disk_after}");
+    for i in [10u64, 20, 30, 40, 50, 60] {
+        assert!(s.read(i).unwrap().body_bytes().starts_with(format!("{i:04}").as_bytes()), "message {i} readable");
+    }
+    drop(s);
+    let (s, rec) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+    assert_eq!(rec.iter().map(|r| r.seq).collect::<Vec<_>>(), [10, 20, 30, 40, 50, 60]);
+    assert!(rec[0].redelivered, "delivered mark kept across compaction");
+    assert!(s.read(60).unwrap().body_bytes().starts_with(b"0060"));
+}
