@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -27,10 +28,25 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Start the monitor; the returned receiver reads `true` while the alarm is raised.
-pub fn start(dir: PathBuf, limit: u64) -> watch::Receiver<bool> {
+/// The alarm as seen by connections: a flag checked on every publish (one relaxed load) and a
+/// channel to await its clearing.
+#[derive(Debug, Clone)]
+pub struct DiskAlarm {
+    pub raised: Arc<AtomicBool>,
+    pub changes: watch::Receiver<bool>,
+}
+
+impl DiskAlarm {
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Relaxed)
+    }
+}
+
+/// Start the monitor.
+pub fn start(dir: PathBuf, limit: u64) -> DiskAlarm {
     let (tx, rx) = watch::channel(false);
-    let tx = Arc::new(tx);
+    let raised = Arc::new(AtomicBool::new(false));
+    let flag = raised.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(DISK_CHECK_INTERVAL);
         loop {
@@ -43,11 +59,12 @@ pub fn start(dir: PathBuf, limit: u64) -> watch::Receiver<bool> {
                 } else {
                     info!(free, limit, "disk alarm cleared; publishers resume");
                 }
+                flag.store(low, Ordering::Relaxed);
                 if tx.send(low).is_err() {
                     return;
                 }
             }
         }
     });
-    rx
+    DiskAlarm { raised, changes: rx }
 }

@@ -29,8 +29,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Direct reply-to: reply name → the requesting channel.
     replies: Mutex<HashMap<String, ReplyRoute>>,
-    /// `true` while the disk alarm is raised.
-    pub disk_alarm: tokio::sync::watch::Receiver<bool>,
+    /// Raised while free disk space is below `storage.disk_free_limit`.
+    pub disk_alarm: alarm::DiskAlarm,
 }
 
 /// Where replies to a direct reply-to name go.

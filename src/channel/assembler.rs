@@ -21,13 +21,10 @@ pub struct PublishMethod {
 #[derive(Debug)]
 pub struct Content {
     pub method: PublishMethod,
-    pub header: ContentHeader,
+    pub header: Box<ContentHeader>,
     pub body: Vec<Bytes>,
 }
 
-// Frames and content steps are moved, not stored: boxing the header would add an allocation
-// per published message to save a copy of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
 pub enum Assembler {
     #[default]
@@ -35,16 +32,13 @@ pub enum Assembler {
     ExpectHeader(PublishMethod),
     ExpectBody {
         method: PublishMethod,
-        header: ContentHeader,
+        header: Box<ContentHeader>,
         body: Vec<Bytes>,
         received: u64,
     },
 }
 
 /// What feeding a frame produced.
-// Frames and content steps are moved, not stored: boxing the header would add an allocation
-// per published message to save a copy of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     /// More frames are needed.
@@ -79,7 +73,7 @@ impl Assembler {
     }
 
     /// A content header arrived.
-    pub fn header(&mut self, header: ContentHeader) -> AmqpResult<Step> {
+    pub fn header(&mut self, header: Box<ContentHeader>) -> AmqpResult<Step> {
         match std::mem::take(self) {
             Assembler::ExpectHeader(method) => {
                 if header.class_id != CLASS_BASIC {
@@ -142,14 +136,14 @@ mod tests {
     use crate::error::ReplyCode;
     use crate::protocol::BasicProperties;
 
-    fn header(class_id: u16, size: u64) -> ContentHeader {
-        ContentHeader {
+    fn header(class_id: u16, size: u64) -> Box<ContentHeader> {
+        Box::new(ContentHeader {
             channel: 1,
             class_id,
             body_size: size,
             properties: BasicProperties::default(),
             raw: Bytes::new(),
-        }
+        })
     }
 
     fn publish() -> PublishMethod {

@@ -222,8 +222,8 @@ pub struct Connection {
     closing: Option<Instant>,
     /// The client sent `connection.close` (answered with close-ok at teardown).
     client_closed: bool,
-    /// The broker's disk alarm (true while raised).
-    alarm: tokio::sync::watch::Receiver<bool>,
+    /// The broker's disk alarm.
+    alarm: crate::broker::alarm::DiskAlarm,
     /// Publishing during an alarm stopped reading this socket until the alarm clears.
     blocked: bool,
     /// `connection.blocked` was sent (so `unblocked` is owed).
@@ -272,8 +272,8 @@ impl Connection {
                     }
                     self.flush_publishes().await;
                 }
-                changed = self.alarm.changed(), if self.blocked => {
-                    if changed.is_err() || !*self.alarm.borrow() {
+                changed = self.alarm.changes.changed(), if self.blocked => {
+                    if changed.is_err() || !*self.alarm.changes.borrow() {
                         self.unblock();
                     }
                 }
@@ -360,7 +360,7 @@ impl Connection {
     /// A publish arrived during the disk alarm: stop reading this connection (after the
     /// frames already decoded) and tell the client, if it asked to be told.
     pub fn block_if_alarmed(&mut self) {
-        if self.blocked || !*self.alarm.borrow() {
+        if self.blocked || !self.alarm.is_raised() {
             return;
         }
         self.blocked = true;
@@ -483,19 +483,19 @@ impl Connection {
     /// A queue's event for this connection.
     async fn on_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Deliver { channel, consumer_tag, queue, seq, msg, redelivered, no_ack } => {
+            ConnEvent::Deliver { channel, consumer_tag, queue, seq, msg, redelivered } => {
                 let size = delivery_size(&msg);
                 let frame_max = self.neg.frame_max;
                 let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else {
                     // The channel closed while this was on its way: give it back.
                     self.gauge.written(size);
-                    if !no_ack {
+                    if let Some(queue) = queue {
                         queue.send(QueueCmd::Settle { seqs: vec![seq], outcome: crate::queue::Outcome::Requeue }).await;
                     }
                     return;
                 };
                 let tag = ch.unacked.next_tag();
-                if !no_ack {
+                if let Some(queue) = queue {
                     ch.unacked.insert(tag, crate::channel::unacked::Pending { queue, seq, from_consumer: true });
                 }
                 encode::deliver(

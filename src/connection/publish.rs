@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::Connection;
 use crate::broker::delayed::{Delayed, delay_of};
+use crate::broker::topology::Topology;
 use crate::channel::ChannelPhase;
 use crate::channel::assembler::{Content, Step};
 use crate::error::{AmqpError, AmqpResult};
@@ -30,11 +31,8 @@ use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueHandle};
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// A content frame for a channel's assembler.
-// Moved, not stored: boxing the header would add an allocation per published message to save
-// a copy of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
 pub enum ContentFrame {
-    Header(ContentHeader),
+    Header(Box<ContentHeader>),
     Body(Bytes),
 }
 
@@ -110,14 +108,20 @@ impl Connection {
             return Ok(());
         }
         let seq = chan.confirms.as_mut().map(|c| c.next_seq());
-        self.route(ch, msg, method.mandatory, seq);
+        self.route(&topology, ch, msg, method.mandatory, seq);
         Ok(())
     }
 
     /// Route a validated message and queue it for its queues; returns the queues it went to
     /// (empty: returned to the publisher if mandatory, and confirmed at once).
-    fn route(&mut self, ch: u16, msg: Arc<Message>, mandatory: bool, seq: Option<u64>) -> Vec<QueueHandle> {
-        let topology = self.vhost.snapshot();
+    fn route(
+        &mut self,
+        topology: &Topology,
+        ch: u16,
+        msg: Arc<Message>,
+        mandatory: bool,
+        seq: Option<u64>,
+    ) -> Vec<QueueHandle> {
         let (msg, keys) = sender_selected(msg);
         let mut queues: Vec<QueueHandle> = Vec::new();
         let mut routed = false;
@@ -189,8 +193,9 @@ impl Connection {
         let Some(tx) = chan.tx.as_mut() else { return Err(AmqpError::precondition("channel is not transactional")) };
         let work = std::mem::take(tx);
         let mut touched: Vec<QueueHandle> = Vec::new();
+        let topology = self.vhost.snapshot();
         for (msg, mandatory) in work.publishes {
-            for q in self.route(ch, msg, mandatory, None) {
+            for q in self.route(&topology, ch, msg, mandatory, None) {
                 if !touched.iter().any(|t| t.tx.same_channel(&q.tx)) {
                     touched.push(q);
                 }

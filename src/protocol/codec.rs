@@ -14,14 +14,13 @@ use super::{
 };
 use crate::error::AmqpError;
 
-/// One decoded frame.
-// Frames and content steps are moved, not stored: boxing the header would add an allocation
-// per published message to save a copy of a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
+/// One decoded frame. The content header is boxed: a frame travels through several async
+/// layers, and moving a few hundred bytes of properties at each one cost more (profiled) than
+/// the one allocation.
 #[derive(Debug, Clone)]
 pub enum Frame {
     Method { channel: u16, method: Box<AMQPClass> },
-    Header(ContentHeader),
+    Header(Box<ContentHeader>),
     Body { channel: u16, payload: Bytes },
     Heartbeat { channel: u16 },
 }
@@ -124,7 +123,7 @@ impl Decoder for FrameCodec {
         }
         let frame = match frame_type {
             FRAME_METHOD => Frame::Method { channel, method: Box::new(parse_method(&payload)?) },
-            FRAME_HEADER => Frame::Header(parse_header(channel, payload)?),
+            FRAME_HEADER => Frame::Header(Box::new(parse_header(channel, payload)?)),
             FRAME_BODY => Frame::Body { channel, payload },
             FRAME_HEARTBEAT => Frame::Heartbeat { channel },
             other => {

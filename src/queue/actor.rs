@@ -233,8 +233,8 @@ impl QueueActor {
     fn dispatch(&mut self, now: Instant) {
         loop {
             let round = self.state.dispatch(now);
-            for d in round.deliveries {
-                self.deliver(d, now);
+            if !round.deliveries.is_empty() {
+                self.deliver(round.deliveries, now);
             }
             if round.congested.is_empty() {
                 return;
@@ -256,24 +256,31 @@ impl QueueActor {
         self.me.upgrade().map(|tx| QueueHandle { name: self.name_arc.clone(), tx })
     }
 
-    fn deliver(&mut self, d: Delivery, now: Instant) {
-        let Delivery { consumer, seq, msg, redelivered } = d;
+    /// Send a round's deliveries to the consumers' connections.
+    fn deliver(&mut self, deliveries: Vec<Delivery>, now: Instant) {
         let Some(queue) = self.own_handle() else { return };
-        let ev = ConnEvent::Deliver {
-            channel: consumer.channel,
-            consumer_tag: consumer.tag.clone(),
-            queue,
-            seq,
-            msg,
-            redelivered,
-            no_ack: consumer.no_ack,
-        };
-        if consumer.inbox.send(ev).is_err() {
-            // The connection is gone: take the consumer off and keep the message.
-            self.state.remove_consumer(consumer.conn_id, consumer.channel, &consumer.tag, now);
-            self.state.undeliverable(seq);
-            self.maybe_auto_delete();
+        let mut gone: Vec<(u64, u16, Arc<str>, u64)> = Vec::new();
+        for Delivery { consumer, seq, msg, redelivered } in deliveries {
+            let c = self.state.consumer_spec(consumer);
+            let ev = ConnEvent::Deliver {
+                channel: c.channel,
+                consumer_tag: c.tag.clone(),
+                // Only deliveries awaiting an ack need a way back to the queue.
+                queue: (!c.no_ack).then(|| queue.clone()),
+                seq,
+                msg,
+                redelivered,
+            };
+            if c.inbox.send(ev).is_err() {
+                gone.push((c.conn_id, c.channel, c.tag.clone(), seq));
+            }
         }
+        // Connections that are gone: take their consumers off and keep the messages.
+        for (conn_id, channel, tag, seq) in gone {
+            self.state.remove_consumer(conn_id, channel, &tag, now);
+            self.state.undeliverable(seq);
+        }
+        self.maybe_auto_delete();
     }
 
     /// Deadlines: expired messages, consumers past the ack timeout, an unused `x-expires` queue.

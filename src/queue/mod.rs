@@ -170,11 +170,11 @@ pub enum ConnEvent {
     Deliver {
         channel: u16,
         consumer_tag: Arc<str>,
-        queue: QueueHandle,
+        /// The queue, for the ack; None for a no-ack consumer.
+        queue: Option<QueueHandle>,
         seq: u64,
         msg: Arc<Message>,
         redelivered: bool,
-        no_ack: bool,
     },
     Confirms {
         channel: u16,

@@ -122,7 +122,8 @@ impl Consumer {
 /// A delivery decided by [`QueueState::dispatch`], for the shell to send.
 #[derive(Debug)]
 pub struct Delivery {
-    pub consumer: ConsumerSpec,
+    /// Index of the consumer (see [`QueueState::consumer_spec`]); valid until consumers change.
+    pub consumer: usize,
     pub seq: u64,
     pub msg: Arc<Message>,
     pub redelivered: bool,
@@ -384,6 +385,11 @@ impl<S: MessageStore> QueueState<S> {
         self.settle(requeue, Outcome::Requeue);
     }
 
+    /// The consumer a [`Delivery`] names.
+    pub fn consumer_spec(&self, i: usize) -> &ConsumerSpec {
+        &self.consumers[i].spec
+    }
+
     /// Every consumer (for cancel notifications on delete).
     pub fn consumers(&self) -> impl Iterator<Item = &ConsumerSpec> {
         self.consumers.iter().map(|c| &c.spec)
@@ -499,11 +505,11 @@ impl<S: MessageStore> QueueState<S> {
                 blocked[i] = true;
                 continue;
             }
-            let (no_ack, limit) = (c.spec.no_ack, c.spec.channel_limit.clone());
+            let no_ack = c.spec.no_ack;
             let Some((r, msg)) = self.take_head(now, true) else {
                 // Only expired messages were left: give back the channel credit just taken.
                 if !no_ack {
-                    limit.release(1);
+                    self.consumers[i].spec.channel_limit.release(1);
                 }
                 break;
             };
@@ -511,20 +517,17 @@ impl<S: MessageStore> QueueState<S> {
             let c = &mut self.consumers[i];
             c.last_served = self.serve_clock;
             c.spec.gauge.add(delivery_size(&msg));
-            let spec = c.spec.clone();
-            if spec.no_ack {
+            if no_ack {
                 self.drop_message(r.seq, None);
             } else {
                 c.unacked += 1;
-                self.unacked.insert(
-                    r.seq,
-                    Unacked { consumer: Some((spec.conn_id, spec.channel, spec.tag.clone())), ready: r },
-                );
+                let key = (c.spec.conn_id, c.spec.channel, c.spec.tag.clone());
+                self.unacked.insert(r.seq, Unacked { consumer: Some(key), ready: r });
                 if let Some(t) = self.consumer_timeout {
                     self.ack_deadlines.push_back((now + t, r.seq));
                 }
             }
-            out.deliveries.push(Delivery { consumer: spec, seq: r.seq, msg, redelivered: r.redelivered });
+            out.deliveries.push(Delivery { consumer: i, seq: r.seq, msg, redelivered: r.redelivered });
         }
         out
     }

@@ -71,14 +71,14 @@ fn round_robin_with_per_consumer_prefetch() {
         q.enqueue(msg(i), now).unwrap();
     }
     let d = q.dispatch(now).deliveries;
-    let tags: Vec<&str> = d.iter().map(|d| &*d.consumer.tag).collect();
+    let tags: Vec<&str> = d.iter().map(|d| &*q.consumer_spec(d.consumer).tag).collect();
     assert_eq!(tags, ["a", "b", "a", "b"]);
     assert_eq!(q.ready_count(), 2);
     assert!(q.dispatch(now).deliveries.is_empty(), "everyone at prefetch");
     q.settle(&[d[0].seq], Outcome::Ack);
     let d2 = q.dispatch(now).deliveries;
     assert_eq!(d2.len(), 1);
-    assert_eq!(&*d2[0].consumer.tag, "a");
+    assert_eq!(&*q.consumer_spec(d2[0].consumer).tag, "a");
 }
 
 #[test]
@@ -234,10 +234,12 @@ fn single_active_consumer_fails_over_in_registration_order() {
     for i in 0..3 {
         q.enqueue(msg(i), now).unwrap();
     }
-    assert!(q.dispatch(now).deliveries.iter().all(|d| &*d.consumer.tag == "a"));
+    let d = q.dispatch(now).deliveries;
+    assert!(d.iter().all(|d| &*q.consumer_spec(d.consumer).tag == "a"));
     q.remove_consumer(1, 1, "a", now);
     q.enqueue(msg(9), now).unwrap();
-    assert_eq!(&*q.dispatch(now).deliveries[0].consumer.tag, "b");
+    let d = q.dispatch(now).deliveries;
+    assert_eq!(&*q.consumer_spec(d[0].consumer).tag, "b");
     let mut ex = consumer("x", 0, &limit);
     ex.exclusive = true;
     assert!(q.add_consumer(ex, now).is_err(), "exclusive consume on a SAC queue is refused");
@@ -256,7 +258,8 @@ fn consumer_priorities_serve_higher_first_while_it_has_credit() {
     for i in 0..5 {
         q.enqueue(msg(i), now).unwrap();
     }
-    let tags: Vec<String> = q.dispatch(now).deliveries.iter().map(|d| d.consumer.tag.to_string()).collect();
+    let d = q.dispatch(now).deliveries;
+    let tags: Vec<String> = d.iter().map(|d| q.consumer_spec(d.consumer).tag.to_string()).collect();
     assert_eq!(tags, ["high", "high", "low", "low"]);
     assert_eq!(q.ready_count(), 1);
 }
