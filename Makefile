@@ -2,7 +2,7 @@
 CARGO ?= cargo
 CONFIG ?= config/warren.toml
 
-.PHONY: all build release run test unit it interop crash-test lint fmt setup clean
+.PHONY: all build release run test unit it interop crash-test bench lint fmt setup clean
 
 all: build
 
@@ -36,6 +36,11 @@ interop: build
 ## The long crash test: 50 kill -9 cycles with confirming publishers and acking consumers.
 crash-test:
 	CRASH_CYCLES=$${CRASH_CYCLES:-50} $(CARGO) test --test it confirmed_messages_survive_kill_9 -- --nocapture
+
+## Side-by-side benchmarks against RabbitMQ 3.10 (installed with apt if missing; needs root).
+## BENCH_QUICK=1 for a short version; see tests/bench/README.md.
+bench:
+	tests/bench/run.sh
 
 ## Formatting and lints.
 lint:

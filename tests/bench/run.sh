@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# `make bench`: Warren against RabbitMQ 3.10 under the same load, driven by warren-perf.
+#
+# Builds the release binaries, installs RabbitMQ with apt if it is missing, starts a private
+# RabbitMQ node (bench@localhost on $BENCH_RABBITMQ_PORT, data in a temp dir) and a Warren
+# (temp data dir, free port), then runs the scenario table below on both, alternating
+# Warren, RabbitMQ, Warren, RabbitMQ... scenario by scenario over $BENCH_ROUNDS rounds. It prints
+# the medians and Warren/RabbitMQ ratios as a Markdown table and saves it (with each run's JSON)
+# under target/bench/. Both brokers are stopped at the end and on any error.
+#
+# Environment:
+#   BENCH_QUICK=1          1 round of 3-second runs (smaller prefill and connection counts)
+#   BENCH_ROUNDS=N         rounds (default 3)        BENCH_SECONDS=S   seconds per run (default 10)
+#   BENCH_PREFILL=N        scenario 8's backlog (default 1000000)
+#   BENCH_CONNECTIONS=N    scenario 9's idle connections (default 10000)
+#   BENCH_RABBITMQ_PORT=P  AMQP port of the private RabbitMQ node (default 5697; dist port P+20000)
+#   BENCH_ONLY="1 7"       run only these scenario numbers
+#   BENCH_NO_BUILD=1       use existing binaries; WARREN_BIN / WARREN_PERF_BIN override their paths
+#
+# Every run is one warren-perf invocation with --json and --broker-pid (the broker's CPU and RSS
+# are read from /proc). A run that fails (a protocol error, a refused connection) is shown as
+# ERR and makes the script exit non-zero after printing the table.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WARREN_BIN=${WARREN_BIN:-$TARGET/release/warren}
+PERF_BIN=${WARREN_PERF_BIN:-$TARGET/release/warren-perf}
+
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then
+    ROUNDS=${BENCH_ROUNDS:-1} SECS=${BENCH_SECONDS:-3}
+    PREFILL=${BENCH_PREFILL:-200000} CONNS=${BENCH_CONNECTIONS:-2000}
+else
+    ROUNDS=${BENCH_ROUNDS:-3} SECS=${BENCH_SECONDS:-10}
+    PREFILL=${BENCH_PREFILL:-1000000} CONNS=${BENCH_CONNECTIONS:-10000}
+fi
+RMQ_PORT=${BENCH_RABBITMQ_PORT:-5697}
+RMQ_DIST_PORT=$((RMQ_PORT + 20000))
+RMQ_NODE=bench@localhost
+ONLY=${BENCH_ONLY:-}
+
+log() { echo "bench: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+
+# ---------------------------------------------------------------------------------------------
+# Build and install.
+if [[ ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    log "building release binaries"
+    cargo build --release --bin warren --bin warren-perf
+fi
+[[ -x $WARREN_BIN ]] || die "no Warren binary at $WARREN_BIN"
+[[ -x $PERF_BIN ]] || die "no warren-perf binary at $PERF_BIN"
+
+if ! command -v rabbitmq-server >/dev/null || ! command -v rabbitmqctl >/dev/null; then
+    log "installing rabbitmq-server with apt"
+    # Keep the package from starting its own default node on 5672.
+    policy_added=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server
+    if [[ $policy_added == 1 ]]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+RMQ_SERVER=/usr/lib/rabbitmq/bin/rabbitmq-server
+[[ -x $RMQ_SERVER ]] || RMQ_SERVER=$(command -v rabbitmq-server)
+
+# 10,000 connections need as many descriptors in the broker and in the tool.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+(( NOFILE > CONNS + 1000 )) || log "warning: ulimit -n is $NOFILE; $CONNS connections may not fit"
+
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT=$TARGET/bench
+RAW=$OUT/raw-$STAMP
+mkdir -p "$RAW"
+WORK=$(mktemp -d /tmp/warren-bench.XXXXXX)
+chmod 755 "$WORK"
+
+# ---------------------------------------------------------------------------------------------
+# Brokers.
+RMQ_PID=""
+WARREN_PID=""
+WARREN_ADDR=""
+
+rabbit_running() { rabbitmqctl -n "$RMQ_NODE" -q status >/dev/null 2>&1; }
+
+stop_rabbit() {
+    if rabbit_running; then
+        timeout 60 rabbitmqctl -n "$RMQ_NODE" -q stop >/dev/null 2>&1 || true
+    fi
+    if [[ -n $RMQ_PID ]]; then
+        for _ in $(seq 1 300); do kill -0 "$RMQ_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$RMQ_PID" 2>/dev/null || true
+    fi
+    RMQ_PID=""
+}
+
+start_rabbit() {
+    rabbit_running && die "a node $RMQ_NODE is already running (a previous bench?); stop it with: rabbitmqctl -n $RMQ_NODE stop"
+    if (exec 3<>"/dev/tcp/127.0.0.1/$RMQ_PORT") 2>/dev/null; then die "port $RMQ_PORT is in use"; fi
+    local dir=$WORK/rabbitmq
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    chown -R rabbitmq: "$dir"
+    (cd "$dir" && setsid env RABBITMQ_NODENAME=$RMQ_NODE RABBITMQ_NODE_PORT=$RMQ_PORT \
+        RABBITMQ_DIST_PORT=$RMQ_DIST_PORT RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+        RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log \
+        su rabbitmq -s /bin/sh -c "ulimit -n $NOFILE; exec $RMQ_SERVER" >"$WORK/rabbitmq.out" 2>&1 &)
+    local i
+    for i in $(seq 1 90); do
+        if timeout 30 rabbitmqctl -n "$RMQ_NODE" -q await_startup --timeout 20 >/dev/null 2>&1; then
+            RMQ_PID=$(rabbitmqctl -n "$RMQ_NODE" -q eval 'os:getpid().' | tr -d '"[:space:]')
+            [[ -n $RMQ_PID ]] || die "cannot read the RabbitMQ node's pid"
+            return 0
+        fi
+        sleep 1
+    done
+    tail -20 "$WORK/rabbitmq.out" >&2 || true
+    die "RabbitMQ did not start (log: $WORK/rabbitmq.out, $dir/log)"
+}
+
+stop_warren() {
+    if [[ -n $WARREN_PID ]] && kill -0 "$WARREN_PID" 2>/dev/null; then
+        kill "$WARREN_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$WARREN_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$WARREN_PID" 2>/dev/null || true
+    fi
+    WARREN_PID=""
+}
+
+start_warren() {
+    local dir=$WORK/warren
+    rm -rf "$dir"
+    mkdir -p "$dir/data"
+    "$WARREN_BIN" --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/log" &
+    WARREN_PID=$!
+    local i
+    for i in $(seq 1 100); do
+        WARREN_ADDR=$(sed -n 's/^listening on //p' "$dir/stdout" | head -1)
+        [[ -n $WARREN_ADDR ]] && return 0
+        kill -0 "$WARREN_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -20 "$dir/log" >&2 || true
+    die "Warren did not start"
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_warren
+    stop_rabbit
+    rm -rf "$WORK"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios: number|title|warren-perf arguments|metrics. A metric is label:json.path:up|down
+# (whether higher or lower is better). A number ending in ! runs on a freshly started broker,
+# so the memory it reads is that scenario's alone.
+D="-z $SECS"
+SCENARIOS=(
+    "1|1p/1c, 16 B, transient, auto-ack|-x 1 -y 1 -s 16 -a $D|received msg/s:received_rate:up"
+    "2|1p/1c, 16 B, manual ack, prefetch 1000, multi-ack 100|-x 1 -y 1 -s 16 -q 1000 -A 100 $D|received msg/s:received_rate:up"
+    "3|4p/4c/4 queues, 1 KiB, prefetch 1000, multi-ack 100|-x 4 -y 4 -s 1024 --queue-pattern bench-q%d --queue-pattern-from 1 --queue-pattern-to 4 -q 1000 -A 100 $D|received msg/s:received_rate:up"
+    "4|fanout to 10 queues, 10 consumers, 16 B, auto-ack|-x 1 -y 10 -s 16 -a -e bench-fanout -t fanout --queue-pattern bench-fan%d --queue-pattern-from 1 --queue-pattern-to 10 $D|deliveries/s:received_rate:up"
+    "5|topic, 10,000 bindings, random routing keys, 16 B|-x 1 -y 1 -s 16 -a -e bench-topic -t topic -K --bindings 10000 $D|published msg/s:sent_rate:up|deliveries/s:received_rate:up"
+    "6a|persistent, durable queue, confirm window 1, acking consumer|-x 1 -y 1 -s 16 -f persistent -c 1 -q 1000 -A 100 $D|confirmed msg/s:sent_rate:up"
+    "6b|persistent, durable queue, confirm window 100, acking consumer|-x 1 -y 1 -s 16 -f persistent -c 100 -q 1000 -A 100 $D|confirmed msg/s:sent_rate:up"
+    "6c|persistent, durable queue, confirm window 1000, acking consumer|-x 1 -y 1 -s 16 -f persistent -c 1000 -q 1000 -A 100 $D|confirmed msg/s:sent_rate:up"
+    "7|latency at 10,000 msg/s, 1p/1c, 16 B, auto-ack|-x 1 -y 1 -s 16 -a -r 10000 $D|p50 µs:latency_us.p50:down|p99 µs:latency_us.p99:down"
+    "8!|prefill $PREFILL x 256 B, then drain (prefetch 1000, multi-ack 100)|-x 0 -y 1 -s 256 --prefill $PREFILL -q 1000 -A 100|drain msg/s:received_rate:up|prefill msg/s:prefill.rate:up|RSS B/queued msg:rss.per_message:down"
+    "9!|$CONNS idle connections (one channel each)|-x 0 -y 0 --connections $CONNS -z 2|RSS B/connection:rss.per_connection:down"
+    "10|1 MiB messages, 1p/1c, prefetch 100, multi-ack 10|-x 1 -y 1 -s 1048576 -q 100 -A 10 $D|received MB/s:received_mb_s:up"
+)
+
+selected() {
+    [[ -z $ONLY ]] && return 0
+    local n
+    for n in $ONLY; do [[ $n == "$1" || $n == "${1%[abc]}" ]] && return 0; done
+    return 1
+}
+
+INDEX=$RAW/index.tsv
+: >"$INDEX"
+FAILED=0
+
+# run_one BROKER ID ROUND ARGS...
+run_one() {
+    local broker=$1 id=$2 round=$3
+    shift 3
+    local uri pid
+    if [[ $broker == warren ]]; then
+        uri="amqp://guest:guest@$WARREN_ADDR/%2f" pid=$WARREN_PID
+    else
+        uri="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f" pid=$RMQ_PID
+    fi
+    local base=$RAW/$id-$broker-r$round
+    log "round $round, scenario $id, $broker"
+    if "$PERF_BIN" -h "$uri" --broker-pid "$pid" --json "$@" >"$base.json" 2>"$base.log"; then
+        printf '%s\t%s\t%s\t%s\n' "$id" "$broker" "$round" "$base.json" >>"$INDEX"
+    else
+        FAILED=1
+        log "FAILED: $(tail -1 "$base.log")"
+        printf '%s\t%s\t%s\tERR\n' "$id" "$broker" "$round" >>"$INDEX"
+    fi
+}
+
+log "starting Warren ($WARREN_BIN) and RabbitMQ ($RMQ_NODE on 127.0.0.1:$RMQ_PORT)"
+start_warren
+start_rabbit
+log "Warren on $WARREN_ADDR (pid $WARREN_PID), RabbitMQ pid $RMQ_PID; $ROUNDS round(s) of ${SECS}s runs"
+
+for round in $(seq 1 "$ROUNDS"); do
+    for s in "${SCENARIOS[@]}"; do
+        IFS='|' read -r id _title args _ <<<"$s"
+        fresh=0
+        [[ $id == *! ]] && fresh=1 && id=${id%!}
+        selected "$id" || continue
+        for broker in warren rabbitmq; do
+            if [[ $fresh == 1 ]]; then
+                if [[ $broker == warren ]]; then stop_warren; start_warren; else stop_rabbit; start_rabbit; fi
+            fi
+            # shellcheck disable=SC2086 # $args is a word list on purpose
+            run_one "$broker" "$id" "$round" $args
+        done
+    done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report: medians over rounds, Warren/RabbitMQ ratios.
+REPORT=$OUT/bench-$STAMP.md
+{
+    echo "## Warren vs RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null | cut -d- -f1)"
+    echo
+    echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -m); medians of $ROUNDS round(s), ${SECS} s per run (alternating Warren, RabbitMQ); Warren $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')."
+    echo "Ratio is Warren/RabbitMQ; ↑ higher is better, ↓ lower is better. CPU is % of one core during the measurement (warren-perf / broker)."
+    echo
+    printf '%s\n' "${SCENARIOS[@]}" >"$RAW/scenarios.txt"
+    python3 - "$INDEX" "$RAW/scenarios.txt" <<'PY'
+import json, statistics, sys
+
+index = sys.argv[1]
+runs = {}
+for line in open(index):
+    sid, broker, rnd, path = line.rstrip("\n").split("\t")
+    runs.setdefault((sid, broker), []).append(None if path == "ERR" else json.load(open(path)))
+
+def get(doc, path):
+    for part in path.split("."):
+        if not isinstance(doc, dict) or doc.get(part) is None:
+            return None
+        doc = doc[part]
+    return doc
+
+def med(docs, path):
+    if not docs or any(d is None for d in docs):
+        return "ERR"
+    vals = [get(d, path) for d in docs]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}"
+
+print("| # | scenario | metric | Warren | RabbitMQ | ratio | CPU Warren run | CPU RabbitMQ run |")
+print("|---|---|---|---:|---:|---:|---:|---:|")
+for spec in open(sys.argv[2]).read().splitlines():
+    parts = spec.split("|")
+    sid, title, metrics = parts[0].rstrip("!"), parts[1], parts[3:]
+    if (sid, "warren") not in runs and (sid, "rabbitmq") not in runs:
+        continue
+    w, r = runs.get((sid, "warren"), []), runs.get((sid, "rabbitmq"), [])
+    cpu = []
+    for docs in (w, r):
+        t, b = med(docs, "cpu.tool_pct"), med(docs, "cpu.broker_pct")
+        cpu.append("ERR" if "ERR" in (t, b) else f"{fmt(t)}% / {fmt(b)}%")
+    for i, m in enumerate(metrics):
+        label, path, direction = m.rsplit(":", 2)
+        wv, rv = med(w, path), med(r, path)
+        ratio = "-"
+        if isinstance(wv, (int, float)) and isinstance(rv, (int, float)) and rv:
+            ratio = f"{wv / rv:.2f} {'↑' if direction == 'up' else '↓'}"
+        first = i == 0
+        print(f"| {sid if first else ''} | {title if first else ''} | {label} | {fmt(wv)} | {fmt(rv)} | {ratio} "
+              f"| {cpu[0] if first else ''} | {cpu[1] if first else ''} |")
+PY
+} >"$REPORT"
+cp "$REPORT" "$OUT/latest.md"
+echo
+cat "$REPORT"
+echo
+log "saved $REPORT (raw runs in $RAW)"
+if [[ $FAILED == 1 ]]; then
+    die "some runs failed (ERR above); see the .log files in $RAW"
+fi
