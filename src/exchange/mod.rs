@@ -90,6 +90,8 @@ pub struct Exchange {
     bindings: Vec<Binding>,
     /// Direct exchanges: routing key → destinations.
     direct: HashMap<String, Vec<Destination>>,
+    /// Topic exchanges: the binding patterns as a trie.
+    topic: topic::TopicTrie,
 }
 
 impl Exchange {
@@ -115,6 +117,7 @@ impl Exchange {
             dedup: None,
             bindings: Vec::new(),
             direct: HashMap::new(),
+            topic: topic::TopicTrie::default(),
         }
     }
 
@@ -127,8 +130,10 @@ impl Exchange {
         if self.bindings.iter().any(|x| x.same_as(&b)) {
             return false;
         }
-        if self.kind == ExchangeKind::Direct {
-            self.direct.entry(b.routing_key.clone()).or_default().push(b.destination.clone());
+        match self.kind {
+            ExchangeKind::Direct => self.direct.entry(b.routing_key.clone()).or_default().push(b.destination.clone()),
+            ExchangeKind::Topic => self.topic.insert(&b.routing_key, self.bindings.len()),
+            _ => {}
         }
         self.bindings.push(b);
         true
@@ -159,9 +164,14 @@ impl Exchange {
 
     fn rebuild_index(&mut self) {
         self.direct.clear();
-        if self.kind == ExchangeKind::Direct {
-            for b in &self.bindings {
-                self.direct.entry(b.routing_key.clone()).or_default().push(b.destination.clone());
+        self.topic = topic::TopicTrie::default();
+        for (i, b) in self.bindings.iter().enumerate() {
+            match self.kind {
+                ExchangeKind::Direct => {
+                    self.direct.entry(b.routing_key.clone()).or_default().push(b.destination.clone())
+                }
+                ExchangeKind::Topic => self.topic.insert(&b.routing_key, i),
+                _ => {}
             }
         }
     }
@@ -175,9 +185,11 @@ impl Exchange {
                 }
             }
             ExchangeKind::Fanout => out.extend(self.bindings.iter().map(|b| &b.destination)),
-            ExchangeKind::Topic => out.extend(
-                self.bindings.iter().filter(|b| topic::matches(&b.routing_key, routing_key)).map(|b| &b.destination),
-            ),
+            ExchangeKind::Topic => {
+                let mut hits = Vec::new();
+                self.topic.matches(routing_key, &mut hits);
+                out.extend(hits.into_iter().map(|i| &self.bindings[i].destination));
+            }
             ExchangeKind::Headers => out.extend(
                 self.bindings
                     .iter()

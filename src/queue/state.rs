@@ -94,14 +94,16 @@ impl ReadyList {
 /// A delivery awaiting its ack.
 #[derive(Debug)]
 struct Unacked {
-    /// (connection, channel, tag) of the consumer it went to; None for basic.get.
-    consumer: Option<(u64, u16, Arc<str>)>,
+    /// Id of the consumer it went to; None for basic.get.
+    consumer: Option<u64>,
     /// What it needs to go back to the ready list.
     ready: Ready,
 }
 
 #[derive(Debug)]
 struct Consumer {
+    /// Unique within the queue (cheaper to compare than the tag on every ack).
+    id: u64,
     spec: ConsumerSpec,
     /// Deliveries not yet settled (for the per-consumer prefetch).
     unacked: u32,
@@ -116,6 +118,35 @@ impl Consumer {
 
     fn has_credit(&self) -> bool {
         self.spec.no_ack || self.spec.prefetch == 0 || self.unacked < self.spec.prefetch
+    }
+}
+
+/// Hashing for sequence-number keys: a multiplicative (Fibonacci) hash, much cheaper than the
+/// default SipHash and well spread for dense, increasing numbers (keys are not peer-chosen).
+#[derive(Debug, Default, Clone, Copy)]
+struct SeqHash;
+
+impl std::hash::BuildHasher for SeqHash {
+    type Hasher = SeqHasher;
+    fn build_hasher(&self) -> SeqHasher {
+        SeqHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
@@ -155,7 +186,7 @@ pub struct QueueState<S: MessageStore = MemoryStore> {
     ready: ReadyList,
     /// Body bytes of the ready messages (for `x-max-length-bytes`).
     ready_bytes: u64,
-    unacked: HashMap<u64, Unacked>,
+    unacked: HashMap<u64, Unacked, SeqHash>,
     /// Ack deadlines of consumer deliveries, in delivery order (one timeout per queue keeps
     /// them sorted).
     ack_deadlines: VecDeque<(Instant, u64)>,
@@ -198,7 +229,7 @@ impl<S: MessageStore> QueueState<S> {
             vhost: vhost.into(),
             ready: ReadyList::new(levels),
             ready_bytes: 0,
-            unacked: HashMap::new(),
+            unacked: HashMap::default(),
             ack_deadlines: VecDeque::new(),
             consumer_timeout: args.consumer_timeout,
             consumers: Vec::new(),
@@ -349,8 +380,12 @@ impl<S: MessageStore> QueueState<S> {
             self.dead.push((msg, reason));
         }
         self.store.remove(seq);
-        self.delivery_counts.remove(&seq);
-        if let Some(k) = self.dedup_by_seq.remove(&seq) {
+        if !self.delivery_counts.is_empty() {
+            self.delivery_counts.remove(&seq);
+        }
+        if !self.dedup_by_seq.is_empty()
+            && let Some(k) = self.dedup_by_seq.remove(&seq)
+        {
             self.dedup.remove(&k);
         }
     }
@@ -364,7 +399,8 @@ impl<S: MessageStore> QueueState<S> {
                 self.name, self.vhost
             )));
         }
-        self.consumers.push(Consumer { spec, unacked: 0, last_served: 0 });
+        self.serve_clock += 1;
+        self.consumers.push(Consumer { id: self.serve_clock, spec, unacked: 0, last_served: 0 });
         self.had_consumer = true;
         self.last_used = now;
         Ok(())
@@ -400,8 +436,8 @@ impl<S: MessageStore> QueueState<S> {
     pub fn settle(&mut self, seqs: &[u64], outcome: Outcome) {
         for &seq in seqs {
             let Some(u) = self.unacked.remove(&seq) else { continue };
-            if let Some((conn, ch, tag)) = &u.consumer
-                && let Some(c) = self.consumers.iter_mut().find(|c| c.is(*conn, *ch, tag))
+            if let Some(id) = u.consumer
+                && let Some(c) = self.consumers.iter_mut().find(|c| c.id == id)
             {
                 c.unacked = c.unacked.saturating_sub(1);
             }
@@ -521,8 +557,7 @@ impl<S: MessageStore> QueueState<S> {
                 self.drop_message(r.seq, None);
             } else {
                 c.unacked += 1;
-                let key = (c.spec.conn_id, c.spec.channel, c.spec.tag.clone());
-                self.unacked.insert(r.seq, Unacked { consumer: Some(key), ready: r });
+                self.unacked.insert(r.seq, Unacked { consumer: Some(c.id), ready: r });
                 if let Some(t) = self.consumer_timeout {
                     self.ack_deadlines.push_back((now + t, r.seq));
                 }
@@ -546,11 +581,9 @@ impl<S: MessageStore> QueueState<S> {
                 break;
             }
             self.ack_deadlines.pop_front();
-            let Some(Some((conn, ch, tag))) = self.unacked.get(&seq).map(|u| u.consumer.clone()) else { continue };
-            if timed_out.iter().any(|c| c.conn_id == conn && c.channel == ch) {
-                continue;
-            }
-            if let Some(c) = self.consumers.iter().find(|c| c.is(conn, ch, &tag)) {
+            let Some(Some(id)) = self.unacked.get(&seq).map(|u| u.consumer) else { continue };
+            let Some(c) = self.consumers.iter().find(|c| c.id == id) else { continue };
+            if !timed_out.iter().any(|t| t.conn_id == c.spec.conn_id && t.channel == c.spec.channel) {
                 timed_out.push(c.spec.clone());
             }
         }
