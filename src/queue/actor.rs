@@ -36,7 +36,8 @@ pub fn spawn(
     recovered: Vec<Recovered>,
 ) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-    let handle = QueueHandle { name: name.into(), tx };
+    let (ctl, ctl_rx) = mpsc::unbounded_channel();
+    let handle = QueueHandle { name: name.into(), tx, ctl };
     let now = Instant::now();
     let mut state = QueueState::with_store(name, vhost.name(), args.clone(), now, store);
     state.restore(recovered, now);
@@ -48,12 +49,13 @@ pub fn spawn(
         vhost_name: vhost.name().to_string(),
         vhost: Arc::downgrade(vhost),
         me: handle.tx.downgrade(),
+        ctl: handle.ctl.clone(),
         name_arc: handle.name.clone(),
         auto_delete,
         deleted: false,
         awaiting_sync: Vec::new(),
     };
-    tokio::spawn(actor.run(rx));
+    tokio::spawn(actor.run(rx, ctl_rx));
     handle
 }
 
@@ -66,6 +68,8 @@ struct QueueActor {
     /// Our own mailbox, weakly: the task ends when every sender (topology, connections holding
     /// unacked deliveries) is gone.
     me: mpsc::WeakSender<QueueCmd>,
+    /// The settlement mailbox (kept open by the task itself; the main mailbox decides its end).
+    ctl: mpsc::UnboundedSender<QueueCmd>,
     name_arc: Arc<str>,
     auto_delete: bool,
     /// Set once the queue is deleted; it then only drains its mailbox.
@@ -75,11 +79,14 @@ struct QueueActor {
 }
 
 impl QueueActor {
-    async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>, mut ctl_rx: mpsc::UnboundedReceiver<QueueCmd>) {
         let mut buf = Vec::with_capacity(BATCH);
+        let mut settles = Vec::with_capacity(BATCH);
         loop {
             let deadline = if self.deleted { None } else { self.state.next_deadline() };
             let got = tokio::select! {
+                biased;
+                _ = ctl_rx.recv_many(&mut settles, BATCH) => Some(1),
                 n = rx.recv_many(&mut buf, BATCH) => Some(n),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => None,
             };
@@ -87,6 +94,21 @@ impl QueueActor {
                 break;
             }
             let now = Instant::now();
+            // Settlements first (they free consumer credit), then whatever else is waiting.
+            while let Ok(cmd) = ctl_rx.try_recv() {
+                settles.push(cmd);
+            }
+            for cmd in settles.drain(..) {
+                self.handle(cmd, now);
+            }
+            if buf.is_empty() {
+                while buf.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(cmd) => buf.push(cmd),
+                        Err(_) => break,
+                    }
+                }
+            }
             for cmd in buf.drain(..) {
                 self.handle(cmd, now);
             }
@@ -253,7 +275,7 @@ impl QueueActor {
 
     /// A handle on our own mailbox (None once nothing else holds one: the queue is unreachable).
     fn own_handle(&self) -> Option<QueueHandle> {
-        self.me.upgrade().map(|tx| QueueHandle { name: self.name_arc.clone(), tx })
+        self.me.upgrade().map(|tx| QueueHandle { name: self.name_arc.clone(), tx, ctl: self.ctl.clone() })
     }
 
     /// Send a round's deliveries to the consumers' connections.

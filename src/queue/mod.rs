@@ -35,18 +35,26 @@ pub struct QueueEntry {
     pub handle: QueueHandle,
 }
 
-/// The mailbox of a queue task.
+/// The mailboxes of a queue task: a bounded one for publishes and requests (where publishers
+/// wait when the queue falls behind) and an unbounded one for settlements, which the queue
+/// takes first so acks are never stuck behind a publish burst. Settlements are bounded by
+/// construction: there are never more than the deliveries awaiting them.
 #[derive(Debug, Clone)]
 pub struct QueueHandle {
     pub name: Arc<str>,
     pub tx: mpsc::Sender<QueueCmd>,
+    pub ctl: mpsc::UnboundedSender<QueueCmd>,
 }
 
 impl QueueHandle {
     /// Send a command, waiting for room (downstream direction). A deleted queue's closed mailbox
     /// is ignored: the message or request simply has no queue any more.
     pub async fn send(&self, cmd: QueueCmd) {
-        let _ = self.tx.send(cmd).await;
+        if matches!(cmd, QueueCmd::Settle { .. } | QueueCmd::Resume) {
+            let _ = self.ctl.send(cmd);
+        } else {
+            let _ = self.tx.send(cmd).await;
+        }
     }
 }
 
