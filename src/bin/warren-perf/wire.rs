@@ -13,18 +13,14 @@ use bytes::{BufMut, BytesMut};
 
 use crate::error::Error;
 
-pub const FRAME_METHOD: u8 = 1;
-pub const FRAME_HEADER: u8 = 2;
-pub const FRAME_BODY: u8 = 3;
-pub const FRAME_HEARTBEAT: u8 = 8;
-pub const FRAME_END: u8 = 0xCE;
-/// 7 octets of frame header plus the end octet.
-pub const FRAME_OVERHEAD: usize = 8;
-pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+// The wire constants are the broker's own (the same crate's library).
+pub use warren::protocol::{
+    FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD, PROTOCOL_HEADER,
+};
 /// The frame_max the tool asks for (RabbitMQ's default).
 pub const CLIENT_FRAME_MAX: u32 = 131_072;
 
-pub const CLASS_BASIC: u16 = 60;
+pub use warren::protocol::CLASS_BASIC;
 pub const CONNECTION_CLOSE: (u16, u16) = (10, 50);
 pub const CONNECTION_CLOSE_OK: (u16, u16) = (10, 51);
 pub const BASIC_DELIVER: (u16, u16) = (60, 60);
