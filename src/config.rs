@@ -161,6 +161,9 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(BrokerError::Config(format!("log.format = {:?}: use \"text\" or \"json\"", self.log.format)));
         }
+        if self.amqp.consumer_timeout > crate::queue::args::MAX_TTL_MS as u64 {
+            return Err(BrokerError::Config("amqp.consumer_timeout may not exceed ten years (315360000000 ms)".into()));
+        }
         if !(4096..=1 << 30).contains(&self.storage.segment_size) {
             return Err(BrokerError::Config("storage.segment_size must be between 4096 bytes and 1 GiB".into()));
         }

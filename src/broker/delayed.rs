@@ -60,7 +60,8 @@ impl Ord for Entry {
 pub fn delay_of(msg: &Message) -> Option<Duration> {
     let v = msg.properties.headers().as_ref()?.inner().get("x-delay")?;
     let ms = value_int(v).or_else(|| value_str(v).and_then(|s| s.trim().parse().ok()))?;
-    (ms > 0).then(|| Duration::from_millis(ms as u64))
+    // Capped at ten years (RabbitMQ's TTL ceiling) so no header can overflow a deadline.
+    (ms > 0).then(|| Duration::from_millis((ms as u64).min(crate::queue::args::MAX_TTL_MS as u64)))
 }
 
 struct Scheduler {

@@ -331,7 +331,7 @@ impl VHost {
                 };
                 let ttl = match positive("x-cache-ttl") {
                     None => None,
-                    Some(Ok(ms)) => Some(Duration::from_millis(ms)),
+                    Some(Ok(ms)) => Some(Duration::from_millis(ms.min(crate::queue::args::MAX_TTL_MS as u64))),
                     Some(Err(())) => {
                         return Err(AmqpError::precondition(
                             "Invalid argument, 'x-cache-ttl' must be an integer greater than 0",

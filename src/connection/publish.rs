@@ -294,6 +294,6 @@ fn is_duplicate(x: &crate::exchange::Exchange, msg: &Message) -> bool {
         .get("x-cache-ttl")
         .and_then(value_int)
         .filter(|ms| *ms > 0)
-        .map(|ms| Duration::from_millis(ms as u64));
+        .map(|ms| Duration::from_millis((ms as u64).min(crate::queue::args::MAX_TTL_MS as u64)));
     cache.lock().unwrap_or_else(|p| p.into_inner()).check(dedup_key(key), ttl, Instant::now())
 }

@@ -255,6 +255,9 @@ impl QueueArgs {
             if ms < 0 {
                 return Err(invalid("x-consumer-timeout", format!("{{value_negative,{ms}}}")));
             }
+            if ms > MAX_TTL_MS {
+                return Err(invalid("x-consumer-timeout", format!("{{value_too_large,{ms}}}")));
+            }
             a.consumer_timeout = Some(Duration::from_millis(ms as u64));
         }
         if let Some(v) = get("x-message-deduplication") {
