@@ -489,13 +489,21 @@ impl VHost {
         fresh: bool,
     ) -> AmqpResult<Arc<QueueEntry>> {
         let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
-        let (store, recovered) = match self.storage.as_ref().filter(|_| d.durable && owner.is_none()) {
+        let durable = d.durable && owner.is_none();
+        let (store, recovered) = match self.storage.as_ref() {
+            // Durable queues recover their persistent messages; the others use the disk only to
+            // page bodies out of memory.
             Some(s) => {
                 let dir = s.queue_dir(name);
-                if fresh {
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-                let (store, recovered) = SegmentStore::open(&dir, s.segment_size).map_err(|e| {
+                let opened = if durable {
+                    if fresh {
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    SegmentStore::open(&dir, s.segment_size)
+                } else {
+                    SegmentStore::open_transient(&dir, s.segment_size).map(|st| (st, Vec::new()))
+                };
+                let (store, recovered) = opened.map_err(|e| {
                     tracing::error!(queue = %name, error = %e, "cannot open the queue's message store");
                     AmqpError::internal()
                 })?;

@@ -332,8 +332,8 @@ impl Connection {
                 self.block_if_alarmed();
                 let c = self.open_channel(ch)?;
                 c.assembler.start(PublishMethod {
-                    exchange: p.exchange.as_str().to_string(),
-                    routing_key: p.routing_key.as_str().to_string(),
+                    exchange: p.exchange.into(),
+                    routing_key: p.routing_key.into(),
                     mandatory: p.mandatory,
                 });
                 Ok(())

@@ -116,7 +116,10 @@ impl MessageStore for AnyStore {
         }
     }
     fn is_durable(&self) -> bool {
-        matches!(self, AnyStore::Segment(_))
+        match self {
+            AnyStore::Memory(_) => false,
+            AnyStore::Segment(s) => s.is_durable(),
+        }
     }
     fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
         match self {

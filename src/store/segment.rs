@@ -37,6 +37,8 @@ use crate::protocol::codec::parse_header;
 
 /// A closed segment is compacted when fewer than 1 in this many of its records are still live.
 const COMPACT_RATIO: u32 = 4;
+/// Marks the enqueue stamp of a transient message paged out to disk (never recovered).
+const PAGED_BIT: u64 = 1 << 63;
 /// Marks a delivered (not settled) entry in an acks file.
 const DELIVERED_BIT: u64 = 1 << 63;
 /// Bytes of framing per message record (length and CRC).
@@ -55,7 +57,8 @@ pub struct Recovered {
 #[derive(Debug)]
 struct Segment {
     id: u32,
-    file: Arc<File>,
+    /// Created on the first write (a queue that never writes has no files).
+    file: Option<Arc<File>>,
     /// Bytes written to the file so far (flushed or buffered).
     size: u64,
 }
@@ -122,6 +125,10 @@ pub struct SegmentStore {
     readers: RefCell<HashMap<u32, File>>,
     /// Write every message, not only persistent ones (the delayed-message store).
     persist_all: bool,
+    /// Whether the queue is durable: its persistent messages are written on arrival and come
+    /// back after a restart. A non-durable queue's store only pages bodies out under memory
+    /// pressure, and never recovers anything.
+    durable: bool,
 }
 
 fn msgs_path(dir: &Path, id: u32) -> PathBuf {
@@ -142,14 +149,27 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// What a message held in memory costs: its bytes plus the `Message` itself and its small
+/// allocations (routing key, body chunk list, the `Arc`).
 fn mem_size(msg: &Message) -> u64 {
-    msg.body_size + msg.raw_header.len() as u64 + 128
+    msg.body_size + msg.raw_header.len() as u64 + std::mem::size_of::<Message>() as u64 + 96
 }
 
 impl SegmentStore {
     /// Open (or create) the store in `dir`, recovering what it holds. Returns the store and
     /// the recovered messages in sequence order (their bodies stay on disk).
     pub fn open(dir: &Path, segment_size: u64) -> Result<(SegmentStore, Vec<Recovered>), StoreError> {
+        Self::open_with(dir, segment_size, true)
+    }
+
+    /// A store for a non-durable queue: it starts empty (whatever is in `dir` is removed) and
+    /// uses the disk only to page message bodies out of memory.
+    pub fn open_transient(dir: &Path, segment_size: u64) -> Result<SegmentStore, StoreError> {
+        let _ = fs::remove_dir_all(dir);
+        Ok(Self::open_with(dir, segment_size, false)?.0)
+    }
+
+    fn open_with(dir: &Path, segment_size: u64, durable: bool) -> Result<(SegmentStore, Vec<Recovered>), StoreError> {
         fs::create_dir_all(dir)?;
         let started = std::time::Instant::now();
         let mut ids: Vec<u32> = fs::read_dir(dir)?
@@ -178,7 +198,8 @@ impl SegmentStore {
             let mut live = 0;
             let records_total = records.len() as u32;
             for (seq, enqueued_at_ms, off, len) in records {
-                if acked.contains(&seq) {
+                if acked.contains(&seq) || enqueued_at_ms & PAGED_BIT != 0 {
+                    // Settled, or a transient message paged out before the restart: gone.
                     continue;
                 }
                 live += 1;
@@ -195,7 +216,7 @@ impl SegmentStore {
         found.sort_by_key(|(r, _)| r.seq);
         found.dedup_by_key(|(r, _)| r.seq);
         let next_id = ids.last().map_or(1, |i| i + 1);
-        let current = Self::create_segment(dir, next_id)?;
+        let current = Segment { id: next_id, file: None, size: 0 };
         let mut store = SegmentStore {
             dir: dir.to_path_buf(),
             segment_size,
@@ -211,6 +232,7 @@ impl SegmentStore {
             marked: Vec::new(),
             readers: RefCell::new(HashMap::new()),
             persist_all: false,
+            durable,
         };
         let mut recovered = Vec::with_capacity(found.len());
         for (r, loc) in found {
@@ -235,11 +257,21 @@ impl SegmentStore {
         self.persist_all = true;
     }
 
-    fn create_segment(dir: &Path, id: u32) -> Result<Segment, StoreError> {
-        let file = OpenOptions::new().create(true).read(true).append(true).open(msgs_path(dir, id))?;
-        // The new file's directory entry must be durable before anything in it is confirmed.
-        sync_dir(dir);
-        Ok(Segment { id, file: Arc::new(file), size: 0 })
+    /// The current segment's file, created on first use.
+    fn current_file(&mut self) -> Result<Arc<File>, StoreError> {
+        if let Some(f) = &self.current.file {
+            return Ok(f.clone());
+        }
+        fs::create_dir_all(&self.dir)?;
+        let file =
+            OpenOptions::new().create(true).read(true).append(true).open(msgs_path(&self.dir, self.current.id))?;
+        if self.durable {
+            // The new file's directory entry must be durable before anything in it is confirmed.
+            sync_dir(&self.dir);
+        }
+        let file = Arc::new(file);
+        self.current.file = Some(file.clone());
+        Ok(file)
     }
 
     fn put(&mut self, seq: u64, slot: Slot) -> Result<(), StoreError> {
@@ -275,9 +307,11 @@ impl SegmentStore {
             return Ok(());
         }
         self.write_buf()?;
-        self.current.file.sync_data()?;
+        if self.durable {
+            self.current_file()?.sync_data()?;
+        }
         let old = self.current.id;
-        self.current = Self::create_segment(&self.dir, old + 1)?;
+        self.current = Segment { id: old + 1, file: None, size: 0 };
         if self.segments.get(&old).is_none_or(|s| s.live == 0) {
             self.delete_segment(old);
         }
@@ -293,7 +327,8 @@ impl SegmentStore {
 
     fn write_buf(&mut self) -> Result<(), StoreError> {
         if !self.buf.is_empty() {
-            (&*self.current.file).write_all(&self.buf)?;
+            let file = self.current_file()?;
+            (&*file).write_all(&self.buf)?;
             self.buf.clear();
         }
         Ok(())
@@ -330,13 +365,31 @@ impl SegmentStore {
         let mut i = self.slots.len();
         while self.mem_bytes > MEMORY_BUDGET && i > 0 {
             i -= 1;
-            if let Slot::Mem { msg, loc } = &self.slots[i]
-                && loc.seg != 0
-            {
-                self.mem_bytes -= mem_size(msg);
-                self.slots[i] = Slot::Disk(*loc);
+            let Slot::Mem { msg, loc } = &self.slots[i] else { continue };
+            let (msg, mut loc) = (msg.clone(), *loc);
+            if loc.seg == 0 {
+                // Not on disk yet (transient): page it out, marked so that a restart drops it.
+                if self.roll_if_full().is_err() {
+                    return;
+                }
+                loc = self.write_record(self.base + i as u64, now_ms() | PAGED_BIT, &msg);
             }
+            self.mem_bytes -= mem_size(&msg);
+            self.slots[i] = Slot::Disk(loc);
         }
+    }
+
+    /// Append a record to the current segment's buffer; returns where it will be.
+    fn write_record(&mut self, seq: u64, stamp: u64, msg: &Message) -> Loc {
+        let start = self.buf.len();
+        encode_record(&mut self.buf, seq, stamp, msg);
+        let len = (self.buf.len() - start) as u32;
+        let loc = Loc { seg: self.current.id, off: self.current.size as u32, len };
+        self.current.size += len as u64;
+        let info = self.segments.entry(self.current.id).or_default();
+        info.live += 1;
+        info.records += 1;
+        loc
     }
 
     /// Compaction: a closed segment whose messages are mostly settled (a long backlog with a
@@ -430,16 +483,9 @@ impl SegmentStore {
 impl MessageStore for SegmentStore {
     fn append(&mut self, seq: u64, msg: &Arc<Message>) -> Result<(), StoreError> {
         let mut loc = Loc::NONE;
-        if self.persist_all || msg.is_persistent() {
+        if self.durable && (self.persist_all || msg.is_persistent()) {
             self.roll_if_full()?;
-            let start = self.buf.len();
-            encode_record(&mut self.buf, seq, now_ms(), msg);
-            let len = (self.buf.len() - start) as u32;
-            loc = Loc { seg: self.current.id, off: self.current.size as u32, len };
-            self.current.size += len as u64;
-            let info = self.segments.entry(self.current.id).or_default();
-            info.live += 1;
-            info.records += 1;
+            loc = self.write_record(seq, now_ms(), msg);
             self.unsynced = true;
         }
         self.mem_bytes += mem_size(msg);
@@ -495,7 +541,7 @@ impl MessageStore for SegmentStore {
     }
 
     fn is_durable(&self) -> bool {
-        true
+        self.durable
     }
 
     fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
@@ -503,9 +549,10 @@ impl MessageStore for SegmentStore {
         self.write_marks();
         if self.mem_bytes > MEMORY_BUDGET {
             self.evict();
+            self.write_buf()?;
         }
         self.compact_one();
-        Ok(std::mem::take(&mut self.unsynced).then(|| self.current.file.clone()))
+        if std::mem::take(&mut self.unsynced) { Ok(Some(self.current_file()?)) } else { Ok(None) }
     }
 
     fn destroy(&mut self) {

@@ -324,3 +324,10 @@ fn x_expires_counts_from_last_use_without_consumers() {
     assert!(!q.is_expired(t0 + Duration::from_millis(5999)));
     assert!(q.is_expired(t0 + Duration::from_secs(6)));
 }
+
+#[test]
+fn a_queued_message_costs_at_most_24_bytes_of_queue_state() {
+    // Together with the store's 24-byte slot this keeps a backlog whose bodies are on disk
+    // under 64 bytes of RAM per message (issue target).
+    assert!(std::mem::size_of::<super::Ready>() <= 24, "{}", std::mem::size_of::<super::Ready>());
+}

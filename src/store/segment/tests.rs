@@ -258,3 +258,28 @@ fn mostly_settled_segments_are_compacted_and_stay_readable() {
     assert!(rec[0].redelivered, "delivered mark kept across compaction");
     assert!(s.read(60).unwrap().body_bytes().starts_with(b"0060"));
 }
+
+#[test]
+fn transient_messages_are_paged_out_and_never_recovered() {
+    let d = Dir::new("paging");
+    let body = "t".repeat(64 * 1024);
+    let n = (MEMORY_BUDGET / (64 * 1024)) * 2;
+    let mut s = SegmentStore::open_transient(&d.0, 1 << 30).unwrap();
+    assert!(!s.is_durable());
+    assert!(!d.0.join("0000000001.msgs").exists(), "no file until something is written");
+    for i in 1..=n {
+        s.append(i, &msg(&body, false)).unwrap();
+    }
+    assert!(s.flush().unwrap().is_none(), "paging never asks for an fsync");
+    assert!(s.mem_bytes <= MEMORY_BUDGET + 128 * 1024, "{} bytes still in memory", s.mem_bytes);
+    assert_eq!(s.read(n).unwrap().body_size, body.len() as u64, "paged message read back");
+    drop(s);
+    // Even a durable store opened on these files recovers nothing: paged records are transient.
+    let (_, rec) = SegmentStore::open(&d.0, 1 << 30).unwrap();
+    assert!(rec.is_empty());
+}
+
+#[test]
+fn a_slot_is_24_bytes() {
+    assert!(std::mem::size_of::<Slot>() <= 24, "{}", std::mem::size_of::<Slot>());
+}
