@@ -26,6 +26,17 @@ use crate::store::{AnyStore, MessageStore};
 /// that acks and consumes are not stuck behind a long publish burst.
 const BATCH: usize = 64;
 
+/// Published messages taken per round before dispatching (see the loop in `run`).
+///
+/// A socket read can carry hundreds of publishes in one command; without a bound a fast
+/// publisher gets whole rounds to itself while consumers of the same queue wait.
+const MESSAGES_PER_ROUND: usize = 1024;
+/// The budget while a backlog of more than [`BACKLOG`] messages waits for consumers: the queue
+/// then spends its rounds on delivering, and publishers feel the backpressure (RabbitMQ's
+/// credit flow does the same) instead of the backlog growing without end.
+const MESSAGES_PER_ROUND_BACKLOGGED: usize = 128;
+const BACKLOG: usize = 10_000;
+
 /// Start a queue task over `store` (holding the `recovered` messages) and return its mailbox.
 pub fn spawn(
     name: &str,
@@ -87,7 +98,13 @@ impl QueueActor {
             let got = tokio::select! {
                 biased;
                 _ = ctl_rx.recv_many(&mut settles, BATCH) => Some(1),
-                n = rx.recv_many(&mut buf, BATCH) => Some(n),
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => {
+                        buf.push(cmd);
+                        Some(1)
+                    }
+                    None => Some(0),
+                },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => None,
             };
             if got == Some(0) {
@@ -101,12 +118,22 @@ impl QueueActor {
             for cmd in settles.drain(..) {
                 self.handle(cmd, now);
             }
-            if buf.is_empty() {
-                while buf.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(cmd) => buf.push(cmd),
-                        Err(_) => break,
+            // Take commands up to the round's budget of published messages, so consumers get
+            // their share of every round and a publish burst waits in the mailbox (where it
+            // holds its publishers back) instead of piling up in the queue.
+            let mut published: usize = buf.iter().map(QueueCmd::message_count).sum();
+            let budget = if self.state.ready_count() as usize > BACKLOG && self.state.consumer_count() > 0 {
+                MESSAGES_PER_ROUND_BACKLOGGED
+            } else {
+                MESSAGES_PER_ROUND
+            };
+            while buf.len() < BATCH && published < budget {
+                match rx.try_recv() {
+                    Ok(cmd) => {
+                        published += cmd.message_count();
+                        buf.push(cmd);
                     }
+                    Err(_) => break,
                 }
             }
             for cmd in buf.drain(..) {

@@ -172,6 +172,16 @@ pub enum QueueCmd {
     Resume,
 }
 
+impl QueueCmd {
+    /// Messages this command publishes (for the queue's per-round budget).
+    pub fn message_count(&self) -> usize {
+        match self {
+            QueueCmd::Publish(items) => items.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// What a queue sends to a connection.
 #[derive(Debug)]
 pub enum ConnEvent {

@@ -37,6 +37,18 @@ use crate::protocol::codec::parse_header;
 
 /// A closed segment is compacted when fewer than 1 in this many of its records are still live.
 const COMPACT_RATIO: u32 = 4;
+/// Compactions are at least this far apart (each scans the queue's index once).
+const COMPACT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bytes read from a segment at once when a body is read back.
+const READ_AHEAD: usize = 256 * 1024;
+
+#[derive(Debug, Default)]
+struct ReadAhead {
+    seg: u32,
+    off: u64,
+    buf: Vec<u8>,
+}
+
 /// Marks the enqueue stamp of a transient message paged out to disk (never recovered).
 const PAGED_BIT: u64 = 1 << 63;
 /// Marks a delivered (not settled) entry in an acks file.
@@ -123,8 +135,13 @@ pub struct SegmentStore {
     marked: Vec<u32>,
     /// Open segment files for reading bodies back.
     readers: RefCell<HashMap<u32, File>>,
+    /// The last stretch of a segment read from disk.
+    readahead: RefCell<ReadAhead>,
     /// Write every message, not only persistent ones (the delayed-message store).
     persist_all: bool,
+    /// When the last compaction ran, and how far apart compactions must be.
+    last_compaction: Option<std::time::Instant>,
+    compact_interval: std::time::Duration,
     /// Whether the queue is durable: its persistent messages are written on arrival and come
     /// back after a restart. A non-durable queue's store only pages bodies out under memory
     /// pressure, and never recovers anything.
@@ -231,8 +248,11 @@ impl SegmentStore {
             delivered: HashSet::new(),
             marked: Vec::new(),
             readers: RefCell::new(HashMap::new()),
+            readahead: RefCell::new(ReadAhead::default()),
             persist_all: false,
             durable,
+            last_compaction: None,
+            compact_interval: COMPACT_INTERVAL,
         };
         let mut recovered = Vec::with_capacity(found.len());
         for (r, loc) in found {
@@ -250,6 +270,11 @@ impl SegmentStore {
             );
         }
         Ok((store, recovered))
+    }
+
+    /// Allow compactions this close together (tests use zero).
+    pub fn set_compact_interval(&mut self, d: std::time::Duration) {
+        self.compact_interval = d;
     }
 
     /// Write every appended message, whatever its delivery mode.
@@ -362,9 +387,20 @@ impl SegmentStore {
     /// Keep only the budget's worth of message data in memory: the newest messages already on
     /// disk give up their in-memory copy (the head, delivered next, stays in memory).
     fn evict(&mut self) {
+        // Choose the newest in-memory messages until enough is freed...
+        let mut victims = Vec::new();
+        let mut excess = self.mem_bytes.saturating_sub(MEMORY_BUDGET);
         let mut i = self.slots.len();
-        while self.mem_bytes > MEMORY_BUDGET && i > 0 {
+        while excess > 0 && i > 0 {
             i -= 1;
+            if let Slot::Mem { msg, .. } = &self.slots[i] {
+                excess = excess.saturating_sub(mem_size(msg));
+                victims.push(i);
+            }
+        }
+        // ...and page them out oldest first, so that records lie on disk in delivery order
+        // and reading them back streams through the read-ahead buffer.
+        for &i in victims.iter().rev() {
             let Slot::Mem { msg, loc } = &self.slots[i] else { continue };
             let (msg, mut loc) = (msg.clone(), *loc);
             if loc.seg == 0 {
@@ -398,15 +434,28 @@ impl SegmentStore {
     /// file replaces the old one atomically (write, fsync, rename); its acks file is dropped,
     /// since it only refers to records no longer in the file. One segment per flush at most.
     fn compact_one(&mut self) {
+        // A compaction scans the queue's index: at most one per COMPACT_INTERVAL.
+        if self.last_compaction.is_some_and(|t| t.elapsed() < self.compact_interval) {
+            return;
+        }
         let current = self.current.id;
+        // The oldest segment is the one consumers are draining: it goes away by itself.
+        let oldest = self.segments.keys().next().copied();
         let Some(id) = self
             .segments
             .iter()
-            .find(|(id, s)| **id != current && s.live > 0 && s.live * COMPACT_RATIO < s.records)
+            .find(|(id, s)| {
+                **id != current
+                    && Some(**id) != oldest
+                    && s.records >= 4
+                    && s.live > 0
+                    && s.live * COMPACT_RATIO < s.records
+            })
             .map(|(id, _)| *id)
         else {
             return;
         };
+        self.last_compaction = Some(std::time::Instant::now());
         if let Err(e) = self.compact(id) {
             warn!(segment = id, error = %e, "segment compaction failed; the segment stays as it is");
             // Do not retry this segment on every flush.
@@ -439,6 +488,8 @@ impl SegmentStore {
         sync_dir(&self.dir);
         let _ = fs::remove_file(acks_path(&self.dir, id));
         self.readers.borrow_mut().remove(&id);
+        // The file under this id changed: whatever was read ahead from it is stale.
+        *self.readahead.borrow_mut() = ReadAhead::default();
         for (i, loc) in &moved {
             match &mut self.slots[*i] {
                 Slot::Mem { loc: l, .. } | Slot::Disk(l) => *l = *loc,
@@ -468,8 +519,27 @@ impl SegmentStore {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(File::open(msgs_path(&self.dir, loc.seg)).ok()?),
         };
-        let mut rec = vec![0u8; loc.len as usize];
-        f.read_exact_at(&mut rec, loc.off as u64).ok()?;
+        let mut ra = self.readahead.borrow_mut();
+        let (start, end) = (loc.off as u64, loc.off as u64 + loc.len as u64);
+        if !(ra.seg == loc.seg && ra.off <= start && end <= ra.off + ra.buf.len() as u64) {
+            // Read this record and what follows it (usually the next messages to deliver).
+            ra.buf.resize((loc.len as usize).max(READ_AHEAD), 0);
+            let mut got = 0;
+            while got < ra.buf.len() {
+                match f.read_at(&mut ra.buf[got..], start + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(_) => return None,
+                }
+            }
+            if got < loc.len as usize {
+                return None;
+            }
+            ra.buf.truncate(got);
+            ra.seg = loc.seg;
+            ra.off = start;
+        }
+        let rec = &ra.buf[(start - ra.off) as usize..(end - ra.off) as usize];
         let payload = rec.get(RECORD_HEADER..)?;
         let crc = u32::from_le_bytes(rec.get(4..8)?.try_into().ok()?);
         if crc32c::crc32c(payload) != crc {
