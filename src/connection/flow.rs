@@ -24,7 +24,8 @@ pub const WRITER_LOW_WATERMARK: usize = 1024 * 1024;
 #[derive(Debug, Default)]
 pub struct FlowGauge {
     pending: AtomicUsize,
-    waiters: Mutex<Vec<mpsc::Sender<QueueCmd>>>,
+    /// Settlement mailboxes of the queues to wake (never full, and read first by the queue).
+    waiters: Mutex<Vec<mpsc::UnboundedSender<QueueCmd>>>,
 }
 
 impl FlowGauge {
@@ -51,7 +52,7 @@ impl FlowGauge {
     /// Ask to be sent [`QueueCmd::Resume`] when the writer drains. Returns whether the gauge is
     /// still congested after registering (if not, the caller must retry itself: the writer may
     /// have drained between the check and the registration).
-    pub fn wait(&self, queue: &mpsc::Sender<QueueCmd>) -> bool {
+    pub fn wait(&self, queue: &mpsc::UnboundedSender<QueueCmd>) -> bool {
         {
             let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             if !w.iter().any(|s| s.same_channel(queue)) {
@@ -70,8 +71,7 @@ impl FlowGauge {
             std::mem::take(&mut *w)
         };
         for q in waiters {
-            // A full mailbox means the queue is busy and will dispatch again after its batch.
-            let _ = q.try_send(QueueCmd::Resume);
+            let _ = q.send(QueueCmd::Resume);
         }
     }
 }
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn gauge_wakes_waiters_when_drained() {
         let g = FlowGauge::default();
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, mut rx) = mpsc::unbounded_channel();
         g.add(WRITER_HIGH_WATERMARK);
         assert!(g.is_congested());
         assert!(g.wait(&tx), "still congested after registering");

@@ -36,6 +36,11 @@ const MESSAGES_PER_ROUND: usize = 1024;
 /// credit flow does the same) instead of the backlog growing without end.
 const MESSAGES_PER_ROUND_BACKLOGGED: usize = 128;
 const BACKLOG: usize = 10_000;
+/// The same budget in body bytes (large messages: a few per round).
+const BYTES_PER_ROUND: u64 = 4 * 1024 * 1024;
+const BYTES_PER_ROUND_BACKLOGGED: u64 = 1024 * 1024;
+/// A backlog also counts as one past this many bytes of ready bodies.
+const BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Start a queue task over `store` (holding the `recovered` messages) and return its mailbox.
 pub fn spawn(
@@ -65,6 +70,7 @@ pub fn spawn(
         auto_delete,
         deleted: false,
         awaiting_sync: Vec::new(),
+        writers_full: false,
     };
     tokio::spawn(actor.run(rx, ctl_rx));
     handle
@@ -87,6 +93,8 @@ struct QueueActor {
     deleted: bool,
     /// Confirms of persistent messages written this round: released after the fsync.
     awaiting_sync: Vec<PendingConfirms>,
+    /// The last dispatch left messages for consumers whose sockets are full.
+    writers_full: bool,
 }
 
 impl QueueActor {
@@ -95,10 +103,14 @@ impl QueueActor {
         let mut settles = Vec::with_capacity(BATCH);
         loop {
             let deadline = if self.deleted { None } else { self.state.next_deadline() };
+            // With a backlog and the consumers' sockets full, take no new publishes until a
+            // writer drains (a Resume on the settlement mailbox): publishers wait, as they do
+            // under RabbitMQ's credit flow, instead of the backlog growing faster than it drains.
+            let pause_intake = self.writers_full && self.backlogged();
             let got = tokio::select! {
                 biased;
                 _ = ctl_rx.recv_many(&mut settles, BATCH) => Some(1),
-                cmd = rx.recv() => match cmd {
+                cmd = rx.recv(), if !pause_intake => match cmd {
                     Some(cmd) => {
                         buf.push(cmd);
                         Some(1)
@@ -121,16 +133,19 @@ impl QueueActor {
             // Take commands up to the round's budget of published messages, so consumers get
             // their share of every round and a publish burst waits in the mailbox (where it
             // holds its publishers back) instead of piling up in the queue.
-            let mut published: usize = buf.iter().map(QueueCmd::message_count).sum();
-            let budget = if self.state.ready_count() as usize > BACKLOG && self.state.consumer_count() > 0 {
-                MESSAGES_PER_ROUND_BACKLOGGED
+            let (mut published, mut bytes) =
+                buf.iter().map(QueueCmd::published).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            let (budget, byte_budget) = if self.backlogged() {
+                (MESSAGES_PER_ROUND_BACKLOGGED, BYTES_PER_ROUND_BACKLOGGED)
             } else {
-                MESSAGES_PER_ROUND
+                (MESSAGES_PER_ROUND, BYTES_PER_ROUND)
             };
-            while buf.len() < BATCH && published < budget {
+            while !pause_intake && buf.len() < BATCH && published < budget && bytes < byte_budget {
                 match rx.try_recv() {
                     Ok(cmd) => {
-                        published += cmd.message_count();
+                        let (n, b) = cmd.published();
+                        published += n;
+                        bytes += b;
                         buf.push(cmd);
                     }
                     Err(_) => break,
@@ -285,19 +300,25 @@ impl QueueActor {
             if !round.deliveries.is_empty() {
                 self.deliver(round.deliveries, now);
             }
+            self.writers_full = !round.congested.is_empty();
             if round.congested.is_empty() {
                 return;
             }
-            let Some(me) = self.me.upgrade() else { return };
             // Register with every congested writer (no short-circuit); if one drained meanwhile, go again.
             let mut still = true;
             for c in &round.congested {
-                still &= c.gauge.wait(&me);
+                still &= c.gauge.wait(&self.ctl);
             }
             if still {
                 return;
             }
         }
+    }
+
+    /// Whether ready messages are piling up for this queue's consumers.
+    fn backlogged(&self) -> bool {
+        self.state.consumer_count() > 0
+            && (self.state.ready_count() as usize > BACKLOG || self.state.ready_bytes() > BACKLOG_BYTES)
     }
 
     /// A handle on our own mailbox (None once nothing else holds one: the queue is unreachable).

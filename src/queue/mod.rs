@@ -173,11 +173,11 @@ pub enum QueueCmd {
 }
 
 impl QueueCmd {
-    /// Messages this command publishes (for the queue's per-round budget).
-    pub fn message_count(&self) -> usize {
+    /// Messages this command publishes and their body bytes (for the queue's round budget).
+    pub fn published(&self) -> (usize, u64) {
         match self {
-            QueueCmd::Publish(items) => items.len(),
-            _ => 0,
+            QueueCmd::Publish(items) => (items.len(), items.iter().map(|p| p.msg.body_size).sum()),
+            _ => (0, 0),
         }
     }
 }

@@ -293,6 +293,11 @@ impl<S: MessageStore> QueueState<S> {
         self.ready.len as u32
     }
 
+    /// Body bytes of the ready messages.
+    pub fn ready_bytes(&self) -> u64 {
+        self.ready_bytes
+    }
+
     pub fn unacked_count(&self) -> u32 {
         self.unacked.len() as u32
     }

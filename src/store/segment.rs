@@ -39,6 +39,8 @@ use crate::protocol::codec::parse_header;
 const COMPACT_RATIO: u32 = 4;
 /// Compactions are at least this far apart (each scans the queue's index once).
 const COMPACT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Bodies at least this large are written to segment files without being copied first.
+const LARGE_BODY: usize = 64 * 1024;
 /// Bytes read from a segment at once when a body is read back.
 const READ_AHEAD: usize = 256 * 1024;
 
@@ -102,7 +104,12 @@ impl Loc {
 #[derive(Debug)]
 enum Slot {
     Gone,
-    Mem { msg: Arc<Message>, loc: Loc },
+    /// `out`: handed to a consumer and not yet settled (never paged out: it is about to go).
+    Mem {
+        msg: Arc<Message>,
+        loc: Loc,
+        out: bool,
+    },
     Disk(Loc),
 }
 
@@ -121,8 +128,9 @@ pub struct SegmentStore {
     base: u64,
     slots: VecDeque<Slot>,
     live: usize,
-    /// Bytes of message data held in memory.
+    /// Bytes of message data held in memory, and how much of it is out with consumers.
     mem_bytes: u64,
+    out_bytes: u64,
     current: Segment,
     /// Records not yet written to `current`.
     buf: Vec<u8>,
@@ -241,6 +249,7 @@ impl SegmentStore {
             slots: VecDeque::with_capacity(found.len()),
             live: 0,
             mem_bytes: 0,
+            out_bytes: 0,
             current,
             buf: Vec::new(),
             unsynced: false,
@@ -389,11 +398,11 @@ impl SegmentStore {
     fn evict(&mut self) {
         // Choose the newest in-memory messages until enough is freed...
         let mut victims = Vec::new();
-        let mut excess = self.mem_bytes.saturating_sub(MEMORY_BUDGET);
+        let mut excess = self.mem_bytes.saturating_sub(self.out_bytes).saturating_sub(MEMORY_BUDGET);
         let mut i = self.slots.len();
         while excess > 0 && i > 0 {
             i -= 1;
-            if let Slot::Mem { msg, .. } = &self.slots[i] {
+            if let Slot::Mem { msg, out: false, .. } = &self.slots[i] {
                 excess = excess.saturating_sub(mem_size(msg));
                 victims.push(i);
             }
@@ -401,23 +410,45 @@ impl SegmentStore {
         // ...and page them out oldest first, so that records lie on disk in delivery order
         // and reading them back streams through the read-ahead buffer.
         for &i in victims.iter().rev() {
-            let Slot::Mem { msg, loc } = &self.slots[i] else { continue };
+            let Slot::Mem { msg, loc, .. } = &self.slots[i] else { continue };
             let (msg, mut loc) = (msg.clone(), *loc);
             if loc.seg == 0 {
                 // Not on disk yet (transient): page it out, marked so that a restart drops it.
                 if self.roll_if_full().is_err() {
                     return;
                 }
-                loc = self.write_record(self.base + i as u64, now_ms() | PAGED_BIT, &msg);
+                match self.write_record(self.base + i as u64, now_ms() | PAGED_BIT, &msg) {
+                    Ok(l) => loc = l,
+                    Err(_) => return,
+                }
             }
             self.mem_bytes -= mem_size(&msg);
             self.slots[i] = Slot::Disk(loc);
         }
     }
 
-    /// Append a record to the current segment's buffer; returns where it will be.
-    fn write_record(&mut self, seq: u64, stamp: u64, msg: &Message) -> Loc {
+    /// Append a record to the current segment (through the buffer, or for a large body
+    /// straight to the file without copying it); returns where it is.
+    fn write_record(&mut self, seq: u64, stamp: u64, msg: &Message) -> Result<Loc, StoreError> {
         let start = self.buf.len();
+        if msg.body_size as usize >= LARGE_BODY {
+            self.write_buf()?;
+            let mut meta = Vec::new();
+            encode_meta(&mut meta, seq, stamp, msg);
+            let file = self.current_file()?;
+            let mut f = &*file;
+            f.write_all(&meta)?;
+            for chunk in &msg.body {
+                f.write_all(chunk)?;
+            }
+            let len = (meta.len() as u64 + msg.body_size) as u32;
+            let loc = Loc { seg: self.current.id, off: self.current.size as u32, len };
+            self.current.size += len as u64;
+            let info = self.segments.entry(self.current.id).or_default();
+            info.live += 1;
+            info.records += 1;
+            return Ok(loc);
+        }
         encode_record(&mut self.buf, seq, stamp, msg);
         let len = (self.buf.len() - start) as u32;
         let loc = Loc { seg: self.current.id, off: self.current.size as u32, len };
@@ -425,7 +456,7 @@ impl SegmentStore {
         let info = self.segments.entry(self.current.id).or_default();
         info.live += 1;
         info.records += 1;
-        loc
+        Ok(loc)
     }
 
     /// Compaction: a closed segment whose messages are mostly settled (a long backlog with a
@@ -519,8 +550,15 @@ impl SegmentStore {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => e.insert(File::open(msgs_path(&self.dir, loc.seg)).ok()?),
         };
-        let mut ra = self.readahead.borrow_mut();
         let (start, end) = (loc.off as u64, loc.off as u64 + loc.len as u64);
+        if loc.len as usize > READ_AHEAD / 2 {
+            // A large record: read it into its own buffer, which the body then points into.
+            let mut rec = vec![0u8; loc.len as usize];
+            f.read_exact_at(&mut rec, start).ok()?;
+            let rec = Bytes::from(rec);
+            return Self::check_and_decode(&rec, loc);
+        }
+        let mut ra = self.readahead.borrow_mut();
         if !(ra.seg == loc.seg && ra.off <= start && end <= ra.off + ra.buf.len() as u64) {
             // Read this record and what follows it (usually the next messages to deliver).
             ra.buf.resize((loc.len as usize).max(READ_AHEAD), 0);
@@ -539,14 +577,18 @@ impl SegmentStore {
             ra.seg = loc.seg;
             ra.off = start;
         }
-        let rec = &ra.buf[(start - ra.off) as usize..(end - ra.off) as usize];
-        let payload = rec.get(RECORD_HEADER..)?;
+        let rec = Bytes::copy_from_slice(&ra.buf[(start - ra.off) as usize..(end - ra.off) as usize]);
+        Self::check_and_decode(&rec, loc)
+    }
+
+    fn check_and_decode(rec: &Bytes, loc: Loc) -> Option<Arc<Message>> {
+        let payload = rec.slice(RECORD_HEADER.min(rec.len())..);
         let crc = u32::from_le_bytes(rec.get(4..8)?.try_into().ok()?);
-        if crc32c::crc32c(payload) != crc {
+        if crc32c::crc32c(&payload) != crc {
             warn!(segment = loc.seg, offset = loc.off, "message record damaged since recovery");
             return None;
         }
-        decode_payload(payload).map(|(_, m)| m)
+        decode_payload(&payload).map(|(_, m)| m)
     }
 }
 
@@ -555,11 +597,11 @@ impl MessageStore for SegmentStore {
         let mut loc = Loc::NONE;
         if self.durable && (self.persist_all || msg.is_persistent()) {
             self.roll_if_full()?;
-            loc = self.write_record(seq, now_ms(), msg);
+            loc = self.write_record(seq, now_ms(), msg)?;
             self.unsynced = true;
         }
         self.mem_bytes += mem_size(msg);
-        self.put(seq, Slot::Mem { msg: msg.clone(), loc })
+        self.put(seq, Slot::Mem { msg: msg.clone(), loc, out: false })
     }
 
     fn read(&self, seq: u64) -> Option<Arc<Message>> {
@@ -574,8 +616,11 @@ impl MessageStore for SegmentStore {
         let Some(i) = self.index(seq) else { return };
         let loc = match std::mem::replace(&mut self.slots[i], Slot::Gone) {
             Slot::Gone => return,
-            Slot::Mem { msg, loc } => {
+            Slot::Mem { msg, loc, out } => {
                 self.mem_bytes -= mem_size(&msg);
+                if out {
+                    self.out_bytes -= mem_size(&msg);
+                }
                 loc
             }
             Slot::Disk(loc) => loc,
@@ -604,6 +649,12 @@ impl MessageStore for SegmentStore {
     }
 
     fn delivered(&mut self, seq: u64) {
+        if let Some(i) = self.index(seq)
+            && let Slot::Mem { msg, out: out @ false, .. } = &mut self.slots[i]
+        {
+            *out = true;
+            self.out_bytes += mem_size(msg);
+        }
         let loc = self.loc(seq);
         if loc.seg != 0 && self.delivered.insert(seq) {
             self.mark(loc.seg, seq | DELIVERED_BIT);
@@ -617,7 +668,7 @@ impl MessageStore for SegmentStore {
     fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
         self.write_buf()?;
         self.write_marks();
-        if self.mem_bytes > MEMORY_BUDGET {
+        if self.mem_bytes - self.out_bytes > MEMORY_BUDGET {
             self.evict();
             self.write_buf()?;
         }
@@ -632,6 +683,28 @@ impl MessageStore for SegmentStore {
         self.readers.borrow_mut().clear();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A record's framing and everything but the body, with the length and CRC of the whole
+/// payload (body included) filled in.
+fn encode_meta(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
+    buf.extend_from_slice(&[0; RECORD_HEADER]);
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&enqueued_at_ms.to_le_bytes());
+    for s in [&msg.exchange, &msg.routing_key] {
+        let b = &s.as_bytes()[..s.len().min(255)];
+        buf.push(b.len() as u8);
+        buf.extend_from_slice(b);
+    }
+    buf.extend_from_slice(&(msg.raw_header.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&msg.raw_header);
+    let mut crc = crc32c::crc32c(&buf[RECORD_HEADER..]);
+    for chunk in &msg.body {
+        crc = crc32c::crc32c_append(crc, chunk);
+    }
+    let len = (buf.len() - RECORD_HEADER) as u32 + msg.body_size as u32;
+    buf[0..4].copy_from_slice(&len.to_le_bytes());
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn encode_record(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
@@ -671,7 +744,10 @@ fn scan_segment(data: &[u8]) -> (Vec<Found>, usize, usize) {
             break; // torn tail (or a corrupt length: nothing after it can be trusted)
         };
         let payload = &data[pos + RECORD_HEADER..end];
-        if payload.len() >= 16 && crc32c::crc32c(payload) == crc && decode_payload(payload).is_some() {
+        if payload.len() >= 16
+            && crc32c::crc32c(payload) == crc
+            && decode_payload(&Bytes::copy_from_slice(payload)).is_some()
+        {
             let seq = u64::from_le_bytes(payload[0..8].try_into().unwrap_or([0; 8]));
             let at = u64::from_le_bytes(payload[8..16].try_into().unwrap_or([0; 8]));
             out.push((seq, at, pos as u32, (end - pos) as u32));
@@ -684,7 +760,8 @@ fn scan_segment(data: &[u8]) -> (Vec<Found>, usize, usize) {
     (out, pos, bad)
 }
 
-fn decode_payload(p: &[u8]) -> Option<(Recovered, Arc<Message>)> {
+/// Decode a record's payload; the header and body are slices of `p` (no copy).
+fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
     let mut at = 0usize;
     let mut take = |n: usize| -> Option<&[u8]> {
         let s = p.get(at..at.checked_add(n)?)?;
@@ -698,8 +775,9 @@ fn decode_payload(p: &[u8]) -> Option<(Recovered, Arc<Message>)> {
     let n = take(1)?[0] as usize;
     let routing_key = String::from_utf8_lossy(take(n)?).into_owned();
     let n = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-    let raw = Bytes::copy_from_slice(take(n)?);
-    let body = Bytes::copy_from_slice(&p[at..]);
+    take(n)?;
+    let raw = p.slice(at - n..at);
+    let body = p.slice(at..);
     let header = parse_header(0, raw).ok()?;
     if header.body_size != body.len() as u64 {
         return None;
