@@ -38,7 +38,6 @@ const MESSAGES_PER_ROUND_BACKLOGGED: usize = 128;
 const BACKLOG: usize = 10_000;
 /// The same budget in body bytes (large messages: a few per round).
 const BYTES_PER_ROUND: u64 = 4 * 1024 * 1024;
-const BYTES_PER_ROUND_BACKLOGGED: u64 = 1024 * 1024;
 /// A backlog also counts as one past this many bytes of ready bodies.
 const BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -70,7 +69,6 @@ pub fn spawn(
         auto_delete,
         deleted: false,
         awaiting_sync: Vec::new(),
-        writers_full: false,
     };
     tokio::spawn(actor.run(rx, ctl_rx));
     handle
@@ -93,8 +91,6 @@ struct QueueActor {
     deleted: bool,
     /// Confirms of persistent messages written this round: released after the fsync.
     awaiting_sync: Vec<PendingConfirms>,
-    /// The last dispatch left messages for consumers whose sockets are full.
-    writers_full: bool,
 }
 
 impl QueueActor {
@@ -103,14 +99,10 @@ impl QueueActor {
         let mut settles = Vec::with_capacity(BATCH);
         loop {
             let deadline = if self.deleted { None } else { self.state.next_deadline() };
-            // With a backlog and the consumers' sockets full, take no new publishes until a
-            // writer drains (a Resume on the settlement mailbox): publishers wait, as they do
-            // under RabbitMQ's credit flow, instead of the backlog growing faster than it drains.
-            let pause_intake = self.writers_full && self.backlogged();
             let got = tokio::select! {
                 biased;
                 _ = ctl_rx.recv_many(&mut settles, BATCH) => Some(1),
-                cmd = rx.recv(), if !pause_intake => match cmd {
+                cmd = rx.recv() => match cmd {
                     Some(cmd) => {
                         buf.push(cmd);
                         Some(1)
@@ -136,11 +128,11 @@ impl QueueActor {
             let (mut published, mut bytes) =
                 buf.iter().map(QueueCmd::published).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
             let (budget, byte_budget) = if self.backlogged() {
-                (MESSAGES_PER_ROUND_BACKLOGGED, BYTES_PER_ROUND_BACKLOGGED)
+                (MESSAGES_PER_ROUND_BACKLOGGED, BYTES_PER_ROUND)
             } else {
                 (MESSAGES_PER_ROUND, BYTES_PER_ROUND)
             };
-            while !pause_intake && buf.len() < BATCH && published < budget && bytes < byte_budget {
+            while buf.len() < BATCH && published < budget && bytes < byte_budget {
                 match rx.try_recv() {
                     Ok(cmd) => {
                         let (n, b) = cmd.published();
@@ -300,7 +292,6 @@ impl QueueActor {
             if !round.deliveries.is_empty() {
                 self.deliver(round.deliveries, now);
             }
-            self.writers_full = !round.congested.is_empty();
             if round.congested.is_empty() {
                 return;
             }

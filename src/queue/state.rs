@@ -418,6 +418,7 @@ impl<S: MessageStore> QueueState<S> {
         }
         self.serve_clock += 1;
         self.consumers.push(Consumer { id: self.serve_clock, spec, unacked: 0, last_served: 0 });
+        self.store.set_consumed(true);
         self.had_consumer = true;
         self.last_used = now;
         Ok(())
@@ -427,6 +428,7 @@ impl<S: MessageStore> QueueState<S> {
     pub fn remove_consumer(&mut self, conn_id: u64, channel: u16, tag: &str, now: Instant) -> bool {
         let before = self.consumers.len();
         self.consumers.retain(|c| !c.is(conn_id, channel, tag));
+        self.store.set_consumed(!self.consumers.is_empty());
         self.last_used = now;
         before != self.consumers.len()
     }
@@ -434,6 +436,7 @@ impl<S: MessageStore> QueueState<S> {
     /// A channel closed: drop its consumers and requeue the given deliveries.
     pub fn channel_closed(&mut self, conn_id: u64, channel: u16, requeue: &[u64], now: Instant) {
         self.consumers.retain(|c| !(c.spec.conn_id == conn_id && c.spec.channel == channel));
+        self.store.set_consumed(!self.consumers.is_empty());
         self.last_used = now;
         self.settle(requeue, Outcome::Requeue);
     }

@@ -76,6 +76,8 @@ pub trait MessageStore: Send + 'static {
     }
     /// The queue is deleted: remove whatever the store keeps on disk.
     fn destroy(&mut self) {}
+    /// Whether the queue has consumers (a store may keep more in memory then).
+    fn set_consumed(&mut self, _consumed: bool) {}
 }
 
 /// The store a queue uses: in memory, or segment files for durable queues.
@@ -130,6 +132,11 @@ impl MessageStore for AnyStore {
     fn destroy(&mut self) {
         if let AnyStore::Segment(s) = self {
             s.destroy()
+        }
+    }
+    fn set_consumed(&mut self, consumed: bool) {
+        if let AnyStore::Segment(s) = self {
+            s.set_consumed(consumed)
         }
     }
 }

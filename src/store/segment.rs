@@ -119,6 +119,9 @@ enum Slot {
 /// Large enough that a queue whose consumers keep up never reads from disk; small enough that
 /// a backlog of millions costs only its index in RAM.
 pub const MEMORY_BUDGET: u64 = 8 * 1024 * 1024;
+/// The budget while the queue has consumers: a backlog they are working through is likely to
+/// be delivered soon, and writing it out only to read it back would cost more than it saves.
+pub const MEMORY_BUDGET_CONSUMED: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug)]
 pub struct SegmentStore {
@@ -130,6 +133,8 @@ pub struct SegmentStore {
     live: usize,
     /// Bytes of message data held in memory, and how much of it is out with consumers.
     mem_bytes: u64,
+    /// In-memory bytes beyond which bodies are kept on disk only.
+    budget: u64,
     out_bytes: u64,
     current: Segment,
     /// Records not yet written to `current`.
@@ -249,6 +254,7 @@ impl SegmentStore {
             slots: VecDeque::with_capacity(found.len()),
             live: 0,
             mem_bytes: 0,
+            budget: MEMORY_BUDGET,
             out_bytes: 0,
             current,
             buf: Vec::new(),
@@ -398,7 +404,7 @@ impl SegmentStore {
     fn evict(&mut self) {
         // Choose the newest in-memory messages until enough is freed...
         let mut victims = Vec::new();
-        let mut excess = self.mem_bytes.saturating_sub(self.out_bytes).saturating_sub(MEMORY_BUDGET);
+        let mut excess = self.mem_bytes.saturating_sub(self.out_bytes).saturating_sub(self.budget);
         let mut i = self.slots.len();
         while excess > 0 && i > 0 {
             i -= 1;
@@ -665,10 +671,14 @@ impl MessageStore for SegmentStore {
         self.durable
     }
 
+    fn set_consumed(&mut self, consumed: bool) {
+        self.budget = if consumed { MEMORY_BUDGET_CONSUMED } else { MEMORY_BUDGET };
+    }
+
     fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
         self.write_buf()?;
         self.write_marks();
-        if self.mem_bytes - self.out_bytes > MEMORY_BUDGET {
+        if self.mem_bytes - self.out_bytes > self.budget {
             self.evict();
             self.write_buf()?;
         }
