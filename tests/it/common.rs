@@ -70,6 +70,11 @@ impl Broker {
         Broker { addr, child: Some(child), _data_dir: None }
     }
 
+    /// The data directory of a broker this harness started.
+    pub fn data_dir(&self) -> Option<std::path::PathBuf> {
+        self._data_dir.as_ref().map(|d| d.0.clone())
+    }
+
     /// `kill -9` the broker process and reap it.
     pub fn kill9(&mut self) {
         let child = self.child.as_mut().expect("kill9 needs a Warren process");
