@@ -11,7 +11,9 @@
 //!        ─► broker::topology     routing snapshot: exchange → bindings → queues (no locks)
 //!             exchange           direct / fanout / topic / headers matching
 //!        ─► queue::actor         one task per queue owning queue::state (ready, unacked, consumers)
-//!             store            the queue's messages, behind the MessageStore trait (in memory now)
+//!             store            the queue's messages, behind the MessageStore trait: segment files
+//!                              (durable messages; paging for long backlogs) and one group-commit
+//!                              fsync loop for the broker (store::persister)
 //!        ─► connection (inbox)   deliveries and confirms come back to the consumer's connection
 //!        ─► connection::writer   batches frames into few socket writes
 //! ```

@@ -430,7 +430,7 @@ impl Connection {
                 ))
             })?,
         };
-        let (conn_id, inbox, gauge) = (self.id, self.inbox.clone(), self.gauge_handle());
+        let (conn_id, inbox, gauge) = (self.id, self.inbox.clone(), self.gauge.clone());
         let chan = self.open_channel(ch)?;
         if chan.consumers.contains_key(&tag) {
             return Err(AmqpError::not_allowed(format_args!("attempt to reuse consumer tag '{tag}'")));
@@ -544,10 +544,6 @@ impl Connection {
         for q in woken {
             q.send(QueueCmd::Resume).await;
         }
-    }
-
-    fn gauge_handle(&self) -> Arc<super::flow::FlowGauge> {
-        self.gauge.clone()
     }
 }
 

@@ -208,7 +208,7 @@ pub struct Connection {
     pub broker: Arc<Broker>,
     pub vhost: Arc<VHost>,
     writer: mpsc::UnboundedSender<WriterMsg>,
-    gauge: Arc<FlowGauge>,
+    pub(crate) gauge: Arc<FlowGauge>,
     /// Output gathered during this loop turn.
     pub out: Outbound,
     /// Delivery bytes in `out` that queues counted in the gauge.

@@ -2,9 +2,10 @@
 //!
 //! The queue's [`crate::queue::state::QueueState`] keeps the order (which sequence numbers are
 //! ready, which are out for delivery); the store keeps the messages themselves, keyed by the
-//! queue's sequence number. [`memory::MemoryStore`] keeps them in RAM; a disk store appends
-//! persistent messages to segment files behind the same four calls, without routing or
-//! delivery changing.
+//! queue's sequence number. [`memory::MemoryStore`] keeps them in RAM (vhosts without storage,
+//! unit tests); [`segment::SegmentStore`] writes persistent messages of durable queues to
+//! segment files and pages long backlogs out of memory, behind the same calls, without routing
+//! or delivery changing. [`persister`] is the broker's one fsync loop (group commit).
 
 pub mod definitions;
 pub mod memory;
