@@ -25,13 +25,6 @@ pub enum ChannelPhase {
     Closing,
 }
 
-/// A consumer on this channel.
-#[derive(Debug, Clone)]
-pub struct ChannelConsumer {
-    pub queue: QueueHandle,
-    pub no_ack: bool,
-}
-
 #[derive(Debug)]
 pub struct Channel {
     pub id: u16,
@@ -40,7 +33,8 @@ pub struct Channel {
     /// Some once `confirm.select` was received.
     pub confirms: Option<Confirms>,
     pub unacked: Unacked,
-    pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// Consumer tag → the queue it consumes from.
+    pub consumers: HashMap<Arc<str>, QueueHandle>,
     /// Consumers being cancelled by the client: tag → whether it asked for no reply (nowait).
     pub cancelling: HashMap<Arc<str>, bool>,
     /// `basic.qos global=false`: prefetch given to consumers created from now on.
@@ -94,8 +88,8 @@ impl Channel {
     pub fn consumer_queues(&self) -> Vec<QueueHandle> {
         let mut out: Vec<QueueHandle> = Vec::new();
         for c in self.consumers.values() {
-            if !out.iter().any(|q| q.tx.same_channel(&c.queue.tx)) {
-                out.push(c.queue.clone());
+            if !out.iter().any(|q| q.tx.same_channel(&c.tx)) {
+                out.push(c.clone());
             }
         }
         out

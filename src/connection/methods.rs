@@ -17,7 +17,7 @@ use crate::broker::names;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
 use crate::channel::assembler::PublishMethod;
 use crate::channel::unacked::Pending;
-use crate::channel::{Channel, ChannelConsumer, ChannelPhase, ReplyConsumer};
+use crate::channel::{Channel, ChannelPhase, ReplyConsumer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::AMQPClass;
 use crate::protocol::encode::{self, Outbound};
@@ -367,10 +367,10 @@ impl Connection {
                     return Ok(());
                 }
                 match chan.consumers.get(&tag).cloned() {
-                    Some(consumer) if !consumer.queue.tx.is_closed() && !chan.cancelling.contains_key(&tag) => {
+                    Some(queue) if !queue.tx.is_closed() && !chan.cancelling.contains_key(&tag) => {
                         chan.cancelling.insert(tag.clone(), c.nowait);
                         let reply = Some(self.inbox.clone());
-                        consumer.queue.send(QueueCmd::Cancel { conn_id: self.id, channel: ch, tag, reply }).await;
+                        queue.send(QueueCmd::Cancel { conn_id: self.id, channel: ch, tag, reply }).await;
                     }
                     _ => {
                         chan.consumers.remove(&tag);
@@ -452,9 +452,7 @@ impl Connection {
         rx.await.unwrap_or_else(|_| {
             Err(AmqpError::not_found(format_args!("no queue '{name}' in vhost '{}'", self.vhost.name())))
         })?;
-        self.open_channel(ch)?
-            .consumers
-            .insert(tag.clone(), ChannelConsumer { queue: entry.handle.clone(), no_ack: c.no_ack });
+        self.open_channel(ch)?.consumers.insert(tag.clone(), entry.handle.clone());
         if !c.nowait {
             self.reply(
                 ch,

@@ -80,10 +80,6 @@ impl FrameCodec {
     pub fn set_frame_max(&mut self, frame_max: u32) {
         self.frame_max = frame_max;
     }
-
-    pub fn frame_max(&self) -> u32 {
-        self.frame_max
-    }
 }
 
 impl Decoder for FrameCodec {

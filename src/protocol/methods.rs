@@ -1,7 +1,7 @@
 //! Small helpers to build the cold-path methods the broker sends.
 
-use amq_protocol::protocol::{basic, channel, connection};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amq_protocol::protocol::{channel, connection};
+use amq_protocol::types::{AMQPValue, LongString, ShortString};
 
 use super::AMQPClass;
 use crate::error::AmqpError;
@@ -24,18 +24,9 @@ pub fn channel_close(e: &AmqpError) -> AMQPClass {
     }))
 }
 
-pub fn basic(m: basic::AMQPMethod) -> AMQPClass {
-    AMQPClass::Basic(m)
-}
-
 /// A field-table value of type longstr (`S`).
 pub fn longstr(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
-}
-
-/// Look up a key in an optional table.
-pub fn table_get<'a>(t: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
-    t.inner().get(key)
 }
 
 /// The string inside a longstr/shortstr value, if it is one.
