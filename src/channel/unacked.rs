@@ -20,6 +20,17 @@ pub struct Pending {
     pub from_consumer: bool,
 }
 
+/// The sequence numbers of `pending` per queue, added to `groups` (one entry per queue, so each
+/// queue gets one command for all of them).
+pub fn group_by_queue(groups: &mut Vec<(QueueHandle, Vec<u64>)>, pending: impl IntoIterator<Item = Pending>) {
+    for p in pending {
+        match groups.iter_mut().find(|(q, _)| q.tx.same_channel(&p.queue.tx)) {
+            Some((_, seqs)) => seqs.push(p.seq),
+            None => groups.push((p.queue, vec![p.seq])),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Unacked {
     next_tag: u64,

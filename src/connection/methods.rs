@@ -16,13 +16,13 @@ use crate::broker::ReplyRoute;
 use crate::broker::names;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
 use crate::channel::assembler::PublishMethod;
-use crate::channel::unacked::Pending;
+use crate::channel::unacked::{Pending, group_by_queue};
 use crate::channel::{Channel, ChannelPhase, ReplyConsumer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::AMQPClass;
 use crate::protocol::encode::{self, Outbound};
 use crate::protocol::methods::{type_name, value_int};
-use crate::queue::{ConsumerSpec, Outcome, QueueCmd, QueueHandle};
+use crate::queue::{ConsumerSpec, Outcome, QueueCmd};
 
 use super::publish::REPLY_TO;
 
@@ -526,13 +526,8 @@ impl Connection {
     pub(super) async fn settle_taken(&mut self, ch: u16, taken: Vec<Pending>, outcome: Outcome) {
         let Ok(chan) = self.open_channel(ch) else { return };
         let from_consumers = taken.iter().filter(|p| p.from_consumer).count() as u32;
-        let mut per_queue: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
-        for p in taken {
-            match per_queue.iter_mut().find(|(q, _)| q.tx.same_channel(&p.queue.tx)) {
-                Some((_, seqs)) => seqs.push(p.seq),
-                None => per_queue.push((p.queue, vec![p.seq])),
-            }
-        }
+        let mut per_queue = Vec::new();
+        group_by_queue(&mut per_queue, taken);
         chan.limit.release(from_consumers);
         // Channel-wide credit freed: queues of this channel's other consumers may deliver again.
         let woken = if from_consumers > 0 && chan.limit.limit() > 0 { chan.consumer_queues() } else { Vec::new() };

@@ -586,16 +586,10 @@ impl Connection {
 
 /// Tell every queue a channel used that it is gone, requeueing its unacked deliveries.
 pub async fn release_channel(conn_id: u64, mut ch: Channel) {
-    let mut per_queue: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
-    for q in ch.consumer_queues() {
-        per_queue.push((q, Vec::new()));
-    }
-    for p in ch.unacked.take_all() {
-        match per_queue.iter_mut().find(|(q, _)| q.tx.same_channel(&p.queue.tx)) {
-            Some((_, seqs)) => seqs.push(p.seq),
-            None => per_queue.push((p.queue, vec![p.seq])),
-        }
-    }
+    // Every queue the channel consumed from hears of it, with or without deliveries to requeue.
+    let mut per_queue: Vec<(QueueHandle, Vec<u64>)> =
+        ch.consumer_queues().into_iter().map(|q| (q, Vec::new())).collect();
+    crate::channel::unacked::group_by_queue(&mut per_queue, ch.unacked.take_all());
     for (q, requeue) in per_queue {
         q.send(QueueCmd::ChannelClosed { conn_id, channel: ch.id, requeue }).await;
     }
