@@ -161,8 +161,7 @@ impl Scheduler {
         let topology = vhost.snapshot();
         while self.heap.peek().is_some_and(|e| (e.0).0.0 <= now) {
             let Some(Entry(Reverse((_, seq)), msg)) = self.heap.pop() else { break };
-            let headers = msg.properties.headers().clone();
-            let queues = topology.route(&msg.exchange, &msg.routing_key, headers.as_ref());
+            let queues = topology.route(&msg.exchange, &msg.routing_key, msg.properties.headers().as_ref());
             debug!(exchange = %msg.exchange, queues = queues.len(), "delayed message due");
             for q in queues {
                 let cmd = QueueCmd::Publish(vec![Publish { msg: msg.clone(), confirm: None }]);

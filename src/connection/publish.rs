@@ -25,7 +25,7 @@ use crate::protocol::encode;
 use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::{AMQPClass, CLASS_BASIC};
 use crate::queue::dead_letter::dedup_key;
-use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueHandle};
+use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueEntry, QueueHandle};
 
 /// The pseudo-queue of direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -121,9 +121,9 @@ impl Connection {
         msg: Arc<Message>,
         mandatory: bool,
         seq: Option<u64>,
-    ) -> Vec<QueueHandle> {
+    ) -> Vec<Arc<QueueEntry>> {
         let (msg, keys) = sender_selected(msg);
-        let mut queues: Vec<QueueHandle> = Vec::new();
+        let mut queues: Vec<Arc<QueueEntry>> = Vec::new();
         let mut routed = false;
         // Confirmed by someone else later (the delayed-message scheduler, once stored).
         let mut confirm_later = false;
@@ -140,16 +140,10 @@ impl Connection {
         } else if exchange.is_some_and(|x| is_duplicate(x, &msg)) {
             // A duplicate is not routed (but is confirmed, like any unroutable message).
         } else {
-            let headers = msg.properties.headers().clone();
-            queues = topology
-                .route_keys(&msg.exchange, &keys, headers.as_ref())
-                .into_iter()
-                .map(|q| q.handle.clone())
-                .collect();
+            queues = topology.route_keys(&msg.exchange, &keys, msg.properties.headers().as_ref());
             routed = !queues.is_empty();
         }
         let frame_max = self.neg.frame_max;
-        let inbox = self.inbox.clone();
         if !routed && mandatory {
             let ret = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                 reply_code: 312,
@@ -170,8 +164,8 @@ impl Connection {
             }
         }
         for q in &queues {
-            let confirm = seq.map(|seq| ConfirmTo { inbox: inbox.clone(), channel: ch, seq });
-            self.push_publish(q, Publish { msg: msg.clone(), confirm });
+            let confirm = seq.map(|seq| ConfirmTo { inbox: self.inbox.clone(), channel: ch, seq });
+            self.push_publish(&q.handle, Publish { msg: msg.clone(), confirm });
         }
         queues
     }
@@ -196,8 +190,8 @@ impl Connection {
         let topology = self.vhost.snapshot();
         for (msg, mandatory) in work.publishes {
             for q in self.route(&topology, ch, msg, mandatory, None) {
-                if !touched.iter().any(|t| t.tx.same_channel(&q.tx)) {
-                    touched.push(q);
+                if !touched.iter().any(|t| t.tx.same_channel(&q.handle.tx)) {
+                    touched.push(q.handle.clone());
                 }
             }
         }

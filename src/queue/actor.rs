@@ -372,8 +372,7 @@ impl QueueActor {
         }
         for (msg, reason) in dead {
             let (out, keys) = dead_letter(&msg, reason, &self.name, &dlx, self.args.dead_letter_routing_key.as_deref());
-            let headers = out.properties.headers().clone();
-            for q in topology.route_keys(&dlx, &keys, headers.as_ref()) {
+            for q in topology.route_keys(&dlx, &keys, out.properties.headers().as_ref()) {
                 if reason != DeathReason::Rejected && is_cycle(&out, &q.name) {
                     debug!(queue = %self.name, target = %q.name, "dead-letter cycle dropped");
                     continue;
