@@ -39,6 +39,13 @@ impl Message {
         }
     }
 
+    /// A copy with one header set (used for `x-delivery-count` on quorum redeliveries).
+    pub fn with_header(&self, key: &str, value: amq_protocol::types::AMQPValue) -> Message {
+        let mut headers = self.properties.headers().clone().unwrap_or_default();
+        headers.insert(key.into(), value);
+        self.with_properties(self.properties.clone().with_headers(headers))
+    }
+
     /// The body as one contiguous buffer (copies only when it arrived in several frames).
     pub fn body_bytes(&self) -> Bytes {
         match self.body.as_slice() {

@@ -19,12 +19,12 @@ use crate::broker::topology::Topology;
 use crate::channel::ChannelPhase;
 use crate::channel::assembler::{Content, Step};
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::dedup::dedup_key;
 use crate::message::{Message, parse_expiration};
 use crate::protocol::codec::ContentHeader;
 use crate::protocol::encode;
 use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::{AMQPClass, CLASS_BASIC};
-use crate::queue::dead_letter::dedup_key;
 use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueEntry, QueueHandle};
 
 /// The pseudo-queue of direct reply-to.

@@ -6,7 +6,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use amq_protocol::types::AMQPValue;
 use tokio::time::Instant;
+
+/// The deduplication key of an `x-deduplication-header` value (exchange and queue level).
+pub fn dedup_key(v: &AMQPValue) -> Vec<u8> {
+    match v {
+        AMQPValue::LongString(s) => s.as_bytes().to_vec(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes().to_vec(),
+        other => format!("{other:?}").into_bytes(),
+    }
+}
 
 #[derive(Debug)]
 pub struct DedupCache {

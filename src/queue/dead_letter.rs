@@ -185,22 +185,6 @@ pub fn is_cycle(msg: &Message, target: &str) -> bool {
     false
 }
 
-/// A copy of `msg` with one header set (used for `x-delivery-count` on quorum redeliveries).
-pub fn with_header(msg: &Message, key: &str, value: AMQPValue) -> Arc<Message> {
-    let mut headers = msg.properties.headers().clone().unwrap_or_default();
-    headers.insert(key.into(), value);
-    Arc::new(msg.with_properties(msg.properties.clone().with_headers(headers)))
-}
-
-/// Render a header value as a deduplication key.
-pub fn dedup_key(v: &AMQPValue) -> Vec<u8> {
-    match v {
-        AMQPValue::LongString(s) => s.as_bytes().to_vec(),
-        AMQPValue::ShortString(s) => s.as_str().as_bytes().to_vec(),
-        other => format!("{other:?}").into_bytes(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,9 +18,10 @@ use amq_protocol::types::AMQPValue;
 use tokio::time::Instant;
 
 use super::args::{Overflow, QueueArgs};
-use super::dead_letter::{DeathReason, dedup_key, with_header};
+use super::dead_letter::DeathReason;
 use super::{ConsumerSpec, GetReply, Outcome};
 use crate::error::{AmqpError, AmqpResult};
+use crate::exchange::dedup::dedup_key;
 use crate::message::Message;
 use crate::message::parse_expiration;
 use crate::store::memory::MemoryStore;
@@ -504,7 +505,7 @@ impl<S: MessageStore> QueueState<S> {
                 let n = self.delivery_counts.entry(r.seq).or_insert(0);
                 *n += 1;
                 if *n > 1 {
-                    msg = with_header(&msg, "x-delivery-count", AMQPValue::LongLongInt(*n as i64 - 1));
+                    msg = Arc::new(msg.with_header("x-delivery-count", AMQPValue::LongLongInt(*n as i64 - 1)));
                 }
             }
             return Some((r, msg));
