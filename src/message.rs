@@ -5,19 +5,25 @@
 //! raw so deliveries forward the publisher's exact property bytes.
 
 use bytes::Bytes;
+use bytestring::ByteString;
+use smallvec::SmallVec;
 
 use crate::protocol::encode::content_header_payload;
 use crate::protocol::{BasicProperties, CLASS_BASIC};
 
+/// A body as the chunks (body frames) it arrived in; almost always one, held inline.
+pub type Body = SmallVec<[Bytes; 1]>;
+
 #[derive(Debug)]
 pub struct Message {
-    pub exchange: String,
-    pub routing_key: String,
+    /// Exchange and routing key as published: slices of the publisher's read buffer.
+    pub exchange: ByteString,
+    pub routing_key: ByteString,
     pub properties: BasicProperties,
     /// Content-header payload as received (class, weight, body size, flags, properties).
     pub raw_header: Bytes,
     /// Body, as the chunks it arrived in.
-    pub body: Vec<Bytes>,
+    pub body: Body,
     pub body_size: u64,
 }
 

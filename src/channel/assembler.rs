@@ -6,25 +6,23 @@
 use bytes::Bytes;
 
 use crate::error::{AmqpError, AmqpResult};
+use crate::message::Body;
 use crate::protocol::CLASS_BASIC;
-use crate::protocol::codec::ContentHeader;
+use crate::protocol::codec::{BasicPublish, ContentHeader};
 
 /// The publish method's fields that matter after assembly.
-#[derive(Debug, Clone)]
-pub struct PublishMethod {
-    pub exchange: String,
-    pub routing_key: String,
-    pub mandatory: bool,
-}
+pub type PublishMethod = BasicPublish;
 
 /// A fully received message, ready to route.
 #[derive(Debug)]
 pub struct Content {
     pub method: PublishMethod,
-    pub header: Box<ContentHeader>,
-    pub body: Vec<Bytes>,
+    pub header: ContentHeader,
+    pub body: Body,
 }
 
+// The header (parsed properties) is held inline: boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
 pub enum Assembler {
     #[default]
@@ -32,13 +30,14 @@ pub enum Assembler {
     ExpectHeader(PublishMethod),
     ExpectBody {
         method: PublishMethod,
-        header: Box<ContentHeader>,
-        body: Vec<Bytes>,
+        header: ContentHeader,
+        body: Body,
         received: u64,
     },
 }
 
 /// What feeding a frame produced.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     /// More frames are needed.
@@ -73,7 +72,7 @@ impl Assembler {
     }
 
     /// A content header arrived.
-    pub fn header(&mut self, header: Box<ContentHeader>) -> AmqpResult<Step> {
+    pub fn header(&mut self, header: ContentHeader) -> AmqpResult<Step> {
         match std::mem::take(self) {
             Assembler::ExpectHeader(method) => {
                 if header.class_id != CLASS_BASIC {
@@ -84,9 +83,9 @@ impl Assembler {
                     .on(CLASS_BASIC, 40));
                 }
                 if header.body_size == 0 {
-                    return Ok(Step::Complete(Content { method, header, body: Vec::new() }));
+                    return Ok(Step::Complete(Content { method, header, body: Body::new() }));
                 }
-                *self = Assembler::ExpectBody { method, header, body: Vec::new(), received: 0 };
+                *self = Assembler::ExpectBody { method, header, body: Body::new(), received: 0 };
                 Ok(Step::Pending)
             }
             Assembler::Idle => Err(unexpected_content()),
@@ -136,18 +135,18 @@ mod tests {
     use crate::error::ReplyCode;
     use crate::protocol::BasicProperties;
 
-    fn header(class_id: u16, size: u64) -> Box<ContentHeader> {
-        Box::new(ContentHeader {
+    fn header(class_id: u16, size: u64) -> ContentHeader {
+        ContentHeader {
             channel: 1,
             class_id,
             body_size: size,
             properties: BasicProperties::default(),
             raw: Bytes::new(),
-        })
+        }
     }
 
     fn publish() -> PublishMethod {
-        PublishMethod { exchange: "x".into(), routing_key: "k".into(), mandatory: false }
+        PublishMethod { exchange: "x".into(), routing_key: "k".into(), mandatory: false, immediate: false }
     }
 
     #[test]

@@ -19,9 +19,9 @@ use crate::channel::assembler::PublishMethod;
 use crate::channel::unacked::{Pending, group_by_queue};
 use crate::channel::{Channel, ChannelPhase, ReplyConsumer};
 use crate::error::{AmqpError, AmqpResult};
-use crate::protocol::AMQPClass;
 use crate::protocol::encode::{self, Outbound};
 use crate::protocol::methods::{type_name, value_int};
+use crate::protocol::{AMQPClass, CLASS_BASIC};
 use crate::queue::{ConsumerSpec, Outcome, QueueCmd};
 
 use super::publish::REPLY_TO;
@@ -58,6 +58,29 @@ impl Connection {
             Some(c) if c.phase == ChannelPhase::Open => Ok(c),
             _ => Err(AmqpError::channel_error("expected 'channel.open'")),
         }
+    }
+
+    /// `basic.publish` on channel `ch` (not 0): the hot path of [`Self::on_channel_method`],
+    /// with the same checks, for the hand-decoded method.
+    pub(super) async fn on_publish(&mut self, ch: u16, p: PublishMethod) -> AmqpResult<()> {
+        let on = |e: AmqpError| if e.class_id == 0 && e.method_id == 0 { e.on(CLASS_BASIC, 40) } else { e };
+        match self.channels.get(&ch) {
+            None => Err(on(AmqpError::channel_error("expected 'channel.open'"))),
+            Some(state) if state.phase == ChannelPhase::Closing => Ok(()),
+            Some(state) => {
+                state.assembler.check_method()?;
+                self.start_publish(ch, p).map_err(on)
+            }
+        }
+    }
+
+    fn start_publish(&mut self, ch: u16, p: PublishMethod) -> AmqpResult<()> {
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        self.block_if_alarmed();
+        self.open_channel(ch)?.assembler.start(p);
+        Ok(())
     }
 
     /// A method frame on channel `ch` (not 0).
@@ -325,19 +348,15 @@ impl Connection {
     async fn on_basic(&mut self, ch: u16, m: basic::AMQPMethod) -> AmqpResult<()> {
         use basic::AMQPMethod as B;
         match m {
-            B::Publish(p) => {
-                if p.immediate {
-                    return Err(AmqpError::not_implemented("immediate=true"));
-                }
-                self.block_if_alarmed();
-                let c = self.open_channel(ch)?;
-                c.assembler.start(PublishMethod {
-                    exchange: p.exchange.into(),
-                    routing_key: p.routing_key.into(),
+            B::Publish(p) => self.start_publish(
+                ch,
+                PublishMethod {
+                    exchange: p.exchange.as_str().into(),
+                    routing_key: p.routing_key.as_str().into(),
                     mandatory: p.mandatory,
-                });
-                Ok(())
-            }
+                    immediate: p.immediate,
+                },
+            ),
             B::Qos(q) => {
                 // prefetch_size != 0 was refused by the decoder (amq-protocol drops the field).
                 let c = self.open_channel(ch)?;

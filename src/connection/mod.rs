@@ -125,6 +125,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         channels: HashMap::new(),
         inbox,
         pending: Vec::new(),
+        routed: Vec::new(),
         closing: None,
         client_closed: false,
         alarm,
@@ -218,6 +219,8 @@ pub struct Connection {
     pub inbox: ConnInbox,
     /// Publishes of this turn, grouped per queue.
     pending: Vec<(QueueHandle, Vec<Publish>)>,
+    /// The queues the last routed message went to (a buffer kept to route without allocating).
+    routed: Vec<Arc<crate::queue::QueueEntry>>,
     /// Set when the broker sent `connection.close`: the deadline for `close-ok`.
     closing: Option<Instant>,
     /// The client sent `connection.close` (answered with close-ok at teardown).
@@ -443,15 +446,16 @@ impl Connection {
             Frame::Method { channel, method } => {
                 self.on_channel_method(channel, *method).await.map_err(|e| (channel, e))
             }
-            Frame::Header(h) if h.channel == 0 => {
-                Err((0, AmqpError::unexpected_frame(format_args!("type 2, all octets = {}", octets(&h.raw)))))
+            Frame::Publish { channel: 0, method } => self.on_connection_method(method.to_class()).map_err(|e| (0, e)),
+            Frame::Publish { channel, method } => self.on_publish(channel, method).await.map_err(|e| (channel, e)),
+            Frame::Header { channel: 0, payload } => {
+                Err((0, AmqpError::unexpected_frame(format_args!("type 2, all octets = {}", octets(&payload)))))
             }
             Frame::Body { channel: 0, payload } => {
                 Err((0, AmqpError::unexpected_frame(format_args!("type 3, all octets = {}", octets(&payload)))))
             }
-            Frame::Header(h) => {
-                let ch = h.channel;
-                self.on_content(ch, publish::ContentFrame::Header(h)).await.map_err(|e| (ch, e))
+            Frame::Header { channel, payload } => {
+                self.on_content(channel, publish::ContentFrame::Header(payload)).await.map_err(|e| (channel, e))
             }
             Frame::Body { channel, payload } => {
                 self.on_content(channel, publish::ContentFrame::Body(payload)).await.map_err(|e| (channel, e))

@@ -21,18 +21,19 @@ use crate::channel::assembler::{Content, Step};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::dedup::dedup_key;
 use crate::message::{Message, parse_expiration};
-use crate::protocol::codec::ContentHeader;
+use crate::protocol::codec::{ContentHeader, parse_header};
 use crate::protocol::encode;
 use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::{AMQPClass, CLASS_BASIC};
-use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueEntry, QueueHandle};
+use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueHandle};
 
 /// The pseudo-queue of direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// A content frame for a channel's assembler.
 pub enum ContentFrame {
-    Header(Box<ContentHeader>),
+    /// The header frame's payload, undecoded.
+    Header(Bytes),
     Body(Bytes),
 }
 
@@ -47,7 +48,16 @@ impl Connection {
             return Ok(());
         }
         let step = match f {
-            ContentFrame::Header(h) => {
+            ContentFrame::Header(payload) => {
+                let h = match parse_header(ch, payload) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        // Undecodable properties: a frame error; hang up after saying so, as
+                        // for any frame the decoder rejects.
+                        self.done = true;
+                        return Err(e);
+                    }
+                };
                 let size = h.body_size;
                 let step = chan.assembler.header(h)?;
                 if size > max_size {
@@ -72,7 +82,7 @@ impl Connection {
         let Content { method, header, body } = content;
         let topology = self.vhost.snapshot();
         if !method.exchange.is_empty() {
-            let x = topology.exchanges.get(&method.exchange).ok_or_else(|| {
+            let x = topology.exchanges.get(&*method.exchange).ok_or_else(|| {
                 AmqpError::not_found(format_args!("no exchange '{}' in vhost '{}'", method.exchange, self.vhost.name()))
             })?;
             if x.internal {
@@ -112,22 +122,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Route a validated message and queue it for its queues; returns the queues it went to
-    /// (empty: returned to the publisher if mandatory, and confirmed at once).
-    fn route(
-        &mut self,
-        topology: &Topology,
-        ch: u16,
-        msg: Arc<Message>,
-        mandatory: bool,
-        seq: Option<u64>,
-    ) -> Vec<Arc<QueueEntry>> {
-        let (msg, keys) = sender_selected(msg);
-        let mut queues: Vec<Arc<QueueEntry>> = Vec::new();
+    /// Route a validated message and queue it for its queues, which are left in
+    /// `self.routed` (empty: returned to the publisher if mandatory, and confirmed at once).
+    fn route(&mut self, topology: &Topology, ch: u16, msg: Arc<Message>, mandatory: bool, seq: Option<u64>) {
+        let (msg, cc) = sender_selected(msg);
+        let mut queues = std::mem::take(&mut self.routed);
+        queues.clear();
         let mut routed = false;
         // Confirmed by someone else later (the delayed-message scheduler, once stored).
         let mut confirm_later = false;
-        let exchange = topology.exchanges.get(&msg.exchange);
+        let exchange = topology.exchanges.get(&*msg.exchange);
         if msg.exchange.is_empty() && msg.routing_key.starts_with(REPLY_TO) {
             if let Some(r) = self.broker.reply_route(&msg.routing_key) {
                 routed = r.inbox.send(ConnEvent::DirectReply { channel: r.channel, msg: msg.clone() }).is_ok();
@@ -140,7 +144,11 @@ impl Connection {
         } else if exchange.is_some_and(|x| is_duplicate(x, &msg)) {
             // A duplicate is not routed (but is confirmed, like any unroutable message).
         } else {
-            queues = topology.route_keys(&msg.exchange, &keys, msg.properties.headers().as_ref());
+            let headers = msg.properties.headers().as_ref();
+            match &cc {
+                None => topology.route_keys_into(&msg.exchange, &[&*msg.routing_key], headers, &mut queues),
+                Some(keys) => topology.route_keys_into(&msg.exchange, keys, headers, &mut queues),
+            }
             routed = !queues.is_empty();
         }
         let frame_max = self.neg.frame_max;
@@ -148,13 +156,16 @@ impl Connection {
             let ret = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                 reply_code: 312,
                 reply_text: "NO_ROUTE".into(),
-                exchange: msg.exchange.as_str().into(),
-                routing_key: msg.routing_key.as_str().into(),
+                exchange: (&*msg.exchange).into(),
+                routing_key: (&*msg.routing_key).into(),
             }));
             encode::method(&mut self.out, ch, &ret);
             encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
         }
-        let Some(chan) = self.channels.get_mut(&ch) else { return queues };
+        let Some(chan) = self.channels.get_mut(&ch) else {
+            self.routed = queues;
+            return;
+        };
         if let (Some(seq), Some(c)) = (seq, chan.confirms.as_mut()) {
             c.track(seq, queues.len() as u32 + confirm_later as u32);
             if queues.is_empty() && !confirm_later {
@@ -167,7 +178,7 @@ impl Connection {
             let confirm = seq.map(|seq| ConfirmTo { inbox: self.inbox.clone(), channel: ch, seq });
             self.push_publish(&q.handle, Publish { msg: msg.clone(), confirm });
         }
-        queues
+        self.routed = queues;
     }
 
     /// `tx.select`.
@@ -189,7 +200,8 @@ impl Connection {
         let mut touched: Vec<QueueHandle> = Vec::new();
         let topology = self.vhost.snapshot();
         for (msg, mandatory) in work.publishes {
-            for q in self.route(&topology, ch, msg, mandatory, None) {
+            self.route(&topology, ch, msg, mandatory, None);
+            for q in &self.routed {
                 if !touched.iter().any(|t| t.tx.same_channel(&q.handle.tx)) {
                     touched.push(q.handle.clone());
                 }
@@ -255,16 +267,21 @@ fn validate_properties(h: &ContentHeader) -> AmqpResult<()> {
     Ok(())
 }
 
-/// Sender-selected distribution: the routing keys are the message's own plus its `CC` and
-/// `BCC` keys; `BCC` is removed before anyone sees the message.
-fn sender_selected(msg: Arc<Message>) -> (Arc<Message>, Vec<String>) {
-    let mut keys = vec![msg.routing_key.clone()];
-    let Some(headers) = msg.properties.headers() else { return (msg, keys) };
+/// Sender-selected distribution: with `CC` or `BCC` headers, the routing keys are the
+/// message's own plus those (`None`: just its own); `BCC` is removed before anyone sees the
+/// message.
+fn sender_selected(msg: Arc<Message>) -> (Arc<Message>, Option<Vec<String>>) {
+    let Some(headers) = msg.properties.headers() else { return (msg, None) };
+    if !headers.contains_key("CC") && !headers.contains_key("BCC") {
+        return (msg, None);
+    }
+    let mut keys = vec![msg.routing_key.to_string()];
     for key in ["CC", "BCC"] {
         if let Some(AMQPValue::FieldArray(a)) = headers.inner().get(key) {
             keys.extend(a.as_slice().iter().filter_map(value_str));
         }
     }
+    let keys = Some(keys);
     if !headers.contains_key("BCC") {
         return (msg, keys);
     }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use amq_protocol::types::FieldTable;
+use smallvec::SmallVec;
 
 use headers::XMatch;
 
@@ -176,26 +177,26 @@ impl Exchange {
         }
     }
 
-    /// Destinations this exchange alone routes a message to (no exchange-to-exchange follow-up).
-    pub fn route<'a>(&'a self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<&'a Destination>) {
+    /// Destinations this exchange alone routes a message to (no exchange-to-exchange follow-up),
+    /// each passed to `out` (possibly more than once).
+    pub fn route<'a>(&'a self, routing_key: &str, headers: Option<&FieldTable>, mut out: impl FnMut(&'a Destination)) {
         match self.kind {
             ExchangeKind::Direct => {
                 if let Some(d) = self.direct.get(routing_key) {
-                    out.extend(d.iter());
+                    d.iter().for_each(out);
                 }
             }
-            ExchangeKind::Fanout => out.extend(self.bindings.iter().map(|b| &b.destination)),
+            ExchangeKind::Fanout => self.bindings.iter().for_each(|b| out(&b.destination)),
             ExchangeKind::Topic => {
-                let mut hits = Vec::new();
+                let mut hits = SmallVec::<[usize; 16]>::new();
                 self.topic.matches(routing_key, &mut hits);
-                out.extend(hits.into_iter().map(|i| &self.bindings[i].destination));
+                hits.into_iter().for_each(|i| out(&self.bindings[i].destination));
             }
-            ExchangeKind::Headers => out.extend(
-                self.bindings
-                    .iter()
-                    .filter(|b| headers::matches(b.x_match, &b.arguments, headers))
-                    .map(|b| &b.destination),
-            ),
+            ExchangeKind::Headers => self
+                .bindings
+                .iter()
+                .filter(|b| headers::matches(b.x_match, &b.arguments, headers))
+                .for_each(|b| out(&b.destination)),
         }
     }
 }

@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use smallvec::SmallVec;
+
 /// Whether `routing_key` matches the topic binding `pattern`.
 pub fn matches(pattern: &str, routing_key: &str) -> bool {
     let pat: Vec<&str> = pattern.split('.').collect();
@@ -62,8 +64,9 @@ impl Default for TopicTrie {
     }
 }
 
-fn words(s: &str) -> Vec<&str> {
-    if s.is_empty() { Vec::new() } else { s.split('.').collect() }
+/// The words of a key or pattern (routing keys rarely have more than 16: no allocation).
+fn words(s: &str) -> SmallVec<[&str; 16]> {
+    if s.is_empty() { SmallVec::new() } else { s.split('.').collect() }
 }
 
 impl TopicTrie {
@@ -87,13 +90,20 @@ impl TopicTrie {
     }
 
     /// The bindings whose pattern matches `routing_key` (a binding may appear more than once).
-    pub fn matches(&self, routing_key: &str, out: &mut Vec<usize>) {
+    pub fn matches<A: smallvec::Array<Item = usize>>(&self, routing_key: &str, out: &mut SmallVec<A>) {
         let key = words(routing_key);
         let mut seen = HashSet::new();
         self.walk(0, &key, 0, out, &mut seen);
     }
 
-    fn walk(&self, node: usize, key: &[&str], i: usize, out: &mut Vec<usize>, seen: &mut HashSet<(usize, usize)>) {
+    fn walk<A: smallvec::Array<Item = usize>>(
+        &self,
+        node: usize,
+        key: &[&str],
+        i: usize,
+        out: &mut SmallVec<A>,
+        seen: &mut HashSet<(usize, usize)>,
+    ) {
         let n = &self.nodes[node];
         if let Some(h) = n.hash {
             // `#` absorbs zero or more words; each (node, position) is visited once.
@@ -119,6 +129,7 @@ impl TopicTrie {
 #[cfg(test)]
 mod tests {
     use super::{TopicTrie, matches};
+    use smallvec::SmallVec;
 
     /// The table of RabbitMQ 3.10's measured topic behaviour (reference §3.3).
     #[test]
@@ -170,12 +181,12 @@ mod tests {
             trie.insert(p, i);
         }
         for k in keys {
-            let mut got = Vec::new();
+            let mut got = SmallVec::<[usize; 4]>::new();
             trie.matches(k, &mut got);
             got.sort_unstable();
             got.dedup();
             let want: Vec<usize> = (0..patterns.len()).filter(|i| matches(patterns[*i], k)).collect();
-            assert_eq!(got, want, "key {k:?}");
+            assert_eq!(got.to_vec(), want, "key {k:?}");
         }
     }
 }

@@ -6,6 +6,7 @@
 //! error, 540 for an unknown method); no byte sequence can make it panic.
 
 use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
 use tokio_util::codec::Decoder;
 
 use super::{
@@ -14,13 +15,16 @@ use super::{
 };
 use crate::error::AmqpError;
 
-/// One decoded frame. The content header is boxed: a frame travels through several async
-/// layers, and moving a few hundred bytes of properties at each one cost more (profiled) than
-/// the one allocation.
+/// One decoded frame, kept small: a frame travels through several async layers, and moving a
+/// few hundred bytes at each one cost more (profiled) than the work on it. So other methods
+/// are boxed, and a content header stays undecoded until its channel takes it
+/// ([`parse_header`]). `basic.publish`, the one method of the hot path, is read by hand
+/// into [`BasicPublish`], whose names are slices of the read buffer: no allocation.
 #[derive(Debug, Clone)]
 pub enum Frame {
     Method { channel: u16, method: Box<AMQPClass> },
-    Header(Box<ContentHeader>),
+    Publish { channel: u16, method: BasicPublish },
+    Header { channel: u16, payload: Bytes },
     Body { channel: u16, payload: Bytes },
     Heartbeat { channel: u16 },
 }
@@ -28,9 +32,34 @@ pub enum Frame {
 impl Frame {
     pub fn channel(&self) -> u16 {
         match self {
-            Frame::Method { channel, .. } | Frame::Body { channel, .. } | Frame::Heartbeat { channel } => *channel,
-            Frame::Header(h) => h.channel,
+            Frame::Method { channel, .. }
+            | Frame::Publish { channel, .. }
+            | Frame::Header { channel, .. }
+            | Frame::Body { channel, .. }
+            | Frame::Heartbeat { channel } => *channel,
         }
+    }
+}
+
+/// `basic.publish`'s arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicPublish {
+    pub exchange: ByteString,
+    pub routing_key: ByteString,
+    pub mandatory: bool,
+    pub immediate: bool,
+}
+
+impl BasicPublish {
+    /// The same method as amq-protocol's type (for the cold paths that take any method).
+    pub fn to_class(&self) -> AMQPClass {
+        use amq_protocol::protocol::basic;
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: (&*self.exchange).into(),
+            routing_key: (&*self.routing_key).into(),
+            mandatory: self.mandatory,
+            immediate: self.immediate,
+        }))
     }
 }
 
@@ -118,8 +147,11 @@ impl Decoder for FrameCodec {
             .into());
         }
         let frame = match frame_type {
+            FRAME_METHOD if payload.starts_with(&BASIC_PUBLISH_ID) => {
+                Frame::Publish { channel, method: parse_publish(&payload)? }
+            }
             FRAME_METHOD => Frame::Method { channel, method: Box::new(parse_method(&payload)?) },
-            FRAME_HEADER => Frame::Header(Box::new(parse_header(channel, payload)?)),
+            FRAME_HEADER => Frame::Header { channel, payload },
             FRAME_BODY => Frame::Body { channel, payload },
             FRAME_HEARTBEAT => Frame::Heartbeat { channel },
             other => {
@@ -160,6 +192,32 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             Err(AmqpError::frame_error(format_args!("cannot decode {}", octets(&payload[4..]))).on(class_id, method_id))
         }
     }
+}
+
+/// The class and method octets of `basic.publish` (60, 40).
+const BASIC_PUBLISH_ID: [u8; 4] = [0, 60, 0, 40];
+
+/// Parse a `basic.publish` payload (class and method ids included): reserved short, exchange
+/// and routing key as short strings (UTF-8, as amq-protocol requires), then the flag bits.
+/// The strings share the payload's buffer.
+pub fn parse_publish(payload: &Bytes) -> Result<BasicPublish, AmqpError> {
+    let malformed = || {
+        AmqpError::frame_error(format_args!("cannot decode {}", octets(payload.get(4..).unwrap_or_default())))
+            .on(super::CLASS_BASIC, 40)
+    };
+    let short_str = |at: usize| -> Result<(ByteString, usize), AmqpError> {
+        let len = *payload.get(at).ok_or_else(malformed)? as usize;
+        let end = at + 1 + len;
+        if end > payload.len() {
+            return Err(malformed());
+        }
+        let s = ByteString::try_from(payload.slice(at + 1..end)).map_err(|_| malformed())?;
+        Ok((s, end))
+    };
+    let (exchange, at) = short_str(6)?;
+    let (routing_key, at) = short_str(at)?;
+    let bits = *payload.get(at).ok_or_else(malformed)?;
+    Ok(BasicPublish { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
 }
 
 /// Parse a content header payload, keeping the raw bytes.
@@ -227,7 +285,8 @@ mod tests {
         let mut buf = BytesMut::new();
         encode::content(&mut buf, 1, &raw, std::slice::from_ref(&body), 4096);
         let frames = decode_all(&mut FrameCodec::new(4096), &buf).unwrap();
-        let Frame::Header(h) = &frames[0] else { panic!("expected header") };
+        let Frame::Header { channel: 1, payload } = &frames[0] else { panic!("expected header") };
+        let h = parse_header(1, payload.clone()).unwrap();
         assert_eq!(h.body_size, 10_000);
         assert_eq!(h.properties.priority(), &Some(7));
         assert_eq!(h.raw, raw);
@@ -331,5 +390,41 @@ mod tests {
             let mut buf = BytesMut::from(&input[..]);
             while let Ok(Some(_)) = codec.decode(&mut buf) {}
         }
+    }
+
+    #[test]
+    fn publish_is_read_by_hand_like_amq_protocol_reads_it() {
+        use amq_protocol::protocol::basic;
+        for (exchange, routing_key, mandatory, immediate) in [
+            ("", "q", false, false),
+            ("amq.topic", "a.b.c", true, false),
+            ("x", "", true, true),
+            ("é", "ü", false, true),
+        ] {
+            let m = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+                mandatory,
+                immediate,
+            }));
+            let mut buf = BytesMut::new();
+            encode::method(&mut buf, 7, &m);
+            let frames = decode_all(&mut FrameCodec::new(131072), &buf).unwrap();
+            let [Frame::Publish { channel: 7, method }] = &frames[..] else { panic!("unexpected {frames:?}") };
+            assert_eq!(&*method.exchange, exchange);
+            assert_eq!(&*method.routing_key, routing_key);
+            assert_eq!((method.mandatory, method.immediate), (mandatory, immediate));
+            assert_eq!(method.to_class(), m);
+            // Every truncation of the arguments is a frame error, never a panic.
+            let payload = Bytes::copy_from_slice(&buf[7..buf.len() - 1]);
+            for cut in 4..payload.len() {
+                let e = parse_publish(&payload.slice(..cut)).unwrap_err();
+                assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::FrameError, 60, 40), "cut at {cut}");
+            }
+        }
+        // A short string that is not UTF-8 is refused, as amq-protocol refuses it.
+        let bad = Bytes::from_static(&[0, 60, 0, 40, 0, 0, 1, 0xFF, 1, b'q', 0]);
+        assert_eq!(parse_publish(&bad).unwrap_err().code, ReplyCode::FrameError);
+        assert!(parse_method(&bad).is_err());
     }
 }

@@ -33,7 +33,7 @@ impl DeathReason {
 
 /// The routing keys a message was published with: its routing key plus any `CC` keys.
 pub fn routing_keys(msg: &Message) -> Vec<String> {
-    let mut keys = vec![msg.routing_key.clone()];
+    let mut keys = vec![msg.routing_key.to_string()];
     if let Some(AMQPValue::FieldArray(cc)) = msg.properties.headers().as_ref().and_then(|h| h.inner().get("CC")) {
         keys.extend(cc.as_slice().iter().filter_map(value_str));
     }
@@ -90,7 +90,7 @@ pub fn dead_letter(
     };
     deaths.insert(0, AMQPValue::FieldTable(entry));
     headers.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(deaths)));
-    for (k, v) in [("queue", queue), ("reason", reason.as_str()), ("exchange", msg.exchange.as_str())] {
+    for (k, v) in [("queue", queue), ("reason", reason.as_str()), ("exchange", &*msg.exchange)] {
         let first = format!("x-first-death-{k}");
         if !headers.contains_key(&first) {
             headers.insert(first.as_str().into(), longstr(v));
@@ -113,8 +113,8 @@ pub fn dead_letter(
         None => original_keys,
     };
     let mut out = msg.with_properties(props);
-    out.exchange = dlx.to_string();
-    out.routing_key = keys[0].clone();
+    out.exchange = dlx.into();
+    out.routing_key = keys[0].as_str().into();
     (Arc::new(out), keys)
 }
 
@@ -205,7 +205,7 @@ mod tests {
             routing_key: "rk".into(),
             raw_header: crate::protocol::encode::content_header_payload(60, 3, &props),
             properties: props,
-            body: vec![Bytes::from_static(b"abc")],
+            body: [Bytes::from_static(b"abc")].into_iter().collect(),
             body_size: 3,
         }
     }

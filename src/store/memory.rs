@@ -72,11 +72,11 @@ mod tests {
 
     fn msg(n: u8) -> Arc<Message> {
         Arc::new(Message {
-            exchange: String::new(),
-            routing_key: String::new(),
+            exchange: "".into(),
+            routing_key: "".into(),
             properties: BasicProperties::default(),
             raw_header: bytes::Bytes::new(),
-            body: vec![bytes::Bytes::from(vec![n])],
+            body: [bytes::Bytes::from(vec![n])].into_iter().collect(),
             body_size: 1,
         })
     }

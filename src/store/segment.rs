@@ -29,10 +29,11 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use tracing::{info, warn};
 
 use super::{MessageStore, StoreError};
-use crate::message::Message;
+use crate::message::{Body, Message};
 use crate::protocol::codec::parse_header;
 
 /// A closed segment is compacted when fewer than 1 in this many of its records are still live.
@@ -773,20 +774,21 @@ fn scan_segment(data: &[u8]) -> (Vec<Found>, usize, usize) {
 /// Decode a record's payload; the header and body are slices of `p` (no copy).
 fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
     let mut at = 0usize;
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = p.get(at..at.checked_add(n)?)?;
-        at += n;
-        Some(s)
+    let mut take = |n: usize| -> Option<std::ops::Range<usize>> {
+        let r = at..at.checked_add(n)?;
+        p.get(r.clone())?;
+        at = r.end;
+        Some(r)
     };
-    let seq = u64::from_le_bytes(take(8)?.try_into().ok()?);
-    let enqueued_at_ms = u64::from_le_bytes(take(8)?.try_into().ok()?);
-    let n = take(1)?[0] as usize;
-    let exchange = String::from_utf8_lossy(take(n)?).into_owned();
-    let n = take(1)?[0] as usize;
-    let routing_key = String::from_utf8_lossy(take(n)?).into_owned();
-    let n = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-    take(n)?;
-    let raw = p.slice(at - n..at);
+    let u64_at = |r: std::ops::Range<usize>| u64::from_le_bytes(p[r].try_into().unwrap_or([0; 8]));
+    let seq = u64_at(take(8)?);
+    let enqueued_at_ms = u64_at(take(8)?);
+    let n = p[take(1)?][0] as usize;
+    let exchange = short_str(p.slice(take(n)?));
+    let n = p[take(1)?][0] as usize;
+    let routing_key = short_str(p.slice(take(n)?));
+    let n = u32::from_le_bytes(p[take(4)?].try_into().ok()?) as usize;
+    let raw = p.slice(take(n)?);
     let body = p.slice(at..);
     let header = parse_header(0, raw).ok()?;
     if header.body_size != body.len() as u64 {
@@ -798,9 +800,14 @@ fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
         properties: header.properties,
         raw_header: header.raw,
         body_size: body.len() as u64,
-        body: if body.is_empty() { Vec::new() } else { vec![body] },
+        body: if body.is_empty() { Body::new() } else { Body::from_buf([body]) },
     };
     Some((Recovered { seq, enqueued_at_ms, redelivered: false }, Arc::new(msg)))
+}
+
+/// A stored exchange or routing key, sharing the record's buffer (written from valid UTF-8).
+fn short_str(b: Bytes) -> ByteString {
+    ByteString::try_from(b.clone()).unwrap_or_else(|_| String::from_utf8_lossy(&b).into_owned().into())
 }
 
 /// Read an acks file: settled sequence numbers and delivered ones (a torn last entry is ignored).

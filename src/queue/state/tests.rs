@@ -15,11 +15,11 @@ use crate::queue::args::QueueArgs;
 
 fn msg_with(n: u8, props: BasicProperties) -> Arc<Message> {
     Arc::new(Message {
-        exchange: String::new(),
+        exchange: "".into(),
         routing_key: "q".into(),
         raw_header: crate::protocol::encode::content_header_payload(60, 1, &props),
         properties: props,
-        body: vec![bytes::Bytes::from(vec![n])],
+        body: [bytes::Bytes::from(vec![n])].into_iter().collect(),
         body_size: 1,
     })
 }

@@ -41,7 +41,7 @@ fn msg(body: &str, persistent: bool) -> Arc<Message> {
         routing_key: "rk".into(),
         raw_header: content_header_payload(60, body.len() as u64, &props),
         properties: props,
-        body: vec![Bytes::from(body.to_string())],
+        body: [Bytes::from(body.to_string())].into_iter().collect(),
         body_size: body.len() as u64,
     })
 }
