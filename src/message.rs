@@ -4,11 +4,15 @@
 //! body frames' [`Bytes`] slices of the publisher's read buffer, and the content header is kept
 //! raw so deliveries forward the publisher's exact property bytes.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use bytestring::ByteString;
 use smallvec::SmallVec;
 
+use crate::protocol::codec::ContentHeader;
 use crate::protocol::encode::content_header_payload;
+use crate::protocol::properties::{self, Summary};
 use crate::protocol::{BasicProperties, CLASS_BASIC};
 
 /// A body as the chunks (body frames) it arrived in; almost always one, held inline.
@@ -19,18 +23,77 @@ pub struct Message {
     /// Exchange and routing key as published: slices of the publisher's read buffer.
     pub exchange: ByteString,
     pub routing_key: ByteString,
-    pub properties: BasicProperties,
     /// Content-header payload as received (class, weight, body size, flags, properties).
     pub raw_header: Bytes,
     /// Body, as the chunks it arrived in.
     pub body: Body,
     pub body_size: u64,
+    /// What the hot path reads of the properties (which are present, delivery mode, priority).
+    pub summary: Summary,
+    /// The properties, decoded from `raw_header` on first use (most messages never need them).
+    decoded: OnceLock<Box<BasicProperties>>,
 }
 
 impl Message {
+    /// A message from its publish method's names, its checked content header and its body.
+    pub fn new(exchange: ByteString, routing_key: ByteString, header: ContentHeader, body: Body) -> Message {
+        let decoded = OnceLock::new();
+        if let Some(p) = header.decoded {
+            let _ = decoded.set(p);
+        }
+        Message {
+            exchange,
+            routing_key,
+            raw_header: header.raw,
+            body,
+            body_size: header.body_size,
+            summary: header.summary,
+            decoded,
+        }
+    }
+
+    /// A message with these properties (its content header encoded from them).
+    pub fn build(exchange: ByteString, routing_key: ByteString, properties: BasicProperties, body: Body) -> Message {
+        let body_size = body.iter().map(|b| b.len() as u64).sum();
+        Message {
+            exchange,
+            routing_key,
+            raw_header: content_header_payload(CLASS_BASIC, body_size, &properties),
+            body,
+            body_size,
+            summary: properties::summarize(&properties),
+            decoded: OnceLock::from(Box::new(properties)),
+        }
+    }
+
+    /// The message's properties (decoded on first use).
+    pub fn properties(&self) -> &BasicProperties {
+        self.decoded.get_or_init(|| {
+            // The header was checked when the message was made, so this decodes.
+            let parsed = amq_protocol::frame::parsing::parse_content_header(&self.raw_header[..]);
+            Box::new(parsed.map(|(_, h)| h.properties).unwrap_or_default())
+        })
+    }
+
+    /// The `headers` table, if the message has one (decoding only then).
+    pub fn headers(&self) -> Option<&amq_protocol::types::FieldTable> {
+        if !self.summary.has(properties::HEADERS) {
+            return None;
+        }
+        self.properties().headers().as_ref()
+    }
+
+    /// The `expiration` property, if set (decoding only then).
+    pub fn expiration(&self) -> Option<&str> {
+        if !self.summary.has(properties::EXPIRATION) {
+            return None;
+        }
+        self.properties().expiration().as_ref().map(|e| e.as_str())
+    }
+
     /// Whether the publisher asked for persistence (delivery-mode 2).
     pub fn is_persistent(&self) -> bool {
-        self.properties.delivery_mode() == &Some(2)
+        self.summary.delivery_mode == Some(2)
     }
 
     /// A copy with other properties: the content header is re-encoded, the body shared.
@@ -39,7 +102,8 @@ impl Message {
             exchange: self.exchange.clone(),
             routing_key: self.routing_key.clone(),
             raw_header: content_header_payload(CLASS_BASIC, self.body_size, &properties),
-            properties,
+            summary: properties::summarize(&properties),
+            decoded: OnceLock::from(Box::new(properties)),
             body: self.body.clone(),
             body_size: self.body_size,
         }
@@ -47,9 +111,9 @@ impl Message {
 
     /// A copy with one header set (used for `x-delivery-count` on quorum redeliveries).
     pub fn with_header(&self, key: &str, value: amq_protocol::types::AMQPValue) -> Message {
-        let mut headers = self.properties.headers().clone().unwrap_or_default();
+        let mut headers = self.properties().headers().clone().unwrap_or_default();
         headers.insert(key.into(), value);
-        self.with_properties(self.properties.clone().with_headers(headers))
+        self.with_properties(self.properties().clone().with_headers(headers))
     }
 
     /// The body as one contiguous buffer (copies only when it arrived in several frames).

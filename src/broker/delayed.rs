@@ -58,7 +58,7 @@ impl Ord for Entry {
 
 /// The `x-delay` of a message, in milliseconds (only a positive delay holds it).
 pub fn delay_of(msg: &Message) -> Option<Duration> {
-    let v = msg.properties.headers().as_ref()?.inner().get("x-delay")?;
+    let v = msg.headers()?.inner().get("x-delay")?;
     let ms = value_int(v).or_else(|| value_str(v).and_then(|s| s.trim().parse().ok()))?;
     // Capped at ten years (RabbitMQ's TTL ceiling) so no header can overflow a deadline.
     (ms > 0).then(|| Duration::from_millis((ms as u64).min(crate::queue::args::MAX_TTL_MS as u64)))
@@ -161,7 +161,7 @@ impl Scheduler {
         let topology = vhost.snapshot();
         while self.heap.peek().is_some_and(|e| (e.0).0.0 <= now) {
             let Some(Entry(Reverse((_, seq)), msg)) = self.heap.pop() else { break };
-            let queues = topology.route(&msg.exchange, &msg.routing_key, msg.properties.headers().as_ref());
+            let queues = topology.route(&msg.exchange, &msg.routing_key, msg.headers());
             debug!(exchange = %msg.exchange, queues = queues.len(), "delayed message due");
             for q in queues {
                 let cmd = QueueCmd::Publish(vec![Publish { msg: msg.clone(), confirm: None }]);

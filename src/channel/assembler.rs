@@ -133,14 +133,14 @@ fn unexpected_content() -> AmqpError {
 mod tests {
     use super::*;
     use crate::error::ReplyCode;
-    use crate::protocol::BasicProperties;
 
     fn header(class_id: u16, size: u64) -> ContentHeader {
         ContentHeader {
             channel: 1,
             class_id,
             body_size: size,
-            properties: BasicProperties::default(),
+            summary: Default::default(),
+            decoded: None,
             raw: Bytes::new(),
         }
     }

@@ -21,9 +21,10 @@ use crate::channel::assembler::{Content, Step};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::dedup::dedup_key;
 use crate::message::{Message, parse_expiration};
-use crate::protocol::codec::{ContentHeader, parse_header};
+use crate::protocol::codec::parse_header;
 use crate::protocol::encode;
 use crate::protocol::methods::{type_name, value_int, value_str};
+use crate::protocol::properties;
 use crate::protocol::{AMQPClass, CLASS_BASIC};
 use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueHandle};
 
@@ -93,22 +94,17 @@ impl Connection {
                 )));
             }
         }
-        validate_properties(&header)?;
-        let mut msg = Message {
-            exchange: method.exchange,
-            routing_key: method.routing_key,
-            properties: header.properties,
-            raw_header: header.raw,
-            body,
-            body_size: header.body_size,
-        };
+        let mut msg = Message::new(method.exchange, method.routing_key, header, body);
+        validate_properties(&msg)?;
         // Direct reply-to: the requester's reply_to names its channel's reply consumer.
-        if msg.properties.reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO) {
+        if msg.summary.has(properties::REPLY_TO)
+            && msg.properties().reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO)
+        {
             let chan = self.open_channel_ref(ch)?;
             let Some(rc) = &chan.reply_consumer else {
                 return Err(AmqpError::precondition("fast reply consumer does not exist"));
             };
-            let props = msg.properties.clone().with_reply_to(rc.name.as_str().into());
+            let props = msg.properties().clone().with_reply_to(rc.name.as_str().into());
             msg = msg.with_properties(props);
         }
         let msg = Arc::new(msg);
@@ -144,7 +140,7 @@ impl Connection {
         } else if exchange.is_some_and(|x| is_duplicate(x, &msg)) {
             // A duplicate is not routed (but is confirmed, like any unroutable message).
         } else {
-            let headers = msg.properties.headers().as_ref();
+            let headers = msg.headers();
             match &cc {
                 None => topology.route_keys_into(&msg.exchange, &[&*msg.routing_key], headers, &mut queues),
                 Some(keys) => topology.route_keys_into(&msg.exchange, keys, headers, &mut queues),
@@ -242,16 +238,16 @@ impl Connection {
 }
 
 /// Property checks RabbitMQ makes on publish.
-fn validate_properties(h: &ContentHeader) -> AmqpResult<()> {
-    if let Some(mode) = h.properties.delivery_mode()
+fn validate_properties(msg: &Message) -> AmqpResult<()> {
+    if let Some(mode) = msg.summary.delivery_mode
         && !matches!(mode, 1 | 2)
     {
         return Err(AmqpError::precondition(format_args!("invalid message: {{delivery_mode_unknown,{mode}}}")));
     }
-    if let Some(exp) = h.properties.expiration() {
-        parse_expiration(exp.as_str())?;
+    if let Some(exp) = msg.expiration() {
+        parse_expiration(exp)?;
     }
-    if let Some(headers) = h.properties.headers() {
+    if let Some(headers) = msg.headers() {
         for key in ["CC", "BCC"] {
             match headers.inner().get(key) {
                 None | Some(AMQPValue::FieldArray(_)) => {}
@@ -271,7 +267,7 @@ fn validate_properties(h: &ContentHeader) -> AmqpResult<()> {
 /// message's own plus those (`None`: just its own); `BCC` is removed before anyone sees the
 /// message.
 fn sender_selected(msg: Arc<Message>) -> (Arc<Message>, Option<Vec<String>>) {
-    let Some(headers) = msg.properties.headers() else { return (msg, None) };
+    let Some(headers) = msg.headers() else { return (msg, None) };
     if !headers.contains_key("CC") && !headers.contains_key("BCC") {
         return (msg, None);
     }
@@ -291,14 +287,14 @@ fn sender_selected(msg: Arc<Message>) -> (Arc<Message>, Option<Vec<String>>) {
             stripped.insert(k.clone(), v.clone());
         }
     }
-    let props = msg.properties.clone().with_headers(stripped);
+    let props = msg.properties().clone().with_headers(stripped);
     (Arc::new(msg.with_properties(props)), keys)
 }
 
 /// For a deduplication exchange: whether the message's `x-deduplication-header` was seen.
 fn is_duplicate(x: &crate::exchange::Exchange, msg: &Message) -> bool {
     let Some(cache) = &x.dedup else { return false };
-    let Some(headers) = msg.properties.headers() else { return false };
+    let Some(headers) = msg.headers() else { return false };
     let Some(key) = headers.inner().get("x-deduplication-header") else { return false };
     let ttl = headers
         .inner()

@@ -7,6 +7,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
+
+use super::properties::Summary;
 use tokio_util::codec::Decoder;
 
 use super::{
@@ -63,13 +65,15 @@ impl BasicPublish {
     }
 }
 
-/// A content header frame, decoded, with its raw payload kept for forwarding.
+/// A content header frame, checked, with its raw payload kept for forwarding. Its properties
+/// are decoded only when checking them needed it (see [`super::properties`]).
 #[derive(Debug, Clone)]
 pub struct ContentHeader {
     pub channel: u16,
     pub class_id: u16,
     pub body_size: u64,
-    pub properties: BasicProperties,
+    pub summary: Summary,
+    pub decoded: Option<Box<BasicProperties>>,
     /// The whole header payload (class, weight, body size, flags, properties) as received.
     pub raw: Bytes,
 }
@@ -222,10 +226,20 @@ pub fn parse_publish(payload: &Bytes) -> Result<BasicPublish, AmqpError> {
 
 /// Parse a content header payload, keeping the raw bytes.
 pub fn parse_header(channel: u16, raw: Bytes) -> Result<ContentHeader, AmqpError> {
+    if let Some(summary) = super::properties::scan(&raw) {
+        let class_id = u16::from_be_bytes([raw[0], raw[1]]);
+        let body_size = u64::from_be_bytes(raw[4..12].try_into().expect("scan checked the length"));
+        return Ok(ContentHeader { channel, class_id, body_size, summary, decoded: None, raw });
+    }
     match amq_protocol::frame::parsing::parse_content_header(&raw[..]) {
-        Ok((_, h)) => {
-            Ok(ContentHeader { channel, class_id: h.class_id, body_size: h.body_size, properties: h.properties, raw })
-        }
+        Ok((_, h)) => Ok(ContentHeader {
+            channel,
+            class_id: h.class_id,
+            body_size: h.body_size,
+            summary: super::properties::summarize(&h.properties),
+            decoded: Some(Box::new(h.properties)),
+            raw,
+        }),
         Err(_) => Err(AmqpError::frame_error(format_args!("cannot decode content header {}", octets(&raw)))),
     }
 }
@@ -288,7 +302,7 @@ mod tests {
         let Frame::Header { channel: 1, payload } = &frames[0] else { panic!("expected header") };
         let h = parse_header(1, payload.clone()).unwrap();
         assert_eq!(h.body_size, 10_000);
-        assert_eq!(h.properties.priority(), &Some(7));
+        assert_eq!(h.summary.priority, Some(7));
         assert_eq!(h.raw, raw);
         let mut got = Vec::new();
         for f in &frames[1..] {

@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod encode;
 pub mod methods;
+pub mod properties;
 
 pub use amq_protocol::protocol::{AMQPClass, BasicProperties};
 

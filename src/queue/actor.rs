@@ -372,7 +372,7 @@ impl QueueActor {
         }
         for (msg, reason) in dead {
             let (out, keys) = dead_letter(&msg, reason, &self.name, &dlx, self.args.dead_letter_routing_key.as_deref());
-            for q in topology.route_keys(&dlx, &keys, out.properties.headers().as_ref()) {
+            for q in topology.route_keys(&dlx, &keys, out.headers()) {
                 if reason != DeathReason::Rejected && is_cycle(&out, &q.name) {
                     debug!(queue = %self.name, target = %q.name, "dead-letter cycle dropped");
                     continue;

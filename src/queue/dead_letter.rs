@@ -34,7 +34,7 @@ impl DeathReason {
 /// The routing keys a message was published with: its routing key plus any `CC` keys.
 pub fn routing_keys(msg: &Message) -> Vec<String> {
     let mut keys = vec![msg.routing_key.to_string()];
-    if let Some(AMQPValue::FieldArray(cc)) = msg.properties.headers().as_ref().and_then(|h| h.inner().get("CC")) {
+    if let Some(AMQPValue::FieldArray(cc)) = msg.headers().and_then(|h| h.inner().get("CC")) {
         keys.extend(cc.as_slice().iter().filter_map(value_str));
     }
     keys
@@ -51,7 +51,7 @@ pub fn dead_letter(
     routing_key: Option<&str>,
 ) -> (Arc<Message>, Vec<String>) {
     let original_keys = routing_keys(msg);
-    let mut props = msg.properties.clone();
+    let mut props = msg.properties().clone();
     let mut headers = props.headers().clone().unwrap_or_default();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
 
@@ -169,8 +169,7 @@ fn without_expiration(p: BasicProperties) -> BasicProperties {
 /// RabbitMQ's cycle rule: dead-lettering into `target` is a cycle (and the message is dropped
 /// for that queue) if, reading `x-death` newest first, `target` appears before any rejection.
 pub fn is_cycle(msg: &Message, target: &str) -> bool {
-    let Some(AMQPValue::FieldArray(deaths)) = msg.properties.headers().as_ref().and_then(|h| h.inner().get("x-death"))
-    else {
+    let Some(AMQPValue::FieldArray(deaths)) = msg.headers().and_then(|h| h.inner().get("x-death")) else {
         return false;
     };
     for d in deaths.as_slice() {
@@ -200,18 +199,11 @@ mod tests {
             h.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(vec![longstr("cc1")])));
             props = props.with_headers(h);
         }
-        Message {
-            exchange: "ex".into(),
-            routing_key: "rk".into(),
-            raw_header: crate::protocol::encode::content_header_payload(60, 3, &props),
-            properties: props,
-            body: [Bytes::from_static(b"abc")].into_iter().collect(),
-            body_size: 3,
-        }
+        Message::build("ex".into(), "rk".into(), props, [Bytes::from_static(b"abc")].into_iter().collect())
     }
 
     fn deaths(m: &Message) -> Vec<FieldTable> {
-        match m.properties.headers().as_ref().unwrap().inner().get("x-death") {
+        match m.headers().unwrap().inner().get("x-death") {
             Some(AMQPValue::FieldArray(a)) => a
                 .as_slice()
                 .iter()
@@ -229,7 +221,7 @@ mod tests {
         let (d, keys) = dead_letter(&msg(Some("5000"), true), DeathReason::Expired, "q1", "dlx", None);
         assert_eq!(keys, ["rk", "cc1"]);
         assert_eq!(d.exchange, "dlx");
-        assert!(d.properties.expiration().is_none());
+        assert!(d.properties().expiration().is_none());
         let x = deaths(&d);
         assert_eq!(x.len(), 1);
         let t = x[0].inner();
@@ -239,11 +231,11 @@ mod tests {
         assert_eq!(t.get("exchange").and_then(value_str).as_deref(), Some("ex"));
         assert_eq!(t.get("original-expiration").and_then(value_str).as_deref(), Some("5000"));
         assert!(matches!(t.get("time"), Some(AMQPValue::Timestamp(_))));
-        let h = d.properties.headers().clone().unwrap();
+        let h = d.properties().headers().clone().unwrap();
         assert_eq!(h.inner().get("x-first-death-queue").and_then(value_str).as_deref(), Some("q1"));
         // The raw header forwarded to consumers is the re-encoded one.
-        let parsed = crate::protocol::codec::parse_header(1, d.raw_header.clone()).unwrap();
-        assert_eq!(parsed.properties, d.properties);
+        let parsed = amq_protocol::frame::parsing::parse_content_header(&d.raw_header[..]).unwrap().1;
+        assert_eq!(&parsed.properties, d.properties());
     }
 
     #[test]

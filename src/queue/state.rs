@@ -330,7 +330,7 @@ impl<S: MessageStore> QueueState<S> {
     /// Publish a message into the queue.
     pub fn enqueue(&mut self, msg: Arc<Message>, now: Instant) -> Result<Enqueued, StoreError> {
         let key = if self.args.deduplication {
-            msg.properties.headers().as_ref().and_then(|h| h.inner().get("x-deduplication-header")).map(dedup_key)
+            msg.headers().and_then(|h| h.inner().get("x-deduplication-header")).map(dedup_key)
         } else {
             None
         };
@@ -377,7 +377,7 @@ impl<S: MessageStore> QueueState<S> {
 
     /// Effective TTL: the smaller of `x-message-ttl` and the message's `expiration`.
     fn ttl_of(&self, msg: &Message) -> Option<Duration> {
-        let per_message = msg.properties.expiration().as_ref().and_then(|e| parse_expiration(e.as_str()).ok());
+        let per_message = msg.expiration().and_then(|e| parse_expiration(e).ok());
         match (self.args.message_ttl, per_message.map(Duration::from_millis)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -386,7 +386,7 @@ impl<S: MessageStore> QueueState<S> {
 
     /// Priority level: the message's `priority` capped at `x-max-priority` (0 without it).
     fn priority_of(&self, msg: &Message) -> u8 {
-        self.args.max_priority.map_or(0, |max| msg.properties.priority().unwrap_or(0).min(max))
+        self.args.max_priority.map_or(0, |max| msg.summary.priority.unwrap_or(0).min(max))
     }
 
     /// Remove a message for good, dead-lettering it when the queue has a DLX.

@@ -71,14 +71,12 @@ mod tests {
     use crate::protocol::BasicProperties;
 
     fn msg(n: u8) -> Arc<Message> {
-        Arc::new(Message {
-            exchange: "".into(),
-            routing_key: "".into(),
-            properties: BasicProperties::default(),
-            raw_header: bytes::Bytes::new(),
-            body: [bytes::Bytes::from(vec![n])].into_iter().collect(),
-            body_size: 1,
-        })
+        Arc::new(Message::build(
+            "".into(),
+            "".into(),
+            BasicProperties::default(),
+            [bytes::Bytes::from(vec![n])].into_iter().collect(),
+        ))
     }
 
     #[test]

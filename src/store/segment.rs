@@ -794,14 +794,8 @@ fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
     if header.body_size != body.len() as u64 {
         return None;
     }
-    let msg = Message {
-        exchange,
-        routing_key,
-        properties: header.properties,
-        raw_header: header.raw,
-        body_size: body.len() as u64,
-        body: if body.is_empty() { Body::new() } else { Body::from_buf([body]) },
-    };
+    let body = if body.is_empty() { Body::new() } else { Body::from_buf([body]) };
+    let msg = Message::new(exchange, routing_key, header, body);
     Some((Recovered { seq, enqueued_at_ms, redelivered: false }, Arc::new(msg)))
 }
 

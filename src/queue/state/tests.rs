@@ -14,14 +14,7 @@ use crate::protocol::methods::longstr;
 use crate::queue::args::QueueArgs;
 
 fn msg_with(n: u8, props: BasicProperties) -> Arc<Message> {
-    Arc::new(Message {
-        exchange: "".into(),
-        routing_key: "q".into(),
-        raw_header: crate::protocol::encode::content_header_payload(60, 1, &props),
-        properties: props,
-        body: [bytes::Bytes::from(vec![n])].into_iter().collect(),
-        body_size: 1,
-    })
+    Arc::new(Message::build("".into(), "q".into(), props, [bytes::Bytes::from(vec![n])].into_iter().collect()))
 }
 
 fn msg(n: u8) -> Arc<Message> {
@@ -285,10 +278,10 @@ fn quorum_delivery_limit_counts_returns_and_dead_letters() {
     let (mut q, now) = queue(args);
     q.enqueue(msg(1), now).unwrap();
     let g = q.get(false, now).unwrap();
-    assert!(g.msg.properties.headers().is_none(), "first delivery has no x-delivery-count");
+    assert!(g.msg.properties().headers().is_none(), "first delivery has no x-delivery-count");
     q.settle(&[g.seq], Outcome::Requeue);
     let g = q.get(false, now).unwrap();
-    let count = g.msg.properties.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
+    let count = g.msg.properties().headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
     assert_eq!(count, Some(AMQPValue::LongLongInt(1)));
     q.settle(&[g.seq], Outcome::Requeue);
     assert_eq!(q.ready_count(), 0, "second return exceeds the limit of 1");

@@ -7,7 +7,6 @@ use bytes::Bytes;
 
 use super::*;
 use crate::protocol::BasicProperties;
-use crate::protocol::encode::content_header_payload;
 
 struct Dir(PathBuf);
 
@@ -36,14 +35,7 @@ fn msg(body: &str, persistent: bool) -> Arc<Message> {
     if persistent {
         props = props.with_delivery_mode(2);
     }
-    Arc::new(Message {
-        exchange: "ex".into(),
-        routing_key: "rk".into(),
-        raw_header: content_header_payload(60, body.len() as u64, &props),
-        properties: props,
-        body: [Bytes::from(body.to_string())].into_iter().collect(),
-        body_size: body.len() as u64,
-    })
+    Arc::new(Message::build("ex".into(), "rk".into(), props, [Bytes::from(body.to_string())].into_iter().collect()))
 }
 
 fn bodies(store: &SegmentStore, rec: &[Recovered]) -> Vec<String> {
@@ -78,7 +70,7 @@ fn persistent_messages_survive_and_transient_ones_do_not() {
     assert_eq!(bodies(&s, &rec), ["p1", "p3"]);
     let m = s.read(1).unwrap();
     assert_eq!(m.exchange, "ex");
-    assert_eq!(m.properties.content_type().as_ref().map(|c| c.as_str()), Some("text/plain"));
+    assert_eq!(m.properties().content_type().as_ref().map(|c| c.as_str()), Some("text/plain"));
     assert!(rec.iter().all(|r| !r.redelivered));
 }
 
