@@ -47,7 +47,7 @@ use crate::queue::{ConnEvent, ConnInbox, Publish, QueueCmd, QueueHandle};
 use flow::FlowGauge;
 use handshake::{Handshake, HandshakeError, Negotiated, Progress};
 use heartbeat::{Heartbeat, HeartbeatAction};
-use writer::WriterMsg;
+use writer::Writer;
 
 /// Frames handled per loop turn when more are already buffered, before output is flushed and
 /// the inbox gets a turn (fairness between a busy publisher and its own deliveries).
@@ -93,8 +93,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     }
 
     let gauge = Arc::new(FlowGauge::default());
-    let (wtx, wrx) = mpsc::unbounded_channel();
-    tokio::spawn(writer::run(wr, wrx, gauge.clone()));
+    let wtx = Writer::start(wr, gauge.clone());
     let mut framed = FramedRead::new(rd, FrameCodec::new(broker.config.amqp.frame_max));
 
     let negotiated = match tokio::time::timeout(handshake_timeout, handshake(&mut framed, &wtx, &broker, peer)).await {
@@ -102,7 +101,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         Ok(None) => return,
         Err(_) => {
             debug!("handshake timed out");
-            let _ = wtx.send(WriterMsg::Close);
+            wtx.close();
             return;
         }
     };
@@ -139,19 +138,19 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
 /// Drive the handshake; None when it failed (the failure was already answered).
 async fn handshake(
     framed: &mut Framed,
-    wtx: &mpsc::UnboundedSender<WriterMsg>,
+    wtx: &Writer,
     broker: &Broker,
     peer: SocketAddr,
 ) -> Option<Negotiated> {
     let send = |method: &AMQPClass| {
         let mut buf = bytes::BytesMut::new();
         encode::method(&mut buf, 0, method);
-        let _ = wtx.send(WriterMsg::Data { segments: vec![buf.freeze()], credit: 0 });
+        wtx.send(vec![buf.freeze()], 0);
     };
     let fail = |e: AmqpError| {
         warn!(reason = %e.text, "handshake refused");
         send(&m::connection_close(&e));
-        let _ = wtx.send(WriterMsg::Close);
+        wtx.close();
     };
     send(&handshake::start_method(&broker.config));
     let vhost_exists = |v: &str| broker.vhost(v).is_some();
@@ -195,7 +194,7 @@ async fn handshake(
             }
             Err(HandshakeError::Silent(why)) => {
                 warn!(reason = %why, "handshake refused");
-                let _ = wtx.send(WriterMsg::Close);
+                wtx.close();
                 return None;
             }
         }
@@ -208,7 +207,7 @@ pub struct Connection {
     pub neg: Negotiated,
     pub broker: Arc<Broker>,
     pub vhost: Arc<VHost>,
-    writer: mpsc::UnboundedSender<WriterMsg>,
+    writer: Writer,
     pub(crate) gauge: Arc<FlowGauge>,
     /// Output gathered during this loop turn.
     pub out: Outbound,
@@ -349,7 +348,7 @@ impl Connection {
         if let Some(h) = self.heartbeat.as_mut() {
             h.sent(Instant::now());
         }
-        let _ = self.writer.send(WriterMsg::Data { segments, credit });
+        self.writer.send(segments, credit);
     }
 
     /// Send this turn's publishes: one mailbox command per queue. Waiting here (a full queue
@@ -584,7 +583,7 @@ impl Connection {
             // a moment to do so before we do, so it never sees the socket vanish first.
             let _ = tokio::time::timeout(CLIENT_CLOSE_GRACE, async { while framed.next().await.is_some() {} }).await;
         }
-        let _ = self.writer.send(WriterMsg::Close);
+        self.writer.close();
     }
 }
 

@@ -1,20 +1,24 @@
-//! The writer task: the only writer of a connection's socket.
+//! Socket writes: inline when the socket takes them, else the writer task.
 //!
-//! The connection task hands it batches of ready-to-send segments; it drains everything
-//! queued (`recv_many`) and writes it with vectored writes, so a burst of deliveries costs few
-//! system calls. It reports written delivery bytes to the [`FlowGauge`] so queues resume
-//! delivering to this connection once it has drained.
+//! The connection task hands each turn's output to a [`Writer`]. When nothing is queued it
+//! writes straight to the socket without blocking (`try_write_vectored`): the common case
+//! costs one system call and no task wake-up. Whatever the socket does not take goes, in
+//! order, to the writer task, which drains everything queued (`recv_many`) with vectored
+//! writes, so a burst of deliveries costs few system calls. Either way written delivery bytes
+//! are reported to the [`FlowGauge`] so queues resume delivering once the connection drains.
 
 use std::io::IoSlice;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use super::flow::FlowGauge;
 
-/// What the connection sends its writer.
+/// What the connection sends its writer task.
 #[derive(Debug)]
 pub enum WriterMsg {
     /// Segments to write in order; `credit` bytes of them were counted in the gauge.
@@ -25,17 +29,102 @@ pub enum WriterMsg {
 
 /// Batches taken per wake-up (bounds the iovec array and the time between gauge updates).
 const MAX_BATCH: usize = 64;
+/// Segments per vectored write (below the kernel's IOV_MAX).
+const MAX_IOV: usize = 256;
 
-/// Run until [`WriterMsg::Close`], the sender is dropped, or the socket fails.
-pub async fn run<W: AsyncWrite + Unpin>(
-    mut sock: W,
+/// The connection's side: writes inline while the writer task has nothing queued.
+pub struct Writer {
+    sock: Arc<OwnedWriteHalf>,
+    tx: mpsc::UnboundedSender<WriterMsg>,
+    /// Messages sent to the writer task and not yet written. Only this side increments it, and
+    /// the task decrements it after writing, so 0 means the socket is ours to write in order.
+    queued: Arc<AtomicUsize>,
+    gauge: Arc<FlowGauge>,
+}
+
+impl Writer {
+    /// Split off the write half and start its writer task.
+    pub fn start(sock: OwnedWriteHalf, gauge: Arc<FlowGauge>) -> Writer {
+        let sock = Arc::new(sock);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(sock.clone(), rx, gauge.clone(), queued.clone()));
+        Writer { sock, tx, queued, gauge }
+    }
+
+    /// Write `segments` (of which `credit` bytes were counted in the gauge), in order after
+    /// everything before them.
+    pub fn send(&self, mut segments: Vec<Bytes>, credit: usize) {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            let done = write_now(&self.sock, &mut segments);
+            if done.is_err() || segments.is_empty() {
+                // Written (or the socket failed: the reader side will notice and close).
+                self.gauge.written(credit);
+                return;
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(WriterMsg::Data { segments, credit }).is_err() {
+            self.gauge.written(credit);
+        }
+    }
+
+    /// Write what is queued, then shut the socket down.
+    pub fn close(&self) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(WriterMsg::Close);
+    }
+}
+
+/// Write as much as the socket takes without blocking, removing what was written.
+fn write_now(sock: &OwnedWriteHalf, segments: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut start = 0;
+    let result = loop {
+        if start == segments.len() {
+            break Ok(());
+        }
+        let written = {
+            let slices: smallvec::SmallVec<[IoSlice<'_>; 16]> =
+                segments[start..].iter().take(MAX_IOV).map(|b| IoSlice::new(b)).collect();
+            sock.try_write_vectored(&slices)
+        };
+        match written {
+            Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => advance(segments, &mut start, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    segments.drain(..start);
+    result
+}
+
+/// Mark `n` written octets from `segments[*start..]` as done.
+fn advance(segments: &mut [Bytes], start: &mut usize, mut n: usize) {
+    while n > 0 {
+        let seg = &mut segments[*start];
+        if n >= seg.len() {
+            n -= seg.len();
+            *start += 1;
+        } else {
+            seg.advance(n);
+            n = 0;
+        }
+    }
+}
+
+/// The writer task: until [`WriterMsg::Close`], the sender is dropped, or the socket fails.
+async fn run(
+    sock: Arc<OwnedWriteHalf>,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     gauge: Arc<FlowGauge>,
+    queued: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut segments: Vec<Bytes> = Vec::new();
     loop {
-        if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+        let taken = rx.recv_many(&mut batch, MAX_BATCH).await;
+        if taken == 0 {
             break;
         }
         let mut credit = 0;
@@ -49,13 +138,13 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 WriterMsg::Close => close = true,
             }
         }
-        let ok = write_all(&mut sock, &mut segments).await.is_ok();
+        let ok = write_all(&sock, &mut segments).await.is_ok();
         gauge.written(credit);
+        queued.fetch_sub(taken, Ordering::AcqRel);
         if !ok || close {
             break;
         }
     }
-    let _ = sock.shutdown().await;
     // Anything still queued will never be written: give its credit back.
     rx.close();
     while let Ok(m) = rx.try_recv() {
@@ -63,27 +152,34 @@ pub async fn run<W: AsyncWrite + Unpin>(
             gauge.written(credit);
         }
     }
+    // The connection side may still hold the socket; shut down now rather than at its drop.
+    match Arc::try_unwrap(sock) {
+        Ok(mut sock) => {
+            let _ = sock.shutdown().await;
+        }
+        Err(shared) => shutdown_write(&shared),
+    }
 }
 
-async fn write_all<W: AsyncWrite + Unpin>(sock: &mut W, segments: &mut Vec<Bytes>) -> std::io::Result<()> {
-    let mut start = 0;
-    while start < segments.len() {
-        let slices: Vec<IoSlice<'_>> = segments[start..].iter().take(256).map(|b| IoSlice::new(b)).collect();
-        let mut n = sock.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+async fn write_all(sock: &OwnedWriteHalf, segments: &mut Vec<Bytes>) -> std::io::Result<()> {
+    loop {
+        write_now(sock, segments)?;
+        if segments.is_empty() {
+            return Ok(());
         }
-        while n > 0 {
-            let seg = &mut segments[start];
-            if n >= seg.len() {
-                n -= seg.len();
-                start += 1;
-            } else {
-                seg.advance(n);
-                n = 0;
-            }
-        }
+        sock.writable().await?;
     }
-    segments.clear();
-    sock.flush().await
+}
+
+/// Shut the write direction of a socket shared with the connection side.
+fn shutdown_write(sock: &OwnedWriteHalf) {
+    let sref: &tokio::net::TcpStream = sock.as_ref();
+    let _ = socket_shutdown(sref);
+}
+
+fn socket_shutdown(s: &tokio::net::TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a descriptor we hold open; it does not close or free anything.
+    let rc = unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
