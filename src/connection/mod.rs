@@ -136,12 +136,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
 }
 
 /// Drive the handshake; None when it failed (the failure was already answered).
-async fn handshake(
-    framed: &mut Framed,
-    wtx: &Writer,
-    broker: &Broker,
-    peer: SocketAddr,
-) -> Option<Negotiated> {
+async fn handshake(framed: &mut Framed, wtx: &Writer, broker: &Broker, peer: SocketAddr) -> Option<Negotiated> {
     let send = |method: &AMQPClass| {
         let mut buf = bytes::BytesMut::new();
         encode::method(&mut buf, 0, method);

@@ -233,6 +233,19 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------------------------------------
+# Allocations per message (deterministic; not compared against RabbitMQ).
+ALLOC_TABLE=""
+if [[ -z $ONLY && ${BENCH_NO_BUILD:-0} != 1 ]]; then
+    log "counting allocations per message"
+    if ALLOC_OUT=$(cargo bench --bench allocations 2>"$RAW/allocations.log"); then
+        ALLOC_TABLE=$(grep '^|' <<<"$ALLOC_OUT")
+    else
+        log "warning: the allocation benchmark failed; see $RAW/allocations.log"
+        FAILED=1
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Report: medians over rounds, Warren/RabbitMQ ratios.
 REPORT=$OUT/bench-$STAMP.md
 {
@@ -296,6 +309,12 @@ for spec in open(sys.argv[2]).read().splitlines():
         print(f"| {sid if first else ''} | {title if first else ''} | {label} | {fmt(wv)} | {fmt(rv)} | {ratio} "
               f"| {cpu[0] if first else ''} | {cpu[1] if first else ''} |")
 PY
+    if [[ -n $ALLOC_TABLE ]]; then
+        echo
+        echo "Heap allocations in the broker per message (counting allocator, \`cargo bench --bench allocations\`):"
+        echo
+        echo "$ALLOC_TABLE"
+    fi
 } >"$REPORT"
 cp "$REPORT" "$OUT/latest.md"
 echo
