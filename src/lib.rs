@@ -15,7 +15,8 @@
 //!                              (durable messages; paging for long backlogs) and one group-commit
 //!                              fsync loop for the broker (store::persister)
 //!        ─► connection (inbox)   deliveries and confirms come back to the consumer's connection
-//!        ─► connection::writer   batches frames into few socket writes
+//!        ─► connection::writer   each turn's frames in one vectored write: inline when the socket
+//!                                takes them, else by the connection's writer task
 //! ```
 //!
 //! Only the downstream direction (connection → queue) ever waits, on a bounded queue mailbox:
@@ -24,7 +25,7 @@
 //! writer watermark, so a queue never waits on a consumer.
 //!
 //! The protocol rules live in pure, I/O-free pieces tested without sockets:
-//! [`protocol::codec`], [`connection::handshake`], [`connection::heartbeat`],
+//! [`protocol::codec`], [`protocol::properties`], [`connection::handshake`], [`connection::heartbeat`],
 //! [`channel::assembler`], [`channel::confirms`], [`channel::unacked`], [`queue::state`],
 //! [`exchange::topic`], [`exchange::headers`].
 
