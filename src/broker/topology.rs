@@ -13,8 +13,8 @@ use crate::queue::QueueEntry;
 
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
-    pub exchanges: HashMap<String, Arc<Exchange>>,
-    pub queues: HashMap<String, Arc<QueueEntry>>,
+    pub exchanges: HashMap<String, Arc<Exchange>, foldhash::fast::RandomState>,
+    pub queues: HashMap<String, Arc<QueueEntry>, foldhash::fast::RandomState>,
 }
 
 /// Most exchange hops followed for one message (exchange-to-exchange bindings and alternate

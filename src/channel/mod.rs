@@ -34,9 +34,9 @@ pub struct Channel {
     pub confirms: Option<Confirms>,
     pub unacked: Unacked,
     /// Consumer tag → the queue it consumes from.
-    pub consumers: HashMap<Arc<str>, QueueHandle>,
+    pub consumers: HashMap<Arc<str>, QueueHandle, foldhash::fast::RandomState>,
     /// Consumers being cancelled by the client: tag → whether it asked for no reply (nowait).
-    pub cancelling: HashMap<Arc<str>, bool>,
+    pub cancelling: HashMap<Arc<str>, bool, foldhash::fast::RandomState>,
     /// `basic.qos global=false`: prefetch given to consumers created from now on.
     pub consumer_prefetch: u32,
     /// `basic.qos global=true`: shared by every consumer on the channel.
@@ -74,8 +74,8 @@ impl Channel {
             assembler: Assembler::default(),
             confirms: None,
             unacked: Unacked::default(),
-            consumers: HashMap::new(),
-            cancelling: HashMap::new(),
+            consumers: HashMap::default(),
+            cancelling: HashMap::default(),
             consumer_prefetch: 0,
             limit: Arc::new(ChannelLimit::default()),
             last_queue: None,

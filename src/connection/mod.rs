@@ -121,7 +121,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         gauge,
         out: Outbound::new(),
         credit: 0,
-        channels: HashMap::new(),
+        channels: HashMap::default(),
         inbox,
         pending: Vec::new(),
         routed: Vec::new(),
@@ -208,7 +208,7 @@ pub struct Connection {
     pub out: Outbound,
     /// Delivery bytes in `out` that queues counted in the gauge.
     credit: usize,
-    pub channels: HashMap<u16, Channel>,
+    pub channels: HashMap<u16, Channel, foldhash::fast::RandomState>,
     /// Handed to queues so they can reach this connection.
     pub inbox: ConnInbox,
     /// Publishes of this turn, grouped per queue.

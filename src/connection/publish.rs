@@ -127,7 +127,7 @@ impl Connection {
         let mut routed = false;
         // Confirmed by someone else later (the delayed-message scheduler, once stored).
         let mut confirm_later = false;
-        let exchange = topology.exchanges.get(&*msg.exchange);
+        let exchange = if msg.exchange.is_empty() { None } else { topology.exchanges.get(&*msg.exchange) };
         if msg.exchange.is_empty() && msg.routing_key.starts_with(REPLY_TO) {
             if let Some(r) = self.broker.reply_route(&msg.routing_key) {
                 routed = r.inbox.send(ConnEvent::DirectReply { channel: r.channel, msg: msg.clone() }).is_ok();

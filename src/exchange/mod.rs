@@ -90,7 +90,7 @@ pub struct Exchange {
     pub dedup: Option<Arc<Mutex<dedup::DedupCache>>>,
     bindings: Vec<Binding>,
     /// Direct exchanges: routing key → destinations.
-    direct: HashMap<String, Vec<Destination>>,
+    direct: HashMap<String, Vec<Destination>, foldhash::fast::RandomState>,
     /// Topic exchanges: the binding patterns as a trie.
     topic: topic::TopicTrie,
 }
@@ -117,7 +117,7 @@ impl Exchange {
             delayed: false,
             dedup: None,
             bindings: Vec::new(),
-            direct: HashMap::new(),
+            direct: HashMap::default(),
             topic: topic::TopicTrie::default(),
         }
     }

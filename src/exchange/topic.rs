@@ -51,7 +51,7 @@ pub struct TopicTrie {
 
 #[derive(Debug, Clone, Default)]
 struct Node {
-    words: HashMap<String, usize>,
+    words: HashMap<String, usize, foldhash::fast::RandomState>,
     star: Option<usize>,
     hash: Option<usize>,
     /// Bindings whose pattern ends here (indexes into the exchange's binding list).

@@ -144,7 +144,7 @@ pub struct SegmentStore {
     unsynced: bool,
     segments: BTreeMap<u32, SegmentInfo>,
     /// Persistent messages already marked delivered.
-    delivered: HashSet<u64>,
+    delivered: HashSet<u64, foldhash::fast::RandomState>,
     /// Segments with marks waiting to be written.
     marked: Vec<u32>,
     /// Open segment files for reading bodies back.
@@ -261,7 +261,7 @@ impl SegmentStore {
             buf: Vec::new(),
             unsynced: false,
             segments,
-            delivered: HashSet::new(),
+            delivered: HashSet::default(),
             marked: Vec::new(),
             readers: RefCell::new(HashMap::new()),
             readahead: RefCell::new(ReadAhead::default()),
