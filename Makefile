@@ -1,6 +1,8 @@
 # Warren — make targets. The two a newcomer needs: `make run` and `make test`.
 CARGO ?= cargo
 CONFIG ?= config/warren.toml
+# Where cargo puts binaries (honours CARGO_TARGET_DIR).
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: all build release run test unit it interop crash-test bench lint fmt setup clean
 
@@ -16,7 +18,7 @@ release:
 
 ## Start the broker on 127.0.0.1:5672 with the default config (Ctrl-C stops it).
 run: release
-	./target/release/warren --config $(CONFIG)
+	$(TARGET_DIR)/release/warren --config $(CONFIG)
 
 ## Everything: unit tests, integration tests (lapin + raw sockets), cross-client interop.
 test: unit it interop
@@ -31,7 +33,7 @@ it:
 
 ## pika, kombu (Python) and amqplib (Node) against the real broker; installs them locally.
 interop: build
-	interop/with-warren.sh ./target/debug/warren
+	interop/with-warren.sh $(TARGET_DIR)/debug/warren
 
 ## The long crash test: 50 kill -9 cycles with confirming publishers and acking consumers.
 crash-test:
