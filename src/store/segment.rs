@@ -49,7 +49,8 @@ const READ_AHEAD: usize = 256 * 1024;
 struct ReadAhead {
     seg: u32,
     off: u64,
-    buf: Vec<u8>,
+    /// Shared with the messages decoded from it: a record is a slice, not a copy.
+    buf: Bytes,
 }
 
 /// Marks the enqueue stamp of a transient message paged out to disk (never recovered).
@@ -567,11 +568,12 @@ impl SegmentStore {
         }
         let mut ra = self.readahead.borrow_mut();
         if !(ra.seg == loc.seg && ra.off <= start && end <= ra.off + ra.buf.len() as u64) {
-            // Read this record and what follows it (usually the next messages to deliver).
-            ra.buf.resize((loc.len as usize).max(READ_AHEAD), 0);
+            // Read this record and what follows it (usually the next messages to deliver) into
+            // a fresh buffer: the messages of the previous one may still be in use.
+            let mut buf = vec![0u8; (loc.len as usize).max(READ_AHEAD)];
             let mut got = 0;
-            while got < ra.buf.len() {
-                match f.read_at(&mut ra.buf[got..], start + got as u64) {
+            while got < buf.len() {
+                match f.read_at(&mut buf[got..], start + got as u64) {
                     Ok(0) => break,
                     Ok(n) => got += n,
                     Err(_) => return None,
@@ -580,11 +582,10 @@ impl SegmentStore {
             if got < loc.len as usize {
                 return None;
             }
-            ra.buf.truncate(got);
-            ra.seg = loc.seg;
-            ra.off = start;
+            buf.truncate(got);
+            *ra = ReadAhead { seg: loc.seg, off: start, buf: Bytes::from(buf) };
         }
-        let rec = Bytes::copy_from_slice(&ra.buf[(start - ra.off) as usize..(end - ra.off) as usize]);
+        let rec = ra.buf.slice((start - ra.off) as usize..(end - ra.off) as usize);
         Self::check_and_decode(&rec, loc)
     }
 
