@@ -1,5 +1,6 @@
 //! One AMQP connection: the task that owns its socket's read half and the state of all of its
-//! channels, plus a writer task for the write half ([`writer`]).
+//! channels; it writes its output itself when the socket takes it, else through a writer task
+//! ([`writer`]).
 //!
 //! Flow: protocol header → [`handshake`] (sans-IO) → the run loop, which waits on four things:
 //! frames from the socket, events from queues (deliveries, confirms, cancels) on the inbox,
