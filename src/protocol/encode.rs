@@ -79,7 +79,7 @@ impl Sink for Outbound {
 }
 
 /// Write a frame header with a size to patch later; returns the size field's offset.
-fn begin(buf: &mut BytesMut, frame_type: u8, channel: u16) -> usize {
+pub fn begin(buf: &mut BytesMut, frame_type: u8, channel: u16) -> usize {
     buf.put_u8(frame_type);
     buf.put_u16(channel);
     let at = buf.len();
@@ -87,7 +87,8 @@ fn begin(buf: &mut BytesMut, frame_type: u8, channel: u16) -> usize {
     at
 }
 
-fn finish(buf: &mut BytesMut, size_at: usize) {
+/// Patch the size of the frame [`begin`] started and write its end octet.
+pub fn finish(buf: &mut BytesMut, size_at: usize) {
     let size = (buf.len() - size_at - 4) as u32;
     buf[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
     buf.put_u8(FRAME_END);
