@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
-use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
@@ -152,13 +151,9 @@ async fn run(
             gauge.written(credit);
         }
     }
-    // The connection side may still hold the socket; shut down now rather than at its drop.
-    match Arc::try_unwrap(sock) {
-        Ok(mut sock) => {
-            let _ = sock.shutdown().await;
-        }
-        Err(shared) => shutdown_write(&shared),
-    }
+    // The connection side may still hold the socket: shut the write direction down now
+    // rather than when the last holder drops it.
+    let _ = socket2::SockRef::from(sock.as_ref().as_ref()).shutdown(std::net::Shutdown::Write);
 }
 
 async fn write_all(sock: &OwnedWriteHalf, segments: &mut Vec<Bytes>) -> std::io::Result<()> {
@@ -169,17 +164,4 @@ async fn write_all(sock: &OwnedWriteHalf, segments: &mut Vec<Bytes>) -> std::io:
         }
         sock.writable().await?;
     }
-}
-
-/// Shut the write direction of a socket shared with the connection side.
-fn shutdown_write(sock: &OwnedWriteHalf) {
-    let sref: &tokio::net::TcpStream = sock.as_ref();
-    let _ = socket_shutdown(sref);
-}
-
-fn socket_shutdown(s: &tokio::net::TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: shutdown(2) on a descriptor we hold open; it does not close or free anything.
-    let rc = unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
