@@ -701,15 +701,7 @@ impl MessageStore for SegmentStore {
 /// payload (body included) filled in.
 fn encode_meta(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
     buf.extend_from_slice(&[0; RECORD_HEADER]);
-    buf.extend_from_slice(&seq.to_le_bytes());
-    buf.extend_from_slice(&enqueued_at_ms.to_le_bytes());
-    for s in [&msg.exchange, &msg.routing_key] {
-        let b = &s.as_bytes()[..s.len().min(255)];
-        buf.push(b.len() as u8);
-        buf.extend_from_slice(b);
-    }
-    buf.extend_from_slice(&(msg.raw_header.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&msg.raw_header);
+    put_fields(buf, seq, enqueued_at_ms, msg);
     let mut crc = crc32c::crc32c(&buf[RECORD_HEADER..]);
     for chunk in &msg.body {
         crc = crc32c::crc32c_append(crc, chunk);
@@ -719,9 +711,9 @@ fn encode_meta(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) 
     buf[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn encode_record(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0; RECORD_HEADER]);
+/// A record's payload up to the body: sequence number, enqueue stamp, exchange and routing key
+/// (short strings), and the raw content header (length-prefixed).
+fn put_fields(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&enqueued_at_ms.to_le_bytes());
     for s in [&msg.exchange, &msg.routing_key] {
@@ -731,6 +723,12 @@ fn encode_record(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message
     }
     buf.extend_from_slice(&(msg.raw_header.len() as u32).to_le_bytes());
     buf.extend_from_slice(&msg.raw_header);
+}
+
+fn encode_record(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; RECORD_HEADER]);
+    put_fields(buf, seq, enqueued_at_ms, msg);
     for chunk in &msg.body {
         buf.extend_from_slice(chunk);
     }
