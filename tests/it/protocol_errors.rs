@@ -369,6 +369,13 @@ async fn truncated_method_arguments_are_frame_error() {
     provoke(Tune::default(), &bytes).await.assert_prefix(501, "FRAME_ERROR - ", 50, 10);
 }
 
+#[tokio::test]
+async fn truncated_publish_arguments_are_frame_error() {
+    // basic.publish (read by hand): ticket 0, exchange "", then a routing key claiming 9 bytes.
+    let bytes = method_frame(1, 60, 40, &[0, 0, 0, 9, b'q']);
+    provoke(Tune::default(), &bytes).await.assert_prefix(501, "FRAME_ERROR - ", 60, 40);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Channel and method errors
 // ---------------------------------------------------------------------------------------------
