@@ -190,6 +190,14 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
             );
         }
     }
+    // The one field table some methods carry is checked (iteratively, depth-bounded) before
+    // amq-protocol's recursive decoder sees it.
+    if let Some(at) = super::fields::method_table_offset(payload)
+        && let Err(e) = super::fields::check_table(&payload[at..])
+    {
+        return Err(AmqpError::frame_error(format_args!("cannot decode {}: {e}", octets(&payload[4..])))
+            .on(class_id, method_id));
+    }
     match amq_protocol::protocol::parse_class(payload) {
         Ok((_, class)) => Ok(class),
         Err(_) => {
@@ -230,6 +238,11 @@ pub fn parse_header(channel: u16, raw: Bytes) -> Result<ContentHeader, AmqpError
         let class_id = u16::from_be_bytes([raw[0], raw[1]]);
         let body_size = u64::from_be_bytes(raw[4..12].try_into().expect("scan checked the length"));
         return Ok(ContentHeader { channel, class_id, body_size, summary, decoded: None, raw });
+    }
+    if let Some(at) = super::properties::headers_offset(&raw)
+        && let Err(e) = super::fields::check_table(&raw[at..])
+    {
+        return Err(AmqpError::frame_error(format_args!("cannot decode content header {}: {e}", octets(&raw))));
     }
     match amq_protocol::frame::parsing::parse_content_header(&raw[..]) {
         Ok((_, h)) => Ok(ContentHeader {

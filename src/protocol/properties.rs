@@ -79,6 +79,22 @@ pub fn scan(raw: &[u8]) -> Option<Summary> {
     Some(summary)
 }
 
+/// Where the `headers` table starts in a content-header payload, when the flags say there is
+/// one and the two short strings before it (content type and encoding) are whole.
+pub fn headers_offset(raw: &[u8]) -> Option<usize> {
+    let flags = u16::from_be_bytes(raw.get(12..14)?.try_into().ok()?);
+    if flags & HEADERS == 0 {
+        return None;
+    }
+    let mut at = 14;
+    for flag in [CONTENT_TYPE, CONTENT_ENCODING] {
+        if flags & flag != 0 {
+            at += 1 + *raw.get(at)? as usize;
+        }
+    }
+    (at <= raw.len()).then_some(at)
+}
+
 /// The summary of already decoded properties.
 pub fn summarize(p: &super::BasicProperties) -> Summary {
     let mut flags = 0;
