@@ -107,7 +107,7 @@ pub fn decode_table(bytes: &[u8]) -> Result<FieldTable, FieldError> {
         return Err(FieldError::Malformed);
     }
     match amq_protocol::types::parsing::parse_field_table(bytes) {
-        Ok((rest, t)) if rest.is_empty() => Ok(t),
+        Ok(([], t)) => Ok(t),
         _ => Err(FieldError::Malformed),
     }
 }
@@ -354,7 +354,6 @@ mod tests {
                 exchange: "e".into(),
                 routing_key: "k".into(),
                 arguments: args.clone(),
-                ..Default::default()
             })),
             AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
                 queue: "q".into(),
