@@ -48,6 +48,30 @@ struct Open {
 /// Check one encoded field table (its u32 byte length, then its entries) at the start of
 /// `bytes`, without recursion. Returns the bytes it spans.
 pub fn check_table(bytes: &[u8]) -> Result<usize, FieldError> {
+    walk(bytes, |_| {})
+}
+
+/// Replace the bytes outside ASCII in every key (at any depth) that is not UTF-8 with `?`,
+/// in place: lengths and structure stay as they are. RabbitMQ takes keys as bytes; amq-protocol
+/// needs UTF-8, so a decoded view of such a table is made from a sanitised copy.
+pub fn sanitize_keys(bytes: &mut [u8]) -> Result<usize, FieldError> {
+    let mut keys = Vec::new();
+    let n = walk(bytes, |k| keys.push(k))?;
+    for k in keys {
+        sanitize_str(&mut bytes[k]);
+    }
+    Ok(n)
+}
+
+/// Make a string UTF-8 without changing its length (non-ASCII bytes become `?`), if it is not.
+pub fn sanitize_str(s: &mut [u8]) {
+    if std::str::from_utf8(s).is_err() {
+        s.iter_mut().filter(|b| !b.is_ascii()).for_each(|b| *b = b'?');
+    }
+}
+
+/// The walk behind [`check_table`]: reports where each key's bytes are.
+fn walk(bytes: &[u8], mut on_key: impl FnMut(std::ops::Range<usize>)) -> Result<usize, FieldError> {
     let len = read_u32(bytes, 0, bytes.len())?;
     let end = 4usize.checked_add(len).filter(|e| *e <= bytes.len()).ok_or(FieldError::Malformed)?;
     let mut stack = [Open { end: 0, table: false }; MAX_NESTING];
@@ -62,7 +86,9 @@ pub fn check_table(bytes: &[u8]) -> Result<usize, FieldError> {
         }
         if top.table {
             let key_len = *bytes.get(at).filter(|_| at < top.end).ok_or(FieldError::Malformed)? as usize;
-            at = within(at + 1 + key_len, top.end)?;
+            let key = at + 1..within(at + 1 + key_len, top.end)?;
+            at = key.end;
+            on_key(key);
         }
         let kind = *bytes.get(at).filter(|_| at < top.end).ok_or(FieldError::Malformed)?;
         at += 1;
