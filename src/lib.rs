@@ -35,6 +35,8 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod protocol;
 pub mod queue;
