@@ -4,7 +4,7 @@ CONFIG ?= config/warren.toml
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build release run test unit it interop crash-test bench lint fmt setup clean
+.PHONY: all build release run test unit it interop crash-test bench lint fmt setup clean fuzz fuzz-seeds
 
 all: build
 
@@ -43,6 +43,28 @@ crash-test:
 ## BENCH_QUICK=1 for a short version; see tests/bench/README.md.
 bench:
 	tests/bench/run.sh
+
+## Coverage-guided fuzzing (cargo-fuzz/libFuzzer; installs cargo-fuzz if missing): each target in
+## fuzz/fuzz_targets for FUZZ_SECONDS, one process at a time, from fuzz/seeds/<target> and the
+## working corpus fuzz/corpus/<target>. A crash stops it (input in fuzz/artifacts/<target>/); copy
+## it to fuzz/regressions/<target>/, where `make unit` replays it. See README "Fuzzing".
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= frames publish methods fields properties handshake definitions
+FUZZ_FLAGS ?=
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t fuzz/seeds/$$t fuzz/artifacts/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS)s (log: fuzz/artifacts/$$t.log)"; \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run -O -s none $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_FLAGS) > fuzz/artifacts/$$t.log 2>&1 \
+	    || { tail -n 40 fuzz/artifacts/$$t.log; exit 1; }; \
+	  grep -E '^(Done|stat::(number_of_executed_units|average_exec_per_sec|new_units_added))' fuzz/artifacts/$$t.log; \
+	done
+
+## Re-record the fuzz seeds from pika, amqplib and lapin sessions against the broker.
+fuzz-seeds:
+	fuzz/record/record.sh
 
 ## Formatting and lints.
 lint:

@@ -88,8 +88,7 @@ async fn main() -> Result<(), lapin::Error> {
         BasicProperties::default().with_headers(headers),
     )
     .await?;
-    ch.basic_publish("".into(), "seedrs.q".into(), Default::default(), &vec![7u8; 70_000], Default::default())
-        .await?;
+    ch.basic_publish("".into(), "seedrs.q".into(), Default::default(), &vec![7u8; 70_000], Default::default()).await?;
     let mut consumer = ch
         .basic_consume(
             "seedrs.q".into(),
