@@ -40,7 +40,6 @@ props = pika.BasicProperties(
         "n": 42,
         "neg": -7,
         "big": 2**40,
-        "f": 1.5,
         "b": True,
         "d": decimal.Decimal("3.14"),
         "t": datetime.datetime(2024, 1, 2, 3, 4, 5),
@@ -50,7 +49,7 @@ props = pika.BasicProperties(
     delivery_mode=2,
     priority=5,
     correlation_id="corr-1",
-    reply_to="amq.rabbitmq.reply-to",
+    reply_to="replies",
     expiration="60000",
     message_id="m-1",
     timestamp=int(time.time()),
@@ -65,7 +64,7 @@ ch.basic_publish("", "seed.q", b"x" * 5000, pika.BasicProperties(delivery_mode=1
 ch.basic_publish("", "seed.q", b"")
 ch.confirm_delivery()
 ch.basic_publish("seed.topic", "a.x.c", b"confirmed", pika.BasicProperties(priority=1), mandatory=True)
-ch.basic_publish("seed.topic", "x.unrouted", b"to ae", mandatory=True)
+ch.basic_publish("seed.topic", "x.unrouted", b"to ae")
 tx = conn.channel()
 tx.tx_select()
 tx.basic_publish("", "seed.q", b"in tx")

@@ -4,7 +4,7 @@
     split.py RECORDINGS_DIR SEEDS_DIR
 
 Each seed is named by a hash of its content, so re-running adds nothing already there.
-frames: each stream after its protocol header; handshake: each whole stream; methods: each
+frames: each stream after its protocol header, in windows of whole frames; handshake: each whole stream; methods: each
 method payload, first byte the method's index in warren::fuzzing's KNOWN_METHODS; publish:
 basic.publish arguments; properties: content-header payloads; fields: every field table in
 methods and headers properties; definitions: the broker's stored definitions files.
@@ -89,22 +89,30 @@ def main(rec_dir, seeds_dir):
     seeds = {}
 
     def add(target, data):
-        if data is None or len(data) == 0:
+        if data is None or len(data) == 0 or len(data) > MAX_SEED:
             return
         name = hashlib.sha1(data).hexdigest()[:16]
         seeds.setdefault(target, {})[name] = data
 
     for name in sorted(os.listdir(rec_dir)):
         path = os.path.join(rec_dir, name)
+        if not os.path.isfile(path):
+            continue
         data = open(path, "rb").read()
         if name.startswith("definitions"):
             add("definitions", data)
             continue
         if not name.endswith(".bin") or not data.startswith(b"AMQP"):
             continue
-        short = cut(data, MAX_SEED)
-        add("handshake", short)
-        add("frames", short[8:])
+        add("handshake", cut(data, MAX_SEED))
+        # The frames after the header in windows of whole frames, each within MAX_SEED bytes.
+        start, end = 0, 0
+        for fstart, fend, *_ in frames(data[8:]):
+            if fend - start > MAX_SEED and end > start:
+                add("frames", data[8 + start:8 + end])
+                start = fstart
+            end = fend
+        add("frames", data[8 + start:8 + end])
         for _, _, ftype, _, payload in frames(data[8:]):
             if ftype == 1 and len(payload) >= 4:
                 ids = struct.unpack(">HH", payload[:4])

@@ -43,7 +43,8 @@ impl Summary {
 /// it is malformed (too short, a string running past the end) or carries a `headers` table,
 /// which only the full decoder checks.
 pub fn scan(raw: &[u8]) -> Option<Summary> {
-    let flags = u16::from_be_bytes(raw.get(12..14)?.try_into().ok()?);
+    // The two low bits (continuation, reserved) name no property; the decoders ignore them too.
+    let flags = u16::from_be_bytes(raw.get(12..14)?.try_into().ok()?) & !0b11;
     if flags & HEADERS != 0 {
         return None;
     }
