@@ -78,10 +78,12 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let (rd, mut wr) = stream.into_split();
     let rx_bytes = Arc::new(AtomicU64::new(0));
     let mut rd = CountingReader { inner: rd, count: rx_bytes.clone() };
-    let handshake_timeout = Duration::from_secs(broker.config.amqp.handshake_timeout);
+    // One deadline for the whole handshake, from accept to open-ok (RabbitMQ's
+    // handshake_timeout): a peer sending a byte at a time cannot stretch it.
+    let handshake_deadline = Instant::now() + Duration::from_secs(broker.config.amqp.handshake_timeout);
 
     let mut header = [0u8; 8];
-    match tokio::time::timeout(handshake_timeout, rd.read_exact(&mut header)).await {
+    match tokio::time::timeout_at(handshake_deadline, rd.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
         _ => return,
     }
@@ -97,7 +99,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let wtx = Writer::start(wr, gauge.clone());
     let mut framed = FramedRead::new(rd, FrameCodec::new(broker.config.amqp.frame_max));
 
-    let negotiated = match tokio::time::timeout(handshake_timeout, handshake(&mut framed, &wtx, &broker, peer)).await {
+    let negotiated = match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer)).await {
         Ok(Some(n)) => n,
         Ok(None) => return,
         Err(_) => {
