@@ -76,14 +76,8 @@ fn release_free_memory() {
 /// limit when the broker runs in a container that sets one.
 pub fn total_memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
+    let kb: u64 =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     let ram = kb * 1024;
     let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok().and_then(|s| s.trim().parse::<u64>().ok());
     Some(cgroup.map_or(ram, |c| c.min(ram)))
@@ -193,7 +187,10 @@ pub fn start(config: &Config) -> Alarm {
                 let high = used >= watermark;
                 if memory.set(high) {
                     if high {
-                        warn!(used, watermark, "memory alarm: resident memory above the high watermark; publishers are blocked");
+                        warn!(
+                            used,
+                            watermark, "memory alarm: resident memory above the high watermark; publishers are blocked"
+                        );
                     } else {
                         info!(used, watermark, "memory alarm cleared");
                     }

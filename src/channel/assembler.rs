@@ -264,7 +264,10 @@ mod tests {
         assert_eq!(budget.held(), 8);
         let e = a.body(Bytes::from_static(b"123"), &budget).unwrap_err();
         assert_eq!(e.code, ReplyCode::PreconditionFailed);
-        assert_eq!(e.text, "PRECONDITION_FAILED - partially received message bodies on this connection exceed 10 bytes");
+        assert_eq!(
+            e.text,
+            "PRECONDITION_FAILED - partially received message bodies on this connection exceed 10 bytes"
+        );
         assert_eq!(budget.held(), 4, "the refused body was given back");
         drop(b);
         assert_eq!(budget.held(), 0, "a dropped channel gives its body back");

@@ -99,15 +99,16 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let wtx = Writer::start(wr, gauge.clone());
     let mut framed = FramedRead::new(rd, FrameCodec::new(broker.config.amqp.frame_max));
 
-    let negotiated = match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer)).await {
-        Ok(Some(n)) => n,
-        Ok(None) => return,
-        Err(_) => {
-            debug!("handshake timed out");
-            wtx.close();
-            return;
-        }
-    };
+    let negotiated =
+        match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer)).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(_) => {
+                debug!("handshake timed out");
+                wtx.close();
+                return;
+            }
+        };
     framed.decoder_mut().set_frame_max(negotiated.frame_max);
     let Some(vhost) = broker.vhost(&negotiated.vhost).cloned() else { return };
     info!(user = %negotiated.user, vhost = %negotiated.vhost, heartbeat = negotiated.heartbeat, "connection open");
@@ -392,9 +393,8 @@ impl Connection {
         info!(reason, "blocking a publishing connection: resource alarm");
         if self.neg.client.connection_blocked && !self.sent_blocked {
             use amq_protocol::protocol::connection;
-            let m = AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
-                reason: reason.into(),
-            }));
+            let m =
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: reason.into() }));
             encode::method(&mut self.out, 0, &m);
             self.sent_blocked = true;
         }

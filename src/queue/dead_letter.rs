@@ -397,7 +397,8 @@ mod tests {
         let f = Forwarder::default();
         let body = Bytes::from(vec![0u8; 1024 * 1024]);
         for _ in 0..(OUTBOX_MAX_BYTES / body.len() as u64 + 10) {
-            let m = Message::build("".into(), "k".into(), BasicProperties::default(), [body.clone()].into_iter().collect());
+            let m =
+                Message::build("".into(), "k".into(), BasicProperties::default(), [body.clone()].into_iter().collect());
             f.send(&target, Arc::new(m));
         }
         let o = f.outbox.lock().unwrap();

@@ -54,7 +54,7 @@ fn find_pid(data_dir: &str) -> Option<u32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == data_dir.as_bytes()) && args[0].ends_with(b"warren") {
+        if args.contains(&data_dir.as_bytes()) && args[0].ends_with(b"warren") {
             return Some(pid);
         }
     }
@@ -111,7 +111,11 @@ impl FrameReader {
         within(&format!("method {class}.{method} on channel {channel}"), async {
             loop {
                 let (kind, ch, p) = self.next().await.expect("connection closed");
-                if kind == 1 && ch == channel && p.len() >= 4 && p[0..4] == [(class >> 8) as u8, class as u8, (method >> 8) as u8, method as u8] {
+                if kind == 1
+                    && ch == channel
+                    && p.len() >= 4
+                    && p[0..4] == [(class >> 8) as u8, class as u8, (method >> 8) as u8, method as u8]
+                {
                     return p[4..].to_vec();
                 }
             }
@@ -131,11 +135,14 @@ async fn raw_open(addr: &str, blocked_capability: bool) -> (FrameReader, OwnedWr
     rd.until_method(0, 10, 10).await;
     let caps = vec![("connection.blocked".to_string(), Value::Bool(blocked_capability))];
     let props = [("product", Value::str("warren memory test")), ("capabilities", Value::Table(caps))];
-    let start_ok = Args::new().table(&props).shortstr("PLAIN").longstr(&plain_response("guest", "guest")).shortstr("en_US");
+    let start_ok =
+        Args::new().table(&props).shortstr("PLAIN").longstr(&plain_response("guest", "guest")).shortstr("en_US");
     wr.write_all(&method_frame(0, 10, 11, start_ok.bytes())).await.unwrap();
     rd.until_method(0, 10, 30).await;
     wr.write_all(&method_frame(0, 10, 31, Args::new().short(2047).long(131_072).short(0).bytes())).await.unwrap();
-    wr.write_all(&method_frame(0, 10, 40, Args::new().shortstr("/").shortstr("").bits(&[false]).bytes())).await.unwrap();
+    wr.write_all(&method_frame(0, 10, 40, Args::new().shortstr("/").shortstr("").bits(&[false]).bytes()))
+        .await
+        .unwrap();
     rd.until_method(0, 10, 41).await;
     (rd, wr)
 }
@@ -147,7 +154,12 @@ async fn open_channel(rd: &mut FrameReader, wr: &mut OwnedWriteHalf, ch: u16) {
 
 /// basic.publish + header (+ one body frame) on `ch`.
 fn publish_frames(out: &mut Vec<u8>, ch: u16, exchange: &str, key: &str, mandatory: bool, body: &[u8]) {
-    out.extend(method_frame(ch, 60, 40, Args::new().short(0).shortstr(exchange).shortstr(key).bits(&[mandatory, false]).bytes()));
+    out.extend(method_frame(
+        ch,
+        60,
+        40,
+        Args::new().short(0).shortstr(exchange).shortstr(key).bits(&[mandatory, false]).bytes(),
+    ));
     out.extend(content_header_frame(ch, 60, body.len() as u64, 0, &[]));
     if !body.is_empty() {
         out.extend(body_frame(ch, body));
@@ -222,9 +234,13 @@ struct WellBehaved {
 async fn well_behaved(broker: &Broker) -> WellBehaved {
     let (conn, ch) = broker.channel().await;
     let queue = unique("memory-ok");
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions { exclusive: true, ..Default::default() },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     let mut consumer = ch
         .basic_consume(queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
@@ -237,12 +253,19 @@ async fn well_behaved(broker: &Broker) -> WellBehaved {
         while !s.load(Ordering::Relaxed) {
             let body = format!("ok-{i}");
             within("the well-behaved publish", async {
-                ch.basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default())
-                    .await
-                    .unwrap()
+                ch.basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
             })
             .await;
-            let d = within("the well-behaved delivery", consumer.next()).await.expect("consumer open").expect("delivery");
+            let d =
+                within("the well-behaved delivery", consumer.next()).await.expect("consumer open").expect("delivery");
             assert_eq!(d.data, body.as_bytes());
             d.ack(BasicAckOptions::default()).await.unwrap();
             t.fetch_add(1, Ordering::Relaxed);
@@ -278,7 +301,12 @@ impl WellBehaved {
 
 /// Flood requests whose replies are big, never reading; the broker must stop reading the peer
 /// with its memory bounded, serve others meanwhile, and resume once the peer reads.
-async fn unread_output_is_bounded(p: &Proc, mut rd: FrameReader, wr: OwnedWriteHalf, chunk: impl FnMut(u64) -> Vec<u8> + Send + 'static) {
+async fn unread_output_is_bounded(
+    p: &Proc,
+    mut rd: FrameReader,
+    wr: OwnedWriteHalf,
+    chunk: impl FnMut(u64) -> Vec<u8> + Send + 'static,
+) {
     let ok = well_behaved(&p.broker).await;
     ok.makes_progress(5, "before the flood").await;
     let before = rss(p.pid);
@@ -330,12 +358,22 @@ async fn a_peer_not_reading_its_basic_get_ok_stops_being_read() {
     let queue = unique("memory-get");
     {
         let (_c, ch) = p.broker.channel().await;
-        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions { auto_delete: false, ..Default::default() }, FieldTable::default())
-            .await
-            .unwrap();
-        ch.basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &vec![b'g'; 64 * 1024], BasicProperties::default())
-            .await
-            .unwrap();
+        ch.queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions { auto_delete: false, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            &vec![b'g'; 64 * 1024],
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
         crate::common::sync_point(&ch).await;
     }
     let (mut rd, mut wr) = raw_open(&p.broker.addr, false).await;
@@ -363,18 +401,33 @@ async fn direct_replies_to_a_requester_that_does_not_read_are_bounded() {
     let requests = unique("memory-rpc");
     let (_rc, responder) = p.broker.channel().await;
     responder
-        .queue_declare(requests.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            requests.as_str().into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let mut incoming = responder
-        .basic_consume(requests.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            requests.as_str().into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
-    let consume = Args::new().short(0).shortstr("amq.rabbitmq.reply-to").shortstr("").bits(&[false, true, false, false]).table(&[]);
+    let consume = Args::new()
+        .short(0)
+        .shortstr("amq.rabbitmq.reply-to")
+        .shortstr("")
+        .bits(&[false, true, false, false])
+        .table(&[]);
     wr.write_all(&method_frame(1, 60, 20, consume.bytes())).await.unwrap();
     rd.until_method(1, 60, 21).await;
     // Request with reply_to = amq.rabbitmq.reply-to (property flag bit 9: reply-to).
-    let mut request = method_frame(1, 60, 40, Args::new().short(0).shortstr("").shortstr(&requests).bits(&[false, false]).bytes());
+    let mut request =
+        method_frame(1, 60, 40, Args::new().short(0).shortstr("").shortstr(&requests).bits(&[false, false]).bytes());
     request.extend(content_header_frame(1, 60, 1, 1 << 9, Args::new().shortstr("amq.rabbitmq.reply-to").bytes()));
     request.extend(body_frame(1, b"?"));
     wr.write_all(&request).await.unwrap();
@@ -387,9 +440,15 @@ async fn direct_replies_to_a_requester_that_does_not_read_are_bounded() {
     for _ in 0..1024 {
         within("a reply publish (the responder is never blocked)", async {
             responder
-                .basic_publish("".into(), reply_to.as_str().into(), BasicPublishOptions::default(), &body, BasicProperties::default())
+                .basic_publish(
+                    "".into(),
+                    reply_to.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default(),
+                )
                 .await
-                .unwrap()
+                .unwrap();
         })
         .await;
     }
@@ -445,7 +504,8 @@ async fn a_transaction_of_a_million_publishes_is_refused_at_the_cap() {
         }
         wr
     });
-    let close = tokio::time::timeout(Duration::from_secs(120), rd.until_method(1, 20, 40)).await.expect("channel.close");
+    let close =
+        tokio::time::timeout(Duration::from_secs(120), rd.until_method(1, 20, 40)).await.expect("channel.close");
     let mut r = Reader(&close);
     let (code, text) = (r.short(), r.shortstr());
     assert_eq!(code, 406);
@@ -520,7 +580,12 @@ async fn partial_bodies_on_every_channel_are_bounded_per_connection() {
     let chunk = vec![b'p'; 8 * 1024];
     let mut out = Vec::new();
     for ch in 1..=2047u16 {
-        out.extend(method_frame(ch, 60, 40, Args::new().short(0).shortstr("").shortstr("nowhere").bits(&[false, false]).bytes()));
+        out.extend(method_frame(
+            ch,
+            60,
+            40,
+            Args::new().short(0).shortstr("").shortstr("nowhere").bits(&[false, false]).bytes(),
+        ));
         out.extend(content_header_frame(ch, 60, 1024 * 1024, 0, &[]));
         out.extend(body_frame(ch, &chunk));
     }
@@ -533,7 +598,10 @@ async fn partial_bodies_on_every_channel_are_bounded_per_connection() {
             if kind == 1 && payload[0..4] == [0, 20, 0, 40] {
                 let mut r = Reader(&payload[4..]);
                 assert_eq!(r.short(), 406);
-                assert_eq!(r.shortstr(), "PRECONDITION_FAILED - partially received message bodies on this connection exceed 4194304 bytes");
+                assert_eq!(
+                    r.shortstr(),
+                    "PRECONDITION_FAILED - partially received message bodies on this connection exceed 4194304 bytes"
+                );
                 closed.push(ch);
             }
         }
@@ -604,7 +672,12 @@ async fn the_memory_alarm_blocks_publishers_and_consumers_drain() {
         let n = crate::common::ready_count(&admin, q).await as usize;
         assert!(n > 0, "the flood filled every queue");
         let mut c = consumer_ch
-            .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         drained += crate::common::deliveries(&mut c, n).await.len();
@@ -639,7 +712,12 @@ async fn a_dribbled_handshake_is_cut_at_the_handshake_timeout_counted_from_accep
         conns.push(TcpStream::connect(&p.broker.addr).await.unwrap());
     }
     // The protocol header over 1.2 s, then a start-ok one byte every 100 ms.
-    let start_ok = method_frame(0, 10, 11, Args::new().table(&[]).shortstr("PLAIN").longstr(&plain_response("guest", "guest")).shortstr("en_US").bytes());
+    let start_ok = method_frame(
+        0,
+        10,
+        11,
+        Args::new().table(&[]).shortstr("PLAIN").longstr(&plain_response("guest", "guest")).shortstr("en_US").bytes(),
+    );
     let mut bytes = PROTOCOL_HEADER.to_vec();
     bytes.extend(&start_ok);
     let mut closed_at: Vec<Option<Duration>> = vec![None; conns.len()];
