@@ -176,7 +176,8 @@ pub fn dead_letter(
         Some(i) => {
             let AMQPValue::FieldTable(mut t) = deaths.remove(i) else { unreachable!("matched a table") };
             let count = t.inner().get("count").and_then(crate::protocol::methods::value_int).unwrap_or(0);
-            t.insert("count".into(), AMQPValue::LongLongInt(count + 1));
+            // The count may come from the client (any integer): it saturates, never wraps.
+            t.insert("count".into(), AMQPValue::LongLongInt(count.saturating_add(1)));
             t
         }
         None => {
@@ -404,5 +405,23 @@ mod tests {
         let o = f.outbox.lock().unwrap();
         assert!(o.bytes <= OUTBOX_MAX_BYTES, "{} bytes held", o.bytes);
         assert!(o.dropped > 0);
+    }
+
+    #[test]
+    fn a_client_supplied_count_at_the_maximum_saturates() {
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(i64::MAX));
+        death.insert("queue".into(), longstr("q"));
+        death.insert("reason".into(), longstr("rejected"));
+        let mut h = FieldTable::default();
+        h.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])));
+        let m = Message::build(
+            "ex".into(),
+            "rk".into(),
+            BasicProperties::default().with_headers(h),
+            [Bytes::from_static(b"abc")].into_iter().collect(),
+        );
+        let (d, _) = dead_letter(&m, DeathReason::Rejected, "q", "dlx", None);
+        assert_eq!(deaths(&d)[0].inner().get("count"), Some(&AMQPValue::LongLongInt(i64::MAX)));
     }
 }
