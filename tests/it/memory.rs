@@ -328,9 +328,13 @@ async fn unread_output_is_bounded(
         }
         panic!("connection closed after {frames} frames");
     });
-    let mut wr = within("the flooding peer's last write", flood.task).await.unwrap();
+    // (Generous bounds: tiny requests still buffered in the sockets can stand for a lot of
+    // output, written in 8 MiB steps as the peer reads.)
+    let drain = Duration::from_secs(90);
+    let mut wr = tokio::time::timeout(drain, flood.task).await.expect("the flooding peer's last write").unwrap();
     wr.write_all(&method_frame(1, 60, 10, Args::new().long(0).short(10).bits(&[false]).bytes())).await.unwrap();
-    let (_rd, frames) = within("qos-ok after the peer drained its output", reader).await.unwrap();
+    let (_rd, frames) =
+        tokio::time::timeout(drain, reader).await.expect("qos-ok after the peer drained its output").unwrap();
     assert!(frames > 10, "the peer read its backlog first ({frames} frames)");
     ok.makes_progress(5, "after the flood").await;
     ok.finish().await;
