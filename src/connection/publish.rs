@@ -69,7 +69,7 @@ impl Connection {
                 }
                 step
             }
-            ContentFrame::Body(b) => chan.assembler.body(b)?,
+            ContentFrame::Body(b) => chan.assembler.body(b, &self.content_budget)?,
         };
         match step {
             Step::Pending => Ok(()),
@@ -107,8 +107,24 @@ impl Connection {
             msg = msg.with_properties(props);
         }
         let msg = Arc::new(msg);
+        let (max_messages, max_bytes) =
+            (self.broker.config.amqp.transaction_max_messages, self.broker.config.amqp.transaction_max_bytes);
         let chan = self.open_channel(ch)?;
         if let Some(tx) = chan.tx.as_mut() {
+            // RabbitMQ holds a transaction's publishes without limit (only its memory alarm
+            // stops the publisher); a bound keeps one channel from taking the broker's memory.
+            let size = crate::queue::state::delivery_size(&msg) as u64;
+            if max_messages > 0 && tx.publishes.len() as u64 >= max_messages {
+                return Err(AmqpError::precondition(format_args!(
+                    "transaction holds too many messages: the limit is {max_messages} (amqp.transaction_max_messages); commit more often"
+                )));
+            }
+            if max_bytes > 0 && tx.bytes + size > max_bytes {
+                return Err(AmqpError::precondition(format_args!(
+                    "transaction holds too many message bytes: the limit is {max_bytes} (amqp.transaction_max_bytes); commit more often"
+                )));
+            }
+            tx.bytes += size;
             tx.publishes.push((msg, method.mandatory));
             return Ok(());
         }
