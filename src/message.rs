@@ -70,8 +70,7 @@ impl Message {
     pub fn properties(&self) -> &BasicProperties {
         self.decoded.get_or_init(|| {
             // The header was checked when the message was made, so this decodes.
-            let parsed = amq_protocol::frame::parsing::parse_content_header(&self.raw_header[..]);
-            Box::new(parsed.map(|(_, h)| h.properties).unwrap_or_default())
+            Box::new(properties::decode(&self.raw_header).unwrap_or_default())
         })
     }
 

@@ -95,7 +95,9 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
 
     let gauge = Arc::new(FlowGauge::default());
     let wtx = Writer::start(wr, gauge.clone());
-    let mut framed = FramedRead::new(rd, FrameCodec::new(broker.config.amqp.frame_max));
+    // Until the client has tuned, frames are limited to the AMQP minimum (as RabbitMQ 3.x does):
+    // an unauthenticated peer cannot make the broker buffer more.
+    let mut framed = FramedRead::new(rd, FrameCodec::new(crate::protocol::FRAME_MIN_SIZE));
 
     let negotiated = match tokio::time::timeout(handshake_timeout, handshake(&mut framed, &wtx, &broker, peer)).await {
         Ok(Some(n)) => n,

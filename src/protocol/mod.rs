@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod encode;
+pub mod fields;
 pub mod methods;
 pub mod properties;
 

@@ -70,7 +70,8 @@ pub fn dead_letter(
         Some(i) => {
             let AMQPValue::FieldTable(mut t) = deaths.remove(i) else { unreachable!("matched a table") };
             let count = t.inner().get("count").and_then(crate::protocol::methods::value_int).unwrap_or(0);
-            t.insert("count".into(), AMQPValue::LongLongInt(count + 1));
+            // The count may come from the client (any integer): it saturates, never wraps.
+            t.insert("count".into(), AMQPValue::LongLongInt(count.saturating_add(1)));
             t
         }
         None => {
@@ -252,5 +253,23 @@ mod tests {
         // ... but a rejection happened before a: not a cycle into a.
         assert!(!is_cycle(&d2, "a"));
         assert!(!is_cycle(&msg(None, false), "a"));
+    }
+
+    #[test]
+    fn a_client_supplied_count_at_the_maximum_saturates() {
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongLongInt(i64::MAX));
+        death.insert("queue".into(), longstr("q"));
+        death.insert("reason".into(), longstr("rejected"));
+        let mut h = FieldTable::default();
+        h.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])));
+        let m = Message::build(
+            "ex".into(),
+            "rk".into(),
+            BasicProperties::default().with_headers(h),
+            [Bytes::from_static(b"abc")].into_iter().collect(),
+        );
+        let (d, _) = dead_letter(&m, DeathReason::Rejected, "q", "dlx", None);
+        assert_eq!(deaths(&d)[0].inner().get("count"), Some(&AMQPValue::LongLongInt(i64::MAX)));
     }
 }
