@@ -28,6 +28,8 @@ use amq_protocol::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldT
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::protocol::fields;
+
 /// The format written by this version.
 pub const FORMAT_VERSION: u64 = 2;
 
@@ -429,96 +431,6 @@ mod legacy {
             "FieldTable" => AMQPValue::FieldTable(table(inner)?),
             other => return Err(format!("unknown value type '{other}'")),
         })
-    }
-}
-
-/// TEMPORARY: the API of `crate::protocol::fields` (being added on main), until it lands.
-// TODO(merge): replace with `use crate::protocol::fields;` and delete this module.
-pub mod fields {
-    use amq_protocol::types::FieldTable;
-
-    /// Deepest nesting of tables and arrays accepted (the outermost table is level 1).
-    pub const MAX_NESTING: usize = 64;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("{0}")]
-    pub struct FieldError(String);
-
-    fn err(s: &str, at: usize) -> FieldError {
-        FieldError(format!("{s} at byte {at}"))
-    }
-
-    /// Check one encoded table (structure, value types, nesting) without recursion; returns the
-    /// bytes it takes.
-    pub fn check_table(bytes: &[u8]) -> Result<usize, FieldError> {
-        // Each open container: where it ends and whether its entries have a name.
-        let mut stack: Vec<(usize, bool)> = Vec::new();
-        let u32_at = |at: usize| -> Result<usize, FieldError> {
-            bytes
-                .get(at..at + 4)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .ok_or_else(|| err("truncated length", at))
-        };
-        let len = u32_at(0)?;
-        let end = 4usize.checked_add(len).filter(|e| *e <= bytes.len()).ok_or_else(|| err("table past the end", 0))?;
-        stack.push((end, true));
-        let mut at = 4;
-        while let Some(&(end, named)) = stack.last() {
-            if at == end {
-                stack.pop();
-                continue;
-            }
-            if named {
-                let n = *bytes.get(at).ok_or_else(|| err("truncated name", at))? as usize;
-                let name = bytes.get(at + 1..at + 1 + n).filter(|_| at + 1 + n <= end);
-                let name = name.ok_or_else(|| err("name past the end of its table", at))?;
-                std::str::from_utf8(name).map_err(|_| err("field name is not UTF-8", at))?;
-                at += 1 + n;
-            }
-            let ty = *bytes.get(at).filter(|_| at < end).ok_or_else(|| err("missing value type", at))?;
-            at += 1;
-            let fixed = match ty {
-                b't' | b'b' | b'B' => Some(1),
-                b's' | b'U' | b'u' => Some(2),
-                b'I' | b'i' | b'f' => Some(4),
-                b'l' | b'L' | b'd' | b'T' => Some(8),
-                b'D' => Some(5),
-                b'V' => Some(0),
-                b'S' | b'x' | b'A' | b'F' => None,
-                _ => return Err(err(&format!("unknown value type {:?}", ty as char), at - 1)),
-            };
-            let size = match fixed {
-                Some(n) => n,
-                None => 4 + u32_at(at)?,
-            };
-            if at.checked_add(size).is_none_or(|e| e > end) {
-                return Err(err("value past the end of its container", at));
-            }
-            if matches!(ty, b'A' | b'F') {
-                if stack.len() >= MAX_NESTING {
-                    return Err(err(&format!("nested deeper than {MAX_NESTING} levels"), at));
-                }
-                stack.push((at + size, ty == b'F'));
-                at += 4;
-            } else {
-                at += size;
-            }
-        }
-        Ok(at)
-    }
-
-    /// Check, then decode one table.
-    pub fn decode_table(bytes: &[u8]) -> Result<FieldTable, FieldError> {
-        let used = check_table(bytes)?;
-        match amq_protocol::types::parsing::parse_field_table(&bytes[..used]) {
-            Ok((_, t)) => Ok(t),
-            Err(e) => Err(FieldError(format!("{e}"))),
-        }
-    }
-
-    pub fn encode_table(t: &FieldTable) -> Vec<u8> {
-        cookie_factory::gen_simple(amq_protocol::types::generation::gen_field_table(t), Vec::new())
-            .expect("encoding into a Vec cannot fail")
     }
 }
 

@@ -14,8 +14,7 @@ use lapin::{BasicProperties, ExchangeKind};
 
 use crate::common::*;
 
-// TODO(merge): warren::protocol::fields::MAX_NESTING once main has it.
-use warren::store::definitions::fields::MAX_NESTING;
+use warren::protocol::fields::MAX_NESTING;
 
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions { durable: true, ..Default::default() }
@@ -76,11 +75,10 @@ fn snapshot_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// A table nested exactly `depth` levels (the outermost table is level 1), alternating arrays
-/// and tables, with a NaN at the bottom.
-fn nested(depth: usize) -> AMQPValue {
+/// A value of `levels` nested arrays and tables (alternating), with a NaN at the bottom.
+fn nested(levels: usize) -> AMQPValue {
     let mut v = AMQPValue::Double(f64::from_bits(0x7ff8_0000_0000_0bad));
-    for level in (2..=depth).rev() {
+    for level in (1..=levels).rev() {
         v = if level % 2 == 0 {
             AMQPValue::FieldArray(FieldArray::from(vec![v]))
         } else {
@@ -126,7 +124,7 @@ fn every_type() -> FieldTable {
             ])),
         ),
         ("F", AMQPValue::FieldTable(inner)),
-        ("deep", nested(MAX_NESTING - 1)), // one level below the arguments table itself
+        ("deep", nested(MAX_NESTING - 1)), // with the arguments table itself: MAX_NESTING
     ])
 }
 
@@ -316,6 +314,7 @@ async fn check_restored(b: &Broker, args: &FieldTable) {
 async fn every_field_type_comes_back_byte_for_byte_after_restart_and_kill9() {
     let dir = TempDir::new();
     let args = every_type();
+    assert_eq!(warren::protocol::fields::depth(&AMQPValue::FieldTable(args.clone())), MAX_NESTING);
     let mut b = Broker::start_in(&dir.0, &[]);
     {
         let (_c, ch) = b.channel().await;
@@ -332,8 +331,19 @@ async fn every_field_type_comes_back_byte_for_byte_after_restart_and_kill9() {
     let b = Broker::start_in(&dir.0, &[]);
     check_restored(&b, &args).await;
     assert_stored_exactly(&dir.0, &args);
-    // A table deeper than the limit is refused at the protocol level, so none is ever stored.
-    assert!(wire_hex(&table(&[("deep", nested(MAX_NESTING))])).len() > 8);
+    // Unbinding with the same (NaN-holding) arguments finds the binding.
+    let (_c, ch) = b.channel().await;
+    ch.queue_unbind("meta-q".into(), "meta-x".into(), "k".into(), args.clone()).await.expect("unbind");
+    publish_props(&ch, "meta-x", "k", "unrouted", BasicProperties::default()).await;
+    sync_point(&ch).await;
+    assert!(get_all(&ch, "meta-q").await.is_empty(), "the binding is gone");
+    assert_eq!(definitions(&dir.0)["bindings"].as_array().unwrap().len(), 1);
+    // One level more is refused on the wire (501), so nothing deeper is ever stored.
+    let (_c, ch) = b.channel().await;
+    let too_deep = table(&[("deep", nested(MAX_NESTING))]);
+    let e = expect_amqp_error(declare_queue(&ch, "too-deep", durable(), too_deep).await);
+    assert_eq!(e.0, 501, "{e:?}");
+    assert!(!definitions(&dir.0)["queues"].as_array().unwrap().iter().any(|q| q["name"] == "too-deep"));
 }
 
 #[tokio::test]
