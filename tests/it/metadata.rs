@@ -443,3 +443,69 @@ async fn an_orphan_queue_directory_is_kept_logged_and_never_reused_by_a_transien
         old_msgs.iter().map(|(_, c)| c).collect::<Vec<_>>()
     );
 }
+
+/// A data directory from before this format: unversioned definitions (a NaN written as null)
+/// and queue directories without a name file. Everything comes back, and is rewritten.
+#[tokio::test]
+async fn a_data_directory_of_the_first_format_is_migrated() {
+    let dir = TempDir::new();
+    {
+        let mut b = Broker::start_in(&dir.0, &[]);
+        let (_c, ch) = b.channel().await;
+        declare_queue(&ch, "old-q", durable(), FieldTable::default()).await.unwrap();
+        publish_persistent(&ch, "old-q", 10, "old").await;
+        assert!(b.terminate().unwrap().success());
+    }
+    let queues = vhost_dir(&dir.0).join("queues");
+    let qdirs: Vec<PathBuf> = std::fs::read_dir(&queues).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(qdirs.len(), 1);
+    std::fs::remove_file(qdirs[0].join("name")).unwrap();
+    let legacy = r#"{"exchanges":[{"name":"old-x","type":"direct","auto_delete":false,"internal":false,"arguments":{}}],
+        "queues":[{"name":"old-q","auto_delete":false,"arguments":{"x-foo":{"Double":null},"x-max-length":{"LongInt":50}}}],
+        "bindings":[{"source":"old-x","destination":"old-q","destination_type":"queue","routing_key":"k","arguments":{}}]}"#;
+    std::fs::write(definitions_path(&dir.0), legacy).unwrap();
+
+    let b = Broker::start_in(&dir.0, &[]);
+    let (_c, ch) = b.channel().await;
+    assert_eq!(get_all(&ch, "old-q").await, expected_bodies(10, "old"));
+    assert_eq!(std::fs::read(qdirs[0].join("name")).unwrap(), b"old-q", "the directory is adopted");
+    let e = expect_amqp_error(
+        declare_queue(&ch, "old-q", durable(), table(&[("x-max-length", AMQPValue::LongInt(7))])).await,
+    );
+    assert!(e.1.contains("current is '50'"), "arguments restored: {}", e.1);
+    let (_c, ch) = b.channel().await;
+    publish_props(&ch, "old-x", "k", "bound", BasicProperties::default()).await;
+    sync_point(&ch).await;
+    assert_eq!(get_all(&ch, "old-q").await, ["bound"]);
+    // The next change writes the current format, the NaN still there.
+    declare_queue(&ch, "new-q", durable(), FieldTable::default()).await.unwrap();
+    assert_eq!(definitions(&dir.0)["version"], 2);
+    let stored = decode_hex(&stored_args(&dir.0, "queues", "old-q"));
+    assert!(matches!(stored.inner().get("x-foo"), Some(AMQPValue::Double(d)) if d.is_nan()));
+}
+
+/// Stored arguments that no longer validate do not lose the queue or its messages.
+#[tokio::test]
+async fn a_queue_with_arguments_that_no_longer_validate_is_still_restored() {
+    let dir = TempDir::new();
+    {
+        let mut b = Broker::start_in(&dir.0, &[]);
+        let (_c, ch) = b.channel().await;
+        declare_queue(&ch, "strict", durable(), FieldTable::default()).await.unwrap();
+        publish_persistent(&ch, "strict", 10, "s").await;
+        assert!(b.terminate().unwrap().success());
+    }
+    let bad = table(&[("x-max-length", lstr("not a number"))]);
+    let path = definitions_path(&dir.0);
+    let mut d = definitions(&dir.0);
+    d["queues"][0]["arguments"] = wire_hex(&bad).into();
+    std::fs::write(&path, serde_json::to_string(&d).unwrap()).unwrap();
+
+    let b = Logged::start(&dir.0);
+    b.expect_log(&["no longer valid", "queue=strict"]);
+    let (_c, ch) = b.channel().await;
+    assert_eq!(get_all(&ch, "strict").await, expected_bodies(10, "s"));
+    declare_queue(&ch, "other", durable(), FieldTable::default()).await.unwrap();
+    assert_eq!(stored_args(&dir.0, "queues", "strict"), wire_hex(&bad), "kept as stored");
+    b.terminate();
+}
