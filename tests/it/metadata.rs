@@ -252,13 +252,13 @@ async fn a_nan_argument_survives_a_restart_and_costs_no_messages() {
         let mut b = b;
         assert!(b.terminate().unwrap().success());
     }
-    assert_eq!(stored_args(&dir.0, "queues", "nan-q"), wire_hex(&args));
     let b = Broker::start_in(&dir.0, &[]);
     let (_c, ch) = b.channel().await;
+    assert_eq!(get_all(&ch, "data-q").await, expected_bodies(100, "m"));
     let passive = QueueDeclareOptions { passive: true, ..durable() };
     declare_queue(&ch, "nan-q", passive, FieldTable::default()).await.expect("nan-q restored");
     declare_queue(&ch, "nan-q", durable(), args.clone()).await.expect("same arguments: equivalent");
-    assert_eq!(get_all(&ch, "data-q").await, expected_bodies(100, "m"));
+    assert_eq!(stored_args(&dir.0, "queues", "nan-q"), wire_hex(&args));
     let stored = decode_hex(&stored_args(&dir.0, "queues", "nan-q"));
     match stored.inner().get("x-foo") {
         Some(AMQPValue::Double(d)) => assert_eq!(d.to_bits(), nan.to_bits(), "the same NaN"),
