@@ -506,7 +506,7 @@ impl Connection {
                     tag,
                     redelivered,
                     &msg.exchange,
-                    &msg.routing_key,
+                    msg.routing_key.as_wire(),
                 );
                 encode::content(&mut self.out, channel, &msg.raw_header, &msg.body, frame_max);
                 self.credit += size;

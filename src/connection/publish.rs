@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::protocol::basic;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -21,11 +20,11 @@ use crate::channel::assembler::{Content, Step};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::dedup::dedup_key;
 use crate::message::{Message, parse_expiration};
+use crate::protocol::CLASS_BASIC;
 use crate::protocol::codec::parse_header;
 use crate::protocol::encode;
 use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::properties;
-use crate::protocol::{AMQPClass, CLASS_BASIC};
 use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueHandle};
 
 /// The pseudo-queue of direct reply-to.
@@ -149,13 +148,7 @@ impl Connection {
         }
         let frame_max = self.neg.frame_max;
         if !routed && mandatory {
-            let ret = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                reply_code: 312,
-                reply_text: "NO_ROUTE".into(),
-                exchange: (&*msg.exchange).into(),
-                routing_key: (&*msg.routing_key).into(),
-            }));
-            encode::method(&mut self.out, ch, &ret);
+            encode::basic_return(&mut self.out, ch, 312, "NO_ROUTE", &msg.exchange, msg.routing_key.as_wire());
             encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
         }
         let Some(chan) = self.channels.get_mut(&ch) else {
@@ -232,7 +225,7 @@ impl Connection {
         let Some(chan) = self.channels.get_mut(&ch).filter(|c| c.phase == ChannelPhase::Open) else { return };
         let Some(rc) = chan.reply_consumer.clone() else { return };
         let tag = chan.unacked.next_tag();
-        encode::deliver(&mut self.out, ch, &rc.tag, tag, false, &msg.exchange, &msg.routing_key);
+        encode::deliver(&mut self.out, ch, &rc.tag, tag, false, &msg.exchange, msg.routing_key.as_wire());
         encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
     }
 }

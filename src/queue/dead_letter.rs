@@ -81,7 +81,10 @@ pub fn dead_letter(
             t.insert("queue".into(), longstr(queue));
             t.insert("time".into(), AMQPValue::Timestamp(now));
             t.insert("exchange".into(), longstr(&msg.exchange));
-            let keys: Vec<AMQPValue> = original_keys.iter().map(|k| longstr(k)).collect();
+            // The published key as it came (any bytes), then the CC keys.
+            let published = AMQPValue::LongString(msg.routing_key.as_wire().to_vec().into());
+            let keys: Vec<AMQPValue> =
+                std::iter::once(published).chain(original_keys[1..].iter().map(|k| longstr(k))).collect();
             t.insert("routing-keys".into(), AMQPValue::FieldArray(FieldArray::from(keys)));
             if let Some(exp) = props.expiration() {
                 t.insert("original-expiration".into(), longstr(exp.as_str()));
@@ -115,7 +118,9 @@ pub fn dead_letter(
     };
     let mut out = msg.with_properties(props);
     out.exchange = dlx.into();
-    out.routing_key = keys[0].as_str().into();
+    if let Some(k) = routing_key {
+        out.routing_key = k.into();
+    }
     (Arc::new(out), keys)
 }
 
