@@ -195,10 +195,17 @@ impl SegmentStore {
         Self::open_with(dir, segment_size, true)
     }
 
-    /// A store for a non-durable queue: it starts empty (whatever is in `dir` is removed) and
-    /// uses the disk only to page message bodies out of memory.
+    /// A store for a non-durable queue: it uses the disk only to page message bodies out of
+    /// memory. `dir` must be new or empty (the vhost gives each such queue a directory of its
+    /// own in an area it empties at start): nothing in it is ever removed here, so a wrong
+    /// directory is an error rather than lost data.
     pub fn open_transient(dir: &Path, segment_size: u64) -> Result<SegmentStore, StoreError> {
-        let _ = fs::remove_dir_all(dir);
+        if fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} is not empty; a non-durable queue only pages into a new directory", dir.display()),
+            )));
+        }
         Ok(Self::open_with(dir, segment_size, false)?.0)
     }
 

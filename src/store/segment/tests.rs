@@ -295,3 +295,13 @@ fn transient_messages_are_paged_out_and_never_recovered() {
 fn a_slot_is_24_bytes() {
     assert!(std::mem::size_of::<Slot>() <= 24, "{}", std::mem::size_of::<Slot>());
 }
+
+#[test]
+fn a_transient_store_never_wipes_a_directory_that_holds_something() {
+    let d = Dir::new("transient-refuses");
+    fs::create_dir_all(&d.0).unwrap();
+    fs::write(d.0.join("0000000001.msgs"), b"someone's data").unwrap();
+    let e = SegmentStore::open_transient(&d.0, 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("not empty"), "{e}");
+    assert_eq!(fs::read(d.0.join("0000000001.msgs")).unwrap(), b"someone's data");
+}
