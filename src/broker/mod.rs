@@ -56,7 +56,10 @@ impl Broker {
                 persister: persister.clone(),
             };
             let vhost = VHost::open(v, timeout, storage).map_err(|e| {
-                BrokerError::Config(format!("cannot open data directory {}: {e}", config.data_dir.display()))
+                BrokerError::Storage(format!(
+                    "cannot open the durable data of vhost '{v}' under {}: {e}",
+                    config.data_dir.display()
+                ))
             })?;
             vhosts.insert(v.clone(), vhost);
         }

@@ -390,11 +390,13 @@ impl QueueActor {
         }
     }
 
+    /// Delete (the store's directory included) while the name is still taken, then free the
+    /// name: a queue declared under it afterwards can never have its new directory removed.
     fn forget_and_delete(&mut self) {
+        self.delete();
         if let (Some(vhost), Some(me)) = (self.vhost.upgrade(), self.own_handle()) {
             vhost.forget_queue(&self.name, &me);
         }
-        self.delete();
     }
 
     fn delete(&mut self) {
