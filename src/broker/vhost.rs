@@ -54,6 +54,8 @@ const EQUIVALENCE_ARGS: &[&str] = &[
     "x-dead-letter-strategy",
     "x-queue-master-locator",
     "x-quorum-initial-group-size",
+    "x-consumer-timeout",
+    "x-message-deduplication",
 ];
 
 /// What `queue.declare` asked for.
@@ -830,6 +832,29 @@ mod tests {
             e.text,
             "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl' for queue 'q' in vhost '/': received none but current is the value '1000' of type 'signedint'"
         );
+        // Every argument Warren acts on is compared, the consumer timeout and deduplication too.
+        for (key, first, second) in [
+            ("x-consumer-timeout", AMQPValue::LongInt(5000), AMQPValue::LongInt(6000)),
+            ("x-message-deduplication", AMQPValue::Boolean(true), AMQPValue::Boolean(false)),
+        ] {
+            let name = format!("q-{key}");
+            let with = |v: AMQPValue| {
+                let mut t = FieldTable::default();
+                t.insert(key.into(), v);
+                QueueDeclare { name: name.clone(), arguments: t, ..Default::default() }
+            };
+            v.declare_queue(&with(first.clone()), 1).unwrap();
+            v.declare_queue(&with(first.clone()), 1).unwrap();
+            let e = v.declare_queue(&with(second.clone()), 1).unwrap_err();
+            assert_eq!(
+                e.text,
+                format!(
+                    "PRECONDITION_FAILED - inequivalent arg '{key}' for queue '{name}' in vhost '/': received '{}' but current is '{}'",
+                    value_display(&second),
+                    value_display(&first)
+                )
+            );
+        }
         let e = declare_x(&v, "amq.direct", "fanout").unwrap_err();
         assert_eq!(
             e.text,

@@ -26,6 +26,7 @@ mod dead_letter;
 mod dedup;
 mod delayed;
 mod length_limits;
+mod memory;
 mod priorities;
 mod queue_types;
 mod rpc;
