@@ -42,7 +42,9 @@ impl Connection {
     pub(super) async fn on_content(&mut self, ch: u16, f: ContentFrame) -> AmqpResult<()> {
         let max_size = self.broker.config.amqp.max_message_size;
         let Some(chan) = self.channels.get_mut(&ch) else {
-            return Err(AmqpError::channel_error("expected 'channel.open'"));
+            // A channel that was never opened expects a method (channel.open) first; RabbitMQ
+            // 3.10 says so as for any content frame out of place, on channel 0.0.
+            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
         };
         if chan.phase == ChannelPhase::Closing {
             return Ok(());

@@ -14,6 +14,9 @@ mod queues;
 // Protocol errors and fuzzing (raw sockets).
 mod protocol_errors;
 
+// Hostile and careless peers against a live witness connection (raw sockets + lapin).
+mod hostile;
+
 // Durability: restarts, kill -9, damaged files (Warren processes only).
 mod durability;
 mod metadata;

@@ -18,7 +18,7 @@ fn passive_declare(name: &str) -> Args {
 }
 
 /// basic.publish to the default exchange with the given routing key and `immediate` flag.
-fn publish_args(routing_key: &str, immediate: bool) -> Args {
+pub(crate) fn publish_args(routing_key: &str, immediate: bool) -> Args {
     Args::new().short(0).shortstr("").shortstr(routing_key).bits(&[false, immediate])
 }
 
