@@ -16,6 +16,7 @@ mod protocol_errors;
 
 // Durability: restarts, kill -9, damaged files (Warren processes only).
 mod durability;
+mod power_loss;
 
 // Queue semantics (lapin).
 mod consumers;
