@@ -48,7 +48,10 @@ impl Broker {
 
     /// [`Broker::start_in`] with extra environment variables for the process.
     pub fn start_in_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, std::ffi::OsString)]) -> Broker {
-        assert!(std::env::var("WARREN_TEST_ADDR").is_err(), "restart tests need a Warren process they start themselves");
+        assert!(
+            std::env::var("WARREN_TEST_ADDR").is_err(),
+            "restart tests need a Warren process they start themselves"
+        );
         Self::spawn(data_dir, extra, env)
     }
 

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use lapin::BasicProperties;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use lapin::BasicProperties;
 
 use crate::common::*;
 
@@ -70,7 +70,12 @@ enum Pending {
     Create(PathBuf),
     Mkdir(PathBuf),
     /// `prev`: the durable size of the file the rename replaced (kept at `saved`).
-    Rename { from: PathBuf, to: PathBuf, saved: Option<PathBuf>, prev: Option<u64> },
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        saved: Option<PathBuf>,
+        prev: Option<u64>,
+    },
 }
 
 impl Pending {
@@ -119,7 +124,8 @@ impl PowerCut {
     fn start(&mut self, extra: &[&str]) -> Broker {
         let mut files = Vec::new();
         walk(&self.data(), &mut files);
-        self.baseline = files.into_iter().map(|f| (f.metadata().map_or(0, |m| m.len()), f)).map(|(l, f)| (f, l)).collect();
+        self.baseline =
+            files.into_iter().map(|f| (f.metadata().map_or(0, |m| m.len()), f)).map(|(l, f)| (f, l)).collect();
         let _ = std::fs::remove_file(self.log());
         let env = [
             ("LD_PRELOAD", shim().into_os_string()),
@@ -309,7 +315,11 @@ async fn power_cycles(cycles: u64, extra: &[&str], loss: impl Fn(u64) -> Loss) -
                     .expect("basic.get");
                 let Some(m) = got else { break };
                 let at = clock.fetch_add(1, Ordering::SeqCst);
-                life.push(Seen { id: text(&m.delivery.data).parse().expect("an id"), redelivered: m.delivery.redelivered, at });
+                life.push(Seen {
+                    id: text(&m.delivery.data).parse().expect("an id"),
+                    redelivered: m.delivery.redelivered,
+                    at,
+                });
             }
             check_flags(&life, &covered, &mut flag_errors);
             out.lives.push(life);
@@ -330,7 +340,13 @@ async fn power_cycles(cycles: u64, extra: &[&str], loss: impl Fn(u64) -> Loss) -
                     let at = clk.fetch_add(1, Ordering::SeqCst);
                     let body = id.to_string();
                     match pch
-                        .basic_publish("".into(), "power".into(), BasicPublishOptions::default(), body.as_bytes(), persistent())
+                        .basic_publish(
+                            "".into(),
+                            "power".into(),
+                            BasicPublishOptions::default(),
+                            body.as_bytes(),
+                            persistent(),
+                        )
                         .await
                     {
                         Ok(c) => pending.push((id, at, c)),
@@ -372,6 +388,12 @@ async fn power_cycles(cycles: u64, extra: &[&str], loss: impl Fn(u64) -> Loss) -
         check_flags(&life, &covered, &mut flag_errors);
         // Deliveries seen before a later send that was confirmed are marked on disk.
         let last_sync = confirmed.iter().map(|(_, at)| *at).max();
+        if std::env::var("POWER_DEBUG").is_ok() {
+            eprintln!(
+                "life {cycle}: last confirmed send at {last_sync:?}; seen {:?}",
+                life.iter().map(|s| (s.id, s.at, s.redelivered)).collect::<Vec<_>>()
+            );
+        }
         covered.extend(life.iter().filter(|s| last_sync.is_some_and(|t| s.at < t)).map(|s| s.id));
         out.confirmed.extend(confirmed.iter().map(|(id, _)| *id));
         eprintln!(
@@ -413,11 +435,7 @@ async fn confirmed_messages_survive_power_loss() {
     let fifo = out.fifo_violations();
     assert!(fifo.is_empty(), "out of order after recovery: {:?}", &fifo[..fifo.len().min(10)]);
     assert!(flag_errors.is_empty(), "{}", flag_errors[..flag_errors.len().min(10)].join("\n"));
-    eprintln!(
-        "{} confirmed, 0 lost, {} duplicates after {cycles} power cuts",
-        out.confirmed.len(),
-        out.duplicates()
-    );
+    eprintln!("{} confirmed, 0 lost, {} duplicates after {cycles} power cuts", out.confirmed.len(), out.duplicates());
 }
 
 /// The harness's self-check: a broker that confirms after `write` without fsync
@@ -448,7 +466,8 @@ async fn after_a_power_cut_delivered_messages_come_back_redelivered() {
             assert!(publish_confirmed_props(&ch, "", "marks", &format!("m{i}"), persistent()).await.is_ack());
         }
         for i in 0..4 {
-            let got = ch.basic_get("marks".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("a message");
+            let got =
+                ch.basic_get("marks".into(), BasicGetOptions { no_ack: false }).await.expect("get").expect("a message");
             assert_eq!(text(&got.delivery.data), format!("m{i}"));
         }
         // A confirmed publish after the deliveries: its sync carries their marks.

@@ -324,8 +324,7 @@ pub unsafe extern "C" fn renameat2(
     new: *const c_char,
     flags: libc::c_uint,
 ) -> c_int {
-    let f =
-        real!("renameat2", unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, libc::c_uint) -> c_int);
+    let f = real!("renameat2", unsafe extern "C" fn(c_int, *const c_char, c_int, *const c_char, libc::c_uint) -> c_int);
     // SAFETY: forwarded unchanged.
     renamed(od, old, nd, new, || unsafe { f(od, old, nd, new, flags) })
 }
