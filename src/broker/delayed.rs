@@ -100,7 +100,7 @@ impl Scheduler {
             let delay = delay_of(&msg).unwrap_or_default();
             let waited = Duration::from_millis(now_wall.saturating_sub(r.enqueued_at_ms));
             self.heap.push(Entry(Reverse((now + delay.saturating_sub(waited), r.seq)), msg));
-            self.next_seq = self.next_seq.max(r.seq + 1);
+            self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
         }
         self.store = Some(store);
     }

@@ -29,7 +29,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Direct reply-to: reply name → the requesting channel.
     replies: Mutex<HashMap<String, ReplyRoute>>,
-    /// Raised while free disk space is below `storage.disk_free_limit`.
+    /// Raised while free disk space is below `storage.disk_free_limit` or memory use is above
+    /// `memory.high_watermark`.
     pub disk_alarm: alarm::DiskAlarm,
 }
 
@@ -59,7 +60,7 @@ impl Broker {
             })?;
             vhosts.insert(v.clone(), vhost);
         }
-        let disk_alarm = alarm::start(config.data_dir.clone(), config.storage.disk_free_limit);
+        let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
             config,
             vhosts,

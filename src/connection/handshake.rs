@@ -244,7 +244,7 @@ fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
     let mut framed = Vec::with_capacity(resp.len() + 4);
     framed.extend_from_slice(&(resp.len() as u32).to_be_bytes());
     framed.extend_from_slice(resp);
-    let (_, table) = amq_protocol::types::parsing::parse_field_table(&framed[..]).ok()?;
+    let table = crate::protocol::fields::decode_table(&framed).ok()?;
     let get = |k: &str| table.inner().get(k).and_then(value_str);
     Some((get("LOGIN")?, get("PASSWORD")?))
 }

@@ -7,8 +7,10 @@
 
 pub mod codec;
 pub mod encode;
+pub mod fields;
 pub mod methods;
 pub mod properties;
+pub mod routing_key;
 
 pub use amq_protocol::protocol::{AMQPClass, BasicProperties};
 

@@ -40,8 +40,8 @@ impl Summary {
 }
 
 /// Scan a content-header payload (class, weight, body size, flags, properties). `None` when
-/// it is malformed (too short, a string running past the end or not UTF-8) or carries a
-/// `headers` table, which only the full decoder checks.
+/// it is malformed (too short, a string running past the end) or carries a `headers` table,
+/// which only the full decoder checks.
 pub fn scan(raw: &[u8]) -> Option<Summary> {
     let flags = u16::from_be_bytes(raw.get(12..14)?.try_into().ok()?);
     if flags & HEADERS != 0 {
@@ -69,14 +69,66 @@ pub fn scan(raw: &[u8]) -> Option<Summary> {
                 at += 8;
             }
             _ => {
+                // Any bytes: RabbitMQ takes property strings as they come.
                 let len = *raw.get(at)? as usize;
-                let s = raw.get(at + 1..at + 1 + len)?;
-                std::str::from_utf8(s).ok()?;
+                raw.get(at + 1..at + 1 + len)?;
                 at += 1 + len;
             }
         }
     }
     Some(summary)
+}
+
+/// Where the `headers` table starts in a content-header payload, when the flags say there is
+/// one and the two short strings before it (content type and encoding) are whole.
+pub fn headers_offset(raw: &[u8]) -> Option<usize> {
+    let flags = u16::from_be_bytes(raw.get(12..14)?.try_into().ok()?);
+    if flags & HEADERS == 0 {
+        return None;
+    }
+    let mut at = 14;
+    for flag in [CONTENT_TYPE, CONTENT_ENCODING] {
+        if flags & flag != 0 {
+            at += 1 + *raw.get(at)? as usize;
+        }
+    }
+    (at <= raw.len()).then_some(at)
+}
+
+/// Decode the properties of a content-header payload into amq-protocol's type. Strings that
+/// are not UTF-8 (RabbitMQ accepts any bytes; amq-protocol does not) are decoded from a copy
+/// where their non-ASCII bytes read `?`: the decoded view is lossy there, while the raw header
+/// forwarded to consumers keeps the bytes as published. `None`: malformed, or a headers table
+/// nested too deep.
+pub fn decode(raw: &[u8]) -> Option<super::BasicProperties> {
+    let parse = |raw: &[u8]| amq_protocol::frame::parsing::parse_content_header(raw).ok().map(|(_, h)| h.properties);
+    let headers = headers_offset(raw);
+    if let Some(at) = headers {
+        super::fields::check_table(&raw[at..]).ok()?;
+    }
+    if let Some(p) = parse(raw) {
+        return Some(p);
+    }
+    let mut copy = raw.to_vec();
+    let flags = u16::from_be_bytes(copy.get(12..14)?.try_into().ok()?);
+    let mut at = 14;
+    for bit in (2..16).rev() {
+        let flag = 1u16 << bit;
+        if flags & flag == 0 {
+            continue;
+        }
+        match flag {
+            DELIVERY_MODE | PRIORITY => at += 1,
+            TIMESTAMP => at += 8,
+            HEADERS => at += super::fields::sanitize_keys(copy.get_mut(at..)?).ok()?,
+            _ => {
+                let len = *copy.get(at)? as usize;
+                super::fields::sanitize_str(copy.get_mut(at + 1..at + 1 + len)?);
+                at += 1 + len;
+            }
+        }
+    }
+    parse(&copy)
 }
 
 /// The summary of already decoded properties.
@@ -158,8 +210,30 @@ mod tests {
         let mut raw = content_header_payload(60, 0, &BasicProperties::default().with_app_id("é".into())).to_vec();
         let at = raw.len() - 1;
         raw[at] = 0xFF;
-        assert_eq!(scan(&raw), None);
+        // Not UTF-8: scanned as RabbitMQ takes it, and decoded (lossily) from a sanitised copy.
+        assert_eq!(scan(&raw).map(|s| s.flags), Some(APP_ID));
         assert!(decode(&raw).is_none());
+        assert_eq!(super::decode(&raw).unwrap().app_id().as_ref().map(|s| s.as_str()), Some("??"));
+    }
+
+    #[test]
+    fn headers_with_keys_that_are_not_utf8_decode_lossily() {
+        let mut inner = amq_protocol::types::FieldTable::default();
+        inner.insert("é".into(), amq_protocol::types::AMQPValue::Boolean(true));
+        let mut t = amq_protocol::types::FieldTable::default();
+        t.insert("ü".into(), amq_protocol::types::AMQPValue::FieldTable(inner));
+        let p = BasicProperties::default().with_headers(t).with_content_type("é".into()).with_priority(3);
+        let mut raw = content_header_payload(60, 0, &p).to_vec();
+        // Break the UTF-8 of the content type and of both keys (each starts with 0xC3).
+        for b in raw.iter_mut().filter(|b| **b == 0xC3) {
+            *b = 0xFF;
+        }
+        let d = super::decode(&raw).unwrap();
+        assert_eq!(d.content_type().as_ref().map(|s| s.as_str()), Some("??"));
+        assert_eq!(*d.priority(), Some(3));
+        let h = d.headers().as_ref().unwrap();
+        let amq_protocol::types::AMQPValue::FieldTable(inner) = &h.inner()["??"] else { panic!("{h:?}") };
+        assert!(inner.inner().contains_key("??"));
     }
 
     fn subset(all: &BasicProperties, flags: u16) -> BasicProperties {

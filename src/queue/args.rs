@@ -80,7 +80,7 @@ impl QueueArgs {
 
         // x-queue-type first: it decides which other arguments are allowed.
         if let Some(v) = get("x-queue-type") {
-            let t = value_str(v).unwrap_or_default();
+            let t = value_str(v).ok_or_else(|| invalid("x-queue-type", unacceptable(v)))?;
             a.queue_type = match t.as_str() {
                 "classic" => QueueType::Classic,
                 "quorum" => QueueType::Quorum,
@@ -160,7 +160,7 @@ impl QueueArgs {
                 AMQPValue::LongString(_) => value_str(v),
                 _ => None,
             }) else {
-                return Err(invalid("x-overflow", format!("{{unacceptable_type,{}}}", type_name(v))));
+                return Err(invalid("x-overflow", unacceptable(v)));
             };
             a.overflow = match s.as_str() {
                 "drop-head" => Overflow::DropHead,
@@ -210,22 +210,14 @@ impl QueueArgs {
             match v {
                 AMQPValue::Boolean(b) => a.single_active_consumer = *b,
                 other => {
-                    return Err(invalid(
-                        "x-single-active-consumer",
-                        format!("{{unacceptable_type,{}}}", type_name(other)),
-                    ));
+                    return Err(invalid("x-single-active-consumer", unacceptable(other)));
                 }
             }
         }
         if let Some(v) = get("x-queue-mode") {
-            match value_str(v).as_deref() {
-                Some("default") | Some("lazy") => {}
-                other => {
-                    return Err(invalid(
-                        "x-queue-mode",
-                        format!("\"unsupported queue mode '{}'\"", other.unwrap_or("")),
-                    ));
-                }
+            match value_str(v).ok_or_else(|| invalid("x-queue-mode", unacceptable(v)))?.as_str() {
+                "default" | "lazy" => {}
+                other => return Err(invalid("x-queue-mode", format!("\"unsupported queue mode '{other}'\""))),
             }
         }
         if let Some(n) = int("x-queue-version")?
@@ -264,15 +256,17 @@ impl QueueArgs {
             match v {
                 AMQPValue::Boolean(b) => a.deduplication = *b,
                 other => {
-                    return Err(invalid(
-                        "x-message-deduplication",
-                        format!("{{unacceptable_type,{}}}", type_name(other)),
-                    ));
+                    return Err(invalid("x-message-deduplication", unacceptable(other)));
                 }
             }
         }
         Ok(a)
     }
+}
+
+/// RabbitMQ's reason for an argument of the wrong type: `{unacceptable_type,signedint}`.
+fn unacceptable(v: &AMQPValue) -> String {
+    format!("{{unacceptable_type,{}}}", type_name(v))
 }
 
 #[cfg(test)]
@@ -362,5 +356,18 @@ mod tests {
             "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'q' in vhost '/'"
         );
         assert!(text(&[("x-queue-type", longstr("stream"))]).contains("stream queues are not supported"));
+        // Measured on RabbitMQ 3.10.8: a non-string type or mode names the value's type.
+        assert_eq!(
+            text(&[("x-queue-type", AMQPValue::LongInt(5))]),
+            format!("{p} 'x-queue-type' for queue 'q' in vhost '/': {{unacceptable_type,signedint}}")
+        );
+        assert_eq!(
+            text(&[("x-queue-type", AMQPValue::Boolean(true))]),
+            format!("{p} 'x-queue-type' for queue 'q' in vhost '/': {{unacceptable_type,bool}}")
+        );
+        assert_eq!(
+            text(&[("x-queue-mode", AMQPValue::LongInt(5))]),
+            format!("{p} 'x-queue-mode' for queue 'q' in vhost '/': {{unacceptable_type,signedint}}")
+        );
     }
 }

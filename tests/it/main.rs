@@ -16,6 +16,7 @@ mod protocol_errors;
 
 // Durability: restarts, kill -9, damaged files (Warren processes only).
 mod durability;
+mod metadata;
 mod power_loss;
 
 // Queue semantics (lapin).
@@ -24,6 +25,7 @@ mod dead_letter;
 mod dedup;
 mod delayed;
 mod length_limits;
+mod memory;
 mod priorities;
 mod queue_types;
 mod rpc;

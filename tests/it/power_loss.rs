@@ -78,6 +78,33 @@ enum Pending {
     },
 }
 
+/// `p` with its prefix `from` replaced by `to` (a directory was renamed).
+fn rebase(p: &mut PathBuf, from: &Path, to: &Path) {
+    if let Ok(rest) = p.strip_prefix(from) {
+        *p = if rest.as_os_str().is_empty() { to.to_path_buf() } else { to.join(rest) };
+    }
+}
+
+/// Everything recorded under `from` now lives under `to`.
+fn move_tree(durable: &mut HashMap<PathBuf, u64>, pending: &mut [Pending], from: &Path, to: &Path) {
+    let moved: Vec<PathBuf> = durable.keys().filter(|k| k.starts_with(from)).cloned().collect();
+    for k in moved {
+        let v = durable.remove(&k).unwrap_or(0);
+        let mut n = k;
+        rebase(&mut n, from, to);
+        durable.insert(n, v);
+    }
+    for p in pending {
+        match p {
+            Pending::Create(x) | Pending::Mkdir(x) => rebase(x, from, to),
+            Pending::Rename { from: f, to: t, .. } => {
+                rebase(f, from, to);
+                rebase(t, from, to);
+            }
+        }
+    }
+}
+
 impl Pending {
     fn dir(&self) -> Option<&Path> {
         match self {
@@ -167,8 +194,9 @@ impl PowerCut {
                 "R" => {
                     let (from, to) = (path(1), path(2));
                     let saved = (f[3] != "-").then(|| path(3));
-                    let size = durable.remove(&from).unwrap_or(0);
-                    let prev = durable.insert(to.clone(), size);
+                    let prev = if saved.is_some() { durable.remove(&to) } else { None };
+                    // A file, or a directory with everything in it.
+                    move_tree(&mut durable, &mut pending, &from, &to);
                     pending.push(Pending::Rename { from, to, saved, prev });
                 }
                 other => panic!("unknown power-cut log entry {other:?}"),
@@ -176,7 +204,7 @@ impl PowerCut {
         }
         let mut report = CutReport { undone: pending.len(), ..Default::default() };
         // Namespace changes never made durable are lost, newest first.
-        for p in pending.into_iter().rev() {
+        while let Some(p) = pending.pop() {
             match p {
                 Pending::Create(p) => {
                     let _ = std::fs::remove_file(&p);
@@ -187,8 +215,7 @@ impl PowerCut {
                 }
                 Pending::Rename { from, to, saved, prev } => {
                     if to.exists() && std::fs::rename(&to, &from).is_ok() {
-                        let size = durable.remove(&to).unwrap_or(0);
-                        durable.insert(from, size);
+                        move_tree(&mut durable, &mut pending, &to, &from);
                     }
                     if let Some(saved) = saved {
                         std::fs::rename(&saved, &to).expect("bring back the file a lost rename replaced");

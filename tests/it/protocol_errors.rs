@@ -376,6 +376,115 @@ async fn truncated_publish_arguments_are_frame_error() {
     provoke(Tune::default(), &bytes).await.assert_prefix(501, "FRAME_ERROR - ", 60, 40);
 }
 
+#[tokio::test]
+async fn content_header_too_short_for_its_fields_is_frame_error() {
+    // RabbitMQ 3.10.8: a 10-byte header payload is `unknown_frame`, 501, connection closed.
+    let mut bytes = method_frame(1, 60, 40, publish_args("q", false).bytes());
+    bytes.extend(frame(2, 1, &[0, 60, 0, 0, 0, 0, 0, 0, 0, 0]));
+    assert_eq!(
+        provoke_fatal(Tune::default(), &bytes).await,
+        Close::new(501, "FRAME_ERROR - type 2, all octets = <<0,60,0,0,0,0,0,0,0,0>>: unknown_frame", 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn truncated_property_list_is_internal_error_as_rabbitmq() {
+    // RabbitMQ 3.10.8 decodes properties in the channel process, which crashes on a list that
+    // ends early: connection.close 541 INTERNAL_ERROR (class 0, method 0). Content type, then
+    // priority, announced by the flags but absent.
+    for flags in [0x8000u16, 0x0800, 0x2000] {
+        let mut bytes = method_frame(1, 60, 40, publish_args("q", false).bytes());
+        bytes.extend(content_header_frame(1, 60, 3, flags, &[]));
+        bytes.extend(body_frame(1, b"abc"));
+        assert_eq!(
+            provoke_fatal(Tune::default(), &bytes).await,
+            Close::new(541, "INTERNAL_ERROR", 0, 0),
+            "flags {flags:#x}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn property_strings_that_are_not_utf8_are_delivered_byte_exact() {
+    // RabbitMQ 3.10.8 accepts any bytes in property strings and forwards the header as is.
+    let b = Broker::start();
+    let mut c = RawConn::open(&b.addr).await;
+    c.open_channel(1).await;
+    let q = unique("bytes-props");
+    c.send_method(1, 50, 10, &RawConn::queue_declare_args(&q, false, false, true, false)).await;
+    c.expect_method(1, 50, 11).await;
+    // content-type 0xFF 0xFE, and a headers table whose key is not UTF-8.
+    let mut props = vec![2, 0xFF, 0xFE];
+    props.extend_from_slice(&[0, 0, 0, 4, 2, 0xC3, 0x28, b'V']);
+    let header = content_header_frame(1, 60, 3, 0x8000 | 0x2000, &props);
+    let mut bytes = method_frame(1, 60, 40, publish_args(&q, false).bytes());
+    bytes.extend(&header);
+    bytes.extend(body_frame(1, b"abc"));
+    c.send(&bytes).await;
+    c.send_method(1, 60, 70, &Args::new().short(0).shortstr(&q).bits(&[true])).await;
+    c.expect_method(1, 60, 71).await;
+    let Event::Frame(got) = c.recv().await else { panic!("expected the content header") };
+    assert_eq!(got.payload, header[7..header.len() - 1], "the header is forwarded byte for byte");
+    let Event::Frame(body) = c.recv().await else { panic!("expected the body") };
+    assert_eq!(body.payload, b"abc");
+    c.assert_can_declare_queue(1).await;
+}
+
+#[tokio::test]
+async fn routing_keys_that_are_not_utf8_are_routed_and_returned_byte_exact() {
+    // RabbitMQ 3.10.8 accepts any bytes as a publish's routing key: a fanout delivers it and a
+    // return carries it as published; an exchange name that is not UTF-8 is simply not found.
+    let b = Broker::start();
+    let mut c = RawConn::open(&b.addr).await;
+    c.open_channel(1).await;
+    let q = unique("bytes-key");
+    c.send_method(1, 50, 10, &RawConn::queue_declare_args(&q, false, false, true, false)).await;
+    c.expect_method(1, 50, 11).await;
+    let bind = Args::new().short(0).shortstr(&q).shortstr("amq.fanout").shortstr("").bits(&[false]).table(&[]);
+    c.send_method(1, 50, 20, &bind).await;
+    c.expect_method(1, 50, 21).await;
+    let publish = |exchange: &str, key: &[u8], mandatory: bool| {
+        let mut bytes = method_frame(
+            1,
+            60,
+            40,
+            Args::new().short(0).shortstr(exchange).octet(key.len() as u8).raw(key).bits(&[mandatory, false]).bytes(),
+        );
+        bytes.extend(content_header_frame(1, 60, 2, 0, &[]));
+        bytes.extend(body_frame(1, b"hi"));
+        bytes
+    };
+    c.send(&publish("amq.fanout", b"k\xff.x", false)).await;
+    c.send_method(1, 60, 70, &Args::new().short(0).shortstr(&q).bits(&[true])).await;
+    let ok = c.expect_method(1, 60, 71).await;
+    let mut r = Reader(ok.args());
+    let _tag = r.longlong();
+    let _redelivered = r.octet();
+    let exchange = r.shortstr();
+    let n = r.octet() as usize;
+    assert_eq!((exchange.as_str(), r.take(n)), ("amq.fanout", &b"k\xff.x"[..]));
+    for _ in 0..2 {
+        c.recv().await; // header and body
+    }
+    // Unroutable and mandatory: the return names the key exactly as published.
+    c.send(&publish("amq.direct", b"z\xfe", true)).await;
+    let ret = c.expect_method(1, 60, 50).await;
+    let mut r = Reader(ret.args());
+    assert_eq!((r.short(), r.shortstr(), r.shortstr()), (312, "NO_ROUTE".to_string(), "amq.direct".to_string()));
+    let n = r.octet() as usize;
+    assert_eq!(r.take(n), b"z\xfe");
+    for _ in 0..2 {
+        c.recv().await;
+    }
+    c.assert_can_declare_queue(1).await;
+    // An exchange name that is not UTF-8 names no exchange: 404 on the channel.
+    let mut bytes =
+        method_frame(1, 60, 40, Args::new().short(0).raw(&[2, b'e', 0xFF]).shortstr("k").bits(&[false, false]).bytes());
+    bytes.extend(content_header_frame(1, 60, 0, 0, &[]));
+    c.send(&bytes).await;
+    c.expect_channel_close(1).await.assert_prefix(404, "NOT_FOUND - no exchange 'e", 60, 40);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Channel and method errors
 // ---------------------------------------------------------------------------------------------

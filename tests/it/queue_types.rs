@@ -263,3 +263,28 @@ async fn unknown_queue_type_is_precondition_failed() {
         )
     );
 }
+
+#[tokio::test]
+async fn non_string_queue_type_and_mode_name_the_value_type() {
+    // Measured on RabbitMQ 3.10.8: `{unacceptable_type,<type>}` for both arguments.
+    let b = Broker::start();
+    for (key, value, shown) in [
+        ("x-queue-type", AMQPValue::LongInt(5), "signedint"),
+        ("x-queue-type", AMQPValue::Boolean(true), "bool"),
+        ("x-queue-mode", AMQPValue::LongInt(5), "signedint"),
+    ] {
+        let (_conn, ch) = b.channel().await;
+        let q = unique("type-nonstring");
+        let err =
+            expect_amqp_error(declare_queue(&ch, &q, QueueDeclareOptions::exclusive(), table(&[(key, value)])).await);
+        assert_eq!(
+            err,
+            (
+                406,
+                format!(
+                    "PRECONDITION_FAILED - invalid arg '{key}' for queue '{q}' in vhost '/': {{unacceptable_type,{shown}}}"
+                )
+            )
+        );
+    }
+}
