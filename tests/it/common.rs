@@ -31,7 +31,7 @@ impl Broker {
             return Broker { addr, child: None, _data_dir: None };
         }
         let data_dir = TempDir::new();
-        let mut b = Self::spawn(&data_dir.0, extra);
+        let mut b = Self::spawn(&data_dir.0, extra, &[]);
         b._data_dir = Some(data_dir);
         b
     }
@@ -43,14 +43,24 @@ impl Broker {
             std::env::var("WARREN_TEST_ADDR").is_err(),
             "restart tests need a Warren process they start themselves"
         );
-        Self::spawn(data_dir, extra)
+        Self::spawn(data_dir, extra, &[])
     }
 
-    fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
+    /// [`Broker::start_in`] with extra environment variables for the process.
+    pub fn start_in_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, std::ffi::OsString)]) -> Broker {
+        assert!(
+            std::env::var("WARREN_TEST_ADDR").is_err(),
+            "restart tests need a Warren process they start themselves"
+        );
+        Self::spawn(data_dir, extra, env)
+    }
+
+    fn spawn(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, std::ffi::OsString)]) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
