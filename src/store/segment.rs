@@ -295,7 +295,8 @@ impl SegmentStore {
             buf: Vec::new(),
             unsynced: false,
             segments,
-            delivered: HashSet::default(),
+            // Marks read back stay known, so compacting their segment keeps them.
+            delivered: found.iter().filter(|(r, _)| r.redelivered).map(|(r, _)| r.seq).collect(),
             marked: Vec::new(),
             readers: RefCell::new(HashMap::new()),
             readahead: RefCell::new(ReadAhead::default()),

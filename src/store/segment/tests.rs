@@ -313,6 +313,38 @@ fn mostly_settled_segments_are_compacted_and_stay_readable() {
 }
 
 #[test]
+fn recovered_delivered_marks_survive_a_compaction_in_the_next_run() {
+    let d = Dir::new("compact-marks");
+    let body = "z".repeat(1000);
+    {
+        let (mut s, _) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+        for i in 1..=64 {
+            s.append(i, &msg(&format!("{i:04}{body}"), true)).unwrap();
+        }
+        s.delivered(30);
+        s.flush().unwrap();
+    }
+    // Next run: the mark comes back; settling most of the segment compacts it.
+    let (mut s, rec) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+    s.set_compact_interval(std::time::Duration::ZERO);
+    assert!(rec.iter().find(|r| r.seq == 30).unwrap().redelivered);
+    for i in 65..=128 {
+        s.append(i, &msg(&format!("{i:04}{body}"), true)).unwrap();
+        s.flush().unwrap();
+    }
+    // Message 1 stays, so the oldest segment (left alone while it drains) is not 30's.
+    for i in (2..=64u64).filter(|i| *i != 30) {
+        s.remove(i);
+    }
+    for _ in 0..16 {
+        s.flush().unwrap();
+    }
+    drop(s);
+    let (_, rec) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+    assert!(rec.iter().find(|r| r.seq == 30).unwrap().redelivered, "mark kept across the compaction");
+}
+
+#[test]
 fn transient_messages_are_paged_out_and_never_recovered() {
     let d = Dir::new("paging");
     let body = "t".repeat(64 * 1024);
