@@ -95,6 +95,9 @@ pub struct VHost {
     /// Durable storage (None: everything in memory).
     storage: Option<StorageSettings>,
     definitions: Mutex<Option<DefinitionsFile>>,
+    /// Stored definitions that could not be restored (an exchange type this version refuses,
+    /// a binding whose ends are missing): saved back unchanged, never dropped from the file.
+    unrestored: Mutex<Definitions>,
 }
 
 fn b(v: bool) -> &'static str {
@@ -149,6 +152,7 @@ impl VHost {
             delayed: OnceLock::new(),
             storage,
             definitions: Mutex::new(None),
+            unrestored: Mutex::new(Definitions::default()),
         })
     }
 
@@ -177,7 +181,7 @@ impl VHost {
         let mut t = (*self.snapshot()).clone();
         let r = f(&mut t)?;
         if let Some(file) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-            && let Err(e) = file.save(&durable_definitions(&t))
+            && let Err(e) = file.save(&self.with_unrestored(durable_definitions(&t), &t))
         {
             tracing::error!(vhost = %self.name, error = %e, "cannot save definitions; this change will not survive a restart");
         }
@@ -194,15 +198,19 @@ impl VHost {
         for x in defs.exchanges {
             let d = ExchangeDeclare {
                 name: x.name.clone(),
-                kind: x.kind,
+                kind: x.kind.clone(),
                 durable: true,
                 auto_delete: x.auto_delete,
                 internal: x.internal,
-                arguments: x.arguments,
+                arguments: x.arguments.clone(),
                 passive: false,
             };
             if let Err(e) = self.declare_exchange(&d) {
-                tracing::warn!(exchange = %x.name, error = %e.text, "durable exchange not restored");
+                tracing::error!(
+                    exchange = %x.name, vhost = %self.name, error = %e.text,
+                    "durable exchange not restored; its definition is kept in the file"
+                );
+                self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).exchanges.push(x);
             }
         }
         for q in defs.queues {
@@ -210,18 +218,43 @@ impl VHost {
         }
         for b in defs.bindings {
             let dest = match b.destination_type.as_str() {
-                "exchange" => Destination::Exchange(b.destination),
-                _ => Destination::Queue(b.destination),
+                "exchange" => Destination::Exchange(b.destination.clone()),
+                _ => Destination::Queue(b.destination.clone()),
             };
-            let _ = self.mutate(|t| add_binding(t, &b.source, dest, &b.routing_key, &b.arguments));
+            let t = self.snapshot();
+            let ends = t.exchanges.contains_key(&b.source)
+                && match &dest {
+                    Destination::Exchange(e) => t.exchanges.contains_key(e),
+                    Destination::Queue(q) => t.queues.contains_key(q),
+                };
+            if ends && self.mutate(|t| add_binding(t, &b.source, dest, &b.routing_key, &b.arguments)).is_ok() {
+                continue;
+            }
+            tracing::error!(
+                source = %b.source, destination = %b.destination, vhost = %self.name,
+                "durable binding not restored (an end is missing); its definition is kept in the file"
+            );
+            self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).bindings.push(b);
         }
         self.report_orphans();
+    }
+
+    /// What will be saved: the topology's durable part, and the stored definitions that could
+    /// not be restored, unless the topology now has an entity of the same name (or the same
+    /// binding).
+    fn with_unrestored(&self, mut d: Definitions, t: &Topology) -> Definitions {
+        let kept = self.unrestored.lock().unwrap_or_else(|p| p.into_inner());
+        d.exchanges.extend(kept.exchanges.iter().filter(|x| !t.exchanges.contains_key(&x.name)).cloned());
+        d.queues.extend(kept.queues.iter().filter(|q| !t.queues.contains_key(&q.name)).cloned());
+        d.bindings.extend(kept.bindings.iter().filter(|b| !d.bindings.contains(b)).cloned().collect::<Vec<_>>());
+        d
     }
 
     /// Recreate one durable queue. Arguments that no longer pass validation (a stricter
     /// version, a hand-edited file) do not lose the queue: it comes back with its arguments
     /// kept as stored (so they are saved again unchanged) and their effects off.
     fn restore_queue(&self, q: QueueDef) {
+        let q_def = q.clone();
         let d = QueueDeclare {
             name: q.name.clone(),
             durable: true,
@@ -245,8 +278,10 @@ impl VHost {
             })
         });
         if let Err(e) = restored {
-            // Its directory (if any) stays, and is reported as orphaned below.
+            // Its directory (if any) stays, and is reported as orphaned below; its definition
+            // stays in the file.
             tracing::error!(queue = %q.name, vhost = %self.name, error = %e.text, "durable queue not restored");
+            self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).queues.push(q_def);
         }
     }
 

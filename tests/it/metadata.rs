@@ -509,3 +509,37 @@ async fn a_queue_with_arguments_that_no_longer_validate_is_still_restored() {
     assert_eq!(stored_args(&dir.0, "queues", "strict"), wire_hex(&bad), "kept as stored");
     b.terminate();
 }
+
+#[tokio::test]
+async fn stored_exchanges_and_bindings_that_cannot_be_restored_stay_in_the_file() {
+    // E.g. a definitions file naming a plugin's exchange type Warren does not have: the exchange
+    // and its bindings are not restored (logged), and saving later changes must not drop them.
+    let dir = TempDir::new();
+    {
+        let mut b = Broker::start_in(&dir.0, &[]);
+        let (_c, ch) = b.channel().await;
+        ch.exchange_declare("hashed".into(), ExchangeKind::Direct, durable_x(), FieldTable::default()).await.unwrap();
+        declare_queue(&ch, "target", durable(), FieldTable::default()).await.unwrap();
+        bind(&ch, "target", "hashed", "k").await;
+        assert!(b.terminate().unwrap().success());
+    }
+    let path = definitions_path(&dir.0);
+    let mut d = definitions(&dir.0);
+    d["exchanges"][0]["type"] = "x-consistent-hash".into();
+    std::fs::write(&path, serde_json::to_string(&d).unwrap()).unwrap();
+
+    let b = Logged::start(&dir.0);
+    b.expect_log(&["durable exchange not restored", "exchange=hashed"]);
+    b.expect_log(&["durable binding not restored", "source=hashed"]);
+    let (_c, ch) = b.channel().await;
+    // A later change saves the file: what could not be restored is still in it.
+    declare_queue(&ch, "other", durable(), FieldTable::default()).await.unwrap();
+    let saved = definitions(&dir.0);
+    assert!(saved["queues"].as_array().unwrap().iter().any(|q| q["name"] == "other"), "{saved}");
+    let x = saved["exchanges"].as_array().unwrap().iter().find(|x| x["name"] == "hashed");
+    assert_eq!(x.map(|x| x["type"].clone()), Some("x-consistent-hash".into()), "{saved}");
+    let bound =
+        saved["bindings"].as_array().unwrap().iter().any(|b| b["source"] == "hashed" && b["destination"] == "target");
+    assert!(bound, "{saved}");
+    b.terminate();
+}
