@@ -412,8 +412,9 @@ async fn a_backlog_beyond_memory_is_paged_and_delivered_intact() {
 /// `expiration`, both durable with persistent messages and a durable dead-letter exchange. The
 /// broker is stopped (gracefully, or with `kill -9`) after most of the TTL has passed; after the
 /// restart each message is dead-lettered (reason `expired`) when its original TTL runs out, not
-/// a full TTL after the restart.
-async fn ttl_counts_across_a_restart(kill: bool) {
+/// a full TTL after the restart. With `down_until`, the broker stays down until that long after
+/// publishing (past the TTL): the messages are then dead-lettered as soon as it is back.
+async fn ttl_counts_across_a_restart(kill: bool, down_until: Option<Duration>) {
     const TTL: Duration = Duration::from_millis(4000);
     const BEFORE_STOP: Duration = Duration::from_millis(2500);
     let dir = TempDir::new();
@@ -455,6 +456,10 @@ async fn ttl_counts_across_a_restart(kill: bool) {
     } else {
         assert!(b.terminate().expect("a Warren process").success());
     }
+    if let Some(until) = down_until {
+        // Time passing while the broker is down is what this case is about.
+        tokio::time::sleep(until.saturating_sub(published.elapsed())).await;
+    }
     let b = Broker::start_in(&dir.0, &[]);
     let (_conn, ch) = b.channel().await;
     let mut dead = consume(&ch, "ttl-dead").await;
@@ -492,12 +497,17 @@ async fn ttl_counts_across_a_restart(kill: bool) {
 
 #[tokio::test]
 async fn ttls_keep_counting_across_a_graceful_restart() {
-    ttl_counts_across_a_restart(false).await;
+    ttl_counts_across_a_restart(false, None).await;
 }
 
 #[tokio::test]
 async fn ttls_keep_counting_across_kill_9() {
-    ttl_counts_across_a_restart(true).await;
+    ttl_counts_across_a_restart(true, None).await;
+}
+
+#[tokio::test]
+async fn ttls_that_ran_out_while_the_broker_was_down_expire_when_it_is_back() {
+    ttl_counts_across_a_restart(true, Some(Duration::from_millis(4300))).await;
 }
 
 /// The numbers in a logged line's `key=value` field (quotes allowed around the value).
