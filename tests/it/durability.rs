@@ -557,3 +557,30 @@ async fn recovery_logs_messages_megabytes_and_seconds() {
     let (_conn, ch) = b.channel().await;
     assert_eq!(ready_count(&ch, "logged").await, N as u32, "what the line counts is what is served");
 }
+
+/// Segment files whose messages are all acknowledged are deleted (small segments from the
+/// config file, so a few dozen messages span many of them).
+#[tokio::test]
+async fn fully_acknowledged_segments_are_deleted() {
+    let b = Broker::start_with_config("[storage]\nsegment_size = 4096\n");
+    let data_dir = b.data_dir().expect("a Warren process");
+    let (_conn, ch) = confirm_channel(&b).await;
+    declare_queue(&ch, "settled", durable(), FieldTable::default()).await.expect("declare");
+    let body = "s".repeat(1000);
+    for _ in 0..40 {
+        assert!(publish_confirmed_props(&ch, "", "settled", &body, persistent()).await.is_ack());
+    }
+    let written = segment_files(&data_dir, "msgs").len();
+    assert!(written >= 8, "40 KB in 4 KiB segments spans many files, found {written}");
+    let mut consumer = consume(&ch, "settled").await;
+    for d in deliveries(&mut consumer, 40).await {
+        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    sync_point(&ch).await;
+    // No event announces a deleted file: wait for the directory to shrink.
+    eventually("settled segments deleted", || {
+        let left = segment_files(&data_dir, "msgs").len();
+        async move { left <= 1 }
+    })
+    .await;
+}
