@@ -52,10 +52,7 @@ impl Broker {
     /// Like [`Broker::start_in`] with the log filter `filter` (`RUST_LOG`) instead of the
     /// default `warn`, so a test can read lines logged below warning level with [`Broker::wait_for_log`].
     pub fn start_in_logging(data_dir: &std::path::Path, extra: &[&str], filter: &str) -> Broker {
-        assert!(
-            std::env::var("WARREN_TEST_ADDR").is_err(),
-            "log tests need a Warren process they start themselves"
-        );
+        assert!(std::env::var("WARREN_TEST_ADDR").is_err(), "log tests need a Warren process they start themselves");
         Self::spawn(data_dir, extra, Some(filter))
     }
 

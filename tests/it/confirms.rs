@@ -252,14 +252,12 @@ async fn a_burst_of_persistent_publishes_is_confirmed_cumulatively_on_the_wire()
 
     // Nothing is confirmed again: no further basic.ack arrives before the delete-ok.
     c.send_method(1, 50, 40, &Args::new().short(0).shortstr(&q).bits(&[false, false, false])).await;
-    let ok = loop {
-        match c.recv().await {
-            Event::Frame(f) if f.is_method(1, 50, 41) => break f,
-            Event::Frame(f) if f.is_method(1, 60, 80) => {
-                panic!("an extra basic.ack after every tag was confirmed: {:?}", f.args())
-            }
-            other => panic!("expected queue.delete-ok, got {other:?}"),
+    let ok = match c.recv().await {
+        Event::Frame(f) if f.is_method(1, 50, 41) => f,
+        Event::Frame(f) if f.is_method(1, 60, 80) => {
+            panic!("an extra basic.ack after every tag was confirmed: {:?}", f.args())
         }
+        other => panic!("expected queue.delete-ok, got {other:?}"),
     };
     assert_eq!(Reader(ok.args()).long(), N as u32, "all {N} messages are in the queue");
     c.close().await;

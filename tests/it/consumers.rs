@@ -332,7 +332,8 @@ async fn global_consumer_timeout_zero_never_closes_the_channel() {
     let b = Broker::start_with_config("[amqp]\nconsumer_timeout = 0\n");
     let (conn, ch) = b.channel().await;
     let q = exclusive_queue_with(&ch, "no-timeout", FieldTable::default()).await;
-    let timed = exclusive_queue_with(&ch, "own-timeout", table(&[("x-consumer-timeout", AMQPValue::LongInt(300))])).await;
+    let timed =
+        exclusive_queue_with(&ch, "own-timeout", table(&[("x-consumer-timeout", AMQPValue::LongInt(300))])).await;
     let patient = conn.create_channel().await.expect("channel");
     let watched = conn.create_channel().await.expect("channel");
     let mut ev = events(&conn);
@@ -346,7 +347,10 @@ async fn global_consumer_timeout_zero_never_closes_the_channel() {
     let (code, why) = next_close(&mut ev).await;
     assert_eq!(code, 406);
     assert!(
-        why.starts_with(&format!("PRECONDITION_FAILED - delivery acknowledgement on channel {} timed out", watched.id())),
+        why.starts_with(&format!(
+            "PRECONDITION_FAILED - delivery acknowledgement on channel {} timed out",
+            watched.id()
+        )),
         "only the channel of the queue with its own timeout is closed: {why}"
     );
     assert!(held_since.elapsed() >= std::time::Duration::from_millis(300), "the held delivery outlived that timeout");

@@ -532,9 +532,15 @@ async fn recovery_logs_messages_megabytes_and_seconds() {
             let mut v = Vec::new();
             for _ in 0..N {
                 v.push(
-                    ch.basic_publish("".into(), "logged".into(), BasicPublishOptions::default(), body.as_bytes(), persistent())
-                        .await
-                        .expect("publish"),
+                    ch.basic_publish(
+                        "".into(),
+                        "logged".into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        persistent(),
+                    )
+                    .await
+                    .expect("publish"),
                 );
             }
             v

@@ -336,7 +336,9 @@ async fn dead_letter_strategy_is_a_quorum_argument_with_two_values() {
     }
 
     // Measured on RabbitMQ 3.10.8.
-    for (value, why) in [(lstr("bogus"), "invalid_dlx_strategy"), (AMQPValue::LongInt(1), "{unacceptable_type,signedint}")] {
+    for (value, why) in
+        [(lstr("bogus"), "invalid_dlx_strategy"), (AMQPValue::LongInt(1), "{unacceptable_type,signedint}")]
+    {
         let ch = conn.create_channel().await.expect("channel");
         let q = unique("dls-bogus");
         let err = expect_amqp_error(
@@ -345,7 +347,12 @@ async fn dead_letter_strategy_is_a_quorum_argument_with_two_values() {
         );
         assert_eq!(
             err,
-            (406, format!("PRECONDITION_FAILED - invalid arg 'x-dead-letter-strategy' for queue '{q}' in vhost '/': {why}"))
+            (
+                406,
+                format!(
+                    "PRECONDITION_FAILED - invalid arg 'x-dead-letter-strategy' for queue '{q}' in vhost '/': {why}"
+                )
+            )
         );
     }
 
