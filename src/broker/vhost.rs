@@ -22,7 +22,7 @@ use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
 use crate::store::definitions::{BindingDef, Definitions, DefinitionsFile, ExchangeDef, QueueDef};
 use crate::store::memory::MemoryStore;
 use crate::store::segment::SegmentStore;
-use crate::store::{AnyStore, StorageSettings};
+use crate::store::{AnyStore, StorageSettings, StoreError, queue_dirs};
 
 /// Exchanges every vhost starts with (all durable).
 const PREDECLARED: &[(&str, ExchangeKind, bool)] = &[
@@ -116,7 +116,13 @@ impl VHost {
     ) -> std::io::Result<Arc<VHost>> {
         std::fs::create_dir_all(&storage.dir)?;
         let mut file = DefinitionsFile::new(&storage.dir);
+        // Unreadable definitions stop the start here, before anything on disk is touched.
         let defs = file.load()?;
+        // Non-durable queues' paging files: never recovered, so never worth keeping.
+        let transient = storage.transient_root();
+        if transient.exists() {
+            std::fs::remove_dir_all(&transient)?;
+        }
         let held_delayed = storage.dir.join("delayed").exists();
         let v = Self::build(name, consumer_timeout, Some(storage));
         v.restore(defs);
@@ -199,19 +205,8 @@ impl VHost {
                 tracing::warn!(exchange = %x.name, error = %e.text, "durable exchange not restored");
             }
         }
-        let mut restored_dirs = Vec::new();
         for q in defs.queues {
-            let d = QueueDeclare {
-                name: q.name.clone(),
-                durable: true,
-                auto_delete: q.auto_delete,
-                arguments: q.arguments,
-                ..Default::default()
-            };
-            match self.create_queue(&d, &q.name, None, false) {
-                Ok(_) => restored_dirs.extend(self.storage.as_ref().map(|s| s.queue_dir(&q.name))),
-                Err(e) => tracing::warn!(queue = %q.name, error = %e.text, "durable queue not restored"),
-            }
+            self.restore_queue(q);
         }
         for b in defs.bindings {
             let dest = match b.destination_type.as_str() {
@@ -220,15 +215,61 @@ impl VHost {
             };
             let _ = self.mutate(|t| add_binding(t, &b.source, dest, &b.routing_key, &b.arguments));
         }
-        // Directories of queues that no longer exist (deleted while a crash interrupted).
-        if let Some(s) = &self.storage
-            && let Ok(entries) = std::fs::read_dir(s.dir.join("queues"))
-        {
-            for e in entries.flatten() {
-                if !restored_dirs.contains(&e.path()) {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
+        self.report_orphans();
+    }
+
+    /// Recreate one durable queue. Arguments that no longer pass validation (a stricter
+    /// version, a hand-edited file) do not lose the queue: it comes back with its arguments
+    /// kept as stored (so they are saved again unchanged) and their effects off.
+    fn restore_queue(&self, q: QueueDef) {
+        let d = QueueDeclare {
+            name: q.name.clone(),
+            durable: true,
+            auto_delete: q.auto_delete,
+            arguments: q.arguments,
+            ..Default::default()
+        };
+        let args =
+            QueueArgs::parse(&d.arguments, &q.name, &self.name, true, false, d.auto_delete, false).or_else(|e| {
+                tracing::warn!(
+                    queue = %q.name, vhost = %self.name, error = %e.text,
+                    "stored queue arguments no longer valid; queue restored with their effects off"
+                );
+                QueueArgs::parse(&FieldTable::default(), &q.name, &self.name, true, false, d.auto_delete, false)
+            });
+        let restored = args.and_then(|args| {
+            self.mutate(|t| {
+                let entry = self.new_queue(&d, &q.name, args, None, false)?;
+                t.queues.insert(q.name.clone(), entry);
+                Ok(())
+            })
+        });
+        if let Err(e) = restored {
+            // Its directory (if any) stays, and is reported as orphaned below.
+            tracing::error!(queue = %q.name, vhost = %self.name, error = %e.text, "durable queue not restored");
+        }
+    }
+
+    /// Queue directories that no restored queue claims (a definition lost or removed, or a
+    /// delete interrupted by a crash) are kept as they are and logged, never deleted.
+    fn report_orphans(&self) {
+        let Some(s) = &self.storage else { return };
+        let Ok(entries) = std::fs::read_dir(s.queues_root()) else { return };
+        let claimed: std::collections::HashSet<std::path::PathBuf> =
+            self.snapshot().queues.keys().filter_map(|n| s.find_queue_dir(n)).collect();
+        for e in entries.flatten() {
+            let path = e.path();
+            if !queue_dirs::is_queue_dir(&path) || claimed.contains(&path) {
+                continue;
             }
+            let holds = match queue_dirs::read_name(&path) {
+                Ok(Some(n)) => n,
+                _ => "(unknown: no name file, made by an older Warren)".to_string(),
+            };
+            tracing::warn!(
+                vhost = %self.name, dir = %path.display(), queue = %holds,
+                "queue directory without a definition kept (not deleted); declare the queue to set it aside under orphaned/, or remove it by hand"
+            );
         }
     }
 
@@ -464,24 +505,8 @@ impl VHost {
         })
     }
 
-    /// Create a queue outside a declare (restore at start).
-    fn create_queue(
-        &self,
-        d: &QueueDeclare,
-        name: &str,
-        owner: Option<u64>,
-        fresh: bool,
-    ) -> AmqpResult<Arc<QueueEntry>> {
-        let args = QueueArgs::parse(&d.arguments, name, &self.name, d.durable, d.exclusive, d.auto_delete, false)?;
-        self.mutate(|t| {
-            let entry = self.new_queue(d, name, args, owner, fresh)?;
-            t.queues.insert(name.to_string(), entry.clone());
-            Ok(entry)
-        })
-    }
-
     /// Start a queue task: durable queues of a vhost with storage get a segment store
-    /// (`fresh`: a newly declared queue, whose directory must not hold anything).
+    /// (`fresh`: a newly declared queue; a leftover directory for its name is set aside).
     fn new_queue(
         &self,
         d: &QueueDeclare,
@@ -496,14 +521,12 @@ impl VHost {
             // Durable queues recover their persistent messages; the others use the disk only to
             // page bodies out of memory.
             Some(s) => {
-                let dir = s.queue_dir(name);
                 let opened = if durable {
-                    if fresh {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    SegmentStore::open(&dir, s.segment_size)
+                    s.durable_queue_dir(name, fresh)
+                        .map_err(StoreError::Io)
+                        .and_then(|dir| SegmentStore::open(&dir, s.segment_size))
                 } else {
-                    SegmentStore::open_transient(&dir, s.segment_size).map(|st| (st, Vec::new()))
+                    SegmentStore::open_transient(&s.transient_queue_dir(), s.segment_size).map(|st| (st, Vec::new()))
                 };
                 let (store, recovered) = opened.map_err(|e| {
                     tracing::error!(queue = %name, error = %e, "cannot open the queue's message store");

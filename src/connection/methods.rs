@@ -532,7 +532,15 @@ impl Connection {
                     chan.unacked.insert(tag, Pending { queue: entry.handle.clone(), seq: r.seq, from_consumer: false });
                 }
                 let msg = &r.msg;
-                encode::get_ok(&mut self.out, ch, tag, r.redelivered, &msg.exchange, &msg.routing_key, r.remaining);
+                encode::get_ok(
+                    &mut self.out,
+                    ch,
+                    tag,
+                    r.redelivered,
+                    &msg.exchange,
+                    msg.routing_key.as_wire(),
+                    r.remaining,
+                );
                 encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
             }
         }

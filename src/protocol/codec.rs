@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::properties::Summary;
+use super::routing_key::RoutingKey;
 use tokio_util::codec::Decoder;
 
 use super::{
@@ -47,7 +48,7 @@ impl Frame {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicPublish {
     pub exchange: ByteString,
-    pub routing_key: ByteString,
+    pub routing_key: RoutingKey,
     pub mandatory: bool,
     pub immediate: bool,
 }
@@ -210,24 +211,26 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
 const BASIC_PUBLISH_ID: [u8; 4] = [0, 60, 0, 40];
 
 /// Parse a `basic.publish` payload (class and method ids included): reserved short, exchange
-/// and routing key as short strings (UTF-8, as amq-protocol requires), then the flag bits.
-/// The strings share the payload's buffer.
+/// and routing key as short strings, then the flag bits. The strings share the payload's
+/// buffer. As RabbitMQ, any bytes are accepted: a routing key keeps them (see
+/// [`RoutingKey`]); an exchange name that is not UTF-8 is looked up as text (and not found).
 pub fn parse_publish(payload: &Bytes) -> Result<BasicPublish, AmqpError> {
     let malformed = || {
         AmqpError::frame_error(format_args!("cannot decode {}", octets(payload.get(4..).unwrap_or_default())))
             .on(super::CLASS_BASIC, 40)
     };
-    let short_str = |at: usize| -> Result<(ByteString, usize), AmqpError> {
+    let short_str = |at: usize| -> Result<(Bytes, usize), AmqpError> {
         let len = *payload.get(at).ok_or_else(malformed)? as usize;
         let end = at + 1 + len;
         if end > payload.len() {
             return Err(malformed());
         }
-        let s = ByteString::try_from(payload.slice(at + 1..end)).map_err(|_| malformed())?;
-        Ok((s, end))
+        Ok((payload.slice(at + 1..end), end))
     };
     let (exchange, at) = short_str(6)?;
+    let exchange = super::routing_key::text(exchange).unwrap_or_else(|raw| super::routing_key::lossy(&raw));
     let (routing_key, at) = short_str(at)?;
+    let routing_key = RoutingKey::from_wire(routing_key);
     let bits = *payload.get(at).ok_or_else(malformed)?;
     Ok(BasicPublish { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
 }
@@ -463,9 +466,13 @@ mod tests {
                 assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::FrameError, 60, 40), "cut at {cut}");
             }
         }
-        // A short string that is not UTF-8 is refused, as amq-protocol refuses it.
-        let bad = Bytes::from_static(&[0, 60, 0, 40, 0, 0, 1, 0xFF, 1, b'q', 0]);
-        assert_eq!(parse_publish(&bad).unwrap_err().code, ReplyCode::FrameError);
-        assert!(parse_method(&bad).is_err());
+        // Names that are not UTF-8 are taken as RabbitMQ takes them (amq-protocol refuses them):
+        // the exchange looked up as text, the routing key kept byte for byte.
+        let odd = Bytes::from_static(&[0, 60, 0, 40, 0, 0, 1, 0xFF, 2, b'q', 0xFE, 0]);
+        assert!(parse_method(&odd).is_err());
+        let p = parse_publish(&odd).unwrap();
+        assert_eq!(&*p.exchange, "\u{FFFD}");
+        assert_eq!(&*p.routing_key, "q\u{FFFD}");
+        assert_eq!(p.routing_key.as_wire(), b"q\xFE");
     }
 }

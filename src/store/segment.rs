@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use super::{MessageStore, StoreError};
 use crate::message::{Body, Message};
 use crate::protocol::codec::parse_header;
+use crate::protocol::routing_key::RoutingKey;
 
 /// A closed segment is compacted when fewer than 1 in this many of its records are still live.
 const COMPACT_RATIO: u32 = 4;
@@ -194,10 +195,17 @@ impl SegmentStore {
         Self::open_with(dir, segment_size, true)
     }
 
-    /// A store for a non-durable queue: it starts empty (whatever is in `dir` is removed) and
-    /// uses the disk only to page message bodies out of memory.
+    /// A store for a non-durable queue: it uses the disk only to page message bodies out of
+    /// memory. `dir` must be new or empty (the vhost gives each such queue a directory of its
+    /// own in an area it empties at start): nothing in it is ever removed here, so a wrong
+    /// directory is an error rather than lost data.
     pub fn open_transient(dir: &Path, segment_size: u64) -> Result<SegmentStore, StoreError> {
-        let _ = fs::remove_dir_all(dir);
+        if fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} is not empty; a non-durable queue only pages into a new directory", dir.display()),
+            )));
+        }
         Ok(Self::open_with(dir, segment_size, false)?.0)
     }
 
@@ -716,8 +724,8 @@ fn encode_meta(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) 
 fn put_fields(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&enqueued_at_ms.to_le_bytes());
-    for s in [&msg.exchange, &msg.routing_key] {
-        let b = &s.as_bytes()[..s.len().min(255)];
+    for s in [msg.exchange.as_bytes(), msg.routing_key.as_wire()] {
+        let b = &s[..s.len().min(255)];
         buf.push(b.len() as u8);
         buf.extend_from_slice(b);
     }
@@ -785,7 +793,7 @@ fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
     let n = p[take(1)?][0] as usize;
     let exchange = short_str(p.slice(take(n)?));
     let n = p[take(1)?][0] as usize;
-    let routing_key = short_str(p.slice(take(n)?));
+    let routing_key = RoutingKey::from_wire(p.slice(take(n)?));
     let n = u32::from_le_bytes(p[take(4)?].try_into().ok()?) as usize;
     let raw = p.slice(take(n)?);
     let body = p.slice(at..);
@@ -798,9 +806,9 @@ fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
     Some((Recovered { seq, enqueued_at_ms, redelivered: false }, Arc::new(msg)))
 }
 
-/// A stored exchange or routing key, sharing the record's buffer (written from valid UTF-8).
+/// A stored exchange name, sharing the record's buffer (written from valid UTF-8).
 fn short_str(b: Bytes) -> ByteString {
-    ByteString::try_from(b.clone()).unwrap_or_else(|_| String::from_utf8_lossy(&b).into_owned().into())
+    crate::protocol::routing_key::text(b).unwrap_or_else(|b| crate::protocol::routing_key::lossy(&b))
 }
 
 /// Read an acks file: settled sequence numbers and delivered ones (a torn last entry is ignored).

@@ -28,13 +28,14 @@ async fn confirm_channel(b: &Broker) -> (lapin::Connection, lapin::Channel) {
     (conn, ch)
 }
 
-/// Every segment file of every queue under `data_dir`.
+/// Every segment file of every queue under `data_dir` (durable queues in `queues/`,
+/// non-durable ones paging in `transient/`).
 fn segment_files(data_dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(vhosts) = std::fs::read_dir(data_dir.join("vhosts")) else { return out };
     for v in vhosts.flatten() {
-        let Ok(queues) = std::fs::read_dir(v.path().join("queues")) else { continue };
-        for q in queues.flatten() {
+        let areas = ["queues", "transient"].map(|a| std::fs::read_dir(v.path().join(a)));
+        for q in areas.into_iter().flatten().flatten().flatten() {
             for f in std::fs::read_dir(q.path()).into_iter().flatten().flatten() {
                 if f.path().extension().is_some_and(|e| e == ext) {
                     out.push(f.path());

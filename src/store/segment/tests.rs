@@ -75,6 +75,22 @@ fn persistent_messages_survive_and_transient_ones_do_not() {
 }
 
 #[test]
+fn routing_keys_that_are_not_utf8_are_stored_byte_exact() {
+    let d = Dir::new("bytes");
+    let key = crate::protocol::routing_key::RoutingKey::from_wire(Bytes::from_static(b"k\xff"));
+    {
+        let (mut s, _) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let m = Message::build("ex".into(), key.clone(), props, [Bytes::from_static(b"b")].into_iter().collect());
+        s.append(1, &Arc::new(m)).unwrap();
+        s.flush().unwrap();
+    }
+    let (s, rec) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(s.read(1).unwrap().routing_key.as_wire(), b"k\xff");
+}
+
+#[test]
 fn settled_messages_stay_gone_and_delivered_ones_come_back_redelivered() {
     let d = Dir::new("ack");
     {
@@ -278,4 +294,14 @@ fn transient_messages_are_paged_out_and_never_recovered() {
 #[test]
 fn a_slot_is_24_bytes() {
     assert!(std::mem::size_of::<Slot>() <= 24, "{}", std::mem::size_of::<Slot>());
+}
+
+#[test]
+fn a_transient_store_never_wipes_a_directory_that_holds_something() {
+    let d = Dir::new("transient-refuses");
+    fs::create_dir_all(&d.0).unwrap();
+    fs::write(d.0.join("0000000001.msgs"), b"someone's data").unwrap();
+    let e = SegmentStore::open_transient(&d.0, 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("not empty"), "{e}");
+    assert_eq!(fs::read(d.0.join("0000000001.msgs")).unwrap(), b"someone's data");
 }
