@@ -276,8 +276,8 @@ impl QueueActor {
         let confirms = std::mem::take(&mut self.awaiting_sync);
         let storage = self.vhost.upgrade().and_then(|v| v.storage().cloned());
         match self.state.store_mut().flush() {
-            Ok(Some(file)) if !confirms.is_empty() => match storage.filter(|s| s.fsync) {
-                Some(s) => s.persister.submit(SyncRequest { file, confirms }),
+            Ok(Some(files)) if !confirms.is_empty() => match storage.filter(|s| s.fsync) {
+                Some(s) => s.persister.submit(SyncRequest { files, confirms }),
                 None => release(confirms, true),
             },
             Ok(_) => release(confirms, true),

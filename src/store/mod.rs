@@ -292,9 +292,10 @@ pub trait MessageStore: Send + 'static {
     fn is_durable(&self) -> bool {
         false
     }
-    /// Hand buffered writes to the operating system. Returns the file to fsync before the
-    /// messages appended since the last flush may be confirmed (None: nothing to sync).
-    fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
+    /// Hand buffered writes to the operating system. Returns the files to fsync before the
+    /// messages appended since the last flush may be confirmed (None: nothing to sync): the
+    /// segment written to, and the acks files whose delivery marks should go to disk with it.
+    fn flush(&mut self) -> Result<Option<Vec<Arc<File>>>, StoreError> {
         Ok(None)
     }
     /// The queue is deleted: remove whatever the store keeps on disk.
@@ -346,7 +347,7 @@ impl MessageStore for AnyStore {
             AnyStore::Segment(s) => s.is_durable(),
         }
     }
-    fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
+    fn flush(&mut self) -> Result<Option<Vec<Arc<File>>>, StoreError> {
         match self {
             AnyStore::Memory(_) => Ok(None),
             AnyStore::Segment(s) => s.flush(),

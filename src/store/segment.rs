@@ -86,7 +86,7 @@ struct SegmentInfo {
     live: u32,
     /// Message records in the file (settled or not).
     records: u32,
-    acks: Option<File>,
+    acks: Option<Arc<File>>,
     /// Ack and delivery marks not yet written to the acks file.
     pending_marks: Vec<u8>,
 }
@@ -162,6 +162,20 @@ pub struct SegmentStore {
     /// back after a restart. A non-durable queue's store only pages bodies out under memory
     /// pressure, and never recovers anything.
     durable: bool,
+    /// What the next fsync round must cover besides the current segment.
+    sync: SyncState,
+}
+
+/// Directory entries and acks files a power cut could still take away.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// The queue directory and its parents have been fsynced since this store was opened (a
+    /// directory created by `create_dir_all` is only durable once its parent is synced).
+    parents_synced: bool,
+    /// Acks files written since the last sync handed out: their delivery marks go to disk with
+    /// the next confirm round, so a message delivered before a later confirm comes back with
+    /// redelivered=true even after a power cut.
+    acks: Vec<Arc<File>>,
 }
 
 fn msgs_path(dir: &Path, id: u32) -> PathBuf {
@@ -179,6 +193,17 @@ fn now_ms() -> u64 {
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+/// Sync `dir` and every directory above it: the entries that make `dir` reachable after a
+/// power cut (the data directory's `vhosts/..../queues/<hash>` chain is made by
+/// `create_dir_all`, which syncs none of them).
+fn sync_dir_and_parents(dir: &Path) {
+    for d in dir.ancestors() {
+        if !d.as_os_str().is_empty() {
+            sync_dir(d);
+        }
     }
 }
 
@@ -278,6 +303,7 @@ impl SegmentStore {
             durable,
             last_compaction: None,
             compact_interval: COMPACT_INTERVAL,
+            sync: SyncState::default(),
         };
         let mut recovered = Vec::with_capacity(found.len());
         for (r, loc) in found {
@@ -316,8 +342,13 @@ impl SegmentStore {
         let file =
             OpenOptions::new().create(true).read(true).append(true).open(msgs_path(&self.dir, self.current.id))?;
         if self.durable {
-            // The new file's directory entry must be durable before anything in it is confirmed.
-            sync_dir(&self.dir);
+            // The new file's directory entry (and, the first time, the directories above it)
+            // must be durable before anything in it is confirmed.
+            if std::mem::replace(&mut self.sync.parents_synced, true) {
+                sync_dir(&self.dir);
+            } else {
+                sync_dir_and_parents(&self.dir);
+            }
         }
         let file = Arc::new(file);
         self.current.file = Some(file.clone());
@@ -398,13 +429,27 @@ impl SegmentStore {
         for id in std::mem::take(&mut self.marked) {
             let Some(info) = self.segments.get_mut(&id) else { continue };
             if info.acks.is_none() {
-                info.acks = OpenOptions::new().create(true).append(true).open(acks_path(&self.dir, id)).ok();
+                info.acks = OpenOptions::new().create(true).append(true).open(acks_path(&self.dir, id)).ok().map(|f| {
+                    // A power cut can leave a torn last entry: cut it, or every mark appended
+                    // after it would be read shifted by a few bytes (garbage).
+                    let len = f.metadata().map_or(0, |m| m.len());
+                    if len % 8 != 0 {
+                        let _ = f.set_len(len - len % 8);
+                    }
+                    Arc::new(f)
+                });
+                if self.durable && info.acks.is_some() {
+                    // Marks in a file whose name a power cut can take away would be no marks.
+                    sync_dir(&self.dir);
+                }
             }
             let marks = std::mem::take(&mut info.pending_marks);
-            if let Some(f) = info.acks.as_mut()
-                && let Err(e) = f.write_all(&marks)
-            {
-                warn!(segment = id, error = %e, "cannot record acks; those messages may come back after a restart");
+            if let Some(f) = info.acks.as_ref() {
+                if let Err(e) = (&**f).write_all(&marks) {
+                    warn!(segment = id, error = %e, "cannot record acks; those messages may come back after a restart");
+                } else if self.durable && !self.sync.acks.iter().any(|a| Arc::ptr_eq(a, f)) {
+                    self.sync.acks.push(f.clone());
+                }
             }
         }
     }
@@ -685,7 +730,7 @@ impl MessageStore for SegmentStore {
         self.budget = if consumed { MEMORY_BUDGET_CONSUMED } else { MEMORY_BUDGET };
     }
 
-    fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
+    fn flush(&mut self) -> Result<Option<Vec<Arc<File>>>, StoreError> {
         self.write_buf()?;
         self.write_marks();
         if self.mem_bytes - self.out_bytes > self.budget {
@@ -693,7 +738,14 @@ impl MessageStore for SegmentStore {
             self.write_buf()?;
         }
         self.compact_one();
-        if std::mem::take(&mut self.unsynced) { Ok(Some(self.current_file()?)) } else { Ok(None) }
+        if !std::mem::take(&mut self.unsynced) {
+            // No new message: the acks files wait for the next round that confirms one.
+            return Ok(None);
+        }
+        let mut files = Vec::with_capacity(1 + self.sync.acks.len());
+        files.push(self.current_file()?);
+        files.append(&mut self.sync.acks);
+        Ok(Some(files))
     }
 
     fn destroy(&mut self) {

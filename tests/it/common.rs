@@ -34,7 +34,7 @@ impl Broker {
             return Broker { addr, child: None, _data_dir: None, log: Arc::default() };
         }
         let data_dir = TempDir::new();
-        let mut b = Self::spawn(&data_dir.0, extra, None);
+        let mut b = Self::spawn(&data_dir.0, extra, None, &[]);
         b._data_dir = Some(data_dir);
         b
     }
@@ -46,14 +46,23 @@ impl Broker {
             std::env::var("WARREN_TEST_ADDR").is_err(),
             "restart tests need a Warren process they start themselves"
         );
-        Self::spawn(data_dir, extra, None)
+        Self::spawn(data_dir, extra, None, &[])
+    }
+
+    /// [`Broker::start_in`] with extra environment variables for the process.
+    pub fn start_in_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, std::ffi::OsString)]) -> Broker {
+        assert!(
+            std::env::var("WARREN_TEST_ADDR").is_err(),
+            "restart tests need a Warren process they start themselves"
+        );
+        Self::spawn(data_dir, extra, None, env)
     }
 
     /// Like [`Broker::start_in`] with the log filter `filter` (`RUST_LOG`) instead of the
     /// default `warn`, so a test can read lines logged below warning level with [`Broker::wait_for_log`].
     pub fn start_in_logging(data_dir: &std::path::Path, extra: &[&str], filter: &str) -> Broker {
         assert!(std::env::var("WARREN_TEST_ADDR").is_err(), "log tests need a Warren process they start themselves");
-        Self::spawn(data_dir, extra, Some(filter))
+        Self::spawn(data_dir, extra, Some(filter), &[])
     }
 
     /// Start a fresh `warren` with `toml` as its configuration file (`--config`), on a fresh
@@ -67,12 +76,17 @@ impl Broker {
         let config = data_dir.0.join("test-config.toml");
         std::fs::write(&config, toml).expect("write test config");
         let config = config.to_str().expect("utf-8 temp path").to_string();
-        let mut b = Self::spawn(&data_dir.0, &["--config", &config], None);
+        let mut b = Self::spawn(&data_dir.0, &["--config", &config], None, &[]);
         b._data_dir = Some(data_dir);
         b
     }
 
-    fn spawn(data_dir: &std::path::Path, extra: &[&str], filter: Option<&str>) -> Broker {
+    fn spawn(
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        filter: Option<&str>,
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Broker {
         let filter = match filter {
             Some(f) => f.to_string(),
             None => std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -81,6 +95,7 @@ impl Broker {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

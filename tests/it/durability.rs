@@ -2,8 +2,9 @@
 //! what survives a graceful restart, confirmed messages across `kill -9`, and recovery around
 //! damaged segment files.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,8 +125,10 @@ async fn a_graceful_restart_keeps_exactly_what_rabbitmq_keeps() {
 
 /// The crash test: publishers with confirms and acking consumers on a durable queue, the broker
 /// killed with SIGKILL at a random moment, restarted, again and again. Every confirmed message
-/// must come out at least once; duplicates are bounded by what was in flight at each kill.
-/// `CRASH_CYCLES` sets the number of cycles (`make crash-test` runs 50).
+/// must come out at least once; duplicates are bounded by what was in flight at each kill;
+/// within one broker life messages come in publish order (FIFO); a message the consumer saw
+/// before the publisher sent a message that was then confirmed comes back redelivered=true.
+/// `CRASH_CYCLES` sets the number of cycles (`make crash-test` runs 100).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_messages_survive_kill_9() {
     let cycles: u64 = std::env::var("CRASH_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(4);
@@ -134,6 +137,11 @@ async fn confirmed_messages_survive_kill_9() {
     let dir = TempDir::new();
     let confirmed: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let consumed: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    // One clock for the publisher's sends and the consumer's deliveries (to order them).
+    let clock = Arc::new(AtomicU64::new(0));
+    // Ids seen before a later send that was confirmed: their delivery marks are on disk.
+    let mut covered: HashSet<u64> = HashSet::new();
+    let mut problems: Vec<String> = Vec::new();
     let mut next_id = 0u64;
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for cycle in 0..cycles {
@@ -146,12 +154,15 @@ async fn confirmed_messages_survive_kill_9() {
 
         let start = next_id;
         next_id += 1_000_000; // each cycle publishes from its own id range
-        let conf = confirmed.clone();
+        let (conf, clk) = (confirmed.clone(), clock.clone());
+        let last_confirmed_send = Arc::new(AtomicU64::new(0));
+        let last_send = last_confirmed_send.clone();
         let publisher = tokio::spawn(async move {
             let mut id = start;
             loop {
                 let mut pending = Vec::new();
                 for _ in 0..WINDOW {
+                    let at = clk.fetch_add(1, Ordering::SeqCst);
                     let body = id.to_string();
                     match pch
                         .basic_publish(
@@ -163,26 +174,31 @@ async fn confirmed_messages_survive_kill_9() {
                         )
                         .await
                     {
-                        Ok(c) => pending.push((id, c)),
+                        Ok(c) => pending.push((id, at, c)),
                         Err(_) => return,
                     }
                     id += 1;
                 }
-                for (id, c) in pending {
+                for (id, at, c) in pending {
                     match c.await {
                         Ok(c) if c.is_ack() => {
                             conf.lock().unwrap().insert(id);
+                            last_send.fetch_max(at, Ordering::SeqCst);
                         }
                         _ => return,
                     }
                 }
             }
         });
-        let seen = consumed.clone();
+        let (seen, clk) = (consumed.clone(), clock.clone());
+        let life: Arc<Mutex<Vec<(u64, bool, u64)>>> = Arc::default();
+        let this_life = life.clone();
         let consuming = tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
+                let at = clk.fetch_add(1, Ordering::SeqCst);
                 let id: u64 = text(&d.data).parse().expect("a published id");
                 *seen.lock().unwrap().entry(id).or_default() += 1;
+                this_life.lock().unwrap().push((id, d.redelivered, at));
                 if d.ack(BasicAckOptions::default()).await.is_err() {
                     return;
                 }
@@ -202,15 +218,24 @@ async fn confirmed_messages_survive_kill_9() {
         let _ = publisher.await;
         let _ = consuming.await;
         drop((pub_conn, con_conn));
+        let life = std::mem::take(&mut *life.lock().unwrap());
+        check_life(&life, &covered, &mut problems);
+        let synced_at = last_confirmed_send.load(Ordering::SeqCst);
+        covered.extend(life.iter().filter(|(_, _, at)| *at < synced_at).map(|(id, _, _)| *id));
         eprintln!("crash cycle {cycle}: {} confirmed so far", confirmed.lock().unwrap().len());
     }
     // Drain what is left after the last crash.
     let b = Broker::start_in(&dir.0, &[]);
     let (_conn, ch) = b.channel().await;
     declare_queue(&ch, "crash", durable(), FieldTable::default()).await.expect("declare");
-    for body in get_all(&ch, "crash").await {
-        *consumed.lock().unwrap().entry(body.parse().expect("a published id")).or_default() += 1;
+    let mut life = Vec::new();
+    while let Some(m) = ch.basic_get("crash".into(), BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+        let id: u64 = text(&m.delivery.data).parse().expect("a published id");
+        *consumed.lock().unwrap().entry(id).or_default() += 1;
+        life.push((id, m.delivery.redelivered, 0));
     }
+    check_life(&life, &covered, &mut problems);
+    assert!(problems.is_empty(), "{}", problems[..problems.len().min(10)].join("\n"));
     let confirmed = confirmed.lock().unwrap();
     let consumed = consumed.lock().unwrap();
     assert!(!confirmed.is_empty(), "the publisher got confirms in {cycles} cycles");
@@ -220,6 +245,22 @@ async fn confirmed_messages_survive_kill_9() {
     let bound = (cycles as u32) * (PREFETCH as u32 + 64);
     assert!(duplicates <= bound, "{duplicates} redeliveries exceed the in-flight bound {bound}");
     eprintln!("{} confirmed, {} consumed ids, {duplicates} redeliveries", confirmed.len(), consumed.len());
+}
+
+/// One broker life's deliveries (id, redelivered, clock): ids only grow (FIFO: the queue holds
+/// them in publish order and nothing is requeued while the broker lives), and a message known
+/// to have been delivered before is flagged redelivered.
+fn check_life(life: &[(u64, bool, u64)], covered: &HashSet<u64>, problems: &mut Vec<String>) {
+    for w in life.windows(2) {
+        if w[1].0 <= w[0].0 {
+            problems.push(format!("out of order: {} delivered after {}", w[1].0, w[0].0));
+        }
+    }
+    for (id, redelivered, _) in life {
+        if !redelivered && covered.contains(id) {
+            problems.push(format!("message {id} had been delivered but came back with redelivered=false"));
+        }
+    }
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ mod hostile;
 // Durability: restarts, kill -9, damaged files (Warren processes only).
 mod durability;
 mod metadata;
+mod power_loss;
 
 // Queue semantics (lapin).
 mod consumers;

@@ -110,6 +110,47 @@ fn settled_messages_stay_gone_and_delivered_ones_come_back_redelivered() {
 }
 
 #[test]
+fn acks_files_are_synced_with_the_next_confirm_round() {
+    let d = Dir::new("acksync");
+    let (mut s, _) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+    s.append(1, &msg("m1", true)).unwrap();
+    assert_eq!(s.flush().unwrap().map(|f| f.len()), Some(1), "only the segment: no marks yet");
+    s.delivered(1);
+    assert!(s.flush().unwrap().is_none(), "a mark alone asks for no sync");
+    s.append(2, &msg("m2", true)).unwrap();
+    assert_eq!(s.flush().unwrap().map(|f| f.len()), Some(2), "the segment and the acks file with the mark");
+    s.append(3, &msg("m3", true)).unwrap();
+    assert_eq!(s.flush().unwrap().map(|f| f.len()), Some(1), "the mark was handed out once");
+}
+
+#[test]
+fn a_torn_acks_entry_does_not_shift_the_marks_after_it() {
+    let d = Dir::new("tornacks");
+    {
+        let (mut s, _) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+        for i in 1..=4 {
+            s.append(i, &msg(&format!("m{i}"), true)).unwrap();
+        }
+        s.delivered(1);
+        s.flush().unwrap();
+    }
+    // A power cut kept 3 bytes of the next entry.
+    let acks = acks_path(&d.0, 1);
+    fs::OpenOptions::new().append(true).open(&acks).unwrap().write_all(&[0x02, 0, 0]).unwrap();
+    {
+        let (mut s, rec) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+        assert_eq!(rec.iter().map(|r| r.redelivered).collect::<Vec<_>>(), [true, false, false, false]);
+        s.delivered(2);
+        s.remove(3);
+        s.flush().unwrap();
+    }
+    assert_eq!(fs::metadata(&acks).unwrap().len() % 8, 0, "whole entries only");
+    let (s, rec) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+    assert_eq!(bodies(&s, &rec), ["m1", "m2", "m4"]);
+    assert_eq!(rec.iter().map(|r| r.redelivered).collect::<Vec<_>>(), [true, true, false]);
+}
+
+#[test]
 fn fully_settled_segments_are_deleted() {
     let d = Dir::new("roll");
     let (mut s, _) = SegmentStore::open(&d.0, 4096).unwrap();
