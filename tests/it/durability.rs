@@ -283,11 +283,16 @@ async fn damaged_segments_are_recovered_around() {
     data[at + 2] ^= 0x55;
     data.truncate(data.len() - 4);
     std::fs::write(&segs[0], &data).unwrap();
-    let mut b = Broker::start_in(&dir.0, &[]);
+    let mut b = Broker::start_in_logging(&dir.0, &[], "info");
     let (_conn, ch) = b.channel().await;
     declare_queue(&ch, "damaged", durable(), FieldTable::default()).await.expect("declare");
     assert_eq!(get_all(&ch, "damaged").await, ["message-1", "message-3"], "the intact messages are served");
     assert!(b.is_running());
+    // Both repairs are logged: the skipped record, the cut tail, and the summary line.
+    b.wait_for_log("the skipped corrupt record", |l| l.contains("WARN") && l.contains("corrupt message record"));
+    b.wait_for_log("the cut tail", |l| l.contains("WARN") && l.contains("torn segment tail"));
+    let line = b.wait_for_log("the recovery summary", |l| l.contains("queue recovered"));
+    assert_eq!((log_field(&line, "messages"), log_field(&line, "skipped_corrupt")), ("2".into(), "1".into()), "{line}");
 }
 
 #[tokio::test]
@@ -443,4 +448,187 @@ async fn a_backlog_beyond_memory_is_paged_and_delivered_intact() {
     for (i, g) in got.iter().enumerate() {
         assert!(*g == body(i), "message {i} intact");
     }
+}
+
+/// TTLs keep counting across a restart: a queue with `x-message-ttl` and a per-message
+/// `expiration`, both durable with persistent messages and a durable dead-letter exchange. The
+/// broker is stopped (gracefully, or with `kill -9`) after most of the TTL has passed; after the
+/// restart each message is dead-lettered (reason `expired`) when its original TTL runs out, not
+/// a full TTL after the restart. With `down_until`, the broker stays down until that long after
+/// publishing (past the TTL): the messages are then dead-lettered as soon as it is back.
+async fn ttl_counts_across_a_restart(kill: bool, down_until: Option<Duration>) {
+    const TTL: Duration = Duration::from_millis(4000);
+    const BEFORE_STOP: Duration = Duration::from_millis(2500);
+    let dir = TempDir::new();
+    let mut b = Broker::start_in(&dir.0, &[]);
+    let published;
+    {
+        let (conn, ch) = confirm_channel(&b).await;
+        ch.exchange_declare(
+            "ttl-dlx".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable dead-letter exchange");
+        declare_queue(&ch, "ttl-dead", durable(), FieldTable::default()).await.expect("declare ttl-dead");
+        let dlx = ("x-dead-letter-exchange", lstr("ttl-dlx"));
+        let queue_ttl = ("x-message-ttl", lapin::types::AMQPValue::LongInt(TTL.as_millis() as i32));
+        declare_queue(&ch, "queue-ttl", durable(), table(&[dlx.clone(), queue_ttl])).await.expect("declare queue-ttl");
+        declare_queue(&ch, "message-ttl", durable(), table(&[dlx])).await.expect("declare message-ttl");
+        for q in ["queue-ttl", "message-ttl"] {
+            bind(&ch, "ttl-dead", "ttl-dlx", q).await;
+        }
+        published = std::time::Instant::now();
+        assert!(publish_confirmed_props(&ch, "", "queue-ttl", "by queue ttl", persistent()).await.is_ack());
+        let expiring = persistent().with_expiration(TTL.as_millis().to_string().into());
+        assert!(publish_confirmed_props(&ch, "", "message-ttl", "by expiration", expiring).await.is_ack());
+        // Let most of the TTL pass while the broker runs: this is the time that must count.
+        tokio::time::sleep(BEFORE_STOP.saturating_sub(published.elapsed())).await;
+        for q in ["queue-ttl", "message-ttl"] {
+            assert_eq!(ready_count(&ch, q).await, 1, "{q}: not expired before the stop");
+        }
+        // Close cleanly, so the graceful stop does not wait for an unanswered connection.close.
+        conn.close(200, "bye".into()).await.expect("close");
+    }
+    let stopping = published.elapsed();
+    if kill {
+        b.kill9();
+    } else {
+        assert!(b.terminate().expect("a Warren process").success());
+    }
+    if let Some(until) = down_until {
+        // Time passing while the broker is down is what this case is about.
+        tokio::time::sleep(until.saturating_sub(published.elapsed())).await;
+    }
+    let b = Broker::start_in(&dir.0, &[]);
+    let (_conn, ch) = b.channel().await;
+    let mut dead = consume(&ch, "ttl-dead").await;
+    let consuming = published.elapsed();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let d = next_delivery(&mut dead).await;
+        let at = published.elapsed();
+        let death = &x_death(&d.properties)[0];
+        assert_eq!(str_field(death, "reason"), "expired");
+        seen.push((str_field(death, "queue"), text(&d.data)));
+        let body = text(&d.data);
+        assert!(at >= TTL - Duration::from_millis(300), "{body} expired early, {at:?} after publishing");
+        // Due at TTL after publishing, or at once if the restart took longer than that.
+        assert!(
+            at < TTL.max(consuming) + Duration::from_millis(1000),
+            "{body} expired {at:?} after publishing (TTL {TTL:?}, consuming from {consuming:?})"
+        );
+        // A TTL restarted by the restart would run out no earlier than `stopping + TTL`.
+        assert!(
+            at + Duration::from_millis(1000) < stopping + TTL,
+            "{body} expired {at:?} after publishing: the TTL restarted with the broker (stopped at {stopping:?})"
+        );
+        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("message-ttl".to_string(), "by expiration".to_string()),
+            ("queue-ttl".to_string(), "by queue ttl".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ttls_keep_counting_across_a_graceful_restart() {
+    ttl_counts_across_a_restart(false, None).await;
+}
+
+#[tokio::test]
+async fn ttls_keep_counting_across_kill_9() {
+    ttl_counts_across_a_restart(true, None).await;
+}
+
+#[tokio::test]
+async fn ttls_that_ran_out_while_the_broker_was_down_expire_when_it_is_back() {
+    ttl_counts_across_a_restart(true, Some(Duration::from_millis(4300))).await;
+}
+
+/// The numbers in a logged line's `key=value` field (quotes allowed around the value).
+fn log_field(line: &str, key: &str) -> String {
+    let at = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key}= in log line: {line}"));
+    line[at + key.len() + 2..].split_whitespace().next().unwrap_or("").trim_matches('"').to_string()
+}
+
+/// Recovery logs what it recovered, per queue: the number of messages, the MB read and the
+/// seconds taken.
+#[tokio::test]
+async fn recovery_logs_messages_megabytes_and_seconds() {
+    const N: usize = 200;
+    const BODY: usize = 10_000;
+    let dir = TempDir::new();
+    let mut b = Broker::start_in(&dir.0, &[]);
+    {
+        let (_conn, ch) = confirm_channel(&b).await;
+        declare_queue(&ch, "logged", durable(), FieldTable::default()).await.expect("declare");
+        let body = "x".repeat(BODY);
+        let confirms: Vec<_> = {
+            let mut v = Vec::new();
+            for _ in 0..N {
+                v.push(
+                    ch.basic_publish(
+                        "".into(),
+                        "logged".into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        persistent(),
+                    )
+                    .await
+                    .expect("publish"),
+                );
+            }
+            v
+        };
+        for c in confirms {
+            assert!(within("confirm", c).await.expect("confirm").is_ack());
+        }
+    }
+    assert!(b.terminate().expect("a Warren process").success());
+    let b = Broker::start_in_logging(&dir.0, &[], "info");
+    let line = b.wait_for_log("the queue recovery line", |l| l.contains("queue recovered"));
+    assert_eq!(log_field(&line, "messages"), N.to_string(), "{line}");
+    let mb: f64 = log_field(&line, "mb").parse().unwrap_or_else(|e| panic!("mb is not a number ({e}): {line}"));
+    let bodies_mb = (N * BODY) as f64 / 1_048_576.0;
+    assert!(mb >= bodies_mb - 0.1 && mb <= bodies_mb * 1.2, "mb={mb}, bodies alone are {bodies_mb:.2} MB: {line}");
+    let seconds: f64 =
+        log_field(&line, "seconds").parse().unwrap_or_else(|e| panic!("seconds is not a number ({e}): {line}"));
+    assert!((0.0..10.0).contains(&seconds), "{line}");
+    assert_eq!(log_field(&line, "skipped_corrupt"), "0", "{line}");
+    let (_conn, ch) = b.channel().await;
+    assert_eq!(ready_count(&ch, "logged").await, N as u32, "what the line counts is what is served");
+}
+
+/// Segment files whose messages are all acknowledged are deleted (small segments from the
+/// config file, so a few dozen messages span many of them).
+#[tokio::test]
+async fn fully_acknowledged_segments_are_deleted() {
+    let b = Broker::start_with_config("[storage]\nsegment_size = 4096\n");
+    let data_dir = b.data_dir().expect("a Warren process");
+    let (_conn, ch) = confirm_channel(&b).await;
+    declare_queue(&ch, "settled", durable(), FieldTable::default()).await.expect("declare");
+    let body = "s".repeat(1000);
+    for _ in 0..40 {
+        assert!(publish_confirmed_props(&ch, "", "settled", &body, persistent()).await.is_ack());
+    }
+    let written = segment_files(&data_dir, "msgs").len();
+    assert!(written >= 8, "40 KB in 4 KiB segments spans many files, found {written}");
+    let mut consumer = consume(&ch, "settled").await;
+    for d in deliveries(&mut consumer, 40).await {
+        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    sync_point(&ch).await;
+    // No event announces a deleted file: wait for the directory to shrink.
+    eventually("settled segments deleted", || {
+        let left = segment_files(&data_dir, "msgs").len();
+        async move { left <= 1 }
+    })
+    .await;
 }
