@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::channel::assembler::{Assembler, Step};
+use crate::channel::assembler::{Assembler, ContentBudget, Step};
 use crate::config::Config;
 use crate::connection::handshake::{Context, Handshake, HandshakeError, Progress};
 use crate::error::{AmqpError, ReplyCode};
@@ -430,13 +430,35 @@ pub fn handshake(data: &[u8]) {
     assert!(negotiated.channel_max <= config.amqp.channel_max);
     assert_eq!(negotiated.vhost, "/");
     codec.set_frame_max(negotiated.frame_max);
+    // A small budget for unfinished bodies, so that refusing a body past it is reached too.
+    let budget = ContentBudget::new(1 << 16);
     let mut channels: std::collections::HashMap<u16, Assembler> = Default::default();
-    let content_codes = [ReplyCode::FrameError, ReplyCode::UnexpectedFrame, ReplyCode::InternalError];
+    assemble(&mut codec, &mut buf, &mut channels, &budget);
+    assert!(budget.held() <= 1 << 16, "unfinished bodies past the budget");
+    drop(channels);
+    assert_eq!(budget.held(), 0, "unfinished bodies still counted after their channels are gone");
+}
+
+/// The frames after the handshake, through each channel's content assembler, until the
+/// stream ends or fails.
+fn assemble(
+    codec: &mut FrameCodec,
+    buf: &mut BytesMut,
+    channels: &mut std::collections::HashMap<u16, Assembler>,
+    budget: &ContentBudget,
+) {
+    let codes = [
+        ReplyCode::FrameError,
+        ReplyCode::NotImplemented,
+        ReplyCode::UnexpectedFrame,
+        ReplyCode::InternalError,
+        ReplyCode::PreconditionFailed,
+    ];
     loop {
-        let frame = match codec.decode(&mut buf) {
+        let frame = match codec.decode(buf) {
             Ok(Some(f)) => f,
             Ok(None) => return,
-            Err(DecodeError::Protocol(e)) => return assert_answerable(&e, &hard),
+            Err(DecodeError::Protocol(e)) => return assert_answerable(&e, &codes),
             Err(DecodeError::Io(e)) => panic!("{e}"),
         };
         let assembler = channels.entry(frame.channel()).or_default();
@@ -449,22 +471,51 @@ pub fn handshake(data: &[u8]) {
             Frame::Header { channel, payload } => {
                 codec::parse_header(channel, payload).and_then(|h| assembler.header(h))
             }
-            Frame::Body { payload, .. } => assembler.body(payload),
+            Frame::Body { payload, .. } => assembler.body(payload, budget),
             Frame::Heartbeat { .. } => Ok(Step::Pending),
         };
+        assert!(budget.held() <= 1 << 16, "unfinished bodies past the budget");
         match step {
             Ok(Step::Pending) => {}
             Ok(Step::Complete(content)) => {
                 let size: usize = content.body.iter().map(|b| b.len()).sum();
                 assert_eq!(size as u64, content.header.body_size, "assembled body size");
             }
-            Err(e) => return assert_answerable(&e, &content_codes),
+            Err(e) => return assert_answerable(&e, &codes),
         }
     }
 }
 
-/// Definitions load: not wired until the definitions store has a load-from-bytes function.
-pub fn definitions(_data: &[u8]) {}
+/// Definitions load ([`crate::store::definitions::parse`], any format version): what parses
+/// holds tables within the nesting limit, renders (in the current format) to text that parses
+/// to the same definitions (tables compared NaN-aware), and renders the same again.
+pub fn definitions(data: &[u8]) {
+    use crate::store::definitions::{parse, render};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(defs) = parse(text) else { return };
+    let tables = |d: &crate::store::definitions::Definitions| -> Vec<FieldTable> {
+        let mut all: Vec<FieldTable> = d.exchanges.iter().map(|e| e.arguments.clone()).collect();
+        all.extend(d.queues.iter().map(|q| q.arguments.clone()));
+        all.extend(d.bindings.iter().map(|b| b.arguments.clone()));
+        all
+    };
+    for t in tables(&defs) {
+        assert!(fields::depth(&AMQPValue::FieldTable(t)) <= fields::MAX_NESTING, "loaded a table nested too deep");
+    }
+    let rendered = render(&defs);
+    let again = parse(&rendered).expect("rendered definitions parse");
+    let strip = |d: &crate::store::definitions::Definitions| {
+        let mut d = d.clone();
+        d.exchanges.iter_mut().for_each(|e| e.arguments = FieldTable::default());
+        d.queues.iter_mut().for_each(|q| q.arguments = FieldTable::default());
+        d.bindings.iter_mut().for_each(|b| b.arguments = FieldTable::default());
+        d
+    };
+    assert_eq!(strip(&defs), strip(&again), "definitions round trip (names, flags)");
+    let (a, b) = (tables(&defs), tables(&again));
+    assert!(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| same_table(x, y)), "arguments round trip");
+    assert_eq!(render(&again), rendered, "rendering is not stable");
+}
 
 #[cfg(test)]
 mod tests {
