@@ -243,6 +243,10 @@ pub fn parse_publish(payload: &Bytes) -> Result<BasicPublish, AmqpError> {
     let (routing_key, at) = short_str(at)?;
     let routing_key = RoutingKey::from_wire(routing_key);
     let bits = *payload.get(at).ok_or_else(malformed)?;
+    // Bytes after the arguments are refused, as parse_method (and RabbitMQ) refuses them.
+    if at + 1 != payload.len() {
+        return Err(malformed());
+    }
     Ok(BasicPublish { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
 }
 
