@@ -93,6 +93,26 @@ func publish(t *testing.T, ch *amqp.Channel, exchange, key string, mandatory boo
 	}
 }
 
+// confirming puts ch in confirm mode and returns a function that waits for the next n
+// confirmations and fails unless all are acks. Queue counts and basic.get are only certain for
+// confirmed publishes: RabbitMQ may answer a passive declare ahead of deliveries still on their
+// way to the queue.
+func confirming(t *testing.T, ch *amqp.Channel) func(n int) {
+	t.Helper()
+	if err := ch.Confirm(false); err != nil {
+		t.Fatalf("confirm.select: %v", err)
+	}
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 64))
+	return func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if c := take(t, confirms, "publisher confirm"); !c.Ack {
+				t.Fatalf("publish %d nacked", c.DeliveryTag)
+			}
+		}
+	}
+}
+
 func take[T any](t *testing.T, c <-chan T, what string) T {
 	t.Helper()
 	select {
@@ -257,8 +277,10 @@ func TestGetAndAck(t *testing.T) {
 	conn := dial(t)
 	ch := channel(t, conn)
 	q := declareQueue(t, conn, ch, "get", nil)
+	confirmed := confirming(t, ch)
 	publish(t, ch, "", q, false, amqp.Publishing{MessageId: "a", Body: []byte("one")})
 	publish(t, ch, "", q, false, amqp.Publishing{Body: []byte("two")})
+	confirmed(2)
 	if n := messageCount(t, ch, q); n != 2 {
 		t.Fatalf("%d queued", n)
 	}
@@ -320,7 +342,9 @@ func TestHeadersTableRoundTrip(t *testing.T) {
 		Expiration: "60000", MessageId: "msg-1", Timestamp: ts, Type: "order.created",
 		UserId: "guest", AppId: "interop-go", Body: []byte(`{"ok":true}`),
 	}
+	confirmed := confirming(t, ch)
 	publish(t, ch, "", q, false, pub)
+	confirmed(1)
 	m, ok, err := ch.Get(q, true)
 	if err != nil || !ok {
 		t.Fatalf("get: ok=%v err=%v", ok, err)
@@ -388,10 +412,13 @@ func TestTopicExchange(t *testing.T) {
 	if err := ch.QueueBind(all, "stock.#", x, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"stock.ibm.nyse", "stock.nyse", "stock", "stock.a.b.nyse", "stock..nyse",
-		"bond.ibm.nyse", "stock.msft.nasdaq"} {
+	confirmed := confirming(t, ch)
+	keys := []string{"stock.ibm.nyse", "stock.nyse", "stock", "stock.a.b.nyse", "stock..nyse",
+		"bond.ibm.nyse", "stock.msft.nasdaq"}
+	for _, k := range keys {
 		publish(t, ch, x, k, false, amqp.Publishing{Body: []byte(k)})
 	}
+	confirmed(len(keys))
 	check := func(q string, want []string) {
 		t.Helper()
 		var got []string
@@ -420,7 +447,9 @@ func TestDeadLetteringXDeath(t *testing.T) {
 	src := declareQueue(t, conn, ch, "dl-source", amqp.Table{
 		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq,
 	})
+	confirmed := confirming(t, ch)
 	publish(t, ch, "", src, false, amqp.Publishing{Body: []byte("reject me")})
+	confirmed(1)
 	m, ok, err := ch.Get(src, false)
 	if err != nil || !ok {
 		t.Fatalf("get: %v %v", ok, err)
