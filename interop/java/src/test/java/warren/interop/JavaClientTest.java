@@ -670,6 +670,208 @@ class JavaClientTest {
                 "stock.msft.nasdaq"), drain(ch, all, 6));
     }
 
+    @Test
+    void serverCancelsConsumerWhenItsQueueIsDeleted() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = unique("cancel-notify");
+        ch.queueDeclare(q, false, false, false, null);
+        BlockingQueue<String> cancelled = new LinkedBlockingQueue<>();
+        String tag = ch.basicConsume(q, false, "java-consumer-1", new DefaultConsumer(ch) {
+            @Override
+            public void handleCancel(String consumerTag) {
+                cancelled.add(consumerTag);
+            }
+        });
+        assertEquals("java-consumer-1", tag);
+        Channel other = conn.createChannel();
+        assertEquals(0, other.queueDelete(q).getMessageCount());
+        assertEquals("java-consumer-1", take(cancelled, "basic.cancel from the broker"));
+        assertTrue(ch.isOpen());
+    }
+
+    @Test
+    void exclusiveConsumerLocksOutOthers() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "exclusive-consumer", false, null);
+        ch.basicConsume(q, false, "", false, true, null, new DefaultConsumer(ch));
+        Channel other = conn.createChannel();
+        IOException e = assertThrows(IOException.class,
+                () -> other.basicConsume(q, false, new DefaultConsumer(other)));
+        AMQP.Channel.Close close = (AMQP.Channel.Close) shutdownOf(e).getReason();
+        assertEquals(403, close.getReplyCode());
+        assertEquals("ACCESS_REFUSED - queue '" + q + "' in vhost '/' in exclusive use", close.getReplyText());
+    }
+
+    @Test
+    void missingExchangeAndQueueAre404() throws Exception {
+        Channel ch = conn.createChannel();
+        String x = unique("absent-exchange");
+        IOException e = assertThrows(IOException.class, () -> ch.exchangeDeclarePassive(x));
+        AMQP.Channel.Close close = (AMQP.Channel.Close) shutdownOf(e).getReason();
+        assertEquals(404, close.getReplyCode());
+        assertEquals("NOT_FOUND - no exchange '" + x + "' in vhost '/'", close.getReplyText());
+
+        // Publishing to a missing exchange is asynchronous: the channel closes afterwards.
+        Channel ch2 = conn.createChannel();
+        BlockingQueue<ShutdownSignalException> closed = new LinkedBlockingQueue<>();
+        ch2.addShutdownListener(closed::add);
+        ch2.basicPublish(x, "k", null, utf8("lost"));
+        AMQP.Channel.Close c2 = (AMQP.Channel.Close) take(closed, "channel.close").getReason();
+        assertEquals(404, c2.getReplyCode());
+        assertEquals("NOT_FOUND - no exchange '" + x + "' in vhost '/'", c2.getReplyText());
+        assertEquals(60, c2.getClassId());
+        assertEquals(40, c2.getMethodId());
+    }
+
+    @Test
+    void purgeAndConditionalDelete() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "purge", false, null);
+        ch.confirmSelect();
+        for (int i = 0; i < 3; i++) {
+            ch.basicPublish("", q, null, utf8("p" + i));
+        }
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        IOException e = assertThrows(IOException.class, () -> ch.queueDelete(q, false, true));
+        AMQP.Channel.Close close = (AMQP.Channel.Close) shutdownOf(e).getReason();
+        assertEquals(406, close.getReplyCode());
+        assertEquals("PRECONDITION_FAILED - queue '" + q + "' in vhost '/' not empty", close.getReplyText());
+        Channel ch2 = conn.createChannel();
+        assertEquals(3, ch2.queuePurge(q).getMessageCount());
+        assertEquals(0, ch2.queueDelete(q, true, true).getMessageCount());
+        queues.remove(q);
+    }
+
+    @Test
+    void transactionsCommitAndRollback() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "tx", false, null);
+        ch.txSelect();
+        ch.basicPublish("", q, null, utf8("rolled back"));
+        ch.txRollback();
+        ch.basicPublish("", q, null, utf8("committed"));
+        ch.txCommit();
+        GetResponse g = ch.basicGet(q, true);
+        assertNotNull(g);
+        assertEquals("committed", new String(g.getBody(), StandardCharsets.UTF_8));
+        assertNull(ch.basicGet(q, true));
+        // confirm.select on a transactional channel is refused.
+        IOException e = assertThrows(IOException.class, ch::confirmSelect);
+        AMQP.Channel.Close close = (AMQP.Channel.Close) shutdownOf(e).getReason();
+        assertEquals(406, close.getReplyCode());
+        assertEquals("PRECONDITION_FAILED - cannot switch from tx to confirm mode", close.getReplyText());
+    }
+
+    @Test
+    void largeMessageSpansManyFrames() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "large", false, null);
+        byte[] body = new byte[3 * 1024 * 1024 + 17];
+        ThreadLocalRandom.current().nextBytes(body);
+        ch.confirmSelect();
+        ch.basicPublish("", q, null, body);
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        GetResponse g = ch.basicGet(q, true);
+        assertArrayEquals(body, g.getBody());
+    }
+
+    @Test
+    void headersExchangeAndExchangeToExchangeBinding() throws Exception {
+        Channel ch = conn.createChannel();
+        String hx = unique("headers");
+        ch.exchangeDeclare(hx, "headers", false, true, null);
+        String fx = exchange(ch, "e2e-source", "fanout");
+        ch.exchangeBind(hx, fx, "");
+        String q = queue(ch, "headers-any", false, null);
+        ch.queueBind(q, hx, "", Map.of("x-match", "any", "format", "pdf", "type", "report"));
+        ch.confirmSelect();
+        ch.basicPublish(fx, "", new AMQP.BasicProperties.Builder().headers(Map.of("format", "pdf")).build(),
+                utf8("pdf"));
+        ch.basicPublish(fx, "", new AMQP.BasicProperties.Builder().headers(Map.of("format", "zip")).build(),
+                utf8("zip"));
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        assertEquals(List.of("pdf"), drain(ch, q, 1));
+        // auto-delete exchange: goes away with its last binding (the queue's; the e2e binding is
+        // one where it is the destination).
+        ch.queueUnbind(q, hx, "", Map.of("x-match", "any", "format", "pdf", "type", "report"));
+        ch.exchangeUnbind(hx, fx, "");
+        IOException e = assertThrows(IOException.class, () -> ch.exchangeDeclarePassive(hx));
+        assertEquals(404, ((AMQP.Channel.Close) shutdownOf(e).getReason()).getReplyCode());
+    }
+
+    @Test
+    void wrongPasswordIsAuthenticationFailure() throws Exception {
+        ConnectionFactory f = factory();
+        f.setPassword("definitely-wrong");
+        f.setAutomaticRecoveryEnabled(false);
+        com.rabbitmq.client.AuthenticationFailureException e =
+                assertThrows(com.rabbitmq.client.AuthenticationFailureException.class, f::newConnection);
+        assertEquals("ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details "
+                + "see the broker logfile.", e.getMessage());
+    }
+
+    @Test
+    void directReplyToRpc() throws Exception {
+        Channel client = conn.createChannel();
+        String rq = queue(client, "rpc-server", false, null);
+        BlockingQueue<Delivery> replies = new LinkedBlockingQueue<>();
+        client.basicConsume("amq.rabbitmq.reply-to", true, inbox(client, replies));
+        try (Connection serverConn = factory().newConnection()) {
+            Channel server = serverConn.createChannel();
+            server.basicConsume(rq, true, new DefaultConsumer(server) {
+                @Override
+                public void handleDelivery(String tag, Envelope env, AMQP.BasicProperties props, byte[] body)
+                        throws IOException {
+                    AMQP.BasicProperties reply = new AMQP.BasicProperties.Builder()
+                            .correlationId(props.getCorrelationId()).build();
+                    server.basicPublish("", props.getReplyTo(), reply, utf8("re: " + new String(body,
+                            StandardCharsets.UTF_8)));
+                }
+            });
+            client.basicPublish("", rq, new AMQP.BasicProperties.Builder()
+                    .replyTo("amq.rabbitmq.reply-to").correlationId("c-1").build(), utf8("ping"));
+            Delivery d = take(replies, "direct reply");
+            assertEquals("re: ping", new String(d.body(), StandardCharsets.UTF_8));
+            assertEquals("c-1", d.props().getCorrelationId());
+            assertTrue(d.envelope().getRoutingKey().startsWith("amq.rabbitmq.reply-to."),
+                    d.envelope().getRoutingKey());
+        }
+    }
+
+    @Test
+    void basicRecoverRedeliversUnacked() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "recover", false, null);
+        BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
+        ch.basicPublish("", q, null, utf8("r"));
+        ch.basicConsume(q, false, inbox(ch, inbox));
+        Delivery first = take(inbox, "first delivery");
+        assertFalse(first.envelope().isRedeliver());
+        ch.basicRecover(true);
+        Delivery again = take(inbox, "redelivery after basic.recover");
+        assertTrue(again.envelope().isRedeliver());
+        assertEquals("r", new String(again.body(), StandardCharsets.UTF_8));
+        ch.basicAck(again.envelope().getDeliveryTag(), false);
+    }
+
+    @Test
+    void prefetchSizeIsNotImplementedConnectionError() throws Exception {
+        ConnectionFactory f = factory();
+        f.setAutomaticRecoveryEnabled(false);
+        try (Connection c = f.newConnection()) {
+            Channel ch = c.createChannel();
+            IOException e = assertThrows(IOException.class, () -> ch.basicQos(1000, 10, false));
+            ShutdownSignalException sse = shutdownOf(e);
+            assertTrue(sse.isHardError(), "540 closes the connection");
+            AMQP.Connection.Close close = (AMQP.Connection.Close) sse.getReason();
+            assertEquals(540, close.getReplyCode());
+            assertEquals("NOT_IMPLEMENTED - prefetch_size!=0 (1000)", close.getReplyText());
+            assertFalse(c.isOpen());
+        } catch (com.rabbitmq.client.AlreadyClosedException ignored) {
+            // try-with-resources close() of an already closed connection
+        }
+    }
+
     /** Consumes exactly n bodies from q, then checks that the queue is empty. */
     List<String> drain(Channel ch, String q, int n) throws Exception {
         BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
