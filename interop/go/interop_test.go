@@ -478,3 +478,94 @@ func TestDeadLetteringXDeath(t *testing.T) {
 		t.Fatalf("headers %#v", d.Headers)
 	}
 }
+
+func TestServerCancelViaNotifyCancel(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	q := unique("cancel-notify")
+	if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	cancels := ch.NotifyCancel(make(chan string, 1))
+	deliveries, err := ch.Consume(q, "go-consumer-1", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := channel(t, conn)
+	if n, err := other.QueueDelete(q, false, false, false); err != nil || n != 0 {
+		t.Fatalf("delete: %d %v", n, err)
+	}
+	if tag := take(t, cancels, "basic.cancel from the broker"); tag != "go-consumer-1" {
+		t.Fatalf("cancelled tag %q", tag)
+	}
+	select { // the client closes the consumer's delivery channel on cancel
+	case _, ok := <-deliveries:
+		if ok {
+			t.Fatal("unexpected delivery")
+		}
+	case <-time.After(wait):
+		t.Fatal("deliveries channel not closed after basic.cancel")
+	}
+}
+
+func TestTxCommitRollbackAndPurge(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	q := declareQueue(t, conn, ch, "tx", nil)
+	if err := ch.Tx(); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ch, "", q, false, amqp.Publishing{Body: []byte("rolled back")})
+	if err := ch.TxRollback(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		publish(t, ch, "", q, false, amqp.Publishing{Body: []byte("committed")})
+	}
+	if err := ch.TxCommit(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ch.QueuePurge(q, false); err != nil || n != 3 {
+		t.Fatalf("purge: %d %v", n, err)
+	}
+}
+
+func TestLargeMessageAndExchangeBinding(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	src := declareExchange(t, conn, ch, "e2e-src", "fanout")
+	dst := declareExchange(t, conn, ch, "e2e-dst", "direct")
+	if err := ch.ExchangeBind(dst, "", src, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	q := declareQueue(t, conn, ch, "large", nil)
+	if err := ch.QueueBind(q, "", dst, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, 3<<20+17)
+	rand.Read(body)
+	confirmed := confirming(t, ch)
+	publish(t, ch, src, "", false, amqp.Publishing{Body: body})
+	confirmed(1)
+	m, ok, err := ch.Get(q, true)
+	if err != nil || !ok || !reflect.DeepEqual(m.Body, body) || m.Exchange != src {
+		t.Fatalf("get: ok=%v err=%v len=%d exchange=%q", ok, err, len(m.Body), m.Exchange)
+	}
+}
+
+func TestExclusiveQueueOfAnotherConnectionIs405(t *testing.T) {
+	owner := dial(t)
+	och := channel(t, owner)
+	q, err := och.QueueDeclare("", false, true, true, false, nil)
+	if err != nil || !strings.HasPrefix(q.Name, "amq.gen-") {
+		t.Fatalf("declare: %+v %v", q, err)
+	}
+	other := dial(t)
+	ch := channel(t, other)
+	_, err = ch.Consume(q.Name, "", false, false, false, false, nil)
+	var amqpErr *amqp.Error
+	if !errors.As(err, &amqpErr) || amqpErr.Code != 405 || !strings.HasPrefix(amqpErr.Reason,
+		"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '"+q.Name+"' in vhost '/'") {
+		t.Fatalf("consume from another connection: %v", err)
+	}
+}
