@@ -703,7 +703,7 @@ class JavaClientTest {
     }
 
     @Test
-    void missingExchangeAndQueueAre404() throws Exception {
+    void missingExchangeIs404OnPassiveDeclareAndOnPublish() throws Exception {
         Channel ch = conn.createChannel();
         String x = unique("absent-exchange");
         IOException e = assertThrows(IOException.class, () -> ch.exchangeDeclarePassive(x));
