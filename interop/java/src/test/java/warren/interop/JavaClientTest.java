@@ -872,6 +872,153 @@ class JavaClientTest {
         }
     }
 
+    /** The channel.close a synchronous call provoked. */
+    static AMQP.Channel.Close channelCloseOf(Executable call) {
+        IOException e = assertThrows(IOException.class, call::run);
+        return (AMQP.Channel.Close) shutdownOf(e).getReason();
+    }
+
+    interface Executable {
+        void run() throws Exception;
+    }
+
+    @Test
+    void reservedNamesInternalExchangesAndMissingQueues() throws Exception {
+        AMQP.Channel.Close c1 = channelCloseOf(() -> conn.createChannel().queueDeclare("amq.java-test", false,
+                false, true, null));
+        assertEquals(403, c1.getReplyCode());
+        assertEquals("ACCESS_REFUSED - queue name 'amq.java-test' contains reserved prefix 'amq.*'",
+                c1.getReplyText());
+
+        Channel ch = conn.createChannel();
+        String internal = unique("internal");
+        ch.exchangeDeclare(internal, "fanout", false, true, true, null);
+        BlockingQueue<ShutdownSignalException> closed = new LinkedBlockingQueue<>();
+        ch.addShutdownListener(closed::add);
+        ch.basicPublish(internal, "", null, utf8("x"));
+        AMQP.Channel.Close c2 = (AMQP.Channel.Close) take(closed, "channel.close").getReason();
+        assertEquals(403, c2.getReplyCode());
+        assertEquals("ACCESS_REFUSED - cannot publish to internal exchange '" + internal + "' in vhost '/'",
+                c2.getReplyText());
+
+        String missing = unique("missing");
+        AMQP.Channel.Close c3 = channelCloseOf(() -> conn.createChannel().queueBind(missing, "amq.direct", "k"));
+        assertEquals(404, c3.getReplyCode());
+        assertEquals("NOT_FOUND - no queue '" + missing + "' in vhost '/'", c3.getReplyText());
+    }
+
+    @Test
+    void immediatePublishIsNotImplemented() throws Exception {
+        ConnectionFactory f = factory();
+        f.setAutomaticRecoveryEnabled(false);
+        Connection c = f.newConnection();
+        BlockingQueue<ShutdownSignalException> closed = new LinkedBlockingQueue<>();
+        c.addShutdownListener(closed::add);
+        c.createChannel().basicPublish("", "whatever", false, true, null, utf8("immediate"));
+        ShutdownSignalException sse = take(closed, "connection.close");
+        assertTrue(sse.isHardError());
+        AMQP.Connection.Close close = (AMQP.Connection.Close) sse.getReason();
+        assertEquals(540, close.getReplyCode());
+        assertEquals("NOT_IMPLEMENTED - immediate=true", close.getReplyText());
+    }
+
+    @Test
+    void alternateExchangeTakesUnroutedMessages() throws Exception {
+        Channel ch = conn.createChannel();
+        String ae = exchange(ch, "ae", "fanout");
+        String aq = queue(ch, "ae-queue", false, null);
+        ch.queueBind(aq, ae, "");
+        String x = unique("with-ae");
+        ch.exchangeDeclare(x, "direct", false, false, Map.of("alternate-exchange", ae));
+        exchanges.add(x);
+        BlockingQueue<Integer> returns = new LinkedBlockingQueue<>();
+        ch.addReturnListener((code, text, exchange, key, props, body) -> returns.add(code));
+        ch.confirmSelect();
+        ch.basicPublish(x, "unbound", true, null, utf8("to the AE"));
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        GetResponse g = ch.basicGet(aq, true);
+        assertNotNull(g);
+        assertEquals(x, g.getEnvelope().getExchange());
+        assertEquals("unbound", g.getEnvelope().getRoutingKey());
+        assertTrue(returns.isEmpty(), "routed via the alternate exchange, so not returned");
+    }
+
+    @Test
+    void priorityQueueDeliversHighestFirst() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "priority", false, Map.of("x-max-priority", 10));
+        ch.confirmSelect();
+        int[] priorities = {1, 5, 0, 9, 5, 20};
+        for (int i = 0; i < priorities.length; i++) {
+            ch.basicPublish("", q, new AMQP.BasicProperties.Builder().priority(priorities[i]).build(),
+                    utf8("p" + priorities[i] + "-" + i));
+        }
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        List<String> got = new ArrayList<>();
+        for (GetResponse g; (g = ch.basicGet(q, true)) != null; ) {
+            got.add(new String(g.getBody(), StandardCharsets.UTF_8));
+        }
+        // Priorities above x-max-priority count as the maximum; equal priorities keep FIFO order.
+        assertEquals(List.of("p20-5", "p9-3", "p5-1", "p5-4", "p1-0", "p0-2"), got);
+    }
+
+    @Test
+    void rejectPublishOverflowNacksConfirms() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "overflow", false, Map.of("x-max-length", 1, "x-overflow", "reject-publish"));
+        ch.confirmSelect();
+        ch.basicPublish("", q, null, utf8("fits"));
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        ch.basicPublish("", q, null, utf8("does not fit"));
+        IOException e = assertThrows(IOException.class, () -> ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000));
+        assertTrue(e.getMessage().contains("nack"), e.getMessage());
+        assertEquals("fits", new String(conn.createChannel().basicGet(q, true).getBody(), StandardCharsets.UTF_8));
+    }
+
+    @Test
+    void maxLengthDropHeadDeadLettersWithReasonMaxlen() throws Exception {
+        Channel ch = conn.createChannel();
+        String dlq = queue(ch, "maxlen-dlq", false, null);
+        String q = queue(ch, "maxlen", false, Map.of("x-max-length", 2, "x-dead-letter-exchange", "",
+                "x-dead-letter-routing-key", dlq));
+        ch.confirmSelect();
+        for (int i = 1; i <= 3; i++) {
+            ch.basicPublish("", q, null, utf8("m" + i));
+        }
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
+        ch.basicConsume(dlq, true, inbox(ch, inbox));
+        Delivery d = take(inbox, "the dropped head");
+        assertEquals("m1", new String(d.body(), StandardCharsets.UTF_8));
+        Map<?, ?> death = (Map<?, ?>) ((List<?>) d.props().getHeaders().get("x-death")).get(0);
+        assertEquals("maxlen", str(death.get("reason")));
+        assertEquals(2, ch.queueDeclarePassive(q).getMessageCount());
+    }
+
+    @Test
+    void singleActiveConsumerAndConsumerPriorities() throws Exception {
+        Channel ch = conn.createChannel();
+        String q = queue(ch, "sac", false, Map.of("x-single-active-consumer", true));
+        BlockingQueue<Delivery> first = new LinkedBlockingQueue<>();
+        BlockingQueue<Delivery> second = new LinkedBlockingQueue<>();
+        String t1 = ch.basicConsume(q, true, inbox(ch, first));
+        Channel ch2 = conn.createChannel();
+        ch2.basicConsume(q, true, inbox(ch2, second));
+        ch.confirmSelect();
+        for (int i = 0; i < 3; i++) {
+            ch.basicPublish("", q, null, utf8("s" + i));
+        }
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        for (int i = 0; i < 3; i++) {
+            assertEquals("s" + i, new String(take(first, "active consumer delivery").body(), StandardCharsets.UTF_8));
+        }
+        assertTrue(second.isEmpty(), "the second consumer is not active");
+        ch.basicCancel(t1); // the second becomes active
+        ch.basicPublish("", q, null, utf8("after"));
+        assertEquals("after", new String(take(second, "delivery to the new active consumer").body(),
+                StandardCharsets.UTF_8));
+    }
+
     /** Consumes exactly n bodies from q, then checks that the queue is empty. */
     List<String> drain(Channel ch, String q, int n) throws Exception {
         BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
