@@ -569,3 +569,145 @@ func TestExclusiveQueueOfAnotherConnectionIs405(t *testing.T) {
 		t.Fatalf("consume from another connection: %v", err)
 	}
 }
+
+func amqpURL(t *testing.T) amqp.URI {
+	t.Helper()
+	u, err := amqp.ParseURI(os.Getenv("AMQP_URL"))
+	if err != nil {
+		t.Fatalf("AMQP_URL: %v", err)
+	}
+	return u
+}
+
+func TestAMQPlainLoginAndVhostRefusal(t *testing.T) {
+	u := amqpURL(t)
+	conn, err := amqp.DialConfig(u.String(), amqp.Config{
+		SASL: []amqp.Authentication{&amqp.AMQPlainAuth{Username: u.Username, Password: u.Password}},
+	})
+	if err != nil {
+		t.Fatalf("AMQPLAIN login: %v", err)
+	}
+	if conn.Config.SASL[0].Mechanism() != "AMQPLAIN" {
+		t.Fatal("not AMQPLAIN")
+	}
+	conn.Close()
+
+	bad := u
+	bad.Vhost = unique("no-such-vhost")
+	// The broker closes the connection during connection.open (530); the client reports that
+	// as its ErrVhost.
+	_, err = amqp.Dial(bad.String())
+	if !errors.Is(err, amqp.ErrVhost) {
+		t.Fatalf("dial to a missing vhost: %#v", err)
+	}
+}
+
+func TestFlowAndImmediate(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	if err := ch.Flow(true); err != nil {
+		t.Fatalf("channel.flow active=true: %v", err)
+	}
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	publish(t, ch, "", "anything", false, amqp.Publishing{Body: []byte("x")})
+	if err := ch.Publish("", "anything", false, true, amqp.Publishing{Body: []byte("immediate")}); err != nil {
+		t.Fatal(err)
+	}
+	e := take(t, closed, "connection.close")
+	if e == nil || e.Code != 540 || e.Reason != "NOT_IMPLEMENTED - immediate=true" {
+		t.Fatalf("immediate publish: %+v", e)
+	}
+}
+
+func TestFlowInactiveIsNotImplemented(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	err := ch.Flow(false)
+	var amqpErr *amqp.Error
+	if !errors.As(err, &amqpErr) || amqpErr.Code != 540 || amqpErr.Reason != "NOT_IMPLEMENTED - active=false" {
+		t.Fatalf("channel.flow active=false: %#v", err)
+	}
+}
+
+func TestHeartbeatOneSecondKeepsIdleConnection(t *testing.T) {
+	u := amqpURL(t)
+	conn, err := amqp.DialConfig(u.String(), amqp.Config{Heartbeat: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if conn.Config.Heartbeat != time.Second {
+		t.Fatalf("negotiated heartbeat %v", conn.Config.Heartbeat)
+	}
+	closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	// The client drops the connection after 3 missed server heartbeats; idling 3.5 s must not.
+	select {
+	case e := <-closed:
+		t.Fatalf("idle connection closed: %v", e)
+	case <-time.After(3500 * time.Millisecond):
+	}
+	ch := channel(t, conn)
+	q := declareQueue(t, conn, ch, "heartbeat", nil)
+	if n := messageCount(t, ch, q); n != 0 {
+		t.Fatal(n)
+	}
+}
+
+func TestQosGlobalAndDeferredConfirm(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	q1 := declareQueue(t, conn, ch, "global-qos-1", nil)
+	q2 := declareQueue(t, conn, ch, "global-qos-2", nil)
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{q1, q1, q2, q2} {
+		dc, err := ch.PublishWithDeferredConfirm("", q, false, false, amqp.Publishing{Body: []byte(q)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !dc.Wait() {
+			t.Fatalf("publish %d nacked", dc.DeliveryTag)
+		}
+	}
+	// global=true: the window of 3 is shared by both consumers on this channel.
+	if err := ch.Qos(3, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	d1, err := ch.Consume(q1, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := ch.Consume(q2, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	var last amqp.Delivery
+	timeout := time.After(wait)
+	for got < 3 {
+		select {
+		case last = <-d1:
+		case last = <-d2:
+		case <-timeout:
+			t.Fatalf("only %d deliveries within the shared window", got)
+		}
+		got++
+	}
+	select { // fixed wait: the 4th message must wait for an ack
+	case d := <-d1:
+		t.Fatalf("delivery %d beyond the global window", d.DeliveryTag)
+	case d := <-d2:
+		t.Fatalf("delivery %d beyond the global window", d.DeliveryTag)
+	case <-time.After(quiet):
+	}
+	if err := last.Ack(true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-d1:
+	case <-d2:
+	case <-time.After(wait):
+		t.Fatal("the 4th delivery did not come after the ack")
+	}
+}

@@ -1019,6 +1019,21 @@ class JavaClientTest {
                 StandardCharsets.UTF_8));
     }
 
+    @Test
+    void missingVhostIs530OnConnectionOpen() throws Exception {
+        ConnectionFactory f = factory();
+        f.setAutomaticRecoveryEnabled(false);
+        String vhost = unique("no-such-vhost");
+        f.setVirtualHost(vhost);
+        IOException e = assertThrows(IOException.class, f::newConnection);
+        ShutdownSignalException sse = shutdownOf(e);
+        AMQP.Connection.Close close = (AMQP.Connection.Close) sse.getReason();
+        assertEquals(530, close.getReplyCode());
+        assertEquals("NOT_ALLOWED - vhost " + vhost + " not found", close.getReplyText());
+        assertEquals(10, close.getClassId());
+        assertEquals(40, close.getMethodId());
+    }
+
     /** Consumes exactly n bodies from q, then checks that the queue is empty. */
     List<String> drain(Channel ch, String q, int n) throws Exception {
         BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
