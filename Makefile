@@ -37,9 +37,12 @@ it:
 interop: build
 	interop/with-warren.sh $(TARGET_DIR)/debug/warren
 
-## The long crash test: 50 kill -9 cycles with confirming publishers and acking consumers.
+## The long crash tests: 100 kill -9 cycles, then 20 simulated power cuts (tests/powercut),
+## with confirming publishers and acking consumers; 0 confirmed messages may be lost.
+## CRASH_CYCLES / POWER_CYCLES change the counts (`make test` runs 4 and 3 of them).
 crash-test:
-	CRASH_CYCLES=$${CRASH_CYCLES:-50} $(CARGO) test --test it confirmed_messages_survive_kill_9 -- --nocapture
+	CRASH_CYCLES=$${CRASH_CYCLES:-100} $(CARGO) test --test it confirmed_messages_survive_kill_9 -- --nocapture
+	POWER_CYCLES=$${POWER_CYCLES:-20} $(CARGO) test --test it confirmed_messages_survive_power_loss -- --nocapture
 
 ## Side-by-side benchmarks against RabbitMQ 3.10 (installed with apt if missing; needs root).
 ## BENCH_QUICK=1 for a short version; see tests/bench/README.md.

@@ -379,7 +379,11 @@ fn main() {
     let config =
         Config { listen: "127.0.0.1:0".parse().expect("address"), data_dir: data.clone(), ..Default::default() };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(warren::protocol::fields::THREAD_STACK)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let broker = runtime.block_on(async { Broker::open(config) }).expect("broker");
     let listener = runtime.block_on(server::bind(&broker)).expect("bind");
     let addr = server::local_addr(&listener);

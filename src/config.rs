@@ -18,7 +18,73 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
+    pub memory: MemoryConfig,
     pub log: LogConfig,
+}
+
+/// The memory alarm (RabbitMQ's `vm_memory_high_watermark`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Fraction of the machine's RAM (or of the cgroup memory limit) the broker's resident
+    /// memory may reach before publishers are blocked (RabbitMQ's
+    /// `vm_memory_high_watermark.relative`). 0 disables the memory alarm.
+    pub high_watermark: f64,
+    /// An absolute watermark instead (RabbitMQ's `vm_memory_high_watermark.absolute`): bytes as
+    /// an integer, or a string with a unit ("512MiB", "2GB"). Takes precedence when set.
+    pub high_watermark_absolute: Option<ByteSize>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig { high_watermark: 0.4, high_watermark_absolute: None }
+    }
+}
+
+/// A size in bytes, written as an integer or as a string with a unit: k/kB/M/MB/G/GB are powers
+/// of 1000, KiB/MiB/GiB powers of 1024 (RabbitMQ's notation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 536870912, \"512MiB\", \"2GB\")"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "k" | "K" | "kB" | "KB" => 1000,
+            "KiB" | "Ki" => 1 << 10,
+            "M" | "MB" => 1_000_000,
+            "MiB" | "Mi" => 1 << 20,
+            "G" | "GB" => 1_000_000_000,
+            "GiB" | "Gi" => 1 << 30,
+            "T" | "TB" => 1_000_000_000_000,
+            "TiB" | "Ti" => 1 << 40,
+            other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +127,14 @@ pub struct AmqpConfig {
     /// with 406 (RabbitMQ's `consumer_timeout`); 0 disables. Queues override it with
     /// `x-consumer-timeout`.
     pub consumer_timeout: u64,
+    /// Most messages one transaction (`tx.select`) may hold before `tx.commit`; one more closes
+    /// the channel with 406 PRECONDITION_FAILED. 0 = no count limit.
+    pub transaction_max_messages: u64,
+    /// Most body bytes one transaction may hold before `tx.commit`, likewise. 0 = no limit.
+    pub transaction_max_bytes: u64,
+    /// Most bytes of partially received message bodies one connection may hold across all its
+    /// channels; a body frame past it closes its channel with 406 PRECONDITION_FAILED.
+    pub max_content_in_progress: u64,
 }
 
 impl AmqpConfig {
@@ -97,6 +171,7 @@ impl Default for Config {
             amqp: AmqpConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            memory: MemoryConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -113,6 +188,9 @@ impl Default for AmqpConfig {
             product_version: "3.13.7".into(),
             handshake_timeout: 10,
             consumer_timeout: 1_800_000,
+            transaction_max_messages: 100_000,
+            transaction_max_bytes: 268_435_456,
+            max_content_in_progress: 268_435_456,
         }
     }
 }
@@ -167,6 +245,17 @@ impl Config {
         if !(4096..=1 << 30).contains(&self.storage.segment_size) {
             return Err(BrokerError::Config("storage.segment_size must be between 4096 bytes and 1 GiB".into()));
         }
+        if !(0.0..=1.0).contains(&self.memory.high_watermark) {
+            return Err(BrokerError::Config(format!(
+                "memory.high_watermark = {} must be a fraction of RAM between 0 and 1",
+                self.memory.high_watermark
+            )));
+        }
+        if self.amqp.max_content_in_progress < self.amqp.max_message_size {
+            return Err(BrokerError::Config(
+                "amqp.max_content_in_progress must be at least amqp.max_message_size".into(),
+            ));
+        }
         if self.auth.vhosts.is_empty() {
             return Err(BrokerError::Config("auth.vhosts must name at least one vhost".into()));
         }
@@ -197,6 +286,24 @@ mod tests {
         assert_eq!(cfg.storage.fsync, d.storage.fsync);
         assert_eq!(cfg.storage.segment_size, d.storage.segment_size);
         assert_eq!(cfg.storage.disk_free_limit, d.storage.disk_free_limit);
+        assert_eq!(cfg.memory.high_watermark, d.memory.high_watermark);
+        assert_eq!(cfg.memory.high_watermark_absolute, d.memory.high_watermark_absolute);
+        assert_eq!(cfg.amqp.transaction_max_messages, d.amqp.transaction_max_messages);
+        assert_eq!(cfg.amqp.transaction_max_bytes, d.amqp.transaction_max_bytes);
+        assert_eq!(cfg.amqp.max_content_in_progress, d.amqp.max_content_in_progress);
+    }
+
+    #[test]
+    fn sizes_take_integers_and_rabbitmq_units() {
+        let cfg: Config = toml::from_str("[memory]\nhigh_watermark_absolute = \"512MiB\"").unwrap();
+        assert_eq!(cfg.memory.high_watermark_absolute, Some(ByteSize(512 << 20)));
+        let cfg: Config = toml::from_str("[memory]\nhigh_watermark_absolute = 1000").unwrap();
+        assert_eq!(cfg.memory.high_watermark_absolute, Some(ByteSize(1000)));
+        assert_eq!(ByteSize::parse("2GB"), Ok(ByteSize(2_000_000_000)));
+        assert!(ByteSize::parse("2 parsecs").is_err());
+        assert!(toml::from_str::<Config>("[memory]\nhigh_watermark_absolute = \"lots\"").is_err());
+        let cfg: Config = toml::from_str("[memory]\nhigh_watermark = 1.5").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("high_watermark"));
     }
 
     #[test]

@@ -167,6 +167,9 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
     #[error("configuration error: {0}")]
     Config(String),
+    /// Durable data that cannot be opened as it is (the text says what to do).
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// Shorthand for results carrying a protocol exception.

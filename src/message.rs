@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use bytestring::ByteString;
+
+use crate::protocol::routing_key::RoutingKey;
 use smallvec::SmallVec;
 
 use crate::protocol::codec::ContentHeader;
@@ -22,7 +24,7 @@ pub type Body = SmallVec<[Bytes; 1]>;
 pub struct Message {
     /// Exchange and routing key as published: slices of the publisher's read buffer.
     pub exchange: ByteString,
-    pub routing_key: ByteString,
+    pub routing_key: RoutingKey,
     /// Content-header payload as received (class, weight, body size, flags, properties).
     pub raw_header: Bytes,
     /// Body, as the chunks it arrived in.
@@ -36,7 +38,7 @@ pub struct Message {
 
 impl Message {
     /// A message from its publish method's names, its checked content header and its body.
-    pub fn new(exchange: ByteString, routing_key: ByteString, header: ContentHeader, body: Body) -> Message {
+    pub fn new(exchange: ByteString, routing_key: RoutingKey, header: ContentHeader, body: Body) -> Message {
         let decoded = OnceLock::new();
         if let Some(p) = header.decoded {
             let _ = decoded.set(p);
@@ -53,7 +55,7 @@ impl Message {
     }
 
     /// A message with these properties (its content header encoded from them).
-    pub fn build(exchange: ByteString, routing_key: ByteString, properties: BasicProperties, body: Body) -> Message {
+    pub fn build(exchange: ByteString, routing_key: RoutingKey, properties: BasicProperties, body: Body) -> Message {
         let body_size = body.iter().map(|b| b.len() as u64).sum();
         Message {
             exchange,

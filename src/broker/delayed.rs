@@ -143,9 +143,11 @@ impl Scheduler {
             .into_iter()
             .map(|c| PendingConfirms { inbox: c.inbox, channel: c.channel, seqs: vec![c.seq] })
             .collect();
-        let file = self.store.as_mut().and_then(|s| s.flush().ok().flatten());
-        match (file, self.storage.as_ref().filter(|s| s.fsync)) {
-            (Some(file), Some(s)) if !pending.is_empty() => s.persister.submit(SyncRequest { file, confirms: pending }),
+        let files = self.store.as_mut().and_then(|s| s.flush().ok().flatten());
+        match (files, self.storage.as_ref().filter(|s| s.fsync)) {
+            (Some(files), Some(s)) if !pending.is_empty() => {
+                s.persister.submit(SyncRequest { files, confirms: pending })
+            }
             _ => {
                 for c in pending {
                     let _ = c.inbox.send(ConnEvent::Confirms { channel: c.channel, seqs: c.seqs, ack: true });

@@ -29,7 +29,8 @@ pub struct Broker {
     pub shutdown: CancellationToken,
     /// Direct reply-to: reply name → the requesting channel.
     replies: Mutex<HashMap<String, ReplyRoute>>,
-    /// Raised while free disk space is below `storage.disk_free_limit`.
+    /// Raised while free disk space is below `storage.disk_free_limit` or memory use is above
+    /// `memory.high_watermark`.
     pub disk_alarm: alarm::DiskAlarm,
 }
 
@@ -55,11 +56,14 @@ impl Broker {
                 persister: persister.clone(),
             };
             let vhost = VHost::open(v, timeout, storage).map_err(|e| {
-                BrokerError::Config(format!("cannot open data directory {}: {e}", config.data_dir.display()))
+                BrokerError::Storage(format!(
+                    "cannot open the durable data of vhost '{v}' under {}: {e}",
+                    config.data_dir.display()
+                ))
             })?;
             vhosts.insert(v.clone(), vhost);
         }
-        let disk_alarm = alarm::start(config.data_dir.clone(), config.storage.disk_free_limit);
+        let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
             config,
             vhosts,

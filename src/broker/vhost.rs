@@ -22,7 +22,7 @@ use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
 use crate::store::definitions::{BindingDef, Definitions, DefinitionsFile, ExchangeDef, QueueDef};
 use crate::store::memory::MemoryStore;
 use crate::store::segment::SegmentStore;
-use crate::store::{AnyStore, StorageSettings};
+use crate::store::{AnyStore, StorageSettings, StoreError, queue_dirs};
 
 /// Exchanges every vhost starts with (all durable).
 const PREDECLARED: &[(&str, ExchangeKind, bool)] = &[
@@ -95,6 +95,9 @@ pub struct VHost {
     /// Durable storage (None: everything in memory).
     storage: Option<StorageSettings>,
     definitions: Mutex<Option<DefinitionsFile>>,
+    /// Stored definitions that could not be restored (an exchange type this version refuses,
+    /// a binding whose ends are missing): saved back unchanged, never dropped from the file.
+    unrestored: Mutex<Definitions>,
 }
 
 fn b(v: bool) -> &'static str {
@@ -116,7 +119,13 @@ impl VHost {
     ) -> std::io::Result<Arc<VHost>> {
         std::fs::create_dir_all(&storage.dir)?;
         let mut file = DefinitionsFile::new(&storage.dir);
+        // Unreadable definitions stop the start here, before anything on disk is touched.
         let defs = file.load()?;
+        // Non-durable queues' paging files: never recovered, so never worth keeping.
+        let transient = storage.transient_root();
+        if transient.exists() {
+            std::fs::remove_dir_all(&transient)?;
+        }
         let held_delayed = storage.dir.join("delayed").exists();
         let v = Self::build(name, consumer_timeout, Some(storage));
         v.restore(defs);
@@ -143,6 +152,7 @@ impl VHost {
             delayed: OnceLock::new(),
             storage,
             definitions: Mutex::new(None),
+            unrestored: Mutex::new(Definitions::default()),
         })
     }
 
@@ -171,7 +181,7 @@ impl VHost {
         let mut t = (*self.snapshot()).clone();
         let r = f(&mut t)?;
         if let Some(file) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-            && let Err(e) = file.save(&durable_definitions(&t))
+            && let Err(e) = file.save(&self.with_unrestored(durable_definitions(&t), &t))
         {
             tracing::error!(vhost = %self.name, error = %e, "cannot save definitions; this change will not survive a restart");
         }
@@ -188,47 +198,113 @@ impl VHost {
         for x in defs.exchanges {
             let d = ExchangeDeclare {
                 name: x.name.clone(),
-                kind: x.kind,
+                kind: x.kind.clone(),
                 durable: true,
                 auto_delete: x.auto_delete,
                 internal: x.internal,
-                arguments: x.arguments,
+                arguments: x.arguments.clone(),
                 passive: false,
             };
             if let Err(e) = self.declare_exchange(&d) {
-                tracing::warn!(exchange = %x.name, error = %e.text, "durable exchange not restored");
+                tracing::error!(
+                    exchange = %x.name, vhost = %self.name, error = %e.text,
+                    "durable exchange not restored; its definition is kept in the file"
+                );
+                self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).exchanges.push(x);
             }
         }
-        let mut restored_dirs = Vec::new();
         for q in defs.queues {
-            let d = QueueDeclare {
-                name: q.name.clone(),
-                durable: true,
-                auto_delete: q.auto_delete,
-                arguments: q.arguments,
-                ..Default::default()
-            };
-            match self.create_queue(&d, &q.name, None, false) {
-                Ok(_) => restored_dirs.extend(self.storage.as_ref().map(|s| s.queue_dir(&q.name))),
-                Err(e) => tracing::warn!(queue = %q.name, error = %e.text, "durable queue not restored"),
-            }
+            self.restore_queue(q);
         }
         for b in defs.bindings {
             let dest = match b.destination_type.as_str() {
-                "exchange" => Destination::Exchange(b.destination),
-                _ => Destination::Queue(b.destination),
+                "exchange" => Destination::Exchange(b.destination.clone()),
+                _ => Destination::Queue(b.destination.clone()),
             };
-            let _ = self.mutate(|t| add_binding(t, &b.source, dest, &b.routing_key, &b.arguments));
-        }
-        // Directories of queues that no longer exist (deleted while a crash interrupted).
-        if let Some(s) = &self.storage
-            && let Ok(entries) = std::fs::read_dir(s.dir.join("queues"))
-        {
-            for e in entries.flatten() {
-                if !restored_dirs.contains(&e.path()) {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
+            let t = self.snapshot();
+            let ends = t.exchanges.contains_key(&b.source)
+                && match &dest {
+                    Destination::Exchange(e) => t.exchanges.contains_key(e),
+                    Destination::Queue(q) => t.queues.contains_key(q),
+                };
+            if ends && self.mutate(|t| add_binding(t, &b.source, dest, &b.routing_key, &b.arguments)).is_ok() {
+                continue;
             }
+            tracing::error!(
+                source = %b.source, destination = %b.destination, vhost = %self.name,
+                "durable binding not restored (an end is missing); its definition is kept in the file"
+            );
+            self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).bindings.push(b);
+        }
+        self.report_orphans();
+    }
+
+    /// What will be saved: the topology's durable part, and the stored definitions that could
+    /// not be restored, unless the topology now has an entity of the same name (or the same
+    /// binding).
+    fn with_unrestored(&self, mut d: Definitions, t: &Topology) -> Definitions {
+        let kept = self.unrestored.lock().unwrap_or_else(|p| p.into_inner());
+        d.exchanges.extend(kept.exchanges.iter().filter(|x| !t.exchanges.contains_key(&x.name)).cloned());
+        d.queues.extend(kept.queues.iter().filter(|q| !t.queues.contains_key(&q.name)).cloned());
+        d.bindings.extend(kept.bindings.iter().filter(|b| !d.bindings.contains(b)).cloned().collect::<Vec<_>>());
+        d
+    }
+
+    /// Recreate one durable queue. Arguments that no longer pass validation (a stricter
+    /// version, a hand-edited file) do not lose the queue: it comes back with its arguments
+    /// kept as stored (so they are saved again unchanged) and their effects off.
+    fn restore_queue(&self, q: QueueDef) {
+        let q_def = q.clone();
+        let d = QueueDeclare {
+            name: q.name.clone(),
+            durable: true,
+            auto_delete: q.auto_delete,
+            arguments: q.arguments,
+            ..Default::default()
+        };
+        let args =
+            QueueArgs::parse(&d.arguments, &q.name, &self.name, true, false, d.auto_delete, false).or_else(|e| {
+                tracing::warn!(
+                    queue = %q.name, vhost = %self.name, error = %e.text,
+                    "stored queue arguments no longer valid; queue restored with their effects off"
+                );
+                QueueArgs::parse(&FieldTable::default(), &q.name, &self.name, true, false, d.auto_delete, false)
+            });
+        let restored = args.and_then(|args| {
+            self.mutate(|t| {
+                let entry = self.new_queue(&d, &q.name, args, None, false)?;
+                t.queues.insert(q.name.clone(), entry);
+                Ok(())
+            })
+        });
+        if let Err(e) = restored {
+            // Its directory (if any) stays, and is reported as orphaned below; its definition
+            // stays in the file.
+            tracing::error!(queue = %q.name, vhost = %self.name, error = %e.text, "durable queue not restored");
+            self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).queues.push(q_def);
+        }
+    }
+
+    /// Queue directories that no restored queue claims (a definition lost or removed, or a
+    /// delete interrupted by a crash) are kept as they are and logged, never deleted.
+    fn report_orphans(&self) {
+        let Some(s) = &self.storage else { return };
+        let Ok(entries) = std::fs::read_dir(s.queues_root()) else { return };
+        let claimed: std::collections::HashSet<std::path::PathBuf> =
+            self.snapshot().queues.keys().filter_map(|n| s.find_queue_dir(n)).collect();
+        for e in entries.flatten() {
+            let path = e.path();
+            if !queue_dirs::is_queue_dir(&path) || claimed.contains(&path) {
+                continue;
+            }
+            let holds = match queue_dirs::read_name(&path) {
+                Ok(Some(n)) => n,
+                _ => "(unknown: no name file, made by an older Warren)".to_string(),
+            };
+            tracing::warn!(
+                vhost = %self.name, dir = %path.display(), queue = %holds,
+                "queue directory without a definition kept (not deleted); declare the queue to set it aside under orphaned/, or remove it by hand"
+            );
         }
     }
 
@@ -464,24 +540,8 @@ impl VHost {
         })
     }
 
-    /// Create a queue outside a declare (restore at start).
-    fn create_queue(
-        &self,
-        d: &QueueDeclare,
-        name: &str,
-        owner: Option<u64>,
-        fresh: bool,
-    ) -> AmqpResult<Arc<QueueEntry>> {
-        let args = QueueArgs::parse(&d.arguments, name, &self.name, d.durable, d.exclusive, d.auto_delete, false)?;
-        self.mutate(|t| {
-            let entry = self.new_queue(d, name, args, owner, fresh)?;
-            t.queues.insert(name.to_string(), entry.clone());
-            Ok(entry)
-        })
-    }
-
     /// Start a queue task: durable queues of a vhost with storage get a segment store
-    /// (`fresh`: a newly declared queue, whose directory must not hold anything).
+    /// (`fresh`: a newly declared queue; a leftover directory for its name is set aside).
     fn new_queue(
         &self,
         d: &QueueDeclare,
@@ -496,14 +556,12 @@ impl VHost {
             // Durable queues recover their persistent messages; the others use the disk only to
             // page bodies out of memory.
             Some(s) => {
-                let dir = s.queue_dir(name);
                 let opened = if durable {
-                    if fresh {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    SegmentStore::open(&dir, s.segment_size)
+                    s.durable_queue_dir(name, fresh)
+                        .map_err(StoreError::Io)
+                        .and_then(|dir| SegmentStore::open(&dir, s.segment_size))
                 } else {
-                    SegmentStore::open_transient(&dir, s.segment_size).map(|st| (st, Vec::new()))
+                    SegmentStore::open_transient(&s.transient_queue_dir(), s.segment_size).map(|st| (st, Vec::new()))
                 };
                 let (store, recovered) = opened.map_err(|e| {
                     tracing::error!(queue = %name, error = %e, "cannot open the queue's message store");

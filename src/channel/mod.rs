@@ -62,6 +62,8 @@ pub struct ReplyConsumer {
 pub struct TxBuffer {
     /// Validated messages to route at commit, with their mandatory flag.
     pub publishes: Vec<(Arc<crate::message::Message>, bool)>,
+    /// Body bytes of `publishes` (bounded by `amqp.transaction_max_bytes`).
+    pub bytes: u64,
     /// Settlements to apply at commit (taken out of `unacked`; put back on rollback).
     pub settles: Vec<(Vec<(u64, unacked::Pending)>, crate::queue::Outcome)>,
 }

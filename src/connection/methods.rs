@@ -449,6 +449,17 @@ impl Connection {
                 ))
             })?,
         };
+        // Classic mirroring's flag: no mirrors here, so no effect, but RabbitMQ 3.x checks that
+        // it is a boolean (measured on 3.10: `{unacceptable_type,T}` in the queue-argument text).
+        if let Some(v) = c.arguments.inner().get("x-cancel-on-ha-failover")
+            && !matches!(v, amq_protocol::types::AMQPValue::Boolean(_))
+        {
+            return Err(AmqpError::precondition(format_args!(
+                "invalid arg 'x-cancel-on-ha-failover' for queue '{name}' in vhost '{}': {{unacceptable_type,{}}}",
+                self.vhost.name(),
+                type_name(v)
+            )));
+        }
         let (conn_id, inbox, gauge) = (self.id, self.inbox.clone(), self.gauge.clone());
         let chan = self.open_channel(ch)?;
         if chan.consumers.contains_key(&tag) {
@@ -521,7 +532,15 @@ impl Connection {
                     chan.unacked.insert(tag, Pending { queue: entry.handle.clone(), seq: r.seq, from_consumer: false });
                 }
                 let msg = &r.msg;
-                encode::get_ok(&mut self.out, ch, tag, r.redelivered, &msg.exchange, &msg.routing_key, r.remaining);
+                encode::get_ok(
+                    &mut self.out,
+                    ch,
+                    tag,
+                    r.redelivered,
+                    &msg.exchange,
+                    msg.routing_key.as_wire(),
+                    r.remaining,
+                );
                 encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
             }
         }

@@ -78,10 +78,12 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let (rd, mut wr) = stream.into_split();
     let rx_bytes = Arc::new(AtomicU64::new(0));
     let mut rd = CountingReader { inner: rd, count: rx_bytes.clone() };
-    let handshake_timeout = Duration::from_secs(broker.config.amqp.handshake_timeout);
+    // One deadline for the whole handshake, from accept to open-ok (RabbitMQ's
+    // handshake_timeout): a peer sending a byte at a time cannot stretch it.
+    let handshake_deadline = Instant::now() + Duration::from_secs(broker.config.amqp.handshake_timeout);
 
     let mut header = [0u8; 8];
-    match tokio::time::timeout(handshake_timeout, rd.read_exact(&mut header)).await {
+    match tokio::time::timeout_at(handshake_deadline, rd.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
         _ => return,
     }
@@ -99,21 +101,23 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     // an unauthenticated peer cannot make the broker buffer more.
     let mut framed = FramedRead::new(rd, FrameCodec::new(crate::protocol::FRAME_MIN_SIZE));
 
-    let negotiated = match tokio::time::timeout(handshake_timeout, handshake(&mut framed, &wtx, &broker, peer)).await {
-        Ok(Some(n)) => n,
-        Ok(None) => return,
-        Err(_) => {
-            debug!("handshake timed out");
-            wtx.close();
-            return;
-        }
-    };
+    let negotiated =
+        match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer)).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(_) => {
+                debug!("handshake timed out");
+                wtx.close();
+                return;
+            }
+        };
     framed.decoder_mut().set_frame_max(negotiated.frame_max);
     let Some(vhost) = broker.vhost(&negotiated.vhost).cloned() else { return };
     info!(user = %negotiated.user, vhost = %negotiated.vhost, heartbeat = negotiated.heartbeat, "connection open");
 
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
     let alarm = broker.disk_alarm.clone();
+    let broker_content_limit = broker.config.amqp.max_content_in_progress;
     let conn = Connection {
         id,
         heartbeat: Heartbeat::new(negotiated.heartbeat, Instant::now()),
@@ -133,6 +137,8 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         alarm,
         blocked: false,
         sent_blocked: false,
+        output_blocked: false,
+        content_budget: crate::channel::assembler::ContentBudget::new(broker_content_limit),
         done: false,
     };
     conn.run(framed, inbox_rx, rx_bytes).await;
@@ -222,12 +228,17 @@ pub struct Connection {
     closing: Option<Instant>,
     /// The client sent `connection.close` (answered with close-ok at teardown).
     client_closed: bool,
-    /// The broker's disk alarm.
-    alarm: crate::broker::alarm::DiskAlarm,
+    /// The broker's resource alarms (memory, disk).
+    alarm: crate::broker::alarm::Alarm,
     /// Publishing during an alarm stopped reading this socket until the alarm clears.
     blocked: bool,
     /// `connection.blocked` was sent (so `unblocked` is owed).
     sent_blocked: bool,
+    /// The peer left too much of our output unread: this socket is not read until the writer
+    /// drains (see [`writer`]).
+    output_blocked: bool,
+    /// Bytes of partially received bodies across this connection's channels, and their limit.
+    pub(crate) content_budget: crate::channel::assembler::ContentBudget,
     done: bool,
     heartbeat: Option<Heartbeat>,
 }
@@ -259,10 +270,10 @@ impl Connection {
                         }
                     }
                 }
-                frame = framed.next(), if !self.blocked => {
+                frame = framed.next(), if !self.blocked && !self.output_blocked => {
                     self.on_read(frame).await;
                     for _ in 0..FRAMES_PER_TURN {
-                        if self.done || self.blocked {
+                        if self.done || self.blocked || self.output_full() {
                             break;
                         }
                         match framed.next().now_or_never() {
@@ -273,13 +284,19 @@ impl Connection {
                     self.flush_publishes().await;
                 }
                 changed = self.alarm.changes.changed(), if self.blocked => {
-                    if changed.is_err() || !*self.alarm.changes.borrow() {
+                    if changed.is_err() || *self.alarm.changes.borrow() == 0 {
                         self.unblock();
+                    }
+                }
+                _ = self.writer.drained(), if self.output_blocked => {
+                    if self.writer.unsent() < writer::OUTPUT_LOW_WATERMARK {
+                        debug!("peer drained its output; reading its socket again");
+                        self.output_blocked = false;
                     }
                 }
                 _ = tokio::time::sleep_until(hb_at), if self.heartbeat.is_some() => {
                     let now = Instant::now();
-                    if self.blocked {
+                    if self.blocked || self.output_blocked {
                         // Not reading the socket is our doing: the peer is not silent.
                         if let Some(h) = self.heartbeat.as_mut() {
                             h.touch(now);
@@ -302,9 +319,19 @@ impl Connection {
                 }
             }
             self.flush();
+            if !self.output_blocked && self.writer.is_backed_up() {
+                debug!(unsent = self.writer.unsent(), "peer does not read its output; not reading its socket");
+                self.output_blocked = true;
+            }
         }
         self.flush_publishes().await;
         self.teardown(framed).await;
+    }
+
+    /// Whether this turn must stop reading frames: the output the peer has not read yet (queued
+    /// for the writer or gathered this turn) reached [`writer::OUTPUT_HIGH_WATERMARK`].
+    fn output_full(&self) -> bool {
+        self.writer.is_backed_up() || self.writer.unsent() + self.out.len() >= writer::OUTPUT_HIGH_WATERMARK
     }
 
     fn out_buf(&mut self) -> &mut bytes::BytesMut {
@@ -357,19 +384,19 @@ impl Connection {
         }
     }
 
-    /// A publish arrived during the disk alarm: stop reading this connection (after the
+    /// A publish arrived during a resource alarm: stop reading this connection (after the
     /// frames already decoded) and tell the client, if it asked to be told.
     pub fn block_if_alarmed(&mut self) {
         if self.blocked || !self.alarm.is_raised() {
             return;
         }
         self.blocked = true;
-        info!("blocking a publishing connection: disk alarm");
+        let reason = crate::broker::alarm::reason(self.alarm.mask());
+        info!(reason, "blocking a publishing connection: resource alarm");
         if self.neg.client.connection_blocked && !self.sent_blocked {
             use amq_protocol::protocol::connection;
-            let m = AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
-                reason: "low on disk".into(),
-            }));
+            let m =
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked { reason: reason.into() }));
             encode::method(&mut self.out, 0, &m);
             self.sent_blocked = true;
         }
@@ -506,7 +533,7 @@ impl Connection {
                     tag,
                     redelivered,
                     &msg.exchange,
-                    &msg.routing_key,
+                    msg.routing_key.as_wire(),
                 );
                 encode::content(&mut self.out, channel, &msg.raw_header, &msg.body, frame_max);
                 self.credit += size;
@@ -540,7 +567,16 @@ impl Connection {
                     );
                 }
             }
-            ConnEvent::DirectReply { channel, msg } => self.deliver_reply(channel, &msg),
+            ConnEvent::DirectReply { channel, msg } => {
+                if self.output_blocked || self.output_full() {
+                    // Direct replies have no prefetch: a requester that does not read its socket
+                    // loses them rather than growing our output without bound (as a reply to a
+                    // requester that is gone is dropped).
+                    debug!(channel, "requester does not read its output; direct reply dropped");
+                } else {
+                    self.deliver_reply(channel, &msg);
+                }
+            }
             ConnEvent::ConsumerCancelled { channel, consumer_tag } => {
                 let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.phase == ChannelPhase::Open) else {
                     return;

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use amq_protocol::protocol::basic;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -21,11 +20,11 @@ use crate::channel::assembler::{Content, Step};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::dedup::dedup_key;
 use crate::message::{Message, parse_expiration};
+use crate::protocol::CLASS_BASIC;
 use crate::protocol::codec::parse_header;
 use crate::protocol::encode;
 use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::properties;
-use crate::protocol::{AMQPClass, CLASS_BASIC};
 use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueHandle};
 
 /// The pseudo-queue of direct reply-to.
@@ -43,7 +42,9 @@ impl Connection {
     pub(super) async fn on_content(&mut self, ch: u16, f: ContentFrame) -> AmqpResult<()> {
         let max_size = self.broker.config.amqp.max_message_size;
         let Some(chan) = self.channels.get_mut(&ch) else {
-            return Err(AmqpError::channel_error("expected 'channel.open'"));
+            // A channel that was never opened expects a method (channel.open) first; RabbitMQ
+            // 3.10 says so as for any content frame out of place, on channel 0.0.
+            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
         };
         if chan.phase == ChannelPhase::Closing {
             return Ok(());
@@ -70,7 +71,7 @@ impl Connection {
                 }
                 step
             }
-            ContentFrame::Body(b) => chan.assembler.body(b)?,
+            ContentFrame::Body(b) => chan.assembler.body(b, &self.content_budget)?,
         };
         match step {
             Step::Pending => Ok(()),
@@ -108,8 +109,24 @@ impl Connection {
             msg = msg.with_properties(props);
         }
         let msg = Arc::new(msg);
+        let (max_messages, max_bytes) =
+            (self.broker.config.amqp.transaction_max_messages, self.broker.config.amqp.transaction_max_bytes);
         let chan = self.open_channel(ch)?;
         if let Some(tx) = chan.tx.as_mut() {
+            // RabbitMQ holds a transaction's publishes without limit (only its memory alarm
+            // stops the publisher); a bound keeps one channel from taking the broker's memory.
+            let size = crate::queue::state::delivery_size(&msg) as u64;
+            if max_messages > 0 && tx.publishes.len() as u64 >= max_messages {
+                return Err(AmqpError::precondition(format_args!(
+                    "transaction holds too many messages: the limit is {max_messages} (amqp.transaction_max_messages); commit more often"
+                )));
+            }
+            if max_bytes > 0 && tx.bytes + size > max_bytes {
+                return Err(AmqpError::precondition(format_args!(
+                    "transaction holds too many message bytes: the limit is {max_bytes} (amqp.transaction_max_bytes); commit more often"
+                )));
+            }
+            tx.bytes += size;
             tx.publishes.push((msg, method.mandatory));
             return Ok(());
         }
@@ -149,13 +166,7 @@ impl Connection {
         }
         let frame_max = self.neg.frame_max;
         if !routed && mandatory {
-            let ret = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
-                reply_code: 312,
-                reply_text: "NO_ROUTE".into(),
-                exchange: (&*msg.exchange).into(),
-                routing_key: (&*msg.routing_key).into(),
-            }));
-            encode::method(&mut self.out, ch, &ret);
+            encode::basic_return(&mut self.out, ch, 312, "NO_ROUTE", &msg.exchange, msg.routing_key.as_wire());
             encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
         }
         let Some(chan) = self.channels.get_mut(&ch) else {
@@ -232,7 +243,7 @@ impl Connection {
         let Some(chan) = self.channels.get_mut(&ch).filter(|c| c.phase == ChannelPhase::Open) else { return };
         let Some(rc) = chan.reply_consumer.clone() else { return };
         let tag = chan.unacked.next_tag();
-        encode::deliver(&mut self.out, ch, &rc.tag, tag, false, &msg.exchange, &msg.routing_key);
+        encode::deliver(&mut self.out, ch, &rc.tag, tag, false, &msg.exchange, msg.routing_key.as_wire());
         encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
     }
 }

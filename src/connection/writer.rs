@@ -6,6 +6,14 @@
 //! order, to the writer task, which drains everything queued (`recv_many`) with vectored
 //! writes, so a burst of deliveries costs few system calls. Either way written delivery bytes
 //! are reported to the [`FlowGauge`] so queues resume delivering once the connection drains.
+//!
+//! Every byte handed to the task and not yet written is counted ([`Writer::unsent`]), deliveries
+//! or not (`basic.return`, `basic.get-ok`, direct replies, method replies). Above
+//! [`OUTPUT_HIGH_WATERMARK`] the connection stops reading its socket, so a peer that does not
+//! read cannot make the broker produce more replies for it; it resumes once the task has brought
+//! the backlog below [`OUTPUT_LOW_WATERMARK`] ([`Writer::drained`]). This is RabbitMQ's
+//! behaviour: its writer process blocks on a full socket, and credit flow from the writer back
+//! through the channel stops the reader.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -13,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::flow::FlowGauge;
 
@@ -31,6 +39,37 @@ const MAX_BATCH: usize = 64;
 /// Segments per vectored write (below the kernel's IOV_MAX).
 const MAX_IOV: usize = 256;
 
+/// Above this many unsent output bytes the connection stops reading its socket.
+///
+/// Twice the queues' delivery watermark ([`super::flow::WRITER_HIGH_WATERMARK`]): deliveries alone
+/// stay below it, so a consumer that reads slowly is not also stopped from acking; what pushes
+/// past it is output the peer caused by its own requests and did not read.
+pub const OUTPUT_HIGH_WATERMARK: usize = 8 * 1024 * 1024;
+/// The socket is read again once unsent output is below this.
+pub const OUTPUT_LOW_WATERMARK: usize = 2 * 1024 * 1024;
+
+/// Output bytes handed to the writer task and not yet written, and the signal that they fell
+/// below [`OUTPUT_LOW_WATERMARK`].
+#[derive(Debug, Default)]
+pub struct Backlog {
+    bytes: AtomicUsize,
+    drained: Notify,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn written(&self, n: usize) {
+        let before = self.bytes.fetch_sub(n, Ordering::AcqRel);
+        if before >= OUTPUT_LOW_WATERMARK && before - n < OUTPUT_LOW_WATERMARK {
+            // notify_one keeps a permit when nobody waits yet: no wake-up is lost.
+            self.drained.notify_one();
+        }
+    }
+}
+
 /// The connection's side: writes inline while the writer task has nothing queued.
 pub struct Writer {
     sock: Arc<OwnedWriteHalf>,
@@ -39,6 +78,7 @@ pub struct Writer {
     /// the task decrements it after writing, so 0 means the socket is ours to write in order.
     queued: Arc<AtomicUsize>,
     gauge: Arc<FlowGauge>,
+    backlog: Arc<Backlog>,
 }
 
 impl Writer {
@@ -47,8 +87,25 @@ impl Writer {
         let sock = Arc::new(sock);
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run(sock.clone(), rx, gauge.clone(), queued.clone()));
-        Writer { sock, tx, queued, gauge }
+        let backlog = Arc::new(Backlog::default());
+        tokio::spawn(run(sock.clone(), rx, gauge.clone(), queued.clone(), backlog.clone()));
+        Writer { sock, tx, queued, gauge, backlog }
+    }
+
+    /// Output bytes the writer task holds, not yet written to the socket.
+    pub fn unsent(&self) -> usize {
+        self.backlog.bytes.load(Ordering::Acquire)
+    }
+
+    /// Whether the unsent output is past [`OUTPUT_HIGH_WATERMARK`] (stop reading the peer).
+    pub fn is_backed_up(&self) -> bool {
+        self.unsent() >= OUTPUT_HIGH_WATERMARK
+    }
+
+    /// Completes after the unsent output fell below [`OUTPUT_LOW_WATERMARK`] (possibly before
+    /// this call: callers check [`Writer::unsent`] again).
+    pub async fn drained(&self) {
+        self.backlog.drained.notified().await
     }
 
     /// Write `segments` (of which `credit` bytes were counted in the gauge), in order after
@@ -63,8 +120,11 @@ impl Writer {
             }
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
+        let bytes = segments.iter().map(Bytes::len).sum();
+        self.backlog.add(bytes);
         if self.tx.send(WriterMsg::Data { segments, credit }).is_err() {
             self.gauge.written(credit);
+            self.backlog.written(bytes);
         }
     }
 
@@ -118,6 +178,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     gauge: Arc<FlowGauge>,
     queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut segments: Vec<Bytes> = Vec::new();
@@ -128,9 +189,11 @@ async fn run(
         }
         let mut credit = 0;
         let mut close = false;
+        let mut bytes = 0;
         for m in batch.drain(..) {
             match m {
                 WriterMsg::Data { segments: s, credit: c } => {
+                    bytes += s.iter().map(Bytes::len).sum::<usize>();
                     segments.extend(s);
                     credit += c;
                 }
@@ -139,6 +202,7 @@ async fn run(
         }
         let ok = write_all(&sock, &mut segments).await.is_ok();
         gauge.written(credit);
+        backlog.written(bytes);
         queued.fetch_sub(taken, Ordering::AcqRel);
         if !ok || close {
             break;
@@ -147,8 +211,9 @@ async fn run(
     // Anything still queued will never be written: give its credit back.
     rx.close();
     while let Ok(m) = rx.try_recv() {
-        if let WriterMsg::Data { credit, .. } = m {
+        if let WriterMsg::Data { credit, segments } = m {
             gauge.written(credit);
+            backlog.written(segments.iter().map(Bytes::len).sum());
         }
     }
     // The connection side may still hold the socket: shut the write direction down now

@@ -67,8 +67,15 @@ impl Binding {
     fn same_as(&self, other: &Binding) -> bool {
         self.destination == other.destination
             && self.routing_key == other.routing_key
-            && self.arguments == other.arguments
+            && same_table(&self.arguments, &other.arguments)
     }
+}
+
+/// Whether two argument tables are identical, bit for bit: a NaN argument is the same NaN
+/// (`==` on floats would make a binding with a NaN argument differ from itself, so a
+/// redeclare would add it again and an unbind would never find it).
+fn same_table(a: &FieldTable, b: &FieldTable) -> bool {
+    a == b || crate::protocol::fields::encode_table(a) == crate::protocol::fields::encode_table(b)
 }
 
 /// An exchange definition and its bindings (as source).
@@ -143,8 +150,9 @@ impl Exchange {
     /// Remove a binding; returns whether it existed.
     pub fn unbind(&mut self, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> bool {
         let before = self.bindings.len();
-        self.bindings
-            .retain(|b| !(b.destination == *destination && b.routing_key == routing_key && b.arguments == *arguments));
+        self.bindings.retain(|b| {
+            !(b.destination == *destination && b.routing_key == routing_key && same_table(&b.arguments, arguments))
+        });
         let removed = self.bindings.len() != before;
         if removed {
             self.rebuild_index();

@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::properties::Summary;
+use super::routing_key::RoutingKey;
 use tokio_util::codec::Decoder;
 
 use super::{
@@ -47,7 +48,7 @@ impl Frame {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicPublish {
     pub exchange: ByteString,
-    pub routing_key: ByteString,
+    pub routing_key: RoutingKey,
     pub mandatory: bool,
     pub immediate: bool,
 }
@@ -126,8 +127,10 @@ impl Decoder for FrameCodec {
         let frame_type = src[0];
         let channel = u16::from_be_bytes([src[1], src[2]]);
         let size = u32::from_be_bytes([src[3], src[4], src[5], src[6]]) as usize;
+        // As RabbitMQ 3.10 (measured): a payload of up to frame_max bytes passes, though the text
+        // names frame_max minus the framing as the limit.
         let limit = (self.frame_max as usize).saturating_sub(FRAME_OVERHEAD);
-        if size > limit {
+        if size > self.frame_max as usize {
             return Err(AmqpError::frame_error(format_args!(
                 "type {frame_type}, all octets = <<>>: {{frame_too_large,{size},{limit}}}"
             ))
@@ -157,7 +160,7 @@ impl Decoder for FrameCodec {
             FRAME_METHOD => Frame::Method { channel, method: Box::new(parse_method(&payload)?) },
             FRAME_HEADER => Frame::Header { channel, payload },
             FRAME_BODY => Frame::Body { channel, payload },
-            FRAME_HEARTBEAT => Frame::Heartbeat { channel },
+            FRAME_HEARTBEAT if payload.is_empty() => Frame::Heartbeat { channel },
             other => {
                 return Err(AmqpError::frame_error(format_args!(
                     "type {other}, all octets = {}: unknown_frame",
@@ -192,17 +195,26 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
     }
     // The one field table some methods carry is checked (iteratively, depth-bounded) before
     // amq-protocol's recursive decoder sees it.
-    if let Some(at) = super::fields::method_table_offset(payload)
-        && let Err(e) = super::fields::check_table(&payload[at..])
-    {
-        return Err(AmqpError::frame_error(format_args!("cannot decode {}: {e}", octets(&payload[4..])))
-            .on(class_id, method_id));
+    let cannot_decode =
+        || AmqpError::frame_error(format_args!("cannot decode {}", octets(&payload[4..]))).on(class_id, method_id);
+    if let Some(at) = super::fields::method_table_offset(payload) {
+        match super::fields::check_table(&payload[at..]) {
+            Ok(_) => {}
+            Err(e @ super::fields::FieldError::TooDeep) => {
+                return Err(AmqpError::frame_error(format_args!("cannot decode {}: {e}", octets(&payload[4..])))
+                    .on(class_id, method_id));
+            }
+            Err(super::fields::FieldError::Malformed) => return Err(cannot_decode()),
+        }
     }
     match amq_protocol::protocol::parse_class(payload) {
-        Ok((_, class)) => Ok(class),
-        Err(_) => {
-            Err(AmqpError::frame_error(format_args!("cannot decode {}", octets(&payload[4..]))).on(class_id, method_id))
-        }
+        // Bytes left after the arguments are refused, as RabbitMQ refuses them.
+        Ok(([], class)) => Ok(class),
+        Ok(_) => Err(cannot_decode()),
+        // amq-protocol's only mapped-result parser is the UTF-8 check of short strings:
+        // RabbitMQ names it, on no method in particular.
+        Err(e) if e.to_string().contains("MapRes") => Err(AmqpError::frame_error("Malformed UTF-8 in shortstr")),
+        Err(_) => Err(cannot_decode()),
     }
 }
 
@@ -210,24 +222,26 @@ pub fn parse_method(payload: &[u8]) -> Result<AMQPClass, AmqpError> {
 const BASIC_PUBLISH_ID: [u8; 4] = [0, 60, 0, 40];
 
 /// Parse a `basic.publish` payload (class and method ids included): reserved short, exchange
-/// and routing key as short strings (UTF-8, as amq-protocol requires), then the flag bits.
-/// The strings share the payload's buffer.
+/// and routing key as short strings, then the flag bits. The strings share the payload's
+/// buffer. As RabbitMQ, any bytes are accepted: a routing key keeps them (see
+/// [`RoutingKey`]); an exchange name that is not UTF-8 is looked up as text (and not found).
 pub fn parse_publish(payload: &Bytes) -> Result<BasicPublish, AmqpError> {
     let malformed = || {
         AmqpError::frame_error(format_args!("cannot decode {}", octets(payload.get(4..).unwrap_or_default())))
             .on(super::CLASS_BASIC, 40)
     };
-    let short_str = |at: usize| -> Result<(ByteString, usize), AmqpError> {
+    let short_str = |at: usize| -> Result<(Bytes, usize), AmqpError> {
         let len = *payload.get(at).ok_or_else(malformed)? as usize;
         let end = at + 1 + len;
         if end > payload.len() {
             return Err(malformed());
         }
-        let s = ByteString::try_from(payload.slice(at + 1..end)).map_err(|_| malformed())?;
-        Ok((s, end))
+        Ok((payload.slice(at + 1..end), end))
     };
     let (exchange, at) = short_str(6)?;
+    let exchange = super::routing_key::text(exchange).unwrap_or_else(|raw| super::routing_key::lossy(&raw));
     let (routing_key, at) = short_str(at)?;
+    let routing_key = RoutingKey::from_wire(routing_key);
     let bits = *payload.get(at).ok_or_else(malformed)?;
     Ok(BasicPublish { exchange, routing_key, mandatory: bits & 1 != 0, immediate: bits & 2 != 0 })
 }
@@ -271,8 +285,19 @@ pub fn parse_header(channel: u16, raw: Bytes) -> Result<ContentHeader, AmqpError
     })
 }
 
-/// Erlang-style rendering of (at most the first 32) octets, as RabbitMQ prints them.
+/// Erlang-style rendering of (at most the first 32) octets, as RabbitMQ prints them with `~p`:
+/// a binary of printable ASCII as a string (`<<"abc">>`), any other as numbers.
 pub fn octets(bytes: &[u8]) -> String {
+    if !bytes.is_empty() && bytes.len() <= 64 && bytes.iter().all(|b| (0x20..0x7F).contains(b)) {
+        let text: String = bytes
+            .iter()
+            .flat_map(|&b| match b {
+                b'"' | b'\\' => vec!['\\', b as char],
+                _ => vec![b as char],
+            })
+            .collect();
+        return format!("<<\"{text}\">>");
+    }
     let shown = &bytes[..bytes.len().min(32)];
     let parts: Vec<String> = shown.iter().map(|b| b.to_string()).collect();
     let ellipsis = if bytes.len() > shown.len() { ",..." } else { "" };
@@ -365,6 +390,31 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_of_frame_max_bytes_passes_as_in_rabbitmq() {
+        let mut bytes = vec![3, 0, 1, 0, 0, 0x10, 0];
+        bytes.extend_from_slice(&[b'x'; 4096]);
+        bytes.push(0xCE);
+        let frames = decode_all(&mut FrameCodec::new(4096), &bytes).unwrap();
+        assert!(matches!(&frames[..], [Frame::Body { payload, .. }] if payload.len() == 4096));
+        let e = protocol_error(decode_all(&mut FrameCodec::new(4096), &[3, 0, 1, 0, 0, 0x10, 1]));
+        assert_eq!(e.text, "FRAME_ERROR - type 3, all octets = <<>>: {frame_too_large,4097,4088}");
+    }
+
+    #[test]
+    fn trailing_argument_bytes_and_non_utf8_names_are_refused_as_rabbitmq_refuses_them() {
+        // queue.declare "", flags, empty table, then junk.
+        let mut p = vec![0, 50, 0, 10, 0, 0, 0, 8, 0, 0, 0, 0];
+        assert!(parse_method(&p).is_ok());
+        p.extend_from_slice(b"junk");
+        let e = parse_method(&p).unwrap_err();
+        assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::FrameError, 50, 10));
+        assert!(e.text.starts_with("FRAME_ERROR - cannot decode <<0,0,0,8,"), "{}", e.text);
+        let p = [0, 50, 0, 10, 0, 0, 2, b'q', 0xFF, 8, 0, 0, 0, 0];
+        let e = parse_method(&p).unwrap_err();
+        assert_eq!((e.text.as_str(), e.class_id, e.method_id), ("FRAME_ERROR - Malformed UTF-8 in shortstr", 0, 0));
+    }
+
+    #[test]
     fn oversized_frame_is_501_before_the_payload_arrives() {
         let e = protocol_error(decode_all(&mut FrameCodec::new(131072), &[3, 0, 1, 0, 2, 0, 1]));
         assert_eq!(e.code, ReplyCode::FrameError);
@@ -375,7 +425,13 @@ mod tests {
     fn unknown_frame_type_is_501() {
         let e =
             protocol_error(decode_all(&mut FrameCodec::new(131072), &[9, 0, 0, 0, 0, 0, 3, b'a', b'b', b'c', 0xCE]));
-        assert_eq!(e.text, "FRAME_ERROR - type 9, all octets = <<97,98,99>>: unknown_frame");
+        assert_eq!(e.text, "FRAME_ERROR - type 9, all octets = <<\"abc\">>: unknown_frame");
+        let e = protocol_error(decode_all(&mut FrameCodec::new(131072), &[9, 0, 0, 0, 0, 0, 2, 0, 0xFF, 0xCE]));
+        assert_eq!(e.text, "FRAME_ERROR - type 9, all octets = <<0,255>>: unknown_frame");
+        // A heartbeat carries nothing (RabbitMQ 3.10.8 answers one with a payload so).
+        let e =
+            protocol_error(decode_all(&mut FrameCodec::new(131072), &[8, 0, 0, 0, 0, 0, 3, b'a', b'b', b'c', 0xCE]));
+        assert_eq!(e.text, "FRAME_ERROR - type 8, all octets = <<\"abc\">>: unknown_frame");
     }
 
     #[test]
@@ -463,9 +519,13 @@ mod tests {
                 assert_eq!((e.code, e.class_id, e.method_id), (ReplyCode::FrameError, 60, 40), "cut at {cut}");
             }
         }
-        // A short string that is not UTF-8 is refused, as amq-protocol refuses it.
-        let bad = Bytes::from_static(&[0, 60, 0, 40, 0, 0, 1, 0xFF, 1, b'q', 0]);
-        assert_eq!(parse_publish(&bad).unwrap_err().code, ReplyCode::FrameError);
-        assert!(parse_method(&bad).is_err());
+        // Names that are not UTF-8 are taken as RabbitMQ takes them (amq-protocol refuses them):
+        // the exchange looked up as text, the routing key kept byte for byte.
+        let odd = Bytes::from_static(&[0, 60, 0, 40, 0, 0, 1, 0xFF, 2, b'q', 0xFE, 0]);
+        assert!(parse_method(&odd).is_err());
+        let p = parse_publish(&odd).unwrap();
+        assert_eq!(&*p.exchange, "\u{FFFD}");
+        assert_eq!(&*p.routing_key, "q\u{FFFD}");
+        assert_eq!(p.routing_key.as_wire(), b"q\xFE");
     }
 }

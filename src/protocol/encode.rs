@@ -94,8 +94,8 @@ pub fn finish(buf: &mut BytesMut, size_at: usize) {
     buf.put_u8(FRAME_END);
 }
 
-fn short_str(buf: &mut BytesMut, s: &str) {
-    let b = s.as_bytes();
+fn short_str(buf: &mut BytesMut, s: impl AsRef<[u8]>) {
+    let b = s.as_ref();
     let n = b.len().min(255);
     buf.put_u8(n as u8);
     buf.put_slice(&b[..n]);
@@ -172,7 +172,7 @@ pub fn deliver<S: Sink + ?Sized>(
     delivery_tag: u64,
     redelivered: bool,
     exchange: &str,
-    routing_key: &str,
+    routing_key: &[u8],
 ) {
     let buf = out.buf();
     let at = begin(buf, FRAME_METHOD, channel);
@@ -193,7 +193,7 @@ pub fn get_ok<S: Sink + ?Sized>(
     delivery_tag: u64,
     redelivered: bool,
     exchange: &str,
-    routing_key: &str,
+    routing_key: &[u8],
     message_count: u32,
 ) {
     let buf = out.buf();
@@ -205,6 +205,26 @@ pub fn get_ok<S: Sink + ?Sized>(
     short_str(buf, exchange);
     short_str(buf, routing_key);
     buf.put_u32(message_count);
+    finish(buf, at);
+}
+
+/// `basic.return`, hand-encoded (the routing key goes back exactly as published).
+pub fn basic_return<S: Sink + ?Sized>(
+    out: &mut S,
+    channel: u16,
+    reply_code: u16,
+    reply_text: &str,
+    exchange: &str,
+    routing_key: &[u8],
+) {
+    let buf = out.buf();
+    let at = begin(buf, FRAME_METHOD, channel);
+    buf.put_u16(CLASS_BASIC);
+    buf.put_u16(50);
+    buf.put_u16(reply_code);
+    short_str(buf, reply_text);
+    short_str(buf, exchange);
+    short_str(buf, routing_key);
     finish(buf, at);
 }
 
@@ -243,7 +263,7 @@ mod tests {
     #[test]
     fn hand_encoded_deliver_matches_amq_protocol() {
         let mut buf = BytesMut::new();
-        deliver(&mut buf, 2, "ctag", 77, true, "amq.direct", "rk");
+        deliver(&mut buf, 2, "ctag", 77, true, "amq.direct", b"rk");
         let expected = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
             consumer_tag: "ctag".into(),
             delivery_tag: 77,
@@ -255,9 +275,22 @@ mod tests {
     }
 
     #[test]
+    fn hand_encoded_return_matches_amq_protocol() {
+        let mut buf = BytesMut::new();
+        basic_return(&mut buf, 3, 312, "NO_ROUTE", "amq.topic", b"a.b");
+        let expected = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+            exchange: "amq.topic".into(),
+            routing_key: "a.b".into(),
+        }));
+        assert_eq!(decode_one(&buf), expected);
+    }
+
+    #[test]
     fn hand_encoded_get_ok_and_confirms_match_amq_protocol() {
         let mut buf = BytesMut::new();
-        get_ok(&mut buf, 1, 5, false, "", "q", 4);
+        get_ok(&mut buf, 1, 5, false, "", b"q", 4);
         assert_eq!(
             decode_one(&buf),
             AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {

@@ -10,6 +10,7 @@ pub mod encode;
 pub mod fields;
 pub mod methods;
 pub mod properties;
+pub mod routing_key;
 
 pub use amq_protocol::protocol::{AMQPClass, BasicProperties};
 

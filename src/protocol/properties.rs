@@ -76,6 +76,10 @@ pub fn scan(raw: &[u8]) -> Option<Summary> {
             }
         }
     }
+    // Bytes no flag accounts for: malformed (RabbitMQ's decoder refuses them).
+    if at != raw.len() {
+        return None;
+    }
     Some(summary)
 }
 
@@ -101,7 +105,10 @@ pub fn headers_offset(raw: &[u8]) -> Option<usize> {
 /// forwarded to consumers keeps the bytes as published. `None`: malformed, or a headers table
 /// nested too deep.
 pub fn decode(raw: &[u8]) -> Option<super::BasicProperties> {
-    let parse = |raw: &[u8]| amq_protocol::frame::parsing::parse_content_header(raw).ok().map(|(_, h)| h.properties);
+    let parse = |raw: &[u8]| match amq_protocol::frame::parsing::parse_content_header(raw) {
+        Ok(([], h)) => Some(h.properties),
+        _ => None,
+    };
     let headers = headers_offset(raw);
     if let Some(at) = headers {
         super::fields::check_table(&raw[at..]).ok()?;

@@ -15,7 +15,6 @@ use super::state::{Delivery, Enqueued, QueueState};
 use super::{ConnEvent, ConnInbox, MAILBOX_CAPACITY, Publish, QueueCmd, QueueHandle, QueueStats};
 use crate::broker::vhost::VHost;
 use crate::error::AmqpError;
-use crate::message::Message;
 use crate::store::persister::{PendingConfirms, SyncRequest};
 use crate::store::segment::Recovered;
 use crate::store::{AnyStore, MessageStore};
@@ -69,6 +68,7 @@ pub fn spawn(
         auto_delete,
         deleted: false,
         awaiting_sync: Vec::new(),
+        dead_letters: super::dead_letter::Forwarder::default(),
     };
     tokio::spawn(actor.run(rx, ctl_rx));
     handle
@@ -91,6 +91,8 @@ struct QueueActor {
     deleted: bool,
     /// Confirms of persistent messages written this round: released after the fsync.
     awaiting_sync: Vec<PendingConfirms>,
+    /// Dead letters waiting for room in full target mailboxes (bounded; one task at most).
+    dead_letters: super::dead_letter::Forwarder,
 }
 
 impl QueueActor {
@@ -274,8 +276,8 @@ impl QueueActor {
         let confirms = std::mem::take(&mut self.awaiting_sync);
         let storage = self.vhost.upgrade().and_then(|v| v.storage().cloned());
         match self.state.store_mut().flush() {
-            Ok(Some(file)) if !confirms.is_empty() => match storage.filter(|s| s.fsync) {
-                Some(s) => s.persister.submit(SyncRequest { file, confirms }),
+            Ok(Some(files)) if !confirms.is_empty() => match storage.filter(|s| s.fsync) {
+                Some(s) => s.persister.submit(SyncRequest { files, confirms }),
                 None => release(confirms, true),
             },
             Ok(_) => release(confirms, true),
@@ -377,7 +379,7 @@ impl QueueActor {
                     debug!(queue = %self.name, target = %q.name, "dead-letter cycle dropped");
                     continue;
                 }
-                send_publish(&q.handle, out.clone());
+                self.dead_letters.send(&q.handle, out.clone());
             }
         }
     }
@@ -388,11 +390,13 @@ impl QueueActor {
         }
     }
 
+    /// Delete (the store's directory included) while the name is still taken, then free the
+    /// name: a queue declared under it afterwards can never have its new directory removed.
     fn forget_and_delete(&mut self) {
+        self.delete();
         if let (Some(vhost), Some(me)) = (self.vhost.upgrade(), self.own_handle()) {
             vhost.forget_queue(&self.name, &me);
         }
-        self.delete();
     }
 
     fn delete(&mut self) {
@@ -403,16 +407,6 @@ impl QueueActor {
         self.state.store_mut().destroy();
         self.deleted = true;
         debug!(queue = %self.name, vhost = %self.vhost_name, "queue deleted");
-    }
-}
-
-/// Hand a message to another queue from inside a queue task: never wait (a full mailbox gets a
-/// helper task), so two queues dead-lettering into each other cannot deadlock.
-fn send_publish(target: &QueueHandle, msg: Arc<Message>) {
-    let cmd = QueueCmd::Publish(vec![Publish { msg, confirm: None }]);
-    if let Err(mpsc::error::TrySendError::Full(cmd)) = target.tx.try_send(cmd) {
-        let target = target.clone();
-        tokio::spawn(async move { target.send(cmd).await });
     }
 }
 

@@ -238,9 +238,14 @@ impl QueueArgs {
             if a.queue_type != QueueType::Quorum {
                 return Err(quorum_only("x-dead-letter-strategy"));
             }
+            // RabbitMQ 3.10's texts (measured): a string that names no strategy is
+            // `invalid_dlx_strategy`; any other type is `{unacceptable_type,T}`.
+            let AMQPValue::LongString(_) = v else {
+                return Err(invalid("x-dead-letter-strategy", unacceptable(v)));
+            };
             match value_str(v).as_deref() {
                 Some("at-most-once") | Some("at-least-once") => {}
-                _ => return Err(invalid("x-dead-letter-strategy", "invalid_dead_letter_strategy".into())),
+                _ => return Err(invalid("x-dead-letter-strategy", "invalid_dlx_strategy".into())),
             }
         }
         if let Some(ms) = int("x-consumer-timeout")? {

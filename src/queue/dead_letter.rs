@@ -1,15 +1,121 @@
 //! Dead-lettering: the `x-death` bookkeeping RabbitMQ adds when a message leaves a queue by
 //! rejection, expiry, overflow or a delivery limit, and the cycle rule that stops a message
 //! from dead-lettering around a loop forever.
+//!
+//! Delivery to the target queues: a queue task never waits on another queue's mailbox (two
+//! queues dead-lettering into each other would deadlock), so a dead letter whose target mailbox
+//! is full goes to the source queue's [`Forwarder`]: one FIFO outbox and at most one task that
+//! waits for room and hands the messages over, in order, batched per target. The outbox is
+//! bounded ([`OUTBOX_MAX_MESSAGES`], [`OUTBOX_MAX_BYTES`]); past that, dead letters are dropped
+//! with a warning — dead-lettering is at-most-once, as RabbitMQ's default for classic queues.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable};
+use tokio::sync::mpsc;
+use tracing::warn;
 
 use crate::message::Message;
 use crate::protocol::BasicProperties;
 use crate::protocol::methods::{longstr, value_str};
+use crate::queue::{Publish, QueueCmd, QueueHandle};
+
+/// Dead letters one source queue may have waiting for full target mailboxes.
+pub const OUTBOX_MAX_MESSAGES: usize = 100_000;
+/// The same bound in body bytes.
+pub const OUTBOX_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Messages handed to one target in one mailbox command.
+const FORWARD_BATCH: usize = 256;
+
+/// A source queue's dead letters waiting for room in their targets' mailboxes.
+#[derive(Debug, Default)]
+pub struct Forwarder {
+    outbox: Arc<Mutex<Outbox>>,
+}
+
+#[derive(Debug, Default)]
+struct Outbox {
+    items: VecDeque<(QueueHandle, Arc<Message>)>,
+    bytes: u64,
+    /// A task is draining the outbox.
+    running: bool,
+    /// Dropped because the outbox was full (reported once per episode).
+    dropped: u64,
+}
+
+impl Forwarder {
+    /// Hand `msg` to `target` without waiting: straight into its mailbox when it has room and
+    /// nothing is waiting before it, else into the outbox.
+    pub fn send(&self, target: &QueueHandle, msg: Arc<Message>) {
+        let mut o = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if o.items.is_empty() {
+            let cmd = QueueCmd::Publish(vec![Publish { msg, confirm: None }]);
+            match target.tx.try_send(cmd) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(QueueCmd::Publish(mut v))) => {
+                    let Some(p) = v.pop() else { return };
+                    return self.hold(&mut o, target, p.msg);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return,
+            }
+        }
+        self.hold(&mut o, target, msg);
+    }
+
+    /// Dead letters waiting in the outbox.
+    pub fn waiting(&self) -> usize {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner()).items.len()
+    }
+
+    fn hold(&self, o: &mut Outbox, target: &QueueHandle, msg: Arc<Message>) {
+        if o.items.len() >= OUTBOX_MAX_MESSAGES || o.bytes + msg.body_size > OUTBOX_MAX_BYTES {
+            if o.dropped == 0 {
+                warn!(target = %target.name, "dead-letter target queue is not keeping up; dead letters dropped");
+            }
+            o.dropped += 1;
+            return;
+        }
+        o.bytes += msg.body_size;
+        o.items.push_back((target.clone(), msg));
+        if !o.running {
+            o.running = true;
+            tokio::spawn(drain(self.outbox.clone()));
+        }
+    }
+}
+
+/// The forwarding task: waits for room in each target's mailbox, in outbox order; ends when
+/// the outbox is empty.
+async fn drain(outbox: Arc<Mutex<Outbox>>) {
+    loop {
+        let (target, batch) = {
+            let mut o = outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let Some((target, first)) = o.items.pop_front() else {
+                o.running = false;
+                o.dropped = 0;
+                return;
+            };
+            let mut bytes = first.body_size;
+            let mut batch = vec![Publish { msg: first, confirm: None }];
+            while batch.len() < FORWARD_BATCH {
+                match o.items.front() {
+                    Some((t, _)) if t.tx.same_channel(&target.tx) => {
+                        let (_, m) = o.items.pop_front().expect("front exists");
+                        bytes += m.body_size;
+                        batch.push(Publish { msg: m, confirm: None });
+                    }
+                    _ => break,
+                }
+            }
+            o.bytes -= bytes;
+            (target, batch)
+        };
+        // A deleted target's closed mailbox drops the batch, as a direct send would.
+        let _ = target.tx.send(QueueCmd::Publish(batch)).await;
+    }
+}
 
 /// Why a message was dead-lettered (the `reason` field of `x-death`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +187,10 @@ pub fn dead_letter(
             t.insert("queue".into(), longstr(queue));
             t.insert("time".into(), AMQPValue::Timestamp(now));
             t.insert("exchange".into(), longstr(&msg.exchange));
-            let keys: Vec<AMQPValue> = original_keys.iter().map(|k| longstr(k)).collect();
+            // The published key as it came (any bytes), then the CC keys.
+            let published = AMQPValue::LongString(msg.routing_key.as_wire().to_vec().into());
+            let keys: Vec<AMQPValue> =
+                std::iter::once(published).chain(original_keys[1..].iter().map(|k| longstr(k))).collect();
             t.insert("routing-keys".into(), AMQPValue::FieldArray(FieldArray::from(keys)));
             if let Some(exp) = props.expiration() {
                 t.insert("original-expiration".into(), longstr(exp.as_str()));
@@ -115,7 +224,9 @@ pub fn dead_letter(
     };
     let mut out = msg.with_properties(props);
     out.exchange = dlx.into();
-    out.routing_key = keys[0].as_str().into();
+    if let Some(k) = routing_key {
+        out.routing_key = k.into();
+    }
     (Arc::new(out), keys)
 }
 
@@ -253,6 +364,52 @@ mod tests {
         // ... but a rejection happened before a: not a cycle into a.
         assert!(!is_cycle(&d2, "a"));
         assert!(!is_cycle(&msg(None, false), "a"));
+    }
+
+    #[tokio::test]
+    async fn a_full_target_mailbox_holds_dead_letters_in_order_without_a_task_each() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let (ctl, _ctl_rx) = mpsc::unbounded_channel();
+        let target = QueueHandle { name: "t".into(), tx, ctl };
+        let f = Forwarder::default();
+        let n = 5000;
+        for i in 0..n {
+            let m = Message::build(
+                "".into(),
+                format!("{i}").as_str().into(),
+                BasicProperties::default(),
+                [Bytes::from_static(b"x")].into_iter().collect(),
+            );
+            f.send(&target, Arc::new(m));
+        }
+        // One went straight into the mailbox; the rest wait in one outbox, in order.
+        assert!(f.waiting() >= n - 2, "waiting: {}", f.waiting());
+        let mut got = Vec::new();
+        while got.len() < n {
+            let Some(QueueCmd::Publish(batch)) = rx.recv().await else { panic!("mailbox closed") };
+            assert!(batch.len() <= FORWARD_BATCH);
+            got.extend(batch.into_iter().map(|p| p.msg.routing_key.to_string()));
+        }
+        let expected: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        assert_eq!(got, expected, "every dead letter arrives, in order");
+        assert_eq!(f.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_bounded() {
+        let (tx, _rx) = mpsc::channel(1);
+        let (ctl, _ctl_rx) = mpsc::unbounded_channel();
+        let target = QueueHandle { name: "t".into(), tx, ctl };
+        let f = Forwarder::default();
+        let body = Bytes::from(vec![0u8; 1024 * 1024]);
+        for _ in 0..(OUTBOX_MAX_BYTES / body.len() as u64 + 10) {
+            let m =
+                Message::build("".into(), "k".into(), BasicProperties::default(), [body.clone()].into_iter().collect());
+            f.send(&target, Arc::new(m));
+        }
+        let o = f.outbox.lock().unwrap();
+        assert!(o.bytes <= OUTBOX_MAX_BYTES, "{} bytes held", o.bytes);
+        assert!(o.dropped > 0);
     }
 
     #[test]

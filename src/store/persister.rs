@@ -22,10 +22,11 @@ pub struct PendingConfirms {
     pub seqs: Vec<u64>,
 }
 
-/// One queue's request: sync `file`, then confirm.
+/// One queue's request: sync `files` (its current segment, and acks files with new delivery
+/// marks), then confirm.
 #[derive(Debug)]
 pub struct SyncRequest {
-    pub file: Arc<File>,
+    pub files: Vec<Arc<File>>,
     pub confirms: Vec<PendingConfirms>,
 }
 
@@ -60,9 +61,9 @@ fn run(rx: mpsc::Receiver<SyncRequest>) {
         let mut round = vec![first];
         round.extend(rx.try_iter());
         let mut files: Vec<Arc<File>> = Vec::new();
-        for r in &round {
-            if !files.iter().any(|f| Arc::ptr_eq(f, &r.file)) {
-                files.push(r.file.clone());
+        for file in round.iter().flat_map(|r| &r.files) {
+            if !files.iter().any(|f| Arc::ptr_eq(f, file)) {
+                files.push(file.clone());
             }
         }
         let mut failed = false;

@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use super::{MessageStore, StoreError};
 use crate::message::{Body, Message};
 use crate::protocol::codec::parse_header;
+use crate::protocol::routing_key::RoutingKey;
 
 /// A closed segment is compacted when fewer than 1 in this many of its records are still live.
 const COMPACT_RATIO: u32 = 4;
@@ -85,7 +86,7 @@ struct SegmentInfo {
     live: u32,
     /// Message records in the file (settled or not).
     records: u32,
-    acks: Option<File>,
+    acks: Option<Arc<File>>,
     /// Ack and delivery marks not yet written to the acks file.
     pending_marks: Vec<u8>,
 }
@@ -161,6 +162,20 @@ pub struct SegmentStore {
     /// back after a restart. A non-durable queue's store only pages bodies out under memory
     /// pressure, and never recovers anything.
     durable: bool,
+    /// What the next fsync round must cover besides the current segment.
+    sync: SyncState,
+}
+
+/// Directory entries and acks files a power cut could still take away.
+#[derive(Debug, Default)]
+struct SyncState {
+    /// The queue directory and its parents have been fsynced since this store was opened (a
+    /// directory created by `create_dir_all` is only durable once its parent is synced).
+    parents_synced: bool,
+    /// Acks files written since the last sync handed out: their delivery marks go to disk with
+    /// the next confirm round, so a message delivered before a later confirm comes back with
+    /// redelivered=true even after a power cut.
+    acks: Vec<Arc<File>>,
 }
 
 fn msgs_path(dir: &Path, id: u32) -> PathBuf {
@@ -181,6 +196,17 @@ fn sync_dir(dir: &Path) {
     }
 }
 
+/// Sync `dir` and every directory above it: the entries that make `dir` reachable after a
+/// power cut (the data directory's `vhosts/..../queues/<hash>` chain is made by
+/// `create_dir_all`, which syncs none of them).
+fn sync_dir_and_parents(dir: &Path) {
+    for d in dir.ancestors() {
+        if !d.as_os_str().is_empty() {
+            sync_dir(d);
+        }
+    }
+}
+
 /// What a message held in memory costs: its bytes plus the `Message` itself and its small
 /// allocations (routing key, body chunk list, the `Arc`).
 fn mem_size(msg: &Message) -> u64 {
@@ -194,10 +220,17 @@ impl SegmentStore {
         Self::open_with(dir, segment_size, true)
     }
 
-    /// A store for a non-durable queue: it starts empty (whatever is in `dir` is removed) and
-    /// uses the disk only to page message bodies out of memory.
+    /// A store for a non-durable queue: it uses the disk only to page message bodies out of
+    /// memory. `dir` must be new or empty (the vhost gives each such queue a directory of its
+    /// own in an area it empties at start): nothing in it is ever removed here, so a wrong
+    /// directory is an error rather than lost data.
     pub fn open_transient(dir: &Path, segment_size: u64) -> Result<SegmentStore, StoreError> {
-        let _ = fs::remove_dir_all(dir);
+        if fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} is not empty; a non-durable queue only pages into a new directory", dir.display()),
+            )));
+        }
         Ok(Self::open_with(dir, segment_size, false)?.0)
     }
 
@@ -262,7 +295,8 @@ impl SegmentStore {
             buf: Vec::new(),
             unsynced: false,
             segments,
-            delivered: HashSet::default(),
+            // Marks read back stay known, so compacting their segment keeps them.
+            delivered: found.iter().filter(|(r, _)| r.redelivered).map(|(r, _)| r.seq).collect(),
             marked: Vec::new(),
             readers: RefCell::new(HashMap::new()),
             readahead: RefCell::new(ReadAhead::default()),
@@ -270,6 +304,7 @@ impl SegmentStore {
             durable,
             last_compaction: None,
             compact_interval: COMPACT_INTERVAL,
+            sync: SyncState::default(),
         };
         let mut recovered = Vec::with_capacity(found.len());
         for (r, loc) in found {
@@ -308,8 +343,13 @@ impl SegmentStore {
         let file =
             OpenOptions::new().create(true).read(true).append(true).open(msgs_path(&self.dir, self.current.id))?;
         if self.durable {
-            // The new file's directory entry must be durable before anything in it is confirmed.
-            sync_dir(&self.dir);
+            // The new file's directory entry (and, the first time, the directories above it)
+            // must be durable before anything in it is confirmed.
+            if std::mem::replace(&mut self.sync.parents_synced, true) {
+                sync_dir(&self.dir);
+            } else {
+                sync_dir_and_parents(&self.dir);
+            }
         }
         let file = Arc::new(file);
         self.current.file = Some(file.clone());
@@ -390,13 +430,27 @@ impl SegmentStore {
         for id in std::mem::take(&mut self.marked) {
             let Some(info) = self.segments.get_mut(&id) else { continue };
             if info.acks.is_none() {
-                info.acks = OpenOptions::new().create(true).append(true).open(acks_path(&self.dir, id)).ok();
+                info.acks = OpenOptions::new().create(true).append(true).open(acks_path(&self.dir, id)).ok().map(|f| {
+                    // A power cut can leave a torn last entry: cut it, or every mark appended
+                    // after it would be read shifted by a few bytes (garbage).
+                    let len = f.metadata().map_or(0, |m| m.len());
+                    if len % 8 != 0 {
+                        let _ = f.set_len(len - len % 8);
+                    }
+                    Arc::new(f)
+                });
+                if self.durable && info.acks.is_some() {
+                    // Marks in a file whose name a power cut can take away would be no marks.
+                    sync_dir(&self.dir);
+                }
             }
             let marks = std::mem::take(&mut info.pending_marks);
-            if let Some(f) = info.acks.as_mut()
-                && let Err(e) = f.write_all(&marks)
-            {
-                warn!(segment = id, error = %e, "cannot record acks; those messages may come back after a restart");
+            if let Some(f) = info.acks.as_ref() {
+                if let Err(e) = (&**f).write_all(&marks) {
+                    warn!(segment = id, error = %e, "cannot record acks; those messages may come back after a restart");
+                } else if self.durable && !self.sync.acks.iter().any(|a| Arc::ptr_eq(a, f)) {
+                    self.sync.acks.push(f.clone());
+                }
             }
         }
     }
@@ -677,7 +731,7 @@ impl MessageStore for SegmentStore {
         self.budget = if consumed { MEMORY_BUDGET_CONSUMED } else { MEMORY_BUDGET };
     }
 
-    fn flush(&mut self) -> Result<Option<Arc<File>>, StoreError> {
+    fn flush(&mut self) -> Result<Option<Vec<Arc<File>>>, StoreError> {
         self.write_buf()?;
         self.write_marks();
         if self.mem_bytes - self.out_bytes > self.budget {
@@ -685,7 +739,14 @@ impl MessageStore for SegmentStore {
             self.write_buf()?;
         }
         self.compact_one();
-        if std::mem::take(&mut self.unsynced) { Ok(Some(self.current_file()?)) } else { Ok(None) }
+        if !std::mem::take(&mut self.unsynced) {
+            // No new message: the acks files wait for the next round that confirms one.
+            return Ok(None);
+        }
+        let mut files = Vec::with_capacity(1 + self.sync.acks.len());
+        files.push(self.current_file()?);
+        files.append(&mut self.sync.acks);
+        Ok(Some(files))
     }
 
     fn destroy(&mut self) {
@@ -716,8 +777,8 @@ fn encode_meta(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) 
 fn put_fields(buf: &mut Vec<u8>, seq: u64, enqueued_at_ms: u64, msg: &Message) {
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&enqueued_at_ms.to_le_bytes());
-    for s in [&msg.exchange, &msg.routing_key] {
-        let b = &s.as_bytes()[..s.len().min(255)];
+    for s in [msg.exchange.as_bytes(), msg.routing_key.as_wire()] {
+        let b = &s[..s.len().min(255)];
         buf.push(b.len() as u8);
         buf.extend_from_slice(b);
     }
@@ -785,7 +846,7 @@ fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
     let n = p[take(1)?][0] as usize;
     let exchange = short_str(p.slice(take(n)?));
     let n = p[take(1)?][0] as usize;
-    let routing_key = short_str(p.slice(take(n)?));
+    let routing_key = RoutingKey::from_wire(p.slice(take(n)?));
     let n = u32::from_le_bytes(p[take(4)?].try_into().ok()?) as usize;
     let raw = p.slice(take(n)?);
     let body = p.slice(at..);
@@ -798,9 +859,9 @@ fn decode_payload(p: &Bytes) -> Option<(Recovered, Arc<Message>)> {
     Some((Recovered { seq, enqueued_at_ms, redelivered: false }, Arc::new(msg)))
 }
 
-/// A stored exchange or routing key, sharing the record's buffer (written from valid UTF-8).
+/// A stored exchange name, sharing the record's buffer (written from valid UTF-8).
 fn short_str(b: Bytes) -> ByteString {
-    ByteString::try_from(b.clone()).unwrap_or_else(|_| String::from_utf8_lossy(&b).into_owned().into())
+    crate::protocol::routing_key::text(b).unwrap_or_else(|b| crate::protocol::routing_key::lossy(&b))
 }
 
 /// Read an acks file: settled sequence numbers and delivered ones (a torn last entry is ignored).

@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -17,6 +18,8 @@ pub struct Broker {
     pub addr: String,
     child: Option<Child>,
     _data_dir: Option<TempDir>,
+    /// Standard-error lines of the process this harness started (its log), as they arrive.
+    log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Broker {
@@ -28,10 +31,10 @@ impl Broker {
     /// Like [`Broker::start`], with extra command-line arguments for `warren`.
     pub fn start_with_args(extra: &[&str]) -> Broker {
         if let Ok(addr) = std::env::var("WARREN_TEST_ADDR") {
-            return Broker { addr, child: None, _data_dir: None };
+            return Broker { addr, child: None, _data_dir: None, log: Arc::default() };
         }
         let data_dir = TempDir::new();
-        let mut b = Self::spawn(&data_dir.0, extra);
+        let mut b = Self::spawn(&data_dir.0, extra, None, &[]);
         b._data_dir = Some(data_dir);
         b
     }
@@ -43,19 +46,73 @@ impl Broker {
             std::env::var("WARREN_TEST_ADDR").is_err(),
             "restart tests need a Warren process they start themselves"
         );
-        Self::spawn(data_dir, extra)
+        Self::spawn(data_dir, extra, None, &[])
     }
 
-    fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
+    /// [`Broker::start_in`] with extra environment variables for the process.
+    pub fn start_in_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, std::ffi::OsString)]) -> Broker {
+        assert!(
+            std::env::var("WARREN_TEST_ADDR").is_err(),
+            "restart tests need a Warren process they start themselves"
+        );
+        Self::spawn(data_dir, extra, None, env)
+    }
+
+    /// Like [`Broker::start_in`] with the log filter `filter` (`RUST_LOG`) instead of the
+    /// default `warn`, so a test can read lines logged below warning level with [`Broker::wait_for_log`].
+    pub fn start_in_logging(data_dir: &std::path::Path, extra: &[&str], filter: &str) -> Broker {
+        assert!(std::env::var("WARREN_TEST_ADDR").is_err(), "log tests need a Warren process they start themselves");
+        Self::spawn(data_dir, extra, Some(filter), &[])
+    }
+
+    /// Start a fresh `warren` with `toml` as its configuration file (`--config`), on a fresh
+    /// data directory. Needs a Warren process: fails loudly against an external broker.
+    pub fn start_with_config(toml: &str) -> Broker {
+        assert!(
+            std::env::var("WARREN_TEST_ADDR").is_err(),
+            "configuration tests need a Warren process they start themselves"
+        );
+        let data_dir = TempDir::new();
+        let config = data_dir.0.join("test-config.toml");
+        std::fs::write(&config, toml).expect("write test config");
+        let config = config.to_str().expect("utf-8 temp path").to_string();
+        let mut b = Self::spawn(&data_dir.0, &["--config", &config], None, &[]);
+        b._data_dir = Some(data_dir);
+        b
+    }
+
+    fn spawn(
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        filter: Option<&str>,
+        env: &[(&str, std::ffi::OsString)],
+    ) -> Broker {
+        let filter = match filter {
+            Some(f) => f.to_string(),
+            None => std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", filter)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn warren binary");
+        // Collect the log (standard error) and pass it on to the test's standard error.
+        let log: Arc<(Mutex<Vec<String>>, Condvar)> = Arc::default();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                sink.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                sink.1.notify_all();
+            }
+        });
         // The broker prints `listening on ADDR` on stdout once the socket is bound.
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -67,7 +124,22 @@ impl Broker {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Broker { addr, child: Some(child), _data_dir: None }
+        Broker { addr, child: Some(child), _data_dir: None, log }
+    }
+
+    /// Wait (up to [`WAIT`]) for a log line of this broker for which `pred` holds, and return it.
+    pub fn wait_for_log(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        let (lines, arrived) = &*self.log;
+        let mut seen = lines.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(l) = seen.iter().find(|l| pred(l)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for a log line: {what}; the log was:\n{}", seen.join("\n"));
+            seen = arrived.wait_timeout(seen, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
     }
 
     /// The data directory of a broker this harness started.

@@ -198,3 +198,67 @@ async fn confirm_select_twice_is_harmless() {
     }
     assert_eq!(get_all(&ch, &q).await, vec!["one", "two"]);
 }
+
+/// On the wire (raw socket): a burst of persistent publishes to a durable queue is confirmed
+/// with `basic.ack` frames that cover every delivery tag exactly once, and at least one of them
+/// is a cumulative `multiple=true` ack covering several tags (the README's claim; RabbitMQ does
+/// the same for a burst).
+#[tokio::test]
+async fn a_burst_of_persistent_publishes_is_confirmed_cumulatively_on_the_wire() {
+    use crate::raw::*;
+    const N: u64 = 500;
+    let b = Broker::start();
+    let mut c = RawConn::open(&b.addr).await;
+    c.open_channel(1).await;
+    let q = unique("raw-confirms");
+    c.send_method(1, 50, 10, &RawConn::queue_declare_args(&q, false, true, false, false)).await;
+    c.expect_method(1, 50, 11).await;
+    c.send_method(1, 85, 10, &Args::new().bits(&[false])).await;
+    c.expect_method(1, 85, 11).await;
+
+    // All N publishes in one write: delivery-mode 2 (property flag bit 12), 16-byte bodies.
+    let mut burst = Vec::new();
+    for i in 0..N {
+        let publish = Args::new().short(0).shortstr("").shortstr(&q).bits(&[false, false]);
+        burst.extend(method_frame(1, 60, 40, publish.bytes()));
+        burst.extend(content_header_frame(1, 60, 16, 0x1000, &[2]));
+        burst.extend(body_frame(1, format!("{i:016}").as_bytes()));
+    }
+    c.send(&burst).await;
+
+    let mut confirmed = std::collections::BTreeSet::new();
+    let mut largest_multiple = 0usize;
+    while (confirmed.len() as u64) < N {
+        let f = match c.recv().await {
+            Event::Frame(f) if f.is_method(1, 60, 80) => f,
+            other => panic!("expected basic.ack on channel 1, got {other:?}"),
+        };
+        let mut r = Reader(f.args());
+        let tag = r.longlong();
+        let multiple = r.octet() & 1 == 1;
+        assert!((1..=N).contains(&tag), "ack for unknown tag {tag}");
+        let covered: Vec<u64> =
+            if multiple { (1..=tag).filter(|t| !confirmed.contains(t)).collect() } else { vec![tag] };
+        assert!(!covered.is_empty(), "multiple=true ack for tag {tag} covers nothing not already confirmed");
+        for t in &covered {
+            assert!(confirmed.insert(*t), "tag {t} confirmed twice (ack tag {tag}, multiple={multiple})");
+        }
+        if multiple {
+            largest_multiple = largest_multiple.max(covered.len());
+        }
+    }
+    assert_eq!(confirmed, (1..=N).collect(), "every tag confirmed");
+    assert!(largest_multiple >= 2, "no multiple=true ack covered several tags");
+
+    // Nothing is confirmed again: no further basic.ack arrives before the delete-ok.
+    c.send_method(1, 50, 40, &Args::new().short(0).shortstr(&q).bits(&[false, false, false])).await;
+    let ok = match c.recv().await {
+        Event::Frame(f) if f.is_method(1, 50, 41) => f,
+        Event::Frame(f) if f.is_method(1, 60, 80) => {
+            panic!("an extra basic.ack after every tag was confirmed: {:?}", f.args())
+        }
+        other => panic!("expected queue.delete-ok, got {other:?}"),
+    };
+    assert_eq!(Reader(ok.args()).long(), N as u32, "all {N} messages are in the queue");
+    c.close().await;
+}

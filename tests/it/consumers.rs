@@ -246,3 +246,116 @@ async fn warren_only_unacked_delivery_past_x_consumer_timeout_closes_the_channel
     assert_eq!(text(&again.data), "forgotten");
     assert!(again.redelivered, "the timed-out delivery is requeued");
 }
+
+/// The consumer argument `x-cancel-on-ha-failover` (classic mirroring, RabbitMQ 3.x): a boolean
+/// is accepted (and has no effect without mirrors); any other type is refused.
+#[tokio::test]
+async fn cancel_on_ha_failover_takes_a_boolean() {
+    let b = Broker::start();
+    let (conn, ch) = b.channel().await;
+    let q = exclusive_queue_with(&ch, "ha-failover", FieldTable::default()).await;
+    for flag in [true, false] {
+        let mut c = consume_with(
+            &ch,
+            &q,
+            BasicConsumeOptions::default(),
+            table(&[("x-cancel-on-ha-failover", AMQPValue::Boolean(flag))]),
+        )
+        .await;
+        publish_to(&ch, &q, "to the flagged consumer").await;
+        let d = next_delivery(&mut c).await;
+        assert_eq!(text(&d.data), "to the flagged consumer");
+        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+        within("basic.cancel", ch.basic_cancel(c.tag().as_str().into(), BasicCancelOptions::default()))
+            .await
+            .expect("cancel");
+    }
+    // Measured on RabbitMQ 3.10.8: `{unacceptable_type,<type>}`, in the queue-argument text shape.
+    for (value, shown) in [(lstr("true"), "longstr"), (AMQPValue::LongInt(1), "signedint")] {
+        let ch = conn.create_channel().await.expect("channel");
+        let err = expect_amqp_error(
+            ch.basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                table(&[("x-cancel-on-ha-failover", value.clone())]),
+            )
+            .await,
+        );
+        assert_eq!(
+            err,
+            (
+                406,
+                format!(
+                    "PRECONDITION_FAILED - invalid arg 'x-cancel-on-ha-failover' for queue '{q}' in vhost '/': {{unacceptable_type,{shown}}}"
+                )
+            )
+        );
+    }
+}
+
+/// WARREN-ONLY (needs its configuration file): the global `amqp.consumer_timeout` applies to
+/// queues without `x-consumer-timeout`: an unacknowledged delivery older than it closes the
+/// consumer's channel with RabbitMQ's 406 text naming the configured value.
+#[tokio::test]
+async fn global_consumer_timeout_from_the_config_file_closes_the_channel() {
+    let b = Broker::start_with_config("[amqp]\nconsumer_timeout = 400\n");
+    let (conn, ch) = b.channel().await;
+    let q = exclusive_queue_with(&ch, "global-timeout", FieldTable::default()).await;
+    let slow = conn.create_channel().await.expect("channel");
+    let mut ev = events(&conn);
+    let mut consumer = consume(&slow, &q).await;
+    publish_to(&ch, &q, "held too long").await;
+    next_delivery(&mut consumer).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        next_close(&mut ev).await,
+        (
+            406,
+            format!(
+                "PRECONDITION_FAILED - delivery acknowledgement on channel {} timed out. Timeout value used: 400 ms. \
+                 This timeout value can be configured, see consumers doc guide to learn more",
+                slow.id()
+            )
+        )
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(250), "not closed long before the timeout");
+    assert_eq!(get_all(&ch, &q).await, vec!["held too long"], "the delivery is requeued");
+}
+
+/// WARREN-ONLY (needs its configuration file): `amqp.consumer_timeout = 0` disables the global
+/// check. The observation window is an event: a second queue with its own 300 ms
+/// `x-consumer-timeout`, delivered to later, has its channel closed; the delivery held longer on
+/// the queue without the argument is still open and can be acknowledged.
+#[tokio::test]
+async fn global_consumer_timeout_zero_never_closes_the_channel() {
+    let b = Broker::start_with_config("[amqp]\nconsumer_timeout = 0\n");
+    let (conn, ch) = b.channel().await;
+    let q = exclusive_queue_with(&ch, "no-timeout", FieldTable::default()).await;
+    let timed =
+        exclusive_queue_with(&ch, "own-timeout", table(&[("x-consumer-timeout", AMQPValue::LongInt(300))])).await;
+    let patient = conn.create_channel().await.expect("channel");
+    let watched = conn.create_channel().await.expect("channel");
+    let mut ev = events(&conn);
+    let mut kept = consume(&patient, &q).await;
+    publish_to(&ch, &q, "kept").await;
+    let held = next_delivery(&mut kept).await;
+    let held_since = std::time::Instant::now();
+    let mut dropped = consume(&watched, &timed).await;
+    publish_to(&ch, &timed, "dropped").await;
+    next_delivery(&mut dropped).await;
+    let (code, why) = next_close(&mut ev).await;
+    assert_eq!(code, 406);
+    assert!(
+        why.starts_with(&format!(
+            "PRECONDITION_FAILED - delivery acknowledgement on channel {} timed out",
+            watched.id()
+        )),
+        "only the channel of the queue with its own timeout is closed: {why}"
+    );
+    assert!(held_since.elapsed() >= std::time::Duration::from_millis(300), "the held delivery outlived that timeout");
+    assert!(patient.status().connected(), "the channel holding the older delivery is still open");
+    held.acker.ack(BasicAckOptions::default()).await.expect("ack the delivery held past the other timeout");
+    sync_point(&patient).await;
+    assert_eq!(ready_count(&patient, &q).await, 0, "acknowledged, not requeued");
+}

@@ -453,3 +453,54 @@ async fn non_string_dead_letter_exchange_is_precondition_failed() {
         )
     );
 }
+
+/// RabbitMQ 3.13 BEHAVIOUR (Warren follows it; RabbitMQ 3.10 sets no `x-last-death-*` headers,
+/// measured, so this test fails against 3.10 by design): every death sets
+/// `x-last-death-queue`/`-reason`/`-exchange` to that death, while `x-first-death-*` keep the
+/// first. The message dies twice, through two queues, for two reasons, from two exchanges.
+#[tokio::test]
+async fn last_death_headers_follow_every_death_and_first_death_headers_stay() {
+    let b = Broker::start();
+    let (_conn, ch) = b.channel().await;
+    let src_x = auto_delete_exchange(&ch, "src-x", ExchangeKind::Direct).await;
+    let dlx1 = auto_delete_exchange(&ch, "dlx1", ExchangeKind::Direct).await;
+    let (dlx2, mut dead) = dead_letter_target(&ch, &["k"]).await;
+    let q1 = unique("dl-first");
+    declare_queue(&ch, &q1, QueueDeclareOptions::exclusive(), dlx_args(&dlx1)).await.expect("declare q1");
+    bind(&ch, &q1, &src_x, "k").await;
+    // q2 expires what dlx1 routes to it into dlx2; an observer queue sees the same copy after
+    // the first death.
+    let mut q2_args = dlx_args(&dlx2);
+    q2_args.insert("x-message-ttl".into(), AMQPValue::LongInt(50));
+    let q2 = unique("dl-second");
+    declare_queue(&ch, &q2, QueueDeclareOptions::exclusive(), q2_args).await.expect("declare q2");
+    bind(&ch, &q2, &dlx1, "k").await;
+    let observer = exclusive_queue_with(&ch, "dl-observer", FieldTable::default()).await;
+    bind(&ch, &observer, &dlx1, "k").await;
+    let mut seen =
+        consume_with(&ch, &observer, BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+            .await;
+
+    publish_props(&ch, &src_x, "k", "twice dead", BasicProperties::default()).await;
+    let mut consumer = consume(&ch, &q1).await;
+    next_delivery(&mut consumer).await.acker.reject(BasicRejectOptions { requeue: false }).await.expect("reject");
+
+    let once = next_delivery(&mut seen).await;
+    let h = |d: &lapin::message::Delivery, k: &str| header(&d.properties, k).cloned();
+    for (suffix, value) in [("queue", &q1), ("reason", &"rejected".to_string()), ("exchange", &src_x)] {
+        assert_eq!(h(&once, &format!("x-first-death-{suffix}")), Some(lstr(value)), "first death {suffix}");
+        assert_eq!(h(&once, &format!("x-last-death-{suffix}")), Some(lstr(value)), "last death after one: {suffix}");
+    }
+
+    let twice = next_delivery(&mut dead).await;
+    assert_eq!(text(&twice.data), "twice dead");
+    assert_eq!(x_death(&twice.properties).len(), 2);
+    for (suffix, first, last) in [
+        ("queue", q1.as_str(), q2.as_str()),
+        ("reason", "rejected", "expired"),
+        ("exchange", src_x.as_str(), dlx1.as_str()),
+    ] {
+        assert_eq!(h(&twice, &format!("x-first-death-{suffix}")), Some(lstr(first)), "first death {suffix} stays");
+        assert_eq!(h(&twice, &format!("x-last-death-{suffix}")), Some(lstr(last)), "last death {suffix} moves");
+    }
+}

@@ -2,8 +2,9 @@
 //! what survives a graceful restart, confirmed messages across `kill -9`, and recovery around
 //! damaged segment files.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,13 +29,14 @@ async fn confirm_channel(b: &Broker) -> (lapin::Connection, lapin::Channel) {
     (conn, ch)
 }
 
-/// Every segment file of every queue under `data_dir`.
+/// Every segment file of every queue under `data_dir` (durable queues in `queues/`,
+/// non-durable ones paging in `transient/`).
 fn segment_files(data_dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(vhosts) = std::fs::read_dir(data_dir.join("vhosts")) else { return out };
     for v in vhosts.flatten() {
-        let Ok(queues) = std::fs::read_dir(v.path().join("queues")) else { continue };
-        for q in queues.flatten() {
+        let areas = ["queues", "transient"].map(|a| std::fs::read_dir(v.path().join(a)));
+        for q in areas.into_iter().flatten().flatten().flatten() {
             for f in std::fs::read_dir(q.path()).into_iter().flatten().flatten() {
                 if f.path().extension().is_some_and(|e| e == ext) {
                     out.push(f.path());
@@ -123,8 +125,10 @@ async fn a_graceful_restart_keeps_exactly_what_rabbitmq_keeps() {
 
 /// The crash test: publishers with confirms and acking consumers on a durable queue, the broker
 /// killed with SIGKILL at a random moment, restarted, again and again. Every confirmed message
-/// must come out at least once; duplicates are bounded by what was in flight at each kill.
-/// `CRASH_CYCLES` sets the number of cycles (`make crash-test` runs 50).
+/// must come out at least once; duplicates are bounded by what was in flight at each kill;
+/// within one broker life messages come in publish order (FIFO); a message the consumer saw
+/// before the publisher sent a message that was then confirmed comes back redelivered=true.
+/// `CRASH_CYCLES` sets the number of cycles (`make crash-test` runs 100).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_messages_survive_kill_9() {
     let cycles: u64 = std::env::var("CRASH_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(4);
@@ -133,6 +137,11 @@ async fn confirmed_messages_survive_kill_9() {
     let dir = TempDir::new();
     let confirmed: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let consumed: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    // One clock for the publisher's sends and the consumer's deliveries (to order them).
+    let clock = Arc::new(AtomicU64::new(0));
+    // Ids seen before a later send that was confirmed: their delivery marks are on disk.
+    let mut covered: HashSet<u64> = HashSet::new();
+    let mut problems: Vec<String> = Vec::new();
     let mut next_id = 0u64;
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     for cycle in 0..cycles {
@@ -145,12 +154,15 @@ async fn confirmed_messages_survive_kill_9() {
 
         let start = next_id;
         next_id += 1_000_000; // each cycle publishes from its own id range
-        let conf = confirmed.clone();
+        let (conf, clk) = (confirmed.clone(), clock.clone());
+        let last_confirmed_send = Arc::new(AtomicU64::new(0));
+        let last_send = last_confirmed_send.clone();
         let publisher = tokio::spawn(async move {
             let mut id = start;
             loop {
                 let mut pending = Vec::new();
                 for _ in 0..WINDOW {
+                    let at = clk.fetch_add(1, Ordering::SeqCst);
                     let body = id.to_string();
                     match pch
                         .basic_publish(
@@ -162,26 +174,31 @@ async fn confirmed_messages_survive_kill_9() {
                         )
                         .await
                     {
-                        Ok(c) => pending.push((id, c)),
+                        Ok(c) => pending.push((id, at, c)),
                         Err(_) => return,
                     }
                     id += 1;
                 }
-                for (id, c) in pending {
+                for (id, at, c) in pending {
                     match c.await {
                         Ok(c) if c.is_ack() => {
                             conf.lock().unwrap().insert(id);
+                            last_send.fetch_max(at, Ordering::SeqCst);
                         }
                         _ => return,
                     }
                 }
             }
         });
-        let seen = consumed.clone();
+        let (seen, clk) = (consumed.clone(), clock.clone());
+        let life: Arc<Mutex<Vec<(u64, bool, u64)>>> = Arc::default();
+        let this_life = life.clone();
         let consuming = tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
+                let at = clk.fetch_add(1, Ordering::SeqCst);
                 let id: u64 = text(&d.data).parse().expect("a published id");
                 *seen.lock().unwrap().entry(id).or_default() += 1;
+                this_life.lock().unwrap().push((id, d.redelivered, at));
                 if d.ack(BasicAckOptions::default()).await.is_err() {
                     return;
                 }
@@ -201,15 +218,24 @@ async fn confirmed_messages_survive_kill_9() {
         let _ = publisher.await;
         let _ = consuming.await;
         drop((pub_conn, con_conn));
+        let life = std::mem::take(&mut *life.lock().unwrap());
+        check_life(&life, &covered, &mut problems);
+        let synced_at = last_confirmed_send.load(Ordering::SeqCst);
+        covered.extend(life.iter().filter(|(_, _, at)| *at < synced_at).map(|(id, _, _)| *id));
         eprintln!("crash cycle {cycle}: {} confirmed so far", confirmed.lock().unwrap().len());
     }
     // Drain what is left after the last crash.
     let b = Broker::start_in(&dir.0, &[]);
     let (_conn, ch) = b.channel().await;
     declare_queue(&ch, "crash", durable(), FieldTable::default()).await.expect("declare");
-    for body in get_all(&ch, "crash").await {
-        *consumed.lock().unwrap().entry(body.parse().expect("a published id")).or_default() += 1;
+    let mut life = Vec::new();
+    while let Some(m) = ch.basic_get("crash".into(), BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+        let id: u64 = text(&m.delivery.data).parse().expect("a published id");
+        *consumed.lock().unwrap().entry(id).or_default() += 1;
+        life.push((id, m.delivery.redelivered, 0));
     }
+    check_life(&life, &covered, &mut problems);
+    assert!(problems.is_empty(), "{}", problems[..problems.len().min(10)].join("\n"));
     let confirmed = confirmed.lock().unwrap();
     let consumed = consumed.lock().unwrap();
     assert!(!confirmed.is_empty(), "the publisher got confirms in {cycles} cycles");
@@ -219,6 +245,22 @@ async fn confirmed_messages_survive_kill_9() {
     let bound = (cycles as u32) * (PREFETCH as u32 + 64);
     assert!(duplicates <= bound, "{duplicates} redeliveries exceed the in-flight bound {bound}");
     eprintln!("{} confirmed, {} consumed ids, {duplicates} redeliveries", confirmed.len(), consumed.len());
+}
+
+/// One broker life's deliveries (id, redelivered, clock): ids only grow (FIFO: the queue holds
+/// them in publish order and nothing is requeued while the broker lives), and a message known
+/// to have been delivered before is flagged redelivered.
+fn check_life(life: &[(u64, bool, u64)], covered: &HashSet<u64>, problems: &mut Vec<String>) {
+    for w in life.windows(2) {
+        if w[1].0 <= w[0].0 {
+            problems.push(format!("out of order: {} delivered after {}", w[1].0, w[0].0));
+        }
+    }
+    for (id, redelivered, _) in life {
+        if !redelivered && covered.contains(id) {
+            problems.push(format!("message {id} had been delivered but came back with redelivered=false"));
+        }
+    }
 }
 
 #[tokio::test]
@@ -241,11 +283,16 @@ async fn damaged_segments_are_recovered_around() {
     data[at + 2] ^= 0x55;
     data.truncate(data.len() - 4);
     std::fs::write(&segs[0], &data).unwrap();
-    let mut b = Broker::start_in(&dir.0, &[]);
+    let mut b = Broker::start_in_logging(&dir.0, &[], "info");
     let (_conn, ch) = b.channel().await;
     declare_queue(&ch, "damaged", durable(), FieldTable::default()).await.expect("declare");
     assert_eq!(get_all(&ch, "damaged").await, ["message-1", "message-3"], "the intact messages are served");
     assert!(b.is_running());
+    // Both repairs are logged: the skipped record, the cut tail, and the summary line.
+    b.wait_for_log("the skipped corrupt record", |l| l.contains("WARN") && l.contains("corrupt message record"));
+    b.wait_for_log("the cut tail", |l| l.contains("WARN") && l.contains("torn segment tail"));
+    let line = b.wait_for_log("the recovery summary", |l| l.contains("queue recovered"));
+    assert_eq!((log_field(&line, "messages"), log_field(&line, "skipped_corrupt")), ("2".into(), "1".into()), "{line}");
 }
 
 #[tokio::test]
@@ -401,4 +448,187 @@ async fn a_backlog_beyond_memory_is_paged_and_delivered_intact() {
     for (i, g) in got.iter().enumerate() {
         assert!(*g == body(i), "message {i} intact");
     }
+}
+
+/// TTLs keep counting across a restart: a queue with `x-message-ttl` and a per-message
+/// `expiration`, both durable with persistent messages and a durable dead-letter exchange. The
+/// broker is stopped (gracefully, or with `kill -9`) after most of the TTL has passed; after the
+/// restart each message is dead-lettered (reason `expired`) when its original TTL runs out, not
+/// a full TTL after the restart. With `down_until`, the broker stays down until that long after
+/// publishing (past the TTL): the messages are then dead-lettered as soon as it is back.
+async fn ttl_counts_across_a_restart(kill: bool, down_until: Option<Duration>) {
+    const TTL: Duration = Duration::from_millis(4000);
+    const BEFORE_STOP: Duration = Duration::from_millis(2500);
+    let dir = TempDir::new();
+    let mut b = Broker::start_in(&dir.0, &[]);
+    let published;
+    {
+        let (conn, ch) = confirm_channel(&b).await;
+        ch.exchange_declare(
+            "ttl-dlx".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("durable dead-letter exchange");
+        declare_queue(&ch, "ttl-dead", durable(), FieldTable::default()).await.expect("declare ttl-dead");
+        let dlx = ("x-dead-letter-exchange", lstr("ttl-dlx"));
+        let queue_ttl = ("x-message-ttl", lapin::types::AMQPValue::LongInt(TTL.as_millis() as i32));
+        declare_queue(&ch, "queue-ttl", durable(), table(&[dlx.clone(), queue_ttl])).await.expect("declare queue-ttl");
+        declare_queue(&ch, "message-ttl", durable(), table(&[dlx])).await.expect("declare message-ttl");
+        for q in ["queue-ttl", "message-ttl"] {
+            bind(&ch, "ttl-dead", "ttl-dlx", q).await;
+        }
+        published = std::time::Instant::now();
+        assert!(publish_confirmed_props(&ch, "", "queue-ttl", "by queue ttl", persistent()).await.is_ack());
+        let expiring = persistent().with_expiration(TTL.as_millis().to_string().into());
+        assert!(publish_confirmed_props(&ch, "", "message-ttl", "by expiration", expiring).await.is_ack());
+        // Let most of the TTL pass while the broker runs: this is the time that must count.
+        tokio::time::sleep(BEFORE_STOP.saturating_sub(published.elapsed())).await;
+        for q in ["queue-ttl", "message-ttl"] {
+            assert_eq!(ready_count(&ch, q).await, 1, "{q}: not expired before the stop");
+        }
+        // Close cleanly, so the graceful stop does not wait for an unanswered connection.close.
+        conn.close(200, "bye".into()).await.expect("close");
+    }
+    let stopping = published.elapsed();
+    if kill {
+        b.kill9();
+    } else {
+        assert!(b.terminate().expect("a Warren process").success());
+    }
+    if let Some(until) = down_until {
+        // Time passing while the broker is down is what this case is about.
+        tokio::time::sleep(until.saturating_sub(published.elapsed())).await;
+    }
+    let b = Broker::start_in(&dir.0, &[]);
+    let (_conn, ch) = b.channel().await;
+    let mut dead = consume(&ch, "ttl-dead").await;
+    let consuming = published.elapsed();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let d = next_delivery(&mut dead).await;
+        let at = published.elapsed();
+        let death = &x_death(&d.properties)[0];
+        assert_eq!(str_field(death, "reason"), "expired");
+        seen.push((str_field(death, "queue"), text(&d.data)));
+        let body = text(&d.data);
+        assert!(at >= TTL - Duration::from_millis(300), "{body} expired early, {at:?} after publishing");
+        // Due at TTL after publishing, or at once if the restart took longer than that.
+        assert!(
+            at < TTL.max(consuming) + Duration::from_millis(1000),
+            "{body} expired {at:?} after publishing (TTL {TTL:?}, consuming from {consuming:?})"
+        );
+        // A TTL restarted by the restart would run out no earlier than `stopping + TTL`.
+        assert!(
+            at + Duration::from_millis(1000) < stopping + TTL,
+            "{body} expired {at:?} after publishing: the TTL restarted with the broker (stopped at {stopping:?})"
+        );
+        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("message-ttl".to_string(), "by expiration".to_string()),
+            ("queue-ttl".to_string(), "by queue ttl".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn ttls_keep_counting_across_a_graceful_restart() {
+    ttl_counts_across_a_restart(false, None).await;
+}
+
+#[tokio::test]
+async fn ttls_keep_counting_across_kill_9() {
+    ttl_counts_across_a_restart(true, None).await;
+}
+
+#[tokio::test]
+async fn ttls_that_ran_out_while_the_broker_was_down_expire_when_it_is_back() {
+    ttl_counts_across_a_restart(true, Some(Duration::from_millis(4300))).await;
+}
+
+/// The numbers in a logged line's `key=value` field (quotes allowed around the value).
+fn log_field(line: &str, key: &str) -> String {
+    let at = line.find(&format!(" {key}=")).unwrap_or_else(|| panic!("no {key}= in log line: {line}"));
+    line[at + key.len() + 2..].split_whitespace().next().unwrap_or("").trim_matches('"').to_string()
+}
+
+/// Recovery logs what it recovered, per queue: the number of messages, the MB read and the
+/// seconds taken.
+#[tokio::test]
+async fn recovery_logs_messages_megabytes_and_seconds() {
+    const N: usize = 200;
+    const BODY: usize = 10_000;
+    let dir = TempDir::new();
+    let mut b = Broker::start_in(&dir.0, &[]);
+    {
+        let (_conn, ch) = confirm_channel(&b).await;
+        declare_queue(&ch, "logged", durable(), FieldTable::default()).await.expect("declare");
+        let body = "x".repeat(BODY);
+        let confirms: Vec<_> = {
+            let mut v = Vec::new();
+            for _ in 0..N {
+                v.push(
+                    ch.basic_publish(
+                        "".into(),
+                        "logged".into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        persistent(),
+                    )
+                    .await
+                    .expect("publish"),
+                );
+            }
+            v
+        };
+        for c in confirms {
+            assert!(within("confirm", c).await.expect("confirm").is_ack());
+        }
+    }
+    assert!(b.terminate().expect("a Warren process").success());
+    let b = Broker::start_in_logging(&dir.0, &[], "info");
+    let line = b.wait_for_log("the queue recovery line", |l| l.contains("queue recovered"));
+    assert_eq!(log_field(&line, "messages"), N.to_string(), "{line}");
+    let mb: f64 = log_field(&line, "mb").parse().unwrap_or_else(|e| panic!("mb is not a number ({e}): {line}"));
+    let bodies_mb = (N * BODY) as f64 / 1_048_576.0;
+    assert!(mb >= bodies_mb - 0.1 && mb <= bodies_mb * 1.2, "mb={mb}, bodies alone are {bodies_mb:.2} MB: {line}");
+    let seconds: f64 =
+        log_field(&line, "seconds").parse().unwrap_or_else(|e| panic!("seconds is not a number ({e}): {line}"));
+    assert!((0.0..10.0).contains(&seconds), "{line}");
+    assert_eq!(log_field(&line, "skipped_corrupt"), "0", "{line}");
+    let (_conn, ch) = b.channel().await;
+    assert_eq!(ready_count(&ch, "logged").await, N as u32, "what the line counts is what is served");
+}
+
+/// Segment files whose messages are all acknowledged are deleted (small segments from the
+/// config file, so a few dozen messages span many of them).
+#[tokio::test]
+async fn fully_acknowledged_segments_are_deleted() {
+    let b = Broker::start_with_config("[storage]\nsegment_size = 4096\n");
+    let data_dir = b.data_dir().expect("a Warren process");
+    let (_conn, ch) = confirm_channel(&b).await;
+    declare_queue(&ch, "settled", durable(), FieldTable::default()).await.expect("declare");
+    let body = "s".repeat(1000);
+    for _ in 0..40 {
+        assert!(publish_confirmed_props(&ch, "", "settled", &body, persistent()).await.is_ack());
+    }
+    let written = segment_files(&data_dir, "msgs").len();
+    assert!(written >= 8, "40 KB in 4 KiB segments spans many files, found {written}");
+    let mut consumer = consume(&ch, "settled").await;
+    for d in deliveries(&mut consumer, 40).await {
+        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    sync_point(&ch).await;
+    // No event announces a deleted file: wait for the directory to shrink.
+    eventually("settled segments deleted", || {
+        let left = segment_files(&data_dir, "msgs").len();
+        async move { left <= 1 }
+    })
+    .await;
 }

@@ -14,8 +14,13 @@ mod queues;
 // Protocol errors and fuzzing (raw sockets).
 mod protocol_errors;
 
+// Hostile and careless peers against a live witness connection (raw sockets + lapin).
+mod hostile;
+
 // Durability: restarts, kill -9, damaged files (Warren processes only).
 mod durability;
+mod metadata;
+mod power_loss;
 
 // Queue semantics (lapin).
 mod consumers;
@@ -23,6 +28,7 @@ mod dead_letter;
 mod dedup;
 mod delayed;
 mod length_limits;
+mod memory;
 mod priorities;
 mod queue_types;
 mod rpc;

@@ -18,7 +18,7 @@ fn passive_declare(name: &str) -> Args {
 }
 
 /// basic.publish to the default exchange with the given routing key and `immediate` flag.
-fn publish_args(routing_key: &str, immediate: bool) -> Args {
+pub(crate) fn publish_args(routing_key: &str, immediate: bool) -> Args {
     Args::new().short(0).shortstr("").shortstr(routing_key).bits(&[false, immediate])
 }
 
@@ -428,6 +428,61 @@ async fn property_strings_that_are_not_utf8_are_delivered_byte_exact() {
     let Event::Frame(body) = c.recv().await else { panic!("expected the body") };
     assert_eq!(body.payload, b"abc");
     c.assert_can_declare_queue(1).await;
+}
+
+#[tokio::test]
+async fn routing_keys_that_are_not_utf8_are_routed_and_returned_byte_exact() {
+    // RabbitMQ 3.10.8 accepts any bytes as a publish's routing key: a fanout delivers it and a
+    // return carries it as published; an exchange name that is not UTF-8 is simply not found.
+    let b = Broker::start();
+    let mut c = RawConn::open(&b.addr).await;
+    c.open_channel(1).await;
+    let q = unique("bytes-key");
+    c.send_method(1, 50, 10, &RawConn::queue_declare_args(&q, false, false, true, false)).await;
+    c.expect_method(1, 50, 11).await;
+    let bind = Args::new().short(0).shortstr(&q).shortstr("amq.fanout").shortstr("").bits(&[false]).table(&[]);
+    c.send_method(1, 50, 20, &bind).await;
+    c.expect_method(1, 50, 21).await;
+    let publish = |exchange: &str, key: &[u8], mandatory: bool| {
+        let mut bytes = method_frame(
+            1,
+            60,
+            40,
+            Args::new().short(0).shortstr(exchange).octet(key.len() as u8).raw(key).bits(&[mandatory, false]).bytes(),
+        );
+        bytes.extend(content_header_frame(1, 60, 2, 0, &[]));
+        bytes.extend(body_frame(1, b"hi"));
+        bytes
+    };
+    c.send(&publish("amq.fanout", b"k\xff.x", false)).await;
+    c.send_method(1, 60, 70, &Args::new().short(0).shortstr(&q).bits(&[true])).await;
+    let ok = c.expect_method(1, 60, 71).await;
+    let mut r = Reader(ok.args());
+    let _tag = r.longlong();
+    let _redelivered = r.octet();
+    let exchange = r.shortstr();
+    let n = r.octet() as usize;
+    assert_eq!((exchange.as_str(), r.take(n)), ("amq.fanout", &b"k\xff.x"[..]));
+    for _ in 0..2 {
+        c.recv().await; // header and body
+    }
+    // Unroutable and mandatory: the return names the key exactly as published.
+    c.send(&publish("amq.direct", b"z\xfe", true)).await;
+    let ret = c.expect_method(1, 60, 50).await;
+    let mut r = Reader(ret.args());
+    assert_eq!((r.short(), r.shortstr(), r.shortstr()), (312, "NO_ROUTE".to_string(), "amq.direct".to_string()));
+    let n = r.octet() as usize;
+    assert_eq!(r.take(n), b"z\xfe");
+    for _ in 0..2 {
+        c.recv().await;
+    }
+    c.assert_can_declare_queue(1).await;
+    // An exchange name that is not UTF-8 names no exchange: 404 on the channel.
+    let mut bytes =
+        method_frame(1, 60, 40, Args::new().short(0).raw(&[2, b'e', 0xFF]).shortstr("k").bits(&[false, false]).bytes());
+    bytes.extend(content_header_frame(1, 60, 0, 0, &[]));
+    c.send(&bytes).await;
+    c.expect_channel_close(1).await.assert_prefix(404, "NOT_FOUND - no exchange 'e", 60, 40);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -463,6 +463,11 @@ impl RawConn {
         self.try_send(bytes).await.expect("write to broker");
     }
 
+    /// Half-close: send FIN (EOF to the broker) and keep reading.
+    pub async fn shutdown_write(&mut self) {
+        self.stream.shutdown().await.expect("shutdown write half");
+    }
+
     pub async fn send_method(&mut self, channel: u16, class_id: u16, method_id: u16, args: &Args) {
         self.send(&method_frame(channel, class_id, method_id, args.bytes())).await;
     }

@@ -75,6 +75,22 @@ fn persistent_messages_survive_and_transient_ones_do_not() {
 }
 
 #[test]
+fn routing_keys_that_are_not_utf8_are_stored_byte_exact() {
+    let d = Dir::new("bytes");
+    let key = crate::protocol::routing_key::RoutingKey::from_wire(Bytes::from_static(b"k\xff"));
+    {
+        let (mut s, _) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+        let props = BasicProperties::default().with_delivery_mode(2);
+        let m = Message::build("ex".into(), key.clone(), props, [Bytes::from_static(b"b")].into_iter().collect());
+        s.append(1, &Arc::new(m)).unwrap();
+        s.flush().unwrap();
+    }
+    let (s, rec) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+    assert_eq!(rec.len(), 1);
+    assert_eq!(s.read(1).unwrap().routing_key.as_wire(), b"k\xff");
+}
+
+#[test]
 fn settled_messages_stay_gone_and_delivered_ones_come_back_redelivered() {
     let d = Dir::new("ack");
     {
@@ -91,6 +107,47 @@ fn settled_messages_stay_gone_and_delivered_ones_come_back_redelivered() {
     let (s, rec) = SegmentStore::open(&d.0, 1 << 20).unwrap();
     assert_eq!(bodies(&s, &rec), ["m2", "m4"]);
     assert_eq!(rec.iter().map(|r| r.redelivered).collect::<Vec<_>>(), [true, false]);
+}
+
+#[test]
+fn acks_files_are_synced_with_the_next_confirm_round() {
+    let d = Dir::new("acksync");
+    let (mut s, _) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+    s.append(1, &msg("m1", true)).unwrap();
+    assert_eq!(s.flush().unwrap().map(|f| f.len()), Some(1), "only the segment: no marks yet");
+    s.delivered(1);
+    assert!(s.flush().unwrap().is_none(), "a mark alone asks for no sync");
+    s.append(2, &msg("m2", true)).unwrap();
+    assert_eq!(s.flush().unwrap().map(|f| f.len()), Some(2), "the segment and the acks file with the mark");
+    s.append(3, &msg("m3", true)).unwrap();
+    assert_eq!(s.flush().unwrap().map(|f| f.len()), Some(1), "the mark was handed out once");
+}
+
+#[test]
+fn a_torn_acks_entry_does_not_shift_the_marks_after_it() {
+    let d = Dir::new("tornacks");
+    {
+        let (mut s, _) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+        for i in 1..=4 {
+            s.append(i, &msg(&format!("m{i}"), true)).unwrap();
+        }
+        s.delivered(1);
+        s.flush().unwrap();
+    }
+    // A power cut kept 3 bytes of the next entry.
+    let acks = acks_path(&d.0, 1);
+    fs::OpenOptions::new().append(true).open(&acks).unwrap().write_all(&[0x02, 0, 0]).unwrap();
+    {
+        let (mut s, rec) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+        assert_eq!(rec.iter().map(|r| r.redelivered).collect::<Vec<_>>(), [true, false, false, false]);
+        s.delivered(2);
+        s.remove(3);
+        s.flush().unwrap();
+    }
+    assert_eq!(fs::metadata(&acks).unwrap().len() % 8, 0, "whole entries only");
+    let (s, rec) = SegmentStore::open(&d.0, 1 << 20).unwrap();
+    assert_eq!(bodies(&s, &rec), ["m1", "m2", "m4"]);
+    assert_eq!(rec.iter().map(|r| r.redelivered).collect::<Vec<_>>(), [true, true, false]);
 }
 
 #[test]
@@ -256,6 +313,38 @@ fn mostly_settled_segments_are_compacted_and_stay_readable() {
 }
 
 #[test]
+fn recovered_delivered_marks_survive_a_compaction_in_the_next_run() {
+    let d = Dir::new("compact-marks");
+    let body = "z".repeat(1000);
+    {
+        let (mut s, _) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+        for i in 1..=64 {
+            s.append(i, &msg(&format!("{i:04}{body}"), true)).unwrap();
+        }
+        s.delivered(30);
+        s.flush().unwrap();
+    }
+    // Next run: the mark comes back; settling most of the segment compacts it.
+    let (mut s, rec) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+    s.set_compact_interval(std::time::Duration::ZERO);
+    assert!(rec.iter().find(|r| r.seq == 30).unwrap().redelivered);
+    for i in 65..=128 {
+        s.append(i, &msg(&format!("{i:04}{body}"), true)).unwrap();
+        s.flush().unwrap();
+    }
+    // Message 1 stays, so the oldest segment (left alone while it drains) is not 30's.
+    for i in (2..=64u64).filter(|i| *i != 30) {
+        s.remove(i);
+    }
+    for _ in 0..16 {
+        s.flush().unwrap();
+    }
+    drop(s);
+    let (_, rec) = SegmentStore::open(&d.0, 16 * 1024).unwrap();
+    assert!(rec.iter().find(|r| r.seq == 30).unwrap().redelivered, "mark kept across the compaction");
+}
+
+#[test]
 fn transient_messages_are_paged_out_and_never_recovered() {
     let d = Dir::new("paging");
     let body = "t".repeat(64 * 1024);
@@ -278,4 +367,14 @@ fn transient_messages_are_paged_out_and_never_recovered() {
 #[test]
 fn a_slot_is_24_bytes() {
     assert!(std::mem::size_of::<Slot>() <= 24, "{}", std::mem::size_of::<Slot>());
+}
+
+#[test]
+fn a_transient_store_never_wipes_a_directory_that_holds_something() {
+    let d = Dir::new("transient-refuses");
+    fs::create_dir_all(&d.0).unwrap();
+    fs::write(d.0.join("0000000001.msgs"), b"someone's data").unwrap();
+    let e = SegmentStore::open_transient(&d.0, 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("not empty"), "{e}");
+    assert_eq!(fs::read(d.0.join("0000000001.msgs")).unwrap(), b"someone's data");
 }
