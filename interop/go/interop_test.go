@@ -711,3 +711,76 @@ func TestQosGlobalAndDeferredConfirm(t *testing.T) {
 		t.Fatal("the 4th delivery did not come after the ack")
 	}
 }
+
+func TestNoWaitDeclareBindConsumeCancel(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	x, q := unique("nowait-x"), unique("nowait-q")
+	if err := ch.ExchangeDeclare(x, "topic", false, true, false, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(q, false, true, false, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q, "a.#", x, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := ch.Consume(q, "go-nowait", false, false, false, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ch, x, "a.b.c", false, amqp.Publishing{Body: []byte("nowait")})
+	d := take(t, deliveries, "delivery to a no-wait consumer")
+	if string(d.Body) != "nowait" || d.ConsumerTag != "go-nowait" || d.RoutingKey != "a.b.c" {
+		t.Fatalf("delivery %+v", d)
+	}
+	if err := d.Ack(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Cancel("go-nowait", true); err != nil {
+		t.Fatal(err)
+	}
+	// auto-delete queue: goes with its last consumer; a passive declare (a round trip on the same
+	// channel, so after the cancel) then fails with 404, as on RabbitMQ 3.10. (Warren used to
+	// answer it from the dying queue: declare-ok with zero counts.)
+	_, err = ch.QueueInspect(q)
+	var amqpErr *amqp.Error
+	if !errors.As(err, &amqpErr) || amqpErr.Code != 404 ||
+		amqpErr.Reason != "NOT_FOUND - no queue '"+q+"' in vhost '/'" {
+		t.Fatalf("auto-delete queue after the last consumer left: %v", err)
+	}
+}
+
+func TestRedeclareRightAfterNoWaitCancelOfLastConsumer(t *testing.T) {
+	conn := dial(t)
+	ch := channel(t, conn)
+	q := unique("redeclare-after-cancel")
+	t.Cleanup(func() {
+		if c, err := conn.Channel(); err == nil {
+			c.QueueDelete(q, false, false, false)
+			c.Close()
+		}
+	})
+	if _, err := ch.QueueDeclare(q, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Consume(q, "go-last", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Cancel("go-last", true); err != nil {
+		t.Fatal(err)
+	}
+	// The cancel auto-deletes the queue; this declare, after it on the same channel, must create a
+	// new one that messages then reach (not answer from the queue being deleted).
+	declared, err := ch.QueueDeclare(q, false, true, false, false, nil)
+	if err != nil || declared.Consumers != 0 || declared.Messages != 0 {
+		t.Fatalf("redeclare: %+v %v", declared, err)
+	}
+	confirmed := confirming(t, ch)
+	publish(t, ch, "", q, false, amqp.Publishing{Body: []byte("into the new queue")})
+	confirmed(1)
+	m, ok, err := ch.Get(q, true)
+	if err != nil || !ok || string(m.Body) != "into the new queue" {
+		t.Fatalf("get from the redeclared queue: ok=%v err=%v", ok, err)
+	}
+}
