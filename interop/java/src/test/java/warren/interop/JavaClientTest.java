@@ -1034,6 +1034,44 @@ class JavaClientTest {
         assertEquals(40, close.getMethodId());
     }
 
+    @Test
+    void noWaitDeclaresBindsAndDeletes() throws Exception {
+        Channel ch = conn.createChannel();
+        String x = unique("nowait-x");
+        String q = unique("nowait-q");
+        ch.exchangeDeclareNoWait(x, "direct", false, false, false, null);
+        ch.queueDeclareNoWait(q, false, false, false, Map.of("x-max-length", 10));
+        ch.queueBindNoWait(q, x, "k", null);
+        exchanges.add(x);
+        queues.add(q);
+        ch.confirmSelect();
+        ch.basicPublish(x, "k", null, utf8("nowait"));
+        ch.waitForConfirmsOrDie(WAIT_SECONDS * 1000);
+        assertEquals("nowait", new String(ch.basicGet(q, true).getBody(), StandardCharsets.UTF_8));
+
+        // An error on a no-wait method still closes the channel, asynchronously.
+        BlockingQueue<ShutdownSignalException> closed = new LinkedBlockingQueue<>();
+        ch.addShutdownListener(closed::add);
+        ch.queueDeclareNoWait(q, false, false, false, Map.of("x-max-length", 11));
+        AMQP.Channel.Close close = (AMQP.Channel.Close) take(closed, "channel.close").getReason();
+        assertEquals(406, close.getReplyCode());
+        assertEquals("PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue '" + q
+                + "' in vhost '/': received '11' but current is '10'", close.getReplyText());
+
+        Channel ch2 = conn.createChannel();
+        ch2.queueUnbind(q, x, "k"); // queue.unbind has no no-wait flag
+        ch2.queueDeleteNoWait(q, false, false);
+        ch2.exchangeDeleteNoWait(x, false);
+        // A synchronous round trip on the same channel orders the deletions before it.
+        IOException e = assertThrows(IOException.class, () -> ch2.queueDeclarePassive(q));
+        assertEquals(404, ((AMQP.Channel.Close) shutdownOf(e).getReason()).getReplyCode());
+        Channel ch3 = conn.createChannel();
+        IOException e2 = assertThrows(IOException.class, () -> ch3.exchangeDeclarePassive(x));
+        assertEquals(404, ((AMQP.Channel.Close) shutdownOf(e2).getReason()).getReplyCode());
+        queues.remove(q);
+        exchanges.remove(x);
+    }
+
     /** Consumes exactly n bodies from q, then checks that the queue is empty. */
     List<String> drain(Channel ch, String q, int n) throws Exception {
         BlockingQueue<Delivery> inbox = new LinkedBlockingQueue<>();
