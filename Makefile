@@ -31,7 +31,9 @@ unit:
 it:
 	$(CARGO) test --test it
 
-## pika, kombu (Python) and amqplib (Node) against the real broker; installs them locally.
+## pika, kombu, Celery (Python), amqplib (Node), the RabbitMQ Java client and amqp091-go (Go) against
+## the real broker; installs the Python/Node clients locally (Java/Go come from `make setup`).
+## INTEROP_SUITES="java go" runs only the suites named.
 interop: build
 	interop/with-warren.sh $(TARGET_DIR)/debug/warren
 
@@ -77,12 +79,20 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-## What a fresh Debian machine needs besides the Rust toolchain (python3-venv, node/npm).
+## Java and Go interop clients: Debian packages, built offline (no Maven Central, no Go proxy).
+INTEROP_DEBS = openjdk-17-jdk-headless maven librabbitmq-client-java libslf4j-java junit5 \
+	libsurefire-java libmaven-compiler-plugin-java libmaven-resources-plugin-java \
+	golang-go golang-github-rabbitmq-amqp091-go-dev
+
+## What a fresh Debian machine needs besides the Rust toolchain (python3-venv, node/npm, the
+## JDK + Maven + RabbitMQ Java client + JUnit 5, Go + amqp091-go).
 setup:
 	@command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 	@python3 -c 'import venv' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	@dpkg -s $(INTEROP_DEBS) >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq $(INTEROP_DEBS))
 
 clean:
 	$(CARGO) clean
-	rm -rf interop/.venv interop/node/node_modules
+	rm -rf interop/.venv interop/node/node_modules interop/java/.m2 interop/java/target interop/go/.cache

@@ -285,12 +285,30 @@ impl Connection {
                     auto_delete: d.auto_delete,
                     arguments: d.arguments,
                 };
-                let (entry, _) = vhost.declare_queue(&decl, self.id)?;
-                self.open_channel(ch)?.last_queue = Some(entry.name.clone());
-                if !d.nowait {
+                // The queue may be deleted between the lookup and our command reaching it (an
+                // auto-delete queue whose last consumer a no-wait basic.cancel just removed, an
+                // expiring or exclusive queue): its actor forgets the name before it answers, so
+                // declare again, as RabbitMQ would find it gone (passive: 404; else: a new queue).
+                let mut attempts = 0;
+                let (entry, stats) = loop {
+                    let (entry, _) = vhost.declare_queue(&decl, self.id)?;
                     let (reply, rx) = oneshot::channel();
                     entry.handle.send(QueueCmd::Stats { reply }).await;
-                    let stats = rx.await.unwrap_or_default();
+                    match rx.await {
+                        Ok(Some(stats)) => break (entry, stats),
+                        Ok(None) if attempts < 3 => attempts += 1,
+                        Ok(None) => {
+                            return Err(AmqpError::not_found(format_args!(
+                                "no queue '{}' in vhost '{}'",
+                                entry.name,
+                                vhost.name()
+                            )));
+                        }
+                        Err(_) => break (entry, Default::default()),
+                    }
+                };
+                self.open_channel(ch)?.last_queue = Some(entry.name.clone());
+                if !d.nowait {
                     self.reply(
                         ch,
                         AMQPClass::Queue(Q::DeclareOk(queue::DeclareOk {

@@ -185,9 +185,15 @@ impl QueueActor {
                 let _ = reply.send(if self.deleted { None } else { self.state.get(no_ack, now) });
             }
             QueueCmd::Stats { reply } => {
+                if self.deleted {
+                    let _ = reply.send(None);
+                    return;
+                }
                 self.state.touch(now);
-                let _ = reply
-                    .send(QueueStats { messages: self.state.ready_count(), consumers: self.state.consumer_count() });
+                let _ = reply.send(Some(QueueStats {
+                    messages: self.state.ready_count(),
+                    consumers: self.state.consumer_count(),
+                }));
             }
             QueueCmd::Sync { reply } => {
                 let _ = reply.send(());

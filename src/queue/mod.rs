@@ -151,9 +151,10 @@ pub enum QueueCmd {
         reply: oneshot::Sender<Option<GetReply>>,
         no_ack: bool,
     },
-    /// Counts for declare-ok (a declare also counts as use for `x-expires`).
+    /// Counts for declare-ok (a declare also counts as use for `x-expires`); `None` once the
+    /// queue has been deleted (its name is then already free for a new declaration).
     Stats {
-        reply: oneshot::Sender<QueueStats>,
+        reply: oneshot::Sender<Option<QueueStats>>,
     },
     /// Answered once every command sent before it has been applied (transaction commit).
     Sync {
