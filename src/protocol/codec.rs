@@ -270,13 +270,12 @@ pub fn parse_header(channel: u16, raw: Bytes) -> Result<ContentHeader, AmqpError
             octets(&raw)
         )));
     }
-    if let Some(at) = super::properties::headers_offset(&raw)
-        && let Err(e @ super::fields::FieldError::TooDeep) = super::fields::check_table(&raw[at..])
-    {
-        return Err(AmqpError::frame_error(format_args!("cannot decode content header {}: {e}", octets(&raw))));
-    }
-    let Some(properties) = super::properties::decode(&raw) else {
-        return Err(AmqpError::internal());
+    let properties = match super::properties::decode_checked(&raw) {
+        Ok(p) => p,
+        Err(e @ super::fields::FieldError::TooDeep) => {
+            return Err(AmqpError::frame_error(format_args!("cannot decode content header {}: {e}", octets(&raw))));
+        }
+        Err(super::fields::FieldError::Malformed) => return Err(AmqpError::internal()),
     };
     let (class_id, body_size) = fixed(&raw);
     Ok(ContentHeader {

@@ -106,14 +106,27 @@ pub fn headers_offset(raw: &[u8]) -> Option<usize> {
 /// forwarded to consumers keeps the bytes as published. `None`: malformed, or a headers table
 /// nested too deep.
 pub fn decode(raw: &[u8]) -> Option<super::BasicProperties> {
+    decode_checked(raw).ok()
+}
+
+/// [`decode`], telling a headers table nested too deep ([`FieldError::TooDeep`]) from any other
+/// fault ([`FieldError::Malformed`]); the table is walked once.
+///
+/// [`FieldError::TooDeep`]: super::fields::FieldError::TooDeep
+/// [`FieldError::Malformed`]: super::fields::FieldError::Malformed
+pub fn decode_checked(raw: &[u8]) -> Result<super::BasicProperties, super::fields::FieldError> {
+    if let Some(at) = headers_offset(raw) {
+        super::fields::check_table(&raw[at..])?;
+    }
+    decode_lossy(raw).ok_or(super::fields::FieldError::Malformed)
+}
+
+/// Decode properties whose headers table (if any) passed the depth check.
+fn decode_lossy(raw: &[u8]) -> Option<super::BasicProperties> {
     let parse = |raw: &[u8]| match amq_protocol::frame::parsing::parse_content_header(raw) {
         Ok(([], h)) => Some(h.properties),
         _ => None,
     };
-    let headers = headers_offset(raw);
-    if let Some(at) = headers {
-        super::fields::check_table(&raw[at..]).ok()?;
-    }
     if let Some(p) = parse(raw) {
         return Some(p);
     }
