@@ -37,7 +37,7 @@ else
 fi
 RMQ_PORT=${BENCH_RABBITMQ_PORT:-5697}
 RMQ_DIST_PORT=$((RMQ_PORT + 20000))
-RMQ_NODE=bench@localhost
+RMQ_NODE=bench$RMQ_PORT@localhost
 ONLY=${BENCH_ONLY:-}
 
 log() { echo "bench: $*" >&2; }
