@@ -1,6 +1,7 @@
 //! The broker: configuration, virtual hosts, and the ids handed to connections.
 
 pub mod alarm;
+pub mod connections;
 pub mod delayed;
 pub mod names;
 pub mod topology;
@@ -32,6 +33,8 @@ pub struct Broker {
     /// Raised while free disk space is below `storage.disk_free_limit` or memory use is above
     /// `memory.high_watermark`.
     pub disk_alarm: alarm::DiskAlarm,
+    /// The open connections and their states.
+    pub connections: Arc<connections::Connections>,
 }
 
 /// Where replies to a direct reply-to name go.
@@ -71,6 +74,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             replies: Mutex::new(HashMap::new()),
             disk_alarm,
+            connections: Default::default(),
         }))
     }
 

@@ -37,6 +37,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::broker::Broker;
+use crate::broker::connections::ConnState;
 use crate::broker::vhost::VHost;
 use crate::channel::{Channel, ChannelPhase};
 use crate::error::{AmqpError, ReplyCode};
@@ -118,8 +119,10 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
     let alarm = broker.disk_alarm.clone();
     let broker_content_limit = broker.config.amqp.max_content_in_progress;
+    let registration = broker.connections.register(id, peer, &negotiated.user, &negotiated.vhost);
     let conn = Connection {
         id,
+        registration,
         heartbeat: Heartbeat::new(negotiated.heartbeat, Instant::now()),
         neg: negotiated,
         broker,
@@ -138,6 +141,8 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         blocked: false,
         sent_blocked: false,
         output_blocked: false,
+        held: Vec::new(),
+        flow_wake: Arc::new(tokio::sync::Notify::new()),
         content_budget: crate::channel::assembler::ContentBudget::new(broker_content_limit),
         done: false,
     };
@@ -208,6 +213,8 @@ async fn handshake(framed: &mut Framed, wtx: &Writer, broker: &Broker, peer: Soc
 /// The connection task's state.
 pub struct Connection {
     pub id: u64,
+    /// This connection in the broker's list (removed when the task ends).
+    registration: crate::broker::connections::Registration,
     pub neg: Negotiated,
     pub broker: Arc<Broker>,
     pub vhost: Arc<VHost>,
@@ -237,6 +244,11 @@ pub struct Connection {
     /// The peer left too much of our output unread: this socket is not read until the writer
     /// drains (see [`writer`]).
     output_blocked: bool,
+    /// Publisher flow control: queues this connection published to that admit no more for
+    /// now; its socket is not read until they do (see [`crate::queue::admission`]).
+    held: Vec<QueueHandle>,
+    /// Notified by those queues when they admit again.
+    flow_wake: Arc<tokio::sync::Notify>,
     /// Bytes of partially received bodies across this connection's channels, and their limit.
     pub(crate) content_budget: crate::channel::assembler::ContentBudget,
     done: bool,
@@ -270,10 +282,10 @@ impl Connection {
                         }
                     }
                 }
-                frame = framed.next(), if !self.blocked && !self.output_blocked => {
+                frame = framed.next(), if !self.blocked && !self.output_blocked && self.held.is_empty() => {
                     self.on_read(frame).await;
                     for _ in 0..FRAMES_PER_TURN {
-                        if self.done || self.blocked || self.output_full() {
+                        if self.done || self.blocked || self.output_full() || !self.held.is_empty() {
                             break;
                         }
                         match framed.next().now_or_never() {
@@ -282,6 +294,13 @@ impl Connection {
                         }
                     }
                     self.flush_publishes().await;
+                }
+                _ = self.flow_wake.notified(), if !self.held.is_empty() => {
+                    let wake = self.flow_wake.clone();
+                    self.held.retain(|q| !q.admission.wait(&wake));
+                    if self.held.is_empty() {
+                        self.set_state(ConnState::Running);
+                    }
                 }
                 changed = self.alarm.changes.changed(), if self.blocked => {
                     if changed.is_err() || *self.alarm.changes.borrow() == 0 {
@@ -296,7 +315,7 @@ impl Connection {
                 }
                 _ = tokio::time::sleep_until(hb_at), if self.heartbeat.is_some() => {
                     let now = Instant::now();
-                    if self.blocked || self.output_blocked {
+                    if self.blocked || self.output_blocked || !self.held.is_empty() {
                         // Not reading the socket is our doing: the peer is not silent.
                         if let Some(h) = self.heartbeat.as_mut() {
                             h.touch(now);
@@ -378,10 +397,32 @@ impl Connection {
 
     /// Send this turn's publishes: one mailbox command per queue. Waiting here (a full queue
     /// mailbox) stops this connection reading its socket: TCP backpressure on the publisher.
+    ///
+    /// A queue limiting its publishers (its consumers have a backlog to work through) that has
+    /// no credit left holds this connection: its socket is not read until the queue admits
+    /// again. Deliveries, confirms and other queue events keep flowing meanwhile.
     pub async fn flush_publishes(&mut self) {
-        for (q, items) in self.pending.drain(..) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for (q, items) in pending.drain(..) {
+            let n = items.len();
             q.send(QueueCmd::Publish(items)).await;
+            if !q.admission.take(n) && !self.consumes_from(&q) && !q.admission.wait(&self.flow_wake) {
+                if self.held.is_empty() {
+                    debug!(queue = %q.name, "queue admits no more for now: publisher held (flow)");
+                    self.set_state(ConnState::Flow);
+                }
+                if !self.held.iter().any(|h| h.tx.same_channel(&q.tx)) {
+                    self.held.push(q);
+                }
+            }
         }
+        self.pending = pending;
+    }
+
+    /// Whether a channel of this connection consumes from `q`. Such a queue never holds this
+    /// connection: its acks would not be read, and the queue would wait on them for ever.
+    fn consumes_from(&self, q: &QueueHandle) -> bool {
+        self.channels.values().any(|c| c.consumers.values().any(|h| h.tx.same_channel(&q.tx)))
     }
 
     /// A publish arrived during a resource alarm: stop reading this connection (after the
@@ -391,6 +432,7 @@ impl Connection {
             return;
         }
         self.blocked = true;
+        self.set_state(ConnState::Blocked);
         let reason = crate::broker::alarm::reason(self.alarm.mask());
         info!(reason, "blocking a publishing connection: resource alarm");
         if self.neg.client.connection_blocked && !self.sent_blocked {
@@ -404,6 +446,7 @@ impl Connection {
 
     fn unblock(&mut self) {
         self.blocked = false;
+        self.set_state(if self.held.is_empty() { ConnState::Running } else { ConnState::Flow });
         if std::mem::take(&mut self.sent_blocked) {
             use amq_protocol::protocol::connection;
             let m = AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {}));
@@ -420,6 +463,10 @@ impl Connection {
         }
     }
 
+    fn set_state(&self, s: ConnState) {
+        self.registration.info.set_state(s);
+    }
+
     /// Report an error: a soft one closes channel `ch`, a hard one the connection.
     pub fn fail(&mut self, ch: u16, e: AmqpError) {
         if e.closes_connection() || ch == 0 {
@@ -433,6 +480,7 @@ impl Connection {
             }
             encode::method(&mut self.out, 0, &m::connection_close(&e));
             self.closing = Some(Instant::now() + CLOSE_OK_TIMEOUT);
+            self.set_state(ConnState::Closing);
         } else {
             info!(channel = ch, code = e.code.code(), reason = %e.text, "channel error");
             encode::method(&mut self.out, ch, &m::channel_close(&e));

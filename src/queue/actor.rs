@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::admission::{self, Admission};
 use super::args::QueueArgs;
 use super::dead_letter::{DeathReason, dead_letter, is_cycle};
 use super::state::{Delivery, Enqueued, QueueState};
@@ -51,7 +52,7 @@ pub fn spawn(
 ) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
-    let handle = QueueHandle { name: name.into(), tx, ctl };
+    let handle = QueueHandle { name: name.into(), tx, ctl, admission: Default::default() };
     let now = Instant::now();
     let mut state = QueueState::with_store(name, vhost.name(), args.clone(), now, store);
     state.restore(recovered, now);
@@ -65,6 +66,9 @@ pub fn spawn(
         me: handle.tx.downgrade(),
         ctl: handle.ctl.clone(),
         name_arc: handle.name.clone(),
+        admission: handle.admission.clone(),
+        delivered: 0,
+        last_delivery: now,
         auto_delete,
         deleted: false,
         awaiting_sync: Vec::new(),
@@ -86,6 +90,12 @@ struct QueueActor {
     /// The settlement mailbox (kept open by the task itself; the main mailbox decides its end).
     ctl: mpsc::UnboundedSender<QueueCmd>,
     name_arc: Arc<str>,
+    /// Publisher flow control (see [`super::admission`]).
+    admission: Arc<Admission>,
+    /// Messages delivered this round (credit for limited publishers).
+    delivered: usize,
+    /// When a consumer last got a message (consumers idle for [`admission::STALL`] stopped).
+    last_delivery: Instant,
     auto_delete: bool,
     /// Set once the queue is deleted; it then only drains its mailbox.
     deleted: bool,
@@ -100,7 +110,7 @@ impl QueueActor {
         let mut buf = Vec::with_capacity(BATCH);
         let mut settles = Vec::with_capacity(BATCH);
         loop {
-            let deadline = if self.deleted { None } else { self.state.next_deadline() };
+            let deadline = if self.deleted { None } else { self.next_deadline() };
             let got = tokio::select! {
                 biased;
                 _ = ctl_rx.recv_many(&mut settles, BATCH) => Some(1),
@@ -153,6 +163,7 @@ impl QueueActor {
                 self.on_timer(now);
                 self.dead_letter();
             }
+            self.admit(now);
             self.flush_store();
         }
         debug!(queue = %self.name, "queue task stopped");
@@ -297,6 +308,7 @@ impl QueueActor {
     fn dispatch(&mut self, now: Instant) {
         loop {
             let round = self.state.dispatch(now);
+            self.delivered += round.deliveries.len();
             if !round.deliveries.is_empty() {
                 self.deliver(round.deliveries, now);
             }
@@ -314,6 +326,39 @@ impl QueueActor {
         }
     }
 
+    /// Publisher flow control after a round: limit publishers to the delivery rate while
+    /// working consumers have a backlog, open otherwise (see [`super::admission`]).
+    fn admit(&mut self, now: Instant) {
+        let delivered = std::mem::take(&mut self.delivered);
+        if delivered > 0 {
+            self.last_delivery = now;
+        }
+        let limiting = self.admission.is_limiting();
+        let backlog = !self.deleted
+            && self.state.consumer_count() > 0
+            && Admission::over(self.state.ready_count(), self.state.ready_bytes(), limiting);
+        if backlog && now.duration_since(self.last_delivery) < admission::STALL {
+            if !limiting {
+                debug!(queue = %self.name, ready = self.state.ready_count(), "backlog: limiting publishers to the delivery rate");
+            }
+            self.admission.limit(delivered);
+        } else if limiting {
+            debug!(queue = %self.name, ready = self.state.ready_count(), stalled = backlog, "publishers no longer limited");
+            self.admission.open();
+        }
+    }
+
+    /// The state's next deadline, and while limiting publishers the moment consumers count as
+    /// stopped (the queue then opens).
+    fn next_deadline(&self) -> Option<Instant> {
+        let d = self.state.next_deadline();
+        if !self.admission.is_limiting() {
+            return d;
+        }
+        let stall = self.last_delivery + admission::STALL;
+        Some(d.map_or(stall, |d| d.min(stall)))
+    }
+
     /// Whether ready messages are piling up for this queue's consumers.
     fn backlogged(&self) -> bool {
         self.state.consumer_count() > 0
@@ -322,7 +367,12 @@ impl QueueActor {
 
     /// A handle on our own mailbox (None once nothing else holds one: the queue is unreachable).
     fn own_handle(&self) -> Option<QueueHandle> {
-        self.me.upgrade().map(|tx| QueueHandle { name: self.name_arc.clone(), tx, ctl: self.ctl.clone() })
+        self.me.upgrade().map(|tx| QueueHandle {
+            name: self.name_arc.clone(),
+            tx,
+            ctl: self.ctl.clone(),
+            admission: self.admission.clone(),
+        })
     }
 
     /// Send a round's deliveries to the consumers' connections.

@@ -5,6 +5,7 @@
 //! by prefetch and the writer watermark, so it never waits on a consumer.
 
 pub mod actor;
+pub mod admission;
 pub mod args;
 pub mod dead_letter;
 pub mod state;
@@ -44,6 +45,8 @@ pub struct QueueHandle {
     pub name: Arc<str>,
     pub tx: mpsc::Sender<QueueCmd>,
     pub ctl: mpsc::UnboundedSender<QueueCmd>,
+    /// Publisher flow control: whether the queue admits more publishes now.
+    pub admission: Arc<admission::Admission>,
 }
 
 impl QueueHandle {

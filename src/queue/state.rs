@@ -452,9 +452,30 @@ impl<S: MessageStore> QueueState<S> {
         self.consumers.iter().map(|c| &c.spec)
     }
 
+    /// Drop ack deadlines of deliveries no longer awaiting an ack: those at the front at once,
+    /// the rest once they outnumber the unacked deliveries (an old delivery left unacked would
+    /// otherwise keep every later entry for the whole timeout).
+    fn trim_ack_deadlines(&mut self) {
+        while let Some(&(_, seq)) = self.ack_deadlines.front() {
+            if self.unacked.contains_key(&seq) {
+                break;
+            }
+            self.ack_deadlines.pop_front();
+        }
+        if self.ack_deadlines.len() > 2 * self.unacked.len() + 1024 {
+            let unacked = &self.unacked;
+            self.ack_deadlines.retain(|(_, seq)| unacked.contains_key(seq));
+        }
+    }
+
     /// Settle deliveries. Unknown sequence numbers are ignored (the channel already validated
     /// the delivery tags; a number may belong to a purged or requeued message).
     pub fn settle(&mut self, seqs: &[u64], outcome: Outcome) {
+        self.settle_each(seqs, outcome);
+        self.trim_ack_deadlines();
+    }
+
+    fn settle_each(&mut self, seqs: &[u64], outcome: Outcome) {
         for &seq in seqs {
             let Some(u) = self.unacked.remove(&seq) else { continue };
             if let Some(id) = u.consumer

@@ -324,3 +324,25 @@ fn a_queued_message_costs_at_most_24_bytes_of_queue_state() {
     // under 64 bytes of RAM per message (issue target).
     assert!(std::mem::size_of::<super::Ready>() <= 24, "{}", std::mem::size_of::<super::Ready>());
 }
+
+#[test]
+fn ack_deadlines_do_not_outlive_their_acks() {
+    // A long consumer timeout: settled deliveries must not keep their deadline entries for it.
+    let limit = Arc::new(ChannelLimit::default());
+    let (mut q, now) = queue(QueueArgs { consumer_timeout: Some(Duration::from_secs(1800)), ..Default::default() });
+    q.add_consumer(consumer("c", 10, &limit), now).unwrap();
+    // One delivery left unacked throughout (acks out of order).
+    q.enqueue(msg(0), now).unwrap();
+    let first = q.dispatch(now).deliveries[0].seq;
+    for round in 0..10_000u32 {
+        q.enqueue(msg(round as u8), now).unwrap();
+        let seqs: Vec<u64> = q.dispatch(now).deliveries.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs.len(), 1);
+        q.settle(&seqs, Outcome::Ack);
+    }
+    assert!(q.ack_deadlines.len() <= 2 * q.unacked.len() + 1024, "{} deadline entries", q.ack_deadlines.len());
+    // The old delivery still times out.
+    assert_eq!(q.on_timer(now + Duration::from_secs(1801)).len(), 1);
+    q.settle(&[first], Outcome::Ack);
+    assert!(q.ack_deadlines.is_empty());
+}

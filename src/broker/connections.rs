@@ -1,0 +1,126 @@
+//! The broker's list of open connections and what each is doing, as RabbitMQ reports it
+//! (`rabbitmqctl list_connections state`, the management API's `state` field). Connection
+//! tasks register themselves once open and update their state; readers (tests, the future
+//! management API) take snapshots. Nothing here is on the per-message path.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A connection's state, named as RabbitMQ names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    Running = 0,
+    /// Held by publisher flow control: a queue it publishes to admits no more for now.
+    Flow = 1,
+    /// Publishing during a resource alarm: its socket is not read until the alarm clears.
+    Blocked = 2,
+    Closing = 3,
+}
+
+impl ConnState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnState::Running => "running",
+            ConnState::Flow => "flow",
+            ConnState::Blocked => "blocked",
+            ConnState::Closing => "closing",
+        }
+    }
+
+    fn from_u8(v: u8) -> ConnState {
+        match v {
+            1 => ConnState::Flow,
+            2 => ConnState::Blocked,
+            3 => ConnState::Closing,
+            _ => ConnState::Running,
+        }
+    }
+}
+
+/// What the broker knows of one open connection.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub user: String,
+    pub vhost: String,
+    state: AtomicU8,
+}
+
+impl ConnectionInfo {
+    pub fn state(&self) -> ConnState {
+        ConnState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn set_state(&self, s: ConnState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+}
+
+/// The open connections (after `connection.open-ok`).
+#[derive(Debug, Default)]
+pub struct Connections {
+    map: Mutex<HashMap<u64, Arc<ConnectionInfo>>>,
+}
+
+/// Removes its connection from the list when dropped (however the connection task ends).
+#[derive(Debug)]
+pub struct Registration {
+    list: Arc<Connections>,
+    pub info: Arc<ConnectionInfo>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.list.map.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.info.id);
+    }
+}
+
+impl Connections {
+    pub fn register(self: &Arc<Self>, id: u64, peer: SocketAddr, user: &str, vhost: &str) -> Registration {
+        let info = Arc::new(ConnectionInfo {
+            id,
+            peer,
+            user: user.to_string(),
+            vhost: vhost.to_string(),
+            state: AtomicU8::new(ConnState::Running as u8),
+        });
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(id, info.clone());
+        Registration { list: self.clone(), info }
+    }
+
+    /// The open connections, in no particular order.
+    pub fn snapshot(&self) -> Vec<Arc<ConnectionInfo>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_lives_as_long_as_its_guard() {
+        let list = Arc::new(Connections::default());
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        {
+            let r = list.register(7, peer, "guest", "/");
+            r.info.set_state(ConnState::Flow);
+            let snap = list.snapshot();
+            assert_eq!(snap.len(), 1);
+            assert_eq!(snap[0].state().as_str(), "flow");
+        }
+        assert!(list.is_empty());
+    }
+}
