@@ -167,6 +167,7 @@ D="-z $SECS"
 SCENARIOS=(
     "1|1p/1c, 16 B, transient, auto-ack|-x 1 -y 1 -s 16 -a $D|received msg/s:received_rate:up"
     "2|1p/1c, 16 B, manual ack, prefetch 1000, multi-ack 100|-x 1 -y 1 -s 16 -q 1000 -A 100 $D|received msg/s:received_rate:up"
+    "2b|1p/1c, persistent 16 B, durable queue, no confirms, ack each, prefetch 100|-x 1 -y 1 -s 16 -f persistent -q 100 $D|received msg/s:received_rate:up|RSS growth B/s after 1st quarter:rss.growth_per_s:down|RSS max B:rss.max:down"
     "3|4p/4c/4 queues, 1 KiB, prefetch 1000, multi-ack 100|-x 4 -y 4 -s 1024 --queue-pattern bench-q%d --queue-pattern-from 1 --queue-pattern-to 4 -q 1000 -A 100 $D|received msg/s:received_rate:up"
     "4|fanout to 10 queues, 10 consumers, 16 B, auto-ack|-x 1 -y 10 -s 16 -a -e bench-fanout -t fanout --queue-pattern bench-fan%d --queue-pattern-from 1 --queue-pattern-to 10 $D|deliveries/s:received_rate:up"
     "5|topic, 10,000 bindings, random routing keys, 16 B|-x 1 -y 1 -s 16 -a -e bench-topic -t topic -K --bindings 10000 $D|published msg/s:sent_rate:up|deliveries/s:received_rate:up"
@@ -175,6 +176,7 @@ SCENARIOS=(
     "6c|persistent, durable queue, confirm window 1000, acking consumer|-x 1 -y 1 -s 16 -f persistent -c 1000 -q 1000 -A 100 $D|confirmed msg/s:sent_rate:up"
     "7|latency at 10,000 msg/s, 1p/1c, 16 B, auto-ack|-x 1 -y 1 -s 16 -a -r 10000 $D|p50 µs:latency_us.p50:down|p99 µs:latency_us.p99:down"
     "8!|prefill $PREFILL x 256 B, then drain (prefetch 1000, multi-ack 100)|-x 0 -y 1 -s 256 --prefill $PREFILL -q 1000 -A 100|drain msg/s:received_rate:up|prefill msg/s:prefill.rate:up|RSS B/queued msg:rss.per_message:down"
+    "8b!|as 8, with a publisher at half of that broker's scenario-8 drain rate during the drain|-x 1 -y 1 -s 256 --prefill $PREFILL -C $PREFILL -q 1000 -A 100 -r @HALF_DRAIN@|received msg/s:received_rate:up|published msg/s:sent_rate:up"
     "9!|$CONNS idle connections (one channel each)|-x 0 -y 0 --connections $CONNS -z 2|RSS B/connection:rss.per_connection:down"
     "10|1 MiB messages, 1p/1c, prefetch 100, multi-ack 10|-x 1 -y 1 -s 1048576 -q 100 -A 10 $D|received MB/s:received_mb_s:up"
 )
@@ -182,7 +184,7 @@ SCENARIOS=(
 selected() {
     [[ -z $ONLY ]] && return 0
     local n
-    for n in $ONLY; do [[ $n == "$1" || $n == "${1%[abc]}" ]] && return 0; done
+    for n in $ONLY; do [[ $n == "$1" || $n == "${1%[a-z]}" ]] && return 0; done
     return 1
 }
 
@@ -226,8 +228,21 @@ for round in $(seq 1 "$ROUNDS"); do
             if [[ $fresh == 1 ]]; then
                 if [[ $broker == warren ]]; then stop_warren; start_warren; else stop_rabbit; start_rabbit; fi
             fi
+            run_args=$args
+            if [[ $run_args == *@HALF_DRAIN@* ]]; then
+                # Half of this broker's scenario-8 drain rate in this round.
+                half=$(python3 -c 'import json,sys; print(max(1, int(json.load(open(sys.argv[1]))["received_rate"] / 2)))' \
+                    "$RAW/8-$broker-r$round.json" 2>/dev/null) || half=""
+                if [[ -z $half ]]; then
+                    log "scenario $id needs scenario 8's result for $broker in round $round; skipped"
+                    printf '%s\t%s\t%s\tERR\n' "$id" "$broker" "$round" >>"$INDEX"
+                    FAILED=1
+                    continue
+                fi
+                run_args=${run_args//@HALF_DRAIN@/$half}
+            fi
             # shellcheck disable=SC2086 # $args is a word list on purpose
-            run_one "$broker" "$id" "$round" $args
+            run_one "$broker" "$id" "$round" $run_args
         done
     done
 done
@@ -287,8 +302,26 @@ def fmt(v):
         return f"{v:,.0f}"
     return f"{v:.2f}"
 
-print("| # | scenario | metric | Warren | RabbitMQ | ratio | CPU Warren run | CPU RabbitMQ run |")
-print("|---|---|---|---:|---:|---:|---:|---:|")
+def spread(docs, path):
+    vals = [get(d, path) for d in docs if d is not None]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    if len(vals) < 2:
+        return ""
+    return f" ({fmt(min(vals))}–{fmt(max(vals))})"
+
+def worst(w, r, path, direction):
+    """The least favourable of the per-round ratios (round i of Warren against round i of RabbitMQ)."""
+    ratios = []
+    for a, b in zip(w, r):
+        va, vb = (get(a, path) if a else None), (get(b, path) if b else None)
+        if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and vb:
+            ratios.append(va / vb)
+    if len(ratios) < 2:
+        return "-"
+    return f"{(min(ratios) if direction == 'up' else max(ratios)):.2f}"
+
+print("| # | scenario | metric | Warren (min–max) | RabbitMQ (min–max) | ratio of medians | worst round | CPU Warren run | CPU RabbitMQ run |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|")
 for spec in open(sys.argv[2]).read().splitlines():
     parts = spec.split("|")
     sid, title, metrics = parts[0].rstrip("!"), parts[1], parts[3:]
@@ -306,7 +339,8 @@ for spec in open(sys.argv[2]).read().splitlines():
         if isinstance(wv, (int, float)) and isinstance(rv, (int, float)) and rv:
             ratio = f"{wv / rv:.2f} {'↑' if direction == 'up' else '↓'}"
         first = i == 0
-        print(f"| {sid if first else ''} | {title if first else ''} | {label} | {fmt(wv)} | {fmt(rv)} | {ratio} "
+        print(f"| {sid if first else ''} | {title if first else ''} | {label} | {fmt(wv)}{spread(w, path)} "
+              f"| {fmt(rv)}{spread(r, path)} | {ratio} | {worst(w, r, path, direction)} "
               f"| {cpu[0] if first else ''} | {cpu[1] if first else ''} |")
 PY
     if [[ -n $ALLOC_TABLE ]]; then

@@ -31,6 +31,11 @@ pub struct Rss {
     pub per_connection: Option<f64>,
     /// (after_prefill - before prefill) / queued message copies.
     pub per_message: Option<f64>,
+    /// Highest RSS seen during the measurement (sampled every second).
+    pub max: Option<u64>,
+    /// RSS growth from a quarter into the measurement to its end, bytes per second: about 0
+    /// when the broker's memory is flat after the first seconds.
+    pub growth_per_s: Option<f64>,
 }
 
 /// CPU used during the measurement, in % of one core.
@@ -107,7 +112,15 @@ impl Summary {
             if r.after_prefill.is_some() {
                 let _ = write!(s, ", after prefill {}", mib(r.after_prefill));
             }
-            let _ = writeln!(s, ", end {}", mib(r.end));
+            let _ = write!(s, ", max {}, end {}", mib(r.max), mib(r.end));
+            match r.growth_per_s {
+                Some(g) => {
+                    let _ = writeln!(s, ", growth after the first quarter {:.2} MiB/s", g / 1048576.0);
+                }
+                None => {
+                    let _ = writeln!(s);
+                }
+            }
             if let Some(c) = r.per_connection {
                 let _ = writeln!(s, "broker rss per connection: {:.0} B", c);
             }

@@ -311,6 +311,7 @@ async fn measure_inner(
     tokio::pin!(ctrl_c);
     let (mut last_report, mut last_sent, mut last_recv) = (Duration::ZERO, 0u64, 0u64);
     let mut recv_seen = (0u64, t0);
+    let mut rss_quarter: Option<(u64, Instant)> = None;
     let mut producers_done_at = None;
     let mut recv_end = None;
     loop {
@@ -327,6 +328,14 @@ async fn measure_inner(
             recv_seen = (recv, now);
         }
         if el >= last_report + Duration::from_secs(1) {
+            if let Some(r) = pid.and_then(rss_bytes) {
+                rss.max = Some(rss.max.map_or(r, |m| m.max(r)));
+                // The reference point for growth: the first sample a quarter into the run.
+                let quarter = deadline.map_or(Duration::from_secs(3), |d| d / 4);
+                if rss_quarter.is_none() && el >= quarter {
+                    rss_quarter = Some((r, now));
+                }
+            }
             let dt = (el - last_report).as_secs_f64();
             let p50 = {
                 let mut l = counters.latency.lock().expect("latency lock");
@@ -372,6 +381,12 @@ async fn measure_inner(
     let end = Instant::now();
     let cpu1 = (cpu_seconds(None), pid.and_then(|p| cpu_seconds(Some(p))));
     rss.end = pid.and_then(rss_bytes);
+    if let (Some((r0, t)), Some(r1)) = (rss_quarter, rss.end) {
+        let secs = (end - t).as_secs_f64();
+        if secs > 0.5 {
+            rss.growth_per_s = Some((r1 as f64 - r0 as f64) / secs);
+        }
+    }
     let sent = Counters::get(&counters.sent);
     let received = Counters::get(&counters.received);
     let latency = counters.latency.lock().expect("latency lock").total.clone();
