@@ -135,6 +135,12 @@ pub struct AmqpConfig {
     /// Most bytes of partially received message bodies one connection may hold across all its
     /// channels; a body frame past it closes its channel with 406 PRECONDITION_FAILED.
     pub max_content_in_progress: u64,
+    /// Publisher flow control: a queue with working consumers and more than this many ready
+    /// messages admits publishes only as fast as it delivers; publishers beyond that wait (their
+    /// sockets are not read; connection state `flow`). 0 turns the message threshold off.
+    pub flow_backlog_messages: u32,
+    /// The same threshold in bytes of ready messages. 0 turns it off.
+    pub flow_backlog_bytes: u64,
 }
 
 impl AmqpConfig {
@@ -191,6 +197,8 @@ impl Default for AmqpConfig {
             transaction_max_messages: 100_000,
             transaction_max_bytes: 268_435_456,
             max_content_in_progress: 268_435_456,
+            flow_backlog_messages: crate::queue::admission::HIGH_MESSAGES,
+            flow_backlog_bytes: crate::queue::admission::HIGH_BYTES,
         }
     }
 }

@@ -50,6 +50,7 @@ impl Broker {
     pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
         let timeout = config.amqp.consumer_timeout_duration();
         let persister = Persister::start();
+        crate::queue::admission::configure(config.amqp.flow_backlog_messages, config.amqp.flow_backlog_bytes);
         let mut vhosts = HashMap::new();
         for v in &config.auth.vhosts {
             let storage = StorageSettings {

@@ -20,21 +20,33 @@
 //! of connections waiting on each other ends after [`STALL`], when the stalled queue opens.
 //!
 //! Publishers read the state with two atomic loads per batch; queues write it once per round.
+//! The thresholds are process-wide settings (`amqp.flow_backlog_messages` / `_bytes`), set once
+//! from the configuration before any queue starts.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Ready messages above which a queue with working consumers starts limiting its publishers.
+/// Default ready messages above which a queue with working consumers starts limiting its
+/// publishers (`amqp.flow_backlog_messages`).
 ///
 /// Enough that consumers never run dry while a held publisher wakes (tens of milliseconds at
 /// the fastest consumer rates), small enough that the backlog stays far inside the queue's
 /// in-memory budget, so it is never paged out only to be read back.
 pub const HIGH_MESSAGES: u32 = 10_000;
-/// The same in bytes of ready bodies and headers (large messages).
+/// The same in bytes of ready bodies and headers (large messages; `amqp.flow_backlog_bytes`).
 pub const HIGH_BYTES: u64 = 32 * 1024 * 1024;
+
+static LIMIT_MESSAGES: AtomicU32 = AtomicU32::new(HIGH_MESSAGES);
+static LIMIT_BYTES: AtomicU64 = AtomicU64::new(HIGH_BYTES);
+
+/// Set the backlog thresholds (from the configuration, at start; 0 turns limiting off).
+pub fn configure(messages: u32, bytes: u64) {
+    LIMIT_MESSAGES.store(messages, Ordering::Relaxed);
+    LIMIT_BYTES.store(bytes, Ordering::Relaxed);
+}
 /// Limiting ends once the backlog is below half of the thresholds (hysteresis).
 const LOW_FACTOR: u64 = 2;
 /// Most credit a limiting queue banks: a publisher slower than the consumers is never held,
@@ -112,11 +124,19 @@ impl Admission {
     /// Whether this many ready messages / bytes call for limiting (`limiting`: the current
     /// state, for the hysteresis).
     pub fn over(ready: u32, ready_bytes: u64, limiting: bool) -> bool {
-        if limiting {
-            ready as u64 > HIGH_MESSAGES as u64 / LOW_FACTOR || ready_bytes > HIGH_BYTES / LOW_FACTOR
-        } else {
-            ready > HIGH_MESSAGES || ready_bytes > HIGH_BYTES
-        }
+        Self::over_limits(
+            ready,
+            ready_bytes,
+            limiting,
+            LIMIT_MESSAGES.load(Ordering::Relaxed),
+            LIMIT_BYTES.load(Ordering::Relaxed),
+        )
+    }
+
+    fn over_limits(ready: u32, ready_bytes: u64, limiting: bool, messages: u32, bytes: u64) -> bool {
+        let (m, b) =
+            if limiting { (messages as u64 / LOW_FACTOR, bytes / LOW_FACTOR) } else { (messages as u64, bytes) };
+        (messages > 0 && ready as u64 > m) || (bytes > 0 && ready_bytes > b)
     }
 
     fn wake(&self) {
@@ -184,10 +204,13 @@ mod tests {
 
     #[test]
     fn hysteresis() {
-        assert!(!Admission::over(HIGH_MESSAGES, 0, false));
-        assert!(Admission::over(HIGH_MESSAGES + 1, 0, false));
-        assert!(Admission::over(HIGH_MESSAGES / 2 + 1, 0, true));
-        assert!(!Admission::over(HIGH_MESSAGES / 2, 0, true));
-        assert!(Admission::over(0, HIGH_BYTES + 1, false));
+        let over = |r, b, l| Admission::over_limits(r, b, l, HIGH_MESSAGES, HIGH_BYTES);
+        assert!(!over(HIGH_MESSAGES, 0, false));
+        assert!(over(HIGH_MESSAGES + 1, 0, false));
+        assert!(over(HIGH_MESSAGES / 2 + 1, 0, true));
+        assert!(!over(HIGH_MESSAGES / 2, 0, true));
+        assert!(over(0, HIGH_BYTES + 1, false));
+        // 0 turns a threshold off.
+        assert!(!Admission::over_limits(u32::MAX, u64::MAX, false, 0, 0));
     }
 }

@@ -81,6 +81,23 @@ impl Broker {
         b
     }
 
+    /// [`Broker::start_with_config`] with the log filter `filter` (see [`Broker::start_in_logging`]).
+    pub fn start_with_config_logging(toml: &str, filter: &str) -> Broker {
+        assert!(std::env::var("WARREN_TEST_ADDR").is_err(), "log tests need a Warren process they start themselves");
+        let data_dir = TempDir::new();
+        let config = data_dir.0.join("test-config.toml");
+        std::fs::write(&config, toml).expect("write test config");
+        let config = config.to_str().expect("utf-8 temp path").to_string();
+        let mut b = Self::spawn(&data_dir.0, &["--config", &config], Some(filter), &[]);
+        b._data_dir = Some(data_dir);
+        b
+    }
+
+    /// Whether a log line of this broker seen so far satisfies `pred` (no waiting).
+    pub fn logged(&self, pred: impl Fn(&str) -> bool) -> bool {
+        self.log.0.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|l| pred(l))
+    }
+
     fn spawn(
         data_dir: &std::path::Path,
         extra: &[&str],

@@ -27,6 +27,7 @@ mod consumers;
 mod dead_letter;
 mod dedup;
 mod delayed;
+mod flow;
 mod length_limits;
 mod memory;
 mod priorities;
