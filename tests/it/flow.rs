@@ -291,22 +291,23 @@ async fn stopped_consumers_do_not_hold_publishers_for_ever() {
         }
     });
     let mut confirms = Vec::new();
-    for i in 0..n {
-        confirms.push(
-            within_secs(30, "basic.publish", async {
-                pch.basic_publish(
+    within_secs(30, "publishing", async {
+        for i in 0..n {
+            let body = format!("{i}");
+            let c = pch
+                .basic_publish(
                     "".into(),
                     q.as_str().into(),
                     BasicPublishOptions::default(),
-                    format!("{i}").as_bytes(),
+                    body.as_bytes(),
                     BasicProperties::default(),
                 )
                 .await
-                .expect("basic.publish")
-            })
-            .await,
-        );
-    }
+                .expect("basic.publish");
+            confirms.push(c);
+        }
+    })
+    .await;
     within_secs(30, "every confirm", async {
         for c in confirms {
             assert!(c.await.expect("confirm").is_ack());
