@@ -92,7 +92,9 @@ java_started=$SECONDS
 if want java; then
 echo "interop: mvn test (RabbitMQ Java client) against $AMQP_URL"
 # Build output goes to this run's own directory (no stale classes or reports, no clash between
-# concurrent runs); only the dependency cache java/.m2 is shared.
+# concurrent runs); only the dependency cache java/.m2 is shared. Maven caches a failed lookup
+# (a run before `make setup` installed the Debian jars) and would not look again for a day.
+find "$HERE/java/.m2" -name '*.lastUpdated' -delete 2>/dev/null || true
 (cd "$HERE/java" && timeout --kill-after=5 "$JAVA_SUITE_TIMEOUT" \
   mvn --batch-mode --no-transfer-progress -s settings.xml -Dmaven.repo.local="$HERE/java/.m2" \
     -Dinterop.build.dir="$RESULTS/java-target" -Dstyle.color=never test) || java_rc=$?
