@@ -54,6 +54,39 @@ impl Message {
         }
     }
 
+    /// The same message in one allocation of its own, no longer sharing the publisher's read
+    /// buffer. A connection that publishes a message or two and closes (a PHP request, a
+    /// serverless function) would otherwise leave its whole read buffer (8 KiB) pinned by a
+    /// ~100-byte message for as long as the message is queued. Bodies above `max_body` are
+    /// left as they are (a large body fills its buffer).
+    pub fn compacted(self, max_body: u64) -> Message {
+        if self.body_size > max_body {
+            return self;
+        }
+        let rk = self.routing_key.as_wire();
+        let len = self.exchange.len() + rk.len() + self.raw_header.len() + self.body_size as usize;
+        let mut buf = bytes::BytesMut::with_capacity(len);
+        buf.extend_from_slice(self.exchange.as_bytes());
+        buf.extend_from_slice(rk);
+        buf.extend_from_slice(&self.raw_header);
+        for chunk in &self.body {
+            buf.extend_from_slice(chunk);
+        }
+        let buf = buf.freeze();
+        let (x_end, rk_end) = (self.exchange.len(), self.exchange.len() + rk.len());
+        let h_end = rk_end + self.raw_header.len();
+        Message {
+            // Was a ByteString: valid UTF-8.
+            exchange: ByteString::try_from(buf.slice(..x_end)).unwrap_or_else(|_| self.exchange.clone()),
+            routing_key: RoutingKey::from_wire(buf.slice(x_end..rk_end)),
+            raw_header: buf.slice(rk_end..h_end),
+            body: smallvec::smallvec![buf.slice(h_end..)],
+            body_size: self.body_size,
+            summary: self.summary,
+            decoded: self.decoded,
+        }
+    }
+
     /// A message with these properties (its content header encoded from them).
     pub fn build(exchange: ByteString, routing_key: RoutingKey, properties: BasicProperties, body: Body) -> Message {
         let body_size = body.iter().map(|b| b.len() as u64).sum();
@@ -172,7 +205,37 @@ pub fn parse_expiration(s: &str) -> crate::error::AmqpResult<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_expiration;
+    use super::*;
+
+    #[test]
+    fn compacted_keeps_the_message_and_drops_the_shared_buffer() {
+        // A message whose parts are slices of one big "read buffer".
+        let read_buf = Bytes::from(vec![b'x'; 8192]);
+        let props = BasicProperties::default().with_priority(3);
+        let make = || {
+            Message::build(
+                ByteString::from("amq.direct"),
+                RoutingKey::from_wire(Bytes::from_static(b"rk")),
+                props.clone(),
+                smallvec::smallvec![read_buf.slice(100..150), read_buf.slice(200..210)],
+            )
+        };
+        let built = make();
+        let c = make().compacted(4096);
+        assert_eq!(c.exchange, built.exchange);
+        assert_eq!(c.routing_key.as_wire(), built.routing_key.as_wire());
+        assert_eq!(c.raw_header, built.raw_header);
+        assert_eq!(c.body_bytes(), built.body_bytes());
+        assert_eq!(c.body_size, 60);
+        assert_eq!(c.properties().priority(), &Some(3));
+        // One allocation of its own: the body no longer points into the read buffer.
+        let range = read_buf.as_ptr() as usize..read_buf.as_ptr() as usize + read_buf.len();
+        assert!(c.body.iter().all(|b| !range.contains(&(b.as_ptr() as usize))));
+        // Large bodies are left alone.
+        let big = make().compacted(10);
+        assert_eq!(big.body.len(), 2);
+        assert!(range.contains(&(big.body[0].as_ptr() as usize)));
+    }
 
     #[test]
     fn expiration_accepts_and_rejects_as_rabbitmq() {

@@ -142,6 +142,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         sent_blocked: false,
         output_blocked: false,
         held: Vec::new(),
+        compact_left: publish::COMPACT_FIRST,
         flow_wake: Arc::new(tokio::sync::Notify::new()),
         content_budget: crate::channel::assembler::ContentBudget::new(broker_content_limit),
         done: false,
@@ -247,6 +248,9 @@ pub struct Connection {
     /// Publisher flow control: queues this connection published to that admit no more for
     /// now; its socket is not read until they do (see [`crate::queue::admission`]).
     held: Vec<QueueHandle>,
+    /// How many more published messages get their own allocation (see
+    /// [`crate::message::Message::compacted`]).
+    compact_left: u8,
     /// Notified by those queues when they admit again.
     flow_wake: Arc<tokio::sync::Notify>,
     /// Bytes of partially received bodies across this connection's channels, and their limit.

@@ -27,6 +27,13 @@ use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::properties;
 use crate::queue::{ConfirmTo, ConnEvent, Publish, QueueCmd, QueueHandle};
 
+/// A connection's first this many messages are copied out of its read buffer (see
+/// [`Message::compacted`]): enough for the one-shot publishers that would leave a read buffer
+/// pinned per queued message; a long-lived publisher's later messages share their buffers.
+pub const COMPACT_FIRST: u8 = 8;
+/// Bodies above this are not copied (they take most of their buffer anyway).
+const COMPACT_MAX_BODY: u64 = 4096;
+
 /// The pseudo-queue of direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -97,6 +104,11 @@ impl Connection {
         }
         let mut msg = Message::new(method.exchange, method.routing_key, header, body);
         validate_properties(&msg)?;
+        if self.compact_left > 0 {
+            // A connection's first messages get their own allocation (see Message::compacted).
+            self.compact_left -= 1;
+            msg = msg.compacted(COMPACT_MAX_BODY);
+        }
         // Direct reply-to: the requester's reply_to names its channel's reply consumer.
         if msg.summary.has(properties::REPLY_TO)
             && msg.properties().reply_to().as_ref().is_some_and(|r| r.as_str() == REPLY_TO)

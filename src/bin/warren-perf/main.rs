@@ -15,6 +15,7 @@
 //!   warren-perf -x 1 -y 1 -e perf-topic -t topic -K --bindings 10000 -a -z 10
 //!   warren-perf -x 0 -y 1 --prefill 1000000 -s 256 -q 1000 -A 100 --broker-pid 1234
 
+mod churn;
 mod conn;
 mod consumer;
 mod error;
@@ -123,6 +124,28 @@ pub struct Args {
     /// Leave the queues and exchange declared at the end.
     #[arg(long)]
     pub no_cleanup: bool,
+    /// Churn instead of a message stream: `connections` (connect, handshake, channel, one
+    /// persistent confirmed publish, close — per cycle) or `queues` (declare a server-named
+    /// exclusive queue, bind, consume, publish one message to it, receive it, delete — per cycle).
+    #[arg(long, value_enum)]
+    pub churn: Option<churn::ChurnMode>,
+    /// Clients looping concurrently in --churn.
+    #[arg(long, default_value_t = 8)]
+    pub churn_clients: usize,
+    /// Declare N queues (-u is their name prefix), then bind each to amq.direct; report the rates
+    /// and the broker's RSS per queue and per binding. The queues are left in place.
+    #[arg(long, default_value_t = 0)]
+    pub declare_queues: u64,
+    /// With --declare-queues: non-durable queues.
+    #[arg(long)]
+    pub transient_queues: bool,
+    /// Connect until the broker answers a passive declare of this queue; report the time since
+    /// --since (broker start-up with many queues).
+    #[arg(long)]
+    pub await_queue: Option<String>,
+    /// A UNIX time in seconds (e.g. `date +%s.%N` when the broker was started) for --await-queue.
+    #[arg(long)]
+    pub since: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -134,12 +157,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(mode) = args.churn {
+        return report(runtime.block_on(churn::run_churn(&args, mode)), args.json, churn::ChurnSummary::render);
+    }
+    if args.declare_queues > 0 {
+        return report(runtime.block_on(churn::run_declare(&args)), args.json, churn::ScaleSummary::render);
+    }
+    if let Some(q) = args.await_queue.clone() {
+        return report(runtime.block_on(churn::run_await(&args, &q)), args.json, |s: &churn::AwaitSummary| {
+            format!("queue {} answered after {:.3} s ({} attempts)\n", s.queue, s.ready_s, s.attempts)
+        });
+    }
     match runtime.block_on(run::run(args.clone())) {
         Ok(summary) => {
             if args.json {
                 println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
             } else {
                 print!("{}", summary.render());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("warren-perf: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print a mode's summary (JSON or text) or its error.
+fn report<T: serde::Serialize>(r: error::Result<T>, json: bool, render: impl Fn(&T) -> String) -> ExitCode {
+    match r {
+        Ok(summary) => {
+            if json {
+                println!("{}", serde_json::to_string(&summary).expect("the summary serialises"));
+            } else {
+                print!("{}", render(&summary));
             }
             ExitCode::SUCCESS
         }

@@ -41,6 +41,15 @@ impl Default for Histogram {
 }
 
 impl Histogram {
+    /// Add another histogram's samples.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
     #[inline]
     pub fn record(&mut self, v: u64) {
         self.counts[index(v)] += 1;
