@@ -59,7 +59,10 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let broker = match Broker::open(config) {
+        // Opened on a runtime worker: restoring a large node starts a task per queue, which
+        // is cheap from a worker and a thread wake-up per task from outside one.
+        let opened = tokio::spawn(async move { Broker::open(config) }).await;
+        let broker = match opened.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())) {
             Ok(b) => b,
             Err(e) => {
                 error!("{e}");
@@ -86,7 +89,8 @@ fn main() -> ExitCode {
             info!("signal received, shutting down");
             shutdown.cancel();
         });
-        server::run(listener, broker).await;
+        server::run(listener, broker.clone()).await;
+        broker.checkpoint_definitions();
         info!("stopped");
         ExitCode::SUCCESS
     })

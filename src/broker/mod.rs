@@ -45,6 +45,14 @@ pub struct ReplyRoute {
 }
 
 impl Broker {
+    /// At a clean stop: every vhost's definitions in one snapshot file (see
+    /// [`crate::store::definitions::journal`]).
+    pub fn checkpoint_definitions(&self) {
+        for v in self.vhosts.values() {
+            v.compact_definitions();
+        }
+    }
+
     /// Open the broker: every configured vhost, with durable storage under `data_dir`
     /// (restoring what was there).
     pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {

@@ -2,19 +2,23 @@
 //! Publishers route against an `Arc<Topology>` without locks; declare/bind/delete build a new
 //! snapshot ([`super::vhost::VHost`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
 use smallvec::SmallVec;
 
-use crate::exchange::{Destination, Exchange};
+use crate::exchange::{CowMap, Destination, Exchange};
 use crate::queue::QueueEntry;
 
+/// Copy-on-write maps ([`CowMap`]): a change builds the next snapshot in O(log n) whatever the
+/// number of queues and exchanges.
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
-    pub exchanges: HashMap<String, Arc<Exchange>, foldhash::fast::RandomState>,
-    pub queues: HashMap<String, Arc<QueueEntry>, foldhash::fast::RandomState>,
+    pub exchanges: CowMap<String, Arc<Exchange>>,
+    pub queues: CowMap<String, Arc<QueueEntry>>,
+    /// Connection id → the exclusive queues it owns (found without walking every queue when
+    /// the connection closes).
+    pub exclusive: CowMap<u64, SmallVec<[String; 2]>>,
 }
 
 /// Most exchange hops followed for one message (exchange-to-exchange bindings and alternate

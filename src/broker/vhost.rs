@@ -19,9 +19,10 @@ use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::protocol::methods::{type_name, value_display, value_int, value_str};
 use crate::queue::args::QueueArgs;
 use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
+use crate::store::definitions::journal::{Change, JournalSync};
 use crate::store::definitions::{BindingDef, Definitions, DefinitionsFile, ExchangeDef, QueueDef};
 use crate::store::memory::MemoryStore;
-use crate::store::segment::SegmentStore;
+use crate::store::segment::{Recovered, SegmentStore};
 use crate::store::{AnyStore, StorageSettings, StoreError, queue_dirs};
 
 /// Exchanges every vhost starts with (all durable).
@@ -95,6 +96,8 @@ pub struct VHost {
     /// Durable storage (None: everything in memory).
     storage: Option<StorageSettings>,
     definitions: Mutex<Option<DefinitionsFile>>,
+    /// The definitions journal's group commit (with storage, once restored).
+    journal: OnceLock<Arc<JournalSync>>,
     /// Stored definitions that could not be restored (an exchange type this version refuses,
     /// a binding whose ends are missing): saved back unchanged, never dropped from the file.
     unrestored: Mutex<Definitions>,
@@ -118,9 +121,12 @@ impl VHost {
         storage: StorageSettings,
     ) -> std::io::Result<Arc<VHost>> {
         std::fs::create_dir_all(&storage.dir)?;
+        let started = std::time::Instant::now();
         let mut file = DefinitionsFile::new(&storage.dir);
         // Unreadable definitions stop the start here, before anything on disk is touched.
         let defs = file.load()?;
+        let loaded = started.elapsed();
+        let counts = (defs.exchanges.len(), defs.queues.len(), defs.bindings.len());
         // Non-durable queues' paging files: never recovered, so never worth keeping.
         let transient = storage.transient_root();
         if transient.exists() {
@@ -129,9 +135,27 @@ impl VHost {
         let held_delayed = storage.dir.join("delayed").exists();
         let v = Self::build(name, consumer_timeout, Some(storage));
         v.restore(defs);
+        if counts != (0, 0, 0) {
+            tracing::info!(
+                vhost = %name, exchanges = counts.0, queues = counts.1, bindings = counts.2,
+                read_s = format!("{:.3}", loaded.as_secs_f64()),
+                total_s = format!("{:.3}", started.elapsed().as_secs_f64()),
+                "definitions restored"
+            );
+        }
         if held_delayed {
             // Delayed messages from before the restart are due whether or not anyone publishes.
             v.delayed.get_or_init(|| delayed::spawn(v.me.clone(), v.storage.clone()));
+        }
+        if let Some(sync) = file.journal_sync() {
+            let _ = v.journal.set(sync);
+        }
+        if file.needs_compaction() {
+            // After a crash (changes only in the journal) or an upgrade (an older format).
+            let t = v.snapshot();
+            if let Err(e) = file.compact(&v.with_unrestored(durable_definitions(&t), &t)) {
+                tracing::warn!(vhost = %name, error = %e, "cannot rewrite the definitions snapshot; the journal keeps the changes");
+            }
         }
         *v.definitions.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
         Ok(v)
@@ -152,6 +176,7 @@ impl VHost {
             delayed: OnceLock::new(),
             storage,
             definitions: Mutex::new(None),
+            journal: OnceLock::new(),
             unrestored: Mutex::new(Definitions::default()),
         })
     }
@@ -175,18 +200,54 @@ impl VHost {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Apply a change to a copy of the topology and publish it (and its durable part).
-    fn mutate<R>(&self, f: impl FnOnce(&mut Topology) -> AmqpResult<R>) -> AmqpResult<R> {
+    /// Apply a change to a copy of the topology (O(log n): copy-on-write maps) and publish it.
+    /// The closure lists the durable changes it made; they are appended to the definitions
+    /// journal, and made durable by [`Self::sync_definitions`] before the caller replies.
+    fn mutate<R>(&self, f: impl FnOnce(&mut Topology, &mut Vec<Change>) -> AmqpResult<R>) -> AmqpResult<R> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut t = (*self.snapshot()).clone();
-        let r = f(&mut t)?;
-        if let Some(file) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
-            && let Err(e) = file.save(&self.with_unrestored(durable_definitions(&t), &t))
+        let mut changes = Vec::new();
+        let r = f(&mut t, &mut changes)?;
+        if !changes.is_empty()
+            && let Some(file) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            && let Err(e) = file.append(&changes, || self.with_unrestored(durable_definitions(&t), &t))
         {
             tracing::error!(vhost = %self.name, error = %e, "cannot save definitions; this change will not survive a restart");
         }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
         Ok(r)
+    }
+
+    /// Write the definitions snapshot and empty the journal (at a clean stop).
+    pub fn compact_definitions(&self) {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let t = self.snapshot();
+        if let Some(file) = self.definitions.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+            && file.needs_compaction()
+            && let Err(e) = file.compact(&self.with_unrestored(durable_definitions(&t), &t))
+        {
+            tracing::warn!(vhost = %self.name, error = %e, "cannot rewrite the definitions snapshot; the journal keeps the changes");
+        }
+    }
+
+    /// How far the definitions journal has been written (0 without storage): a connection
+    /// that changed the topology waits for [`Self::sync_definitions`] of it before replying.
+    pub fn definitions_written(&self) -> u64 {
+        self.journal.get().map_or(0, |j| j.appended())
+    }
+
+    /// Return once the definitions journal is on disk up to `seq` (group commit).
+    pub async fn sync_definitions(&self, seq: u64) {
+        if let Some(j) = self.journal.get() {
+            j.wait(seq).await;
+        }
+    }
+
+    /// [`Self::sync_definitions`] of everything written, blocking (no reply waits for it).
+    fn sync_definitions_now(&self) {
+        if let Some(j) = self.journal.get() {
+            j.sync_now(j.appended());
+        }
     }
 
     pub fn storage(&self) -> Option<&StorageSettings> {
@@ -213,30 +274,63 @@ impl VHost {
                 self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).exchanges.push(x);
             }
         }
-        for q in defs.queues {
-            self.restore_queue(q);
-        }
-        for b in defs.bindings {
-            let dest = match b.destination_type.as_str() {
-                "exchange" => Destination::Exchange(b.destination.clone()),
-                _ => Destination::Queue(b.destination.clone()),
-            };
-            let t = self.snapshot();
-            let ends = t.exchanges.contains_key(&b.source)
-                && match &dest {
-                    Destination::Exchange(e) => t.exchanges.contains_key(e),
-                    Destination::Queue(q) => t.queues.contains_key(q),
-                };
-            if ends && self.mutate(|t| add_binding(t, &b.source, dest, &b.routing_key, &b.arguments)).is_ok() {
-                continue;
+        // Queues and bindings are restored in one topology change each: 100,000 queues must
+        // not build 100,000 snapshots.
+        let mut lost_queues = Vec::new();
+        let stores = self.open_stores(&defs.queues);
+        let _ = self.mutate(|t, _| {
+            for (q, store) in defs.queues.into_iter().zip(stores) {
+                match store.and_then(|store| self.restore_queue(&q, store)) {
+                    Ok(entry) => {
+                        t.queues.insert(q.name.clone(), entry);
+                    }
+                    Err(e) => {
+                        // Its directory (if any) stays, and is reported as orphaned below; its
+                        // definition stays in the file.
+                        tracing::error!(queue = %q.name, vhost = %self.name, error = %e.text, "durable queue not restored");
+                        lost_queues.push(q);
+                    }
+                }
             }
-            tracing::error!(
-                source = %b.source, destination = %b.destination, vhost = %self.name,
-                "durable binding not restored (an end is missing); its definition is kept in the file"
-            );
-            self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).bindings.push(b);
+            Ok(())
+        });
+        let mut lost_bindings = Vec::new();
+        let _ = self.mutate(|t, ch| {
+            for b in defs.bindings {
+                let dest = match b.destination_type.as_str() {
+                    "exchange" => Destination::Exchange(b.destination.clone()),
+                    _ => Destination::Queue(b.destination.clone()),
+                };
+                let ends = t.exchanges.contains_key(&b.source)
+                    && match &dest {
+                        Destination::Exchange(e) => t.exchanges.contains_key(e),
+                        Destination::Queue(q) => t.queues.contains_key(q),
+                    };
+                if ends && add_binding(t, ch, &b.source, dest, &b.routing_key, &b.arguments).is_ok() {
+                    continue;
+                }
+                tracing::error!(
+                    source = %b.source, destination = %b.destination, vhost = %self.name,
+                    "durable binding not restored (an end is missing); its definition is kept in the file"
+                );
+                lost_bindings.push(b);
+            }
+            // Restoring writes nothing: these are already stored.
+            ch.clear();
+            Ok(())
+        });
+        {
+            let mut kept = self.unrestored.lock().unwrap_or_else(|p| p.into_inner());
+            kept.queues.extend(lost_queues);
+            kept.bindings.extend(lost_bindings);
         }
-        self.report_orphans();
+        // Only logs, and reads a file per queue directory: not on the start's path.
+        if let Some(me) = self.me.upgrade() {
+            let spawned = std::thread::Builder::new().name("orphan-check".into()).spawn(move || me.report_orphans());
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the orphaned-directory check");
+            }
+        }
     }
 
     /// What will be saved: the topology's durable part, and the stored definitions that could
@@ -253,13 +347,12 @@ impl VHost {
     /// Recreate one durable queue. Arguments that no longer pass validation (a stricter
     /// version, a hand-edited file) do not lose the queue: it comes back with its arguments
     /// kept as stored (so they are saved again unchanged) and their effects off.
-    fn restore_queue(&self, q: QueueDef) {
-        let q_def = q.clone();
+    fn restore_queue(&self, q: &QueueDef, store: (AnyStore, Vec<Recovered>)) -> AmqpResult<Arc<QueueEntry>> {
         let d = QueueDeclare {
             name: q.name.clone(),
             durable: true,
             auto_delete: q.auto_delete,
-            arguments: q.arguments,
+            arguments: q.arguments.clone(),
             ..Default::default()
         };
         let args =
@@ -269,20 +362,27 @@ impl VHost {
                     "stored queue arguments no longer valid; queue restored with their effects off"
                 );
                 QueueArgs::parse(&FieldTable::default(), &q.name, &self.name, true, false, d.auto_delete, false)
-            });
-        let restored = args.and_then(|args| {
-            self.mutate(|t| {
-                let entry = self.new_queue(&d, &q.name, args, None, false)?;
-                t.queues.insert(q.name.clone(), entry);
-                Ok(())
-            })
-        });
-        if let Err(e) = restored {
-            // Its directory (if any) stays, and is reported as orphaned below; its definition
-            // stays in the file.
-            tracing::error!(queue = %q.name, vhost = %self.name, error = %e.text, "durable queue not restored");
-            self.unrestored.lock().unwrap_or_else(|p| p.into_inner()).queues.push(q_def);
+            })?;
+        self.start_queue(&d, &q.name, args, None, store)
+    }
+
+    /// Open the stores of the queues being restored, on a few threads: finding 100,000
+    /// directories and reading their segments is most of a large node's start.
+    fn open_stores(&self, queues: &[QueueDef]) -> Vec<AmqpResult<(AnyStore, Vec<Recovered>)>> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+        if queues.len() < 64 || threads == 1 {
+            return queues.iter().map(|q| self.open_store(&q.name, true, false)).collect();
         }
+        let chunk = queues.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = queues
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || part.iter().map(|q| self.open_store(&q.name, true, false)).collect::<Vec<_>>())
+                })
+                .collect();
+            parts.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        })
     }
 
     /// Queue directories that no restored queue claims (a definition lost or removed, or a
@@ -290,14 +390,16 @@ impl VHost {
     fn report_orphans(&self) {
         let Some(s) = &self.storage else { return };
         let Ok(entries) = std::fs::read_dir(s.queues_root()) else { return };
-        let claimed: std::collections::HashSet<std::path::PathBuf> =
-            self.snapshot().queues.keys().filter_map(|n| s.find_queue_dir(n)).collect();
+        let t = self.snapshot();
         for e in entries.flatten() {
             let path = e.path();
-            if !queue_dirs::is_queue_dir(&path) || claimed.contains(&path) {
+            if !queue_dirs::is_queue_dir(&path) {
                 continue;
             }
+            // A directory is claimed by the durable queue its name file names (a queue has one
+            // directory: a new queue sets a leftover one aside). One read per directory.
             let holds = match queue_dirs::read_name(&path) {
+                Ok(Some(n)) if t.queues.get(&n).is_some_and(|q| q.durable && q.exclusive_owner.is_none()) => continue,
                 Ok(Some(n)) => n,
                 _ => "(unknown: no name file, made by an older Warren)".to_string(),
             };
@@ -343,7 +445,7 @@ impl VHost {
         if d.name.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        self.mutate(|t| {
+        self.mutate(|t, ch| {
             if let Some(x) = t.exchanges.get(&d.name) {
                 return self.exchange_equivalent(x, kind, d);
             }
@@ -367,6 +469,9 @@ impl VHost {
             x.declared_type = d.kind.clone();
             x.delayed = delayed;
             x.dedup = dedup.map(|c| Arc::new(Mutex::new(c)));
+            if x.durable {
+                ch.push(Change::PutExchange(exchange_def(&x)));
+            }
             t.exchanges.insert(d.name.clone(), Arc::new(x));
             Ok(())
         })
@@ -461,13 +566,16 @@ impl VHost {
                 self.name
             )));
         }
-        self.mutate(|t| {
+        self.mutate(|t, ch| {
             let Some(x) = t.exchanges.get(name) else { return Ok(()) };
-            if if_unused && !x.bindings().is_empty() {
+            if if_unused && x.binding_count() > 0 {
                 return Err(AmqpError::precondition(format_args!("exchange '{name}' in vhost '{}' in use", self.name)));
             }
+            if x.durable {
+                ch.push(Change::DeleteExchange(name.to_string()));
+            }
             t.exchanges.remove(name);
-            remove_bindings_to(t, &Destination::Exchange(name.to_string()));
+            remove_bindings_to(t, ch, &Destination::Exchange(name.to_string()));
             Ok(())
         })
     }
@@ -476,13 +584,13 @@ impl VHost {
         if destination.is_empty() || source.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        self.mutate(|t| {
+        self.mutate(|t, ch| {
             for x in [source, destination] {
                 if !t.exchanges.contains_key(x) {
                     return Err(self.no_exchange(x));
                 }
             }
-            add_binding(t, source, Destination::Exchange(destination.into()), key, args)
+            add_binding(t, ch, source, Destination::Exchange(destination.into()), key, args)
         })
     }
 
@@ -490,8 +598,8 @@ impl VHost {
         if destination.is_empty() || source.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        self.mutate(|t| {
-            remove_binding(t, source, &Destination::Exchange(destination.into()), key, args);
+        self.mutate(|t, ch| {
+            remove_binding(t, ch, source, &Destination::Exchange(destination.into()), key, args);
             Ok(())
         })
     }
@@ -526,7 +634,7 @@ impl VHost {
         };
         let args =
             QueueArgs::parse(&d.arguments, &name, &self.name, d.durable, d.exclusive, d.auto_delete, server_named)?;
-        self.mutate(|t| {
+        self.mutate(|t, ch| {
             if let Some(q) = t.queues.get(&name) {
                 if q.exclusive_owner.is_some_and(|o| o != conn_id) || q.exclusive_owner.is_some() != d.exclusive {
                     return Err(self.locked(&name));
@@ -535,6 +643,11 @@ impl VHost {
                 return Ok((q.clone(), false));
             }
             let entry = self.new_queue(d, &name, args, d.exclusive.then_some(conn_id), true)?;
+            if let Some(owner) = entry.exclusive_owner {
+                t.exclusive.entry(owner).or_default().push(name.clone());
+            } else if entry.durable {
+                ch.push(Change::PutQueue(queue_def(&entry)));
+            }
             t.queues.insert(name.clone(), entry.clone());
             Ok((entry, true))
         })
@@ -550,27 +663,39 @@ impl VHost {
         owner: Option<u64>,
         fresh: bool,
     ) -> AmqpResult<Arc<QueueEntry>> {
-        let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
         let durable = d.durable && owner.is_none();
-        let (store, recovered) = match self.storage.as_ref() {
-            // Durable queues recover their persistent messages; the others use the disk only to
-            // page bodies out of memory.
-            Some(s) => {
-                let opened = if durable {
-                    s.durable_queue_dir(name, fresh)
-                        .map_err(StoreError::Io)
-                        .and_then(|dir| SegmentStore::open(&dir, s.segment_size))
-                } else {
-                    SegmentStore::open_transient(&s.transient_queue_dir(), s.segment_size).map(|st| (st, Vec::new()))
-                };
-                let (store, recovered) = opened.map_err(|e| {
-                    tracing::error!(queue = %name, error = %e, "cannot open the queue's message store");
-                    AmqpError::internal()
-                })?;
-                (AnyStore::Segment(Box::new(store)), recovered)
-            }
-            None => (AnyStore::Memory(MemoryStore::new()), Vec::new()),
+        let opened = self.open_store(name, durable, fresh)?;
+        self.start_queue(d, name, args, owner, opened)
+    }
+
+    /// The message store of a queue (its directory found or made, its messages recovered).
+    fn open_store(&self, name: &str, durable: bool, fresh: bool) -> AmqpResult<(AnyStore, Vec<Recovered>)> {
+        let Some(s) = self.storage.as_ref() else { return Ok((AnyStore::Memory(MemoryStore::new()), Vec::new())) };
+        // Durable queues recover their persistent messages; the others use the disk only to
+        // page bodies out of memory.
+        let opened = if durable {
+            s.durable_queue_dir(name, fresh)
+                .map_err(StoreError::Io)
+                .and_then(|dir| SegmentStore::open(&dir, s.segment_size))
+        } else {
+            SegmentStore::open_transient(&s.transient_queue_dir(), s.segment_size).map(|st| (st, Vec::new()))
         };
+        let (store, recovered) = opened.map_err(|e| {
+            tracing::error!(queue = %name, error = %e, "cannot open the queue's message store");
+            AmqpError::internal()
+        })?;
+        Ok((AnyStore::Segment(Box::new(store)), recovered))
+    }
+
+    fn start_queue(
+        &self,
+        d: &QueueDeclare,
+        name: &str,
+        args: QueueArgs,
+        owner: Option<u64>,
+        (store, recovered): (AnyStore, Vec<Recovered>),
+    ) -> AmqpResult<Arc<QueueEntry>> {
+        let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
         let handle = actor::spawn(name, &me, d.auto_delete, args.clone(), store, recovered);
         Ok(Arc::new(QueueEntry {
             name: name.to_string(),
@@ -656,7 +781,7 @@ impl VHost {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        self.mutate(|t| {
+        self.mutate(|t, ch| {
             if !t.exchanges.contains_key(exchange) {
                 return Err(self.no_exchange(exchange));
             }
@@ -664,7 +789,7 @@ impl VHost {
             if q.exclusive_owner.is_some_and(|o| o != conn_id) {
                 return Err(self.locked(queue));
             }
-            add_binding(t, exchange, Destination::Queue(queue.into()), key, args)
+            add_binding(t, ch, exchange, Destination::Queue(queue.into()), key, args)
         })
     }
 
@@ -679,13 +804,13 @@ impl VHost {
         if exchange.is_empty() {
             return Err(Self::default_exchange_refused());
         }
-        self.mutate(|t| {
+        self.mutate(|t, ch| {
             if let Some(q) = t.queues.get(queue)
                 && q.exclusive_owner.is_some_and(|o| o != conn_id)
             {
                 return Err(self.locked(queue));
             }
-            remove_binding(t, exchange, &Destination::Queue(queue.into()), key, args);
+            remove_binding(t, ch, exchange, &Destination::Queue(queue.into()), key, args);
             Ok(())
         })
     }
@@ -707,13 +832,7 @@ impl VHost {
 
     /// Delete every exclusive queue owned by a closing connection.
     pub async fn delete_exclusive_queues(&self, conn_id: u64) {
-        let owned: Vec<String> = self
-            .snapshot()
-            .queues
-            .values()
-            .filter(|q| q.exclusive_owner == Some(conn_id))
-            .map(|q| q.name.clone())
-            .collect();
+        let owned = self.snapshot().exclusive.get(&conn_id).cloned().unwrap_or_default();
         for name in owned {
             let _ = self.delete_queue(&name, false, false, conn_id).await;
         }
@@ -721,104 +840,161 @@ impl VHost {
 
     /// Remove a queue (that the given handle still names) and its bindings from the topology.
     pub fn forget_queue(&self, name: &str, handle: &QueueHandle) {
-        let _ = self.mutate(|t| {
-            if t.queues.get(name).is_some_and(|q| q.handle.tx.same_channel(&handle.tx)) {
-                t.queues.remove(name);
-                remove_bindings_to(t, &Destination::Queue(name.to_string()));
+        let _ = self.mutate(|t, ch| {
+            let Some(q) = t.queues.get(name).filter(|q| q.handle.tx.same_channel(&handle.tx)).cloned() else {
+                return Ok(());
+            };
+            t.queues.remove(name);
+            if let Some(owner) = q.exclusive_owner {
+                if let Some(names) = t.exclusive.get_mut(&owner) {
+                    names.retain(|n| n != name);
+                    if names.is_empty() {
+                        t.exclusive.remove(&owner);
+                    }
+                }
+            } else if q.durable {
+                ch.push(Change::DeleteQueue(name.to_string()));
             }
+            remove_bindings_to(t, ch, &Destination::Queue(name.to_string()));
             Ok(())
         });
+        // Deletes are not followed by a reply that waits for the journal (a queue that
+        // expired, an auto-delete queue's last consumer gone): make them durable here.
+        self.sync_definitions_now();
     }
 }
 
-fn add_binding(t: &mut Topology, source: &str, dest: Destination, key: &str, args: &FieldTable) -> AmqpResult<()> {
+fn add_binding(
+    t: &mut Topology,
+    ch: &mut Vec<Change>,
+    source: &str,
+    dest: Destination,
+    key: &str,
+    args: &FieldTable,
+) -> AmqpResult<()> {
     let Some(x) = t.exchanges.get(source) else { return Ok(()) };
     let x_match = if x.kind == ExchangeKind::Headers { parse_x_match(args)? } else { XMatch::All };
-    let mut x = (**x).clone();
-    if x.bind(Binding::new(dest, key.to_string(), args.clone(), x_match)) {
-        t.exchanges.insert(source.to_string(), Arc::new(x));
+    let durable = x.durable && durable_destination(t, &dest);
+    let binding = Binding::new(dest.clone(), key.to_string(), args.clone(), x_match);
+    // Changed in place when this snapshot already owns it (a batch), copied once otherwise.
+    let Some(x) = t.exchanges.get_mut(source) else { return Ok(()) };
+    if Arc::make_mut(x).bind(binding) && durable {
+        ch.push(Change::PutBinding(binding_def(source, &dest, key, args)));
     }
     Ok(())
 }
 
-fn remove_binding(t: &mut Topology, source: &str, dest: &Destination, key: &str, args: &FieldTable) {
+/// Whether a binding to `dest` is durable (if its source is): a durable, non-exclusive queue,
+/// or a durable exchange.
+fn durable_destination(t: &Topology, dest: &Destination) -> bool {
+    match dest {
+        Destination::Queue(q) => t.queues.get(q).is_some_and(|q| q.durable && q.exclusive_owner.is_none()),
+        Destination::Exchange(e) => t.exchanges.get(e).is_some_and(|x| x.durable),
+    }
+}
+
+fn remove_binding(
+    t: &mut Topology,
+    ch: &mut Vec<Change>,
+    source: &str,
+    dest: &Destination,
+    key: &str,
+    args: &FieldTable,
+) {
     let Some(x) = t.exchanges.get(source) else { return };
-    let mut x = (**x).clone();
+    if !x.binds_to(dest) {
+        return;
+    }
+    let Some(x) = t.exchanges.get_mut(source) else { return };
+    let x = Arc::make_mut(x);
     if x.unbind(dest, key, args) {
-        let gone = x.auto_delete && x.bindings().is_empty();
-        t.exchanges.insert(source.to_string(), Arc::new(x));
-        if gone {
-            delete_auto_deleted(t, source);
+        if x.durable {
+            ch.push(Change::DeleteBinding(binding_def(source, dest, key, args)));
+        }
+        if x.auto_delete && x.binding_count() == 0 {
+            delete_auto_deleted(t, ch, source);
         }
     }
 }
 
 /// Drop every binding that leads to `dest`, then auto-delete exchanges left without bindings.
-fn remove_bindings_to(t: &mut Topology, dest: &Destination) {
-    let sources: Vec<String> = t
-        .exchanges
-        .values()
-        .filter(|x| x.bindings().iter().any(|b| b.destination == *dest))
-        .map(|x| x.name.clone())
-        .collect();
+/// (The journal's delete of `dest` drops its durable bindings on replay.)
+fn remove_bindings_to(t: &mut Topology, ch: &mut Vec<Change>, dest: &Destination) {
+    let sources: Vec<String> = t.exchanges.values().filter(|x| x.binds_to(dest)).map(|x| x.name.clone()).collect();
     for s in sources {
-        let Some(x) = t.exchanges.get(&s) else { continue };
-        let mut x = (**x).clone();
+        let Some(x) = t.exchanges.get_mut(&s) else { continue };
+        let x = Arc::make_mut(x);
         x.unbind_all(dest);
-        let gone = x.auto_delete && x.bindings().is_empty();
-        t.exchanges.insert(s.clone(), Arc::new(x));
-        if gone {
-            delete_auto_deleted(t, &s);
+        if x.auto_delete && x.binding_count() == 0 {
+            delete_auto_deleted(t, ch, &s);
         }
     }
 }
 
-fn delete_auto_deleted(t: &mut Topology, name: &str) {
-    t.exchanges.remove(name);
-    remove_bindings_to(t, &Destination::Exchange(name.to_string()));
+fn delete_auto_deleted(t: &mut Topology, ch: &mut Vec<Change>, name: &str) {
+    if let Some(x) = t.exchanges.remove(name)
+        && x.durable
+    {
+        ch.push(Change::DeleteExchange(name.to_string()));
+    }
+    remove_bindings_to(t, ch, &Destination::Exchange(name.to_string()));
 }
 
-/// The durable part of a topology: what must survive a restart.
+fn exchange_def(x: &Exchange) -> ExchangeDef {
+    ExchangeDef {
+        name: x.name.clone(),
+        kind: x.declared_type.clone(),
+        auto_delete: x.auto_delete,
+        internal: x.internal,
+        arguments: x.arguments.clone(),
+    }
+}
+
+fn queue_def(q: &QueueEntry) -> QueueDef {
+    QueueDef { name: q.name.clone(), auto_delete: q.auto_delete, arguments: q.arguments.clone() }
+}
+
+fn binding_def(source: &str, dest: &Destination, key: &str, args: &FieldTable) -> BindingDef {
+    let (destination, kind) = match dest {
+        Destination::Queue(q) => (q, "queue"),
+        Destination::Exchange(e) => (e, "exchange"),
+    };
+    BindingDef {
+        source: source.to_string(),
+        destination: destination.clone(),
+        destination_type: kind.into(),
+        routing_key: key.to_string(),
+        arguments: args.clone(),
+    }
+}
+
+/// The durable part of a topology: what must survive a restart (sorted by name).
 fn durable_definitions(t: &Topology) -> Definitions {
     let mut d = Definitions::default();
     let mut exchanges: Vec<&Arc<Exchange>> =
         t.exchanges.values().filter(|x| x.durable && !PREDECLARED.iter().any(|(n, _, _)| *n == x.name)).collect();
     exchanges.sort_by(|a, b| a.name.cmp(&b.name));
-    for x in exchanges {
-        d.exchanges.push(ExchangeDef {
-            name: x.name.clone(),
-            kind: x.declared_type.clone(),
-            auto_delete: x.auto_delete,
-            internal: x.internal,
-            arguments: x.arguments.clone(),
-        });
-    }
+    d.exchanges = exchanges.into_iter().map(|x| exchange_def(x)).collect();
     let mut queues: Vec<&Arc<QueueEntry>> =
         t.queues.values().filter(|q| q.durable && q.exclusive_owner.is_none()).collect();
     queues.sort_by(|a, b| a.name.cmp(&b.name));
-    let durable_queue = |n: &str| t.queues.get(n).is_some_and(|q| q.durable && q.exclusive_owner.is_none());
-    let durable_exchange = |n: &str| t.exchanges.get(n).is_some_and(|x| x.durable);
-    for q in queues {
-        d.queues.push(QueueDef { name: q.name.clone(), auto_delete: q.auto_delete, arguments: q.arguments.clone() });
-    }
+    d.queues = queues.into_iter().map(|q| queue_def(q)).collect();
     let mut sources: Vec<&Arc<Exchange>> = t.exchanges.values().filter(|x| x.durable).collect();
     sources.sort_by(|a, b| a.name.cmp(&b.name));
     for x in sources {
-        for b in x.bindings() {
-            let (dest, kind, ok) = match &b.destination {
-                Destination::Queue(q) => (q, "queue", durable_queue(q)),
-                Destination::Exchange(e) => (e, "exchange", durable_exchange(e)),
-            };
-            if ok {
-                d.bindings.push(BindingDef {
-                    source: x.name.clone(),
-                    destination: dest.clone(),
-                    destination_type: kind.into(),
-                    routing_key: b.routing_key.clone(),
-                    arguments: b.arguments.clone(),
-                });
-            }
-        }
+        let mut bs: Vec<BindingDef> = x
+            .bindings()
+            .filter(|(dest, _, _)| durable_destination(t, dest))
+            .map(|(dest, key, args)| binding_def(&x.name, dest, key, args))
+            .collect();
+        bs.sort_by(|a, b| {
+            (&a.destination_type, &a.destination, &a.routing_key).cmp(&(
+                &b.destination_type,
+                &b.destination,
+                &b.routing_key,
+            ))
+        });
+        d.bindings.extend(bs);
     }
     d
 }

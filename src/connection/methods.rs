@@ -130,8 +130,16 @@ impl Connection {
                 self.reply(ch, AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})));
                 Ok(())
             }
-            AMQPClass::Exchange(e) => self.on_exchange(ch, e),
-            AMQPClass::Queue(q) => self.on_queue(ch, q).await,
+            AMQPClass::Exchange(e) => {
+                let r = self.on_exchange(ch, e);
+                self.definitions_wait = self.vhost.definitions_written();
+                r
+            }
+            AMQPClass::Queue(q) => {
+                let r = self.on_queue(ch, q).await;
+                self.definitions_wait = self.vhost.definitions_written();
+                r
+            }
             AMQPClass::Basic(b) => self.on_basic(ch, b).await,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
                 let c = self.open_channel(ch)?;

@@ -143,6 +143,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         output_blocked: false,
         held: Vec::new(),
         compact_left: publish::COMPACT_FIRST,
+        definitions_wait: 0,
         flow_wake: Arc::new(tokio::sync::Notify::new()),
         content_budget: crate::channel::assembler::ContentBudget::new(broker_content_limit),
         done: false,
@@ -251,6 +252,9 @@ pub struct Connection {
     /// How many more published messages get their own allocation (see
     /// [`crate::message::Message::compacted`]).
     compact_left: u8,
+    /// The definitions journal position this connection's topology changes reached: their
+    /// replies are not sent before it is on disk (group commit; 0 = nothing to wait for).
+    pub(crate) definitions_wait: u64,
     /// Notified by those queues when they admit again.
     flow_wake: Arc<tokio::sync::Notify>,
     /// Bytes of partially received bodies across this connection's channels, and their limit.
@@ -340,6 +344,12 @@ impl Connection {
                     debug!("no connection.close-ok from client; closing");
                     self.done = true;
                 }
+            }
+            if self.definitions_wait > 0 {
+                // Declare-ok and friends promise durability: wait for the journal's sync, shared
+                // with every change made before it.
+                let seq = std::mem::take(&mut self.definitions_wait);
+                self.vhost.sync_definitions(seq).await;
             }
             self.flush();
             if !self.output_blocked && self.writer.is_backed_up() {

@@ -107,8 +107,10 @@ struct QueueActor {
 
 impl QueueActor {
     async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>, mut ctl_rx: mpsc::UnboundedReceiver<QueueCmd>) {
-        let mut buf = Vec::with_capacity(BATCH);
-        let mut settles = Vec::with_capacity(BATCH);
+        // Grown on first use: most queues of a large node sit idle, and two batches' room
+        // (~9 KB) per queue was half of an idle queue's memory.
+        let mut buf = Vec::new();
+        let mut settles = Vec::new();
         loop {
             let deadline = if self.deleted { None } else { self.next_deadline() };
             let got = tokio::select! {
@@ -125,6 +127,11 @@ impl QueueActor {
             };
             if got == Some(0) {
                 break;
+            }
+            if got.is_none() {
+                // A timer round: give back what a past burst grew.
+                buf.shrink_to_fit();
+                settles.shrink_to_fit();
             }
             let now = Instant::now();
             // Settlements first (they free consumer credit), then whatever else is waiting.

@@ -210,15 +210,20 @@ pub mod queue_dirs {
 
     /// Make `dir` (which must not exist) holding `name`: built under a temporary name and
     /// renamed into place, so that a directory at a queue's place always has its name file.
+    ///
+    /// Nothing is synced here: a queue's directory matters once it holds messages, and the
+    /// segment store syncs the name file and the directories above before it confirms the
+    /// first one (declaring 100,000 queues must not cost 400,000 fsyncs). A power cut before
+    /// that leaves at worst an empty or unnamed directory, which is adopted or reported,
+    /// never trusted for data.
     pub fn create(root: &Path, dir: &Path, name: &str) -> std::io::Result<()> {
         fs::create_dir_all(root)?;
         let file = dir.file_name().and_then(|f| f.to_str()).unwrap_or("q");
         let tmp = root.join(format!(".new-{file}"));
         let _ = fs::remove_dir_all(&tmp); // an interrupted creation: only ever a name file
         fs::create_dir(&tmp)?;
-        write_name(&tmp, name)?;
+        fs::write(tmp.join(NAME_FILE), name.as_bytes())?;
         fs::rename(&tmp, dir)?;
-        super::sync_dir(root);
         Ok(())
     }
 

@@ -234,10 +234,18 @@ impl SegmentStore {
         Ok(Self::open_with(dir, segment_size, false)?.0)
     }
 
+    /// The directory is created with the first segment file, not here (most queues never
+    /// write one: 100,000 idle queues cost no directories).
     fn open_with(dir: &Path, segment_size: u64, durable: bool) -> Result<(SegmentStore, Vec<Recovered>), StoreError> {
-        fs::create_dir_all(dir)?;
         let started = std::time::Instant::now();
-        let mut ids: Vec<u32> = fs::read_dir(dir)?
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => Some(entries),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids: Vec<u32> = entries
+            .into_iter()
+            .flatten()
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".msgs")).and_then(|n| n.parse().ok()))
             .filter(|id| *id > 0)
@@ -348,6 +356,10 @@ impl SegmentStore {
             if std::mem::replace(&mut self.sync.parents_synced, true) {
                 sync_dir(&self.dir);
             } else {
+                // The name file was written unsynced when the directory was made.
+                if let Ok(f) = File::open(self.dir.join(super::queue_dirs::NAME_FILE)) {
+                    let _ = f.sync_all();
+                }
                 sync_dir_and_parents(&self.dir);
             }
         }

@@ -33,8 +33,51 @@ fn definitions_path(data: &Path) -> PathBuf {
     vhost_dir(data).join("definitions.json")
 }
 
+/// What is stored: `definitions.json` with the journal of later changes
+/// (`definitions.journal`, one JSON record per line) replayed over it, here independently of
+/// the broker's code.
 fn definitions(data: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(definitions_path(data)).expect("definitions.json")).expect("JSON")
+    let mut d: serde_json::Value = match std::fs::read_to_string(definitions_path(data)) {
+        Ok(text) => serde_json::from_str(&text).expect("JSON"),
+        Err(_) => serde_json::json!({"version": 2, "exchanges": [], "queues": [], "bindings": []}),
+    };
+    let journal = std::fs::read_to_string(vhost_dir(data).join("definitions.journal")).unwrap_or_default();
+    for line in journal.lines() {
+        let r: serde_json::Value = serde_json::from_str(line).expect("a journal record");
+        let list = |d: &mut serde_json::Value, k: &str| d[k].as_array_mut().expect("a list").clone();
+        let name = r["name"].clone();
+        let same_binding = |b: &serde_json::Value| {
+            ["source", "destination", "destination_type", "routing_key", "arguments"].iter().all(|k| b[*k] == r[*k])
+        };
+        let set = |d: &mut serde_json::Value, k: &str, keep: &dyn Fn(&serde_json::Value) -> bool, add: bool| {
+            let mut l: Vec<serde_json::Value> = list(d, k).into_iter().filter(|e| keep(e)).collect();
+            if add {
+                let mut e = r.clone();
+                e.as_object_mut().unwrap().remove("op");
+                l.push(e);
+            }
+            d[k] = l.into();
+        };
+        match r["op"].as_str().expect("op") {
+            "put_exchange" => set(&mut d, "exchanges", &|e| e["name"] != name, true),
+            "put_queue" => set(&mut d, "queues", &|e| e["name"] != name, true),
+            "put_binding" => set(&mut d, "bindings", &|b| !same_binding(b), true),
+            "delete_binding" => set(&mut d, "bindings", &|b| !same_binding(b), false),
+            "delete_queue" => {
+                set(&mut d, "queues", &|e| e["name"] != name, false);
+                set(&mut d, "bindings", &|b| !(b["destination_type"] == "queue" && b["destination"] == name), false);
+            }
+            "delete_exchange" => {
+                set(&mut d, "exchanges", &|e| e["name"] != name, false);
+                let gone = |b: &serde_json::Value| {
+                    b["source"] == name || (b["destination_type"] == "exchange" && b["destination"] == name)
+                };
+                set(&mut d, "bindings", &|b| !gone(b), false);
+            }
+            other => panic!("unknown journal op {other}"),
+        }
+    }
+    d
 }
 
 /// The AMQP wire encoding of a table, as the definitions file stores it (hex).
@@ -542,4 +585,67 @@ async fn stored_exchanges_and_bindings_that_cannot_be_restored_stay_in_the_file(
         saved["bindings"].as_array().unwrap().iter().any(|b| b["source"] == "hashed" && b["destination"] == "target");
     assert!(bound, "{saved}");
     b.terminate();
+}
+
+/// Topology changes after the last snapshot live in the definitions journal: they survive
+/// kill -9, a torn last record is ignored, and a damaged record stops the start without
+/// changing or deleting anything.
+#[tokio::test]
+async fn the_definitions_journal_survives_kill9_and_a_damaged_record_stops_the_start() {
+    let dir = TempDir::new();
+    {
+        let mut b = Broker::start_in(&dir.0, &[]);
+        let (_c, ch) = b.channel().await;
+        ch.exchange_declare("jx".into(), ExchangeKind::Topic, durable_x(), FieldTable::default()).await.unwrap();
+        for q in ["j1", "j2", "j3"] {
+            declare_queue(&ch, q, durable(), FieldTable::default()).await.unwrap();
+            bind(&ch, q, "jx", &format!("{q}.#")).await;
+        }
+        ch.queue_unbind("j1".into(), "jx".into(), "j1.#".into(), FieldTable::default()).await.unwrap();
+        ch.queue_delete("j2".into(), Default::default()).await.unwrap();
+        publish_persistent(&ch, "j3", 5, "m").await;
+        b.kill9();
+    }
+    let journal = vhost_dir(&dir.0).join("definitions.journal");
+    let records = std::fs::read_to_string(&journal).unwrap();
+    assert!(records.lines().count() >= 8, "the changes are in the journal: {records}");
+    // A crash in the middle of an append: a torn last line.
+    std::fs::write(&journal, format!("{records}{{\"op\":\"put_queue\",\"na")).unwrap();
+    {
+        let mut b = Broker::start_in(&dir.0, &[]);
+        let (_c, ch) = b.channel().await;
+        let passive = QueueDeclareOptions { passive: true, ..durable() };
+        declare_queue(&ch, "j1", passive, FieldTable::default()).await.unwrap();
+        assert_eq!(expect_amqp_error(declare_queue(&ch, "j2", passive, FieldTable::default()).await).0, 404);
+        let (_c, ch) = b.channel().await;
+        publish_props(&ch, "jx", "j1.a", "unbound", BasicProperties::default()).await;
+        publish_props(&ch, "jx", "j3.a", "bound", BasicProperties::default()).await;
+        sync_point(&ch).await;
+        assert!(get_all(&ch, "j1").await.is_empty(), "the unbind survived");
+        let mut want = expected_bodies(5, "m");
+        want.push("bound".into());
+        assert_eq!(get_all(&ch, "j3").await, want);
+        b.kill9();
+    }
+    // The start after the crash wrote a new snapshot; damage a record of a fresh journal.
+    {
+        let mut b = Broker::start_in(&dir.0, &[]);
+        let (_c, ch) = b.channel().await;
+        declare_queue(&ch, "j4", durable(), FieldTable::default()).await.unwrap();
+        b.kill9();
+    }
+    let good = std::fs::read_to_string(&journal).unwrap();
+    assert!(good.contains("j4"), "{good}");
+    let damaged = format!("{{\"op\":\"put_queue\",\"name\":7}}\n{good}");
+    std::fs::write(&journal, &damaged).unwrap();
+    let snapshot = std::fs::read(definitions_path(&dir.0)).unwrap();
+    let queues = vhost_dir(&dir.0).join("queues");
+    let before = snapshot_files(&queues);
+    let (status, log) = start_refused(&dir.0);
+    assert!(!status.success());
+    assert!(log.contains("definitions journal") && log.contains("line 1"), "the message says where: {log}");
+    assert!(log.contains("move it aside"), "and how to recover: {log}");
+    assert_eq!(std::fs::read_to_string(&journal).unwrap(), damaged, "the journal is left as it was");
+    assert_eq!(std::fs::read(definitions_path(&dir.0)).unwrap(), snapshot, "and the snapshot");
+    assert_eq!(snapshot_files(&queues), before, "no queue file deleted or changed");
 }
