@@ -89,7 +89,11 @@ fn main() -> ExitCode {
             info!("signal received, shutting down");
             shutdown.cancel();
         });
-        server::run(listener, broker.clone()).await;
+        // Accepting on a runtime worker: each connection's task then starts on that worker's
+        // queue instead of waking a worker thread per accepted connection.
+        if let Err(e) = tokio::spawn(server::run(listener, broker.clone())).await {
+            std::panic::resume_unwind(e.into_panic());
+        }
         broker.checkpoint_definitions();
         info!("stopped");
         ExitCode::SUCCESS
