@@ -13,6 +13,7 @@
 #   BENCH_ROUNDS=N         rounds (default 3)        BENCH_SECONDS=S   seconds per run (default 10)
 #   BENCH_PREFILL=N        scenario 8's backlog (default 1000000)
 #   BENCH_CONNECTIONS=N    scenario 9's idle connections (default 10000)
+#   BENCH_SCALE=N          scenario 13's durable queues (default 100000; quick: 20000)
 #   BENCH_RABBITMQ_PORT=P  AMQP port of the private RabbitMQ node (default 5697; dist port P+20000)
 #   BENCH_ONLY="1 7"       run only these scenario numbers
 #   BENCH_NO_BUILD=1       use existing binaries; WARREN_BIN / WARREN_PERF_BIN override their paths
@@ -30,10 +31,10 @@ PERF_BIN=${WARREN_PERF_BIN:-$TARGET/release/warren-perf}
 
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
     ROUNDS=${BENCH_ROUNDS:-1} SECS=${BENCH_SECONDS:-3}
-    PREFILL=${BENCH_PREFILL:-200000} CONNS=${BENCH_CONNECTIONS:-2000}
+    PREFILL=${BENCH_PREFILL:-200000} CONNS=${BENCH_CONNECTIONS:-2000} SCALE=${BENCH_SCALE:-20000}
 else
     ROUNDS=${BENCH_ROUNDS:-3} SECS=${BENCH_SECONDS:-10}
-    PREFILL=${BENCH_PREFILL:-1000000} CONNS=${BENCH_CONNECTIONS:-10000}
+    PREFILL=${BENCH_PREFILL:-1000000} CONNS=${BENCH_CONNECTIONS:-10000} SCALE=${BENCH_SCALE:-100000}
 fi
 RMQ_PORT=${BENCH_RABBITMQ_PORT:-5697}
 RMQ_DIST_PORT=$((RMQ_PORT + 20000))
@@ -98,18 +99,25 @@ stop_rabbit() {
     RMQ_PID=""
 }
 
-start_rabbit() {
+# launch_rabbit [keep]: start the node (its data wiped unless "keep") without waiting for it.
+launch_rabbit() {
     rabbit_running && die "a node $RMQ_NODE is already running (a previous bench?); stop it with: rabbitmqctl -n $RMQ_NODE stop"
     if (exec 3<>"/dev/tcp/127.0.0.1/$RMQ_PORT") 2>/dev/null; then die "port $RMQ_PORT is in use"; fi
     local dir=$WORK/rabbitmq
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    chown -R rabbitmq: "$dir"
+    if [[ ${1:-} != keep ]]; then
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        chown -R rabbitmq: "$dir"
+    fi
     (cd "$dir" && setsid env RABBITMQ_NODENAME=$RMQ_NODE RABBITMQ_NODE_PORT=$RMQ_PORT \
         RABBITMQ_DIST_PORT=$RMQ_DIST_PORT RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
         RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log \
         su rabbitmq -s /bin/sh -c "ulimit -n $NOFILE; exec $RMQ_SERVER" >"$WORK/rabbitmq.out" 2>&1 &)
-    local i
+}
+
+# await_rabbit: wait until the node is up and take its pid.
+await_rabbit() {
+    local i dir=$WORK/rabbitmq
     for i in $(seq 1 90); do
         if timeout 30 rabbitmqctl -n "$RMQ_NODE" -q await_startup --timeout 20 >/dev/null 2>&1; then
             RMQ_PID=$(rabbitmqctl -n "$RMQ_NODE" -q eval 'os:getpid().' | tr -d '"[:space:]')
@@ -122,6 +130,11 @@ start_rabbit() {
     die "RabbitMQ did not start (log: $WORK/rabbitmq.out, $dir/log)"
 }
 
+start_rabbit() {
+    launch_rabbit "$@"
+    await_rabbit
+}
+
 stop_warren() {
     if [[ -n $WARREN_PID ]] && kill -0 "$WARREN_PID" 2>/dev/null; then
         kill "$WARREN_PID" 2>/dev/null || true
@@ -131,13 +144,22 @@ stop_warren() {
     WARREN_PID=""
 }
 
-start_warren() {
-    local dir=$WORK/warren
-    rm -rf "$dir"
-    mkdir -p "$dir/data"
-    "$WARREN_BIN" --listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>"$dir/log" &
+# launch_warren [keep]: start Warren (its data wiped unless "keep", then on the same port).
+launch_warren() {
+    local dir=$WORK/warren listen=127.0.0.1:0
+    if [[ ${1:-} == keep ]]; then
+        listen=$WARREN_ADDR
+    else
+        rm -rf "$dir"
+        mkdir -p "$dir/data"
+    fi
+    "$WARREN_BIN" --listen "$listen" --data-dir "$dir/data" >"$dir/stdout" 2>>"$dir/log" &
     WARREN_PID=$!
-    local i
+}
+
+start_warren() {
+    launch_warren "$@"
+    local i dir=$WORK/warren
     for i in $(seq 1 100); do
         WARREN_ADDR=$(sed -n 's/^listening on //p' "$dir/stdout" | head -1)
         [[ -n $WARREN_ADDR ]] && return 0
@@ -175,10 +197,17 @@ SCENARIOS=(
     "6b|persistent, durable queue, confirm window 100, acking consumer|-x 1 -y 1 -s 16 -f persistent -c 100 -q 1000 -A 100 $D|confirmed msg/s:sent_rate:up"
     "6c|persistent, durable queue, confirm window 1000, acking consumer|-x 1 -y 1 -s 16 -f persistent -c 1000 -q 1000 -A 100 $D|confirmed msg/s:sent_rate:up"
     "7|latency at 10,000 msg/s, 1p/1c, 16 B, auto-ack|-x 1 -y 1 -s 16 -a -r 10000 $D|p50 µs:latency_us.p50:down|p99 µs:latency_us.p99:down"
-    "8!|prefill $PREFILL x 256 B, then drain (prefetch 1000, multi-ack 100)|-x 0 -y 1 -s 256 --prefill $PREFILL -q 1000 -A 100|drain msg/s:received_rate:up|prefill msg/s:prefill.rate:up|RSS B/queued msg:rss.per_message:down"
+    "8!|prefill $PREFILL x 256 B, then drain (prefetch 1000, multi-ack 100)|-x 0 -y 1 -s 256 --prefill $PREFILL -q 1000 -A 100 --rss-after-cleanup|drain msg/s:received_rate:up|prefill msg/s:prefill.rate:up|RSS B/queued msg:rss.per_message:down|RSS B after the drained queue is deleted:rss.after_cleanup:down"
     "8b!|as 8, with a publisher at half of that broker's scenario-8 drain rate during the drain|-x 1 -y 1 -s 256 --prefill $PREFILL -C $PREFILL -q 1000 -A 100 -r @HALF_DRAIN@|received msg/s:received_rate:up|published msg/s:sent_rate:up"
     "9!|$CONNS idle connections (one channel each)|-x 0 -y 0 --connections $CONNS -z 2|RSS B/connection:rss.per_connection:down"
     "10|1 MiB messages, 1p/1c, prefetch 100, multi-ack 10|-x 1 -y 1 -s 1048576 -q 100 -A 10 $D|received MB/s:received_mb_s:up"
+    "10b|16 MiB messages, 1p/1c, prefetch 10, ack each|-x 1 -y 1 -s 16777216 -q 10 $D|received MB/s:received_mb_s:up"
+    "10c|1 MiB persistent messages, durable queue, prefetch 100, multi-ack 10|-x 1 -y 1 -s 1048576 -f persistent -q 100 -A 10 $D|received MB/s:received_mb_s:up"
+    "11|connection churn: 8 clients x (connect, channel, 1 persistent publish + confirm, close)|--churn connections --churn-clients 8 $D|cycles/s:cycles_per_s:up|p99 µs connect-to-confirm:latency_us.p99:down|broker CPU ms/cycle:broker_cpu_ms_per_cycle:down|broker fds after:after.fds:down"
+    "12|queue churn: 8 clients x (declare exclusive, bind, consume, publish, receive, delete)|--churn queues --churn-clients 8 $D|cycles/s:cycles_per_s:up|p99 µs:latency_us.p99:down|broker CPU ms/cycle:broker_cpu_ms_per_cycle:down"
+    "13!|$SCALE durable queues with a binding each, then a restart|--declare-queues $SCALE -u bench-scale-|declares/s:declares_per_s:up|binds/s:binds_per_s:up|RSS B/idle queue:rss_per_queue:down|RSS B/binding:rss_per_binding:down|start-up s:startup.ready_s:down"
+    "14a|tail latency at half of Warren's scenario-1 rate (16 B, transient, auto-ack)|-x 1 -y 1 -s 16 -a -r @HALF_SAT_1@ $D|p50 µs:latency_us.p50:down|p99 µs:latency_us.p99:down|p99.9 µs:latency_us.p999:down"
+    "14b|tail latency at half of Warren's scenario-2b rate (persistent 16 B, ack each, prefetch 100)|-x 1 -y 1 -s 16 -f persistent -q 100 -r @HALF_SAT_2b@ $D|p50 µs:latency_us.p50:down|p99 µs:latency_us.p99:down|p99.9 µs:latency_us.p999:down"
 )
 
 selected() {
@@ -213,6 +242,44 @@ run_one() {
     fi
 }
 
+# measure_startup BROKER ID ROUND: restart the broker on its data (the queues the scenario just
+# declared) and time until it answers a passive declare of the last one; the result goes into
+# the scenario's JSON as "startup".
+measure_startup() {
+    local broker=$1 id=$2 round=$3 uri t
+    local base=$RAW/$id-$broker-r$round
+    [[ -s $base.json ]] || return 0
+    log "round $round, scenario $id, $broker: restart with the declared queues"
+    if [[ $broker == warren ]]; then
+        uri="amqp://guest:guest@$WARREN_ADDR/%2f"
+        stop_warren
+        t=$(date +%s.%N)
+        launch_warren keep
+    else
+        uri="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f"
+        stop_rabbit
+        t=$(date +%s.%N)
+        launch_rabbit keep
+    fi
+    if "$PERF_BIN" -h "$uri" --await-queue "bench-scale-$SCALE" --since "$t" -z 900 --json >"$base.startup.json" 2>"$base.startup.log"; then
+        python3 - "$base.json" "$base.startup.json" <<'PY'
+import json, sys
+run = json.load(open(sys.argv[1]))
+run["startup"] = json.load(open(sys.argv[2]))
+json.dump(run, open(sys.argv[1], "w"))
+PY
+    else
+        FAILED=1
+        log "FAILED: $(tail -1 "$base.startup.log")"
+    fi
+    if [[ $broker == warren ]]; then
+        local i
+        for i in $(seq 1 100); do grep -q '^listening on ' "$WORK/warren/stdout" 2>/dev/null && break; sleep 0.1; done
+    else
+        await_rabbit
+    fi
+}
+
 log "starting Warren ($WARREN_BIN) and RabbitMQ ($RMQ_NODE on 127.0.0.1:$RMQ_PORT)"
 start_warren
 start_rabbit
@@ -241,8 +308,24 @@ for round in $(seq 1 "$ROUNDS"); do
                 fi
                 run_args=${run_args//@HALF_DRAIN@/$half}
             fi
+            if [[ $run_args =~ @HALF_SAT_([0-9a-z]+)@ ]]; then
+                # Half of Warren's rate in that scenario this round, for both brokers.
+                src=${BASH_REMATCH[1]}
+                half=$(python3 -c 'import json,sys; print(max(1, int(json.load(open(sys.argv[1]))["received_rate"] / 2)))' \
+                    "$RAW/$src-warren-r$round.json" 2>/dev/null) || half=""
+                if [[ -z $half ]]; then
+                    log "scenario $id needs Warren's scenario-$src result in round $round; skipped"
+                    printf '%s\t%s\t%s\tERR\n' "$id" "$broker" "$round" >>"$INDEX"
+                    FAILED=1
+                    continue
+                fi
+                run_args=${run_args//@HALF_SAT_$src@/$half}
+            fi
             # shellcheck disable=SC2086 # $args is a word list on purpose
             run_one "$broker" "$id" "$round" $run_args
+            if [[ $run_args == *--declare-queues* ]]; then
+                measure_startup "$broker" "$id" "$round"
+            fi
         done
     done
 done

@@ -124,6 +124,10 @@ pub struct Args {
     /// Leave the queues and exchange declared at the end.
     #[arg(long)]
     pub no_cleanup: bool,
+    /// After the clean-up, watch the broker's RSS for 5 s and report its lowest value
+    /// (`rss.after_cleanup`: does memory go back after a backlog?). Needs --broker-pid.
+    #[arg(long)]
+    pub rss_after_cleanup: bool,
     /// Churn instead of a message stream: `connections` (connect, handshake, channel, one
     /// persistent confirmed publish, close — per cycle) or `queues` (declare a server-named
     /// exclusive queue, bind, consume, publish one message to it, receive it, delete — per cycle).

@@ -10,6 +10,7 @@ pub struct LatencySummary {
     pub p50: u64,
     pub p95: u64,
     pub p99: u64,
+    pub p999: u64,
     pub max: u64,
 }
 
@@ -36,6 +37,9 @@ pub struct Rss {
     /// RSS growth from a quarter into the measurement to its end, bytes per second: about 0
     /// when the broker's memory is flat after the first seconds.
     pub growth_per_s: Option<f64>,
+    /// The lowest RSS within [`crate::run::SETTLE`] after the queues were deleted at the end
+    /// (memory going back after a backlog).
+    pub after_cleanup: Option<u64>,
 }
 
 /// CPU used during the measurement, in % of one core.
@@ -95,7 +99,7 @@ impl Summary {
         );
         match &self.latency_us {
             Some(l) => {
-                let _ = writeln!(s, "latency:  p50 {} µs, p95 {} µs, p99 {} µs, max {} µs", l.p50, l.p95, l.p99, l.max);
+                let _ = writeln!(s, "latency:  p50 {} µs, p95 {} µs, p99 {} µs, p99.9 {} µs, max {} µs", l.p50, l.p95, l.p99, l.p999, l.max);
             }
             None => {
                 let _ = writeln!(s, "latency:  -");
@@ -123,6 +127,9 @@ impl Summary {
             }
             if let Some(c) = r.per_connection {
                 let _ = writeln!(s, "broker rss per connection: {:.0} B", c);
+            }
+            if r.after_cleanup.is_some() {
+                let _ = writeln!(s, "broker rss after the clean-up (lowest in 5 s): {}", mib(r.after_cleanup));
             }
             if let Some(m) = r.per_message {
                 let _ = writeln!(s, "broker rss per queued message: {:.0} B", m);

@@ -95,7 +95,7 @@ pub async fn run(args: Args) -> Result<Summary> {
         );
         progress(args.json, msg);
     }
-    let result = measure(&args, &uri, &plan, persistent).await;
+    let mut result = measure(&args, &uri, &plan, persistent).await;
     if !args.no_cleanup {
         let cleanup = plan.delete(&uri).await;
         match (&result, cleanup) {
@@ -103,8 +103,27 @@ pub async fn run(args: Args) -> Result<Summary> {
             (Err(_), Err(e)) => eprintln!("warren-perf: clean-up failed too: {e}"),
             _ => {}
         }
+        if let (Ok(summary), Some(pid), true) = (&mut result, args.broker_pid, args.rss_after_cleanup)
+            && let Some(rss) = summary.rss.as_mut()
+        {
+            rss.after_cleanup = settled_rss(pid).await;
+        }
     }
     result
+}
+
+/// How long the broker is watched after the clean-up for its memory to go back.
+pub const SETTLE: Duration = Duration::from_secs(5);
+
+/// The lowest RSS of the broker over [`SETTLE`] (sampled every 250 ms).
+async fn settled_rss(pid: u32) -> Option<u64> {
+    let until = Instant::now() + SETTLE;
+    let mut low = rss_bytes(pid)?;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        low = low.min(rss_bytes(pid)?);
+    }
+    Some(low)
 }
 
 /// Spawn a task whose error goes to `fail`.
@@ -418,6 +437,7 @@ async fn measure_inner(
             p50: latency.quantile(0.5).unwrap_or(0),
             p95: latency.quantile(0.95).unwrap_or(0),
             p99: latency.quantile(0.99).unwrap_or(0),
+            p999: latency.quantile(0.999).unwrap_or(0),
             max: latency.max(),
         }),
         prefill,
