@@ -272,11 +272,14 @@ PY
         FAILED=1
         log "FAILED: $(tail -1 "$base.startup.log")"
     fi
+    # The next scenarios get a fresh broker, not one holding these queues.
     if [[ $broker == warren ]]; then
-        local i
-        for i in $(seq 1 100); do grep -q '^listening on ' "$WORK/warren/stdout" 2>/dev/null && break; sleep 0.1; done
+        stop_warren
+        start_warren
     else
         await_rabbit
+        stop_rabbit
+        start_rabbit
     fi
 }
 

@@ -296,7 +296,13 @@ impl Journal {
     /// Open for appending; `records` is how many it holds (as read).
     pub fn open(dir: &Path, records: usize) -> std::io::Result<Journal> {
         let path = Self::path_in(dir);
+        let existed = path.exists();
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if !existed {
+            // The new file's directory entry must be durable before a sync of the file is
+            // taken to make its records durable.
+            File::open(dir)?.sync_all()?;
+        }
         let sync = Arc::new(JournalSync {
             file: file.try_clone()?,
             appended: AtomicU64::new(0),
