@@ -52,9 +52,9 @@ impl Resources {
     fn read(pid: Option<u32>) -> Resources {
         let Some(pid) = pid else { return Resources::default() };
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64);
-        let threads = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("Threads:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()));
+        let threads = std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| {
+            s.lines().find(|l| l.starts_with("Threads:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        });
         Resources { fds, threads, rss: rss_bytes(pid) }
     }
 }
@@ -430,8 +430,13 @@ pub async fn run_declare(args: &Args) -> Result<ScaleSummary> {
     c.open_channel().await?;
     let rss_before = pid.and_then(rss_bytes);
     let t0 = Instant::now();
-    pipelined(&mut c, (1..=n).map(|i| declare(&scale_queue_name(&prefix, i), durable, false, false)), declare_ok, "queue.declare")
-        .await?;
+    pipelined(
+        &mut c,
+        (1..=n).map(|i| declare(&scale_queue_name(&prefix, i), durable, false, false)),
+        declare_ok,
+        "queue.declare",
+    )
+    .await?;
     let declare_s = t0.elapsed().as_secs_f64();
     let rss_after_declare = pid.and_then(rss_bytes);
     let t1 = Instant::now();
@@ -492,8 +497,10 @@ pub async fn run_await(args: &Args, queue: &str) -> Result<AwaitSummary> {
         }
         .await;
         if ok.is_ok() {
-            let now =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
             return Ok(AwaitSummary { queue: queue.to_string(), ready_s: now - since, attempts });
         }
         if start.elapsed() > limit {

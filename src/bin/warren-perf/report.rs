@@ -99,7 +99,11 @@ impl Summary {
         );
         match &self.latency_us {
             Some(l) => {
-                let _ = writeln!(s, "latency:  p50 {} µs, p95 {} µs, p99 {} µs, p99.9 {} µs, max {} µs", l.p50, l.p95, l.p99, l.p999, l.max);
+                let _ = writeln!(
+                    s,
+                    "latency:  p50 {} µs, p95 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+                    l.p50, l.p95, l.p99, l.p999, l.max
+                );
             }
             None => {
                 let _ = writeln!(s, "latency:  -");
