@@ -158,6 +158,39 @@ pub struct AuthConfig {
     pub default_user_loopback_only: bool,
     /// Virtual hosts that exist at start.
     pub vhosts: Vec<String>,
+    /// More users (`[[auth.users]]`).
+    pub users: Vec<UserConfig>,
+}
+
+/// One `[[auth.users]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// A RabbitMQ-format hash (base64 of a 4-byte salt and the digest), e.g. from a RabbitMQ
+    /// definitions export.
+    pub password_hash: Option<String>,
+    /// Or a plain password, hashed when the config is read.
+    pub password: Option<String>,
+    /// `rabbit_password_hashing_sha256` (default), `_sha512` or `_md5`.
+    pub hashing_algorithm: String,
+    /// RabbitMQ's tags: administrator, monitoring, management, policymaker, impersonator.
+    pub tags: Vec<String>,
+    /// Only from loopback addresses.
+    pub loopback_only: bool,
+}
+
+impl Default for UserConfig {
+    fn default() -> Self {
+        UserConfig {
+            name: String::new(),
+            password_hash: None,
+            password: None,
+            hashing_algorithm: "rabbit_password_hashing_sha256".into(),
+            tags: Vec::new(),
+            loopback_only: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +243,7 @@ impl Default for AuthConfig {
             default_pass: "guest".into(),
             default_user_loopback_only: true,
             vhosts: vec!["/".into()],
+            users: Vec::new(),
         }
     }
 }

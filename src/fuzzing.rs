@@ -416,7 +416,9 @@ pub fn handshake(data: &[u8]) {
         return;
     }
     let config = Config::default();
-    let cx = Context { config: &config, peer_is_loopback: true, vhost_exists: &|v| v == "/" };
+    static USERS: std::sync::OnceLock<crate::auth::Users> = std::sync::OnceLock::new();
+    let users = USERS.get_or_init(|| crate::auth::Users::from_config(&Config::default().auth).expect("default users"));
+    let cx = Context { config: &config, users, peer_is_loopback: true, vhost_exists: &|v| v == "/" };
     let mut codec = FrameCodec::new(FRAME_MIN_SIZE);
     let mut buf = BytesMut::from(&data[8..]);
     let mut state = Handshake::AwaitStartOk;

@@ -29,6 +29,7 @@
 //! [`channel::assembler`], [`channel::confirms`], [`channel::unacked`], [`queue::state`],
 //! [`exchange::topic`], [`exchange::headers`].
 
+pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod config;

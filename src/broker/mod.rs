@@ -28,6 +28,8 @@ pub struct Broker {
     next_connection: AtomicU64,
     /// Cancelled on SIGINT/SIGTERM: connections close with 320 CONNECTION_FORCED.
     pub shutdown: CancellationToken,
+    /// Who may log in.
+    pub users: crate::auth::Users,
     /// Direct reply-to: reply name → the requesting channel.
     replies: Mutex<HashMap<String, ReplyRoute>>,
     /// Raised while free disk space is below `storage.disk_free_limit` or memory use is above
@@ -75,8 +77,10 @@ impl Broker {
             })?;
             vhosts.insert(v.clone(), vhost);
         }
+        let users = crate::auth::Users::from_config(&config.auth).map_err(BrokerError::Config)?;
         let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
+            users,
             config,
             vhosts,
             next_connection: AtomicU64::new(1),

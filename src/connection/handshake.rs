@@ -69,6 +69,7 @@ pub enum Progress {
 /// Facts about the environment the handshake needs.
 pub struct Context<'a> {
     pub config: &'a Config,
+    pub users: &'a crate::auth::Users,
     pub peer_is_loopback: bool,
     pub vhost_exists: &'a (dyn Fn(&str) -> bool + Sync),
 }
@@ -136,17 +137,14 @@ impl Handshake {
                         ));
                     }
                 };
-                let a = &cx.config.auth;
-                let ok_login = match &creds {
-                    Some((u, p)) => {
-                        u == &a.default_user
-                            && p == &a.default_pass
-                            && (cx.peer_is_loopback || !a.default_user_loopback_only)
-                    }
-                    None => false,
+                let login = match &creds {
+                    Some((u, p)) => cx.users.authenticate(u, p, cx.peer_is_loopback).map(|_| ()),
+                    None => Err(crate::auth::Refusal::UnknownUser),
                 };
-                if !ok_login {
+                if let Err(refusal) = login {
                     let who = creds.map(|c| c.0).unwrap_or_default();
+                    // Logged with the peer (the connection's span), never the password.
+                    tracing::warn!(user = %who, mechanism = mech, reason = refusal.reason(), "login refused");
                     if client.authentication_failure_close {
                         return Err(HandshakeError::Close(AmqpError::access_refused(format_args!(
                             "Login was refused using authentication mechanism {mech}. For details see the broker logfile."
@@ -254,7 +252,8 @@ mod tests {
     use super::*;
 
     fn cx(config: &Config, loopback: bool) -> Context<'_> {
-        Context { config, peer_is_loopback: loopback, vhost_exists: &|v| v == "/" }
+        let users = Box::leak(Box::new(crate::auth::Users::from_config(&config.auth).unwrap()));
+        Context { config, users, peer_is_loopback: loopback, vhost_exists: &|v| v == "/" }
     }
 
     fn start_ok(mechanism: &str, response: &[u8], failure_close: bool) -> AMQPClass {

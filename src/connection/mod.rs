@@ -167,6 +167,7 @@ async fn handshake(framed: &mut Framed, wtx: &Writer, broker: &Broker, peer: Soc
     let vhost_exists = |v: &str| broker.vhost(v).is_some();
     let cx = handshake::Context {
         config: &broker.config,
+        users: &broker.users,
         peer_is_loopback: peer.ip().is_loopback(),
         vhost_exists: &vhost_exists,
     };

@@ -252,3 +252,51 @@ async fn closing_a_connection_requeues_its_unacked_messages() {
     again.ack(BasicAckOptions::default()).await.expect("ack");
     ch_b.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await.expect("cleanup");
 }
+
+/// Users from the config file: a RabbitMQ-exported SHA-256 hash and a plain password (hashed
+/// at load) both log in; a wrong password, an unknown user and a user without a password are
+/// refused with RabbitMQ's 403, logged with the reason and without the password.
+#[tokio::test]
+async fn configured_users_log_in_with_rabbitmq_password_hashes() {
+    let config = r#"
+[[auth.users]]
+name = "alice"
+# Exported by RabbitMQ 3.10.8 for the password S3cret!
+password_hash = "F0F+DkwlOADPqn8qR8a4yfqSCf0V+zMO74HfwT2nxsb+5lEs"
+tags = ["monitoring"]
+
+[[auth.users]]
+name = "bob"
+password = "b0b-pw"
+hashing_algorithm = "rabbit_password_hashing_sha512"
+
+[[auth.users]]
+name = "cert-only"
+"#;
+    let b = Broker::start_with_config_logging(config, "warn");
+    for (user, pass) in [("alice", "S3cret%21"), ("bob", "b0b-pw"), ("guest", "guest")] {
+        let uri = format!("amqp://{user}:{pass}@{}/%2f", b.addr);
+        let c = within("login", Connection::connect(&uri, ConnectionProperties::default()))
+            .await
+            .unwrap_or_else(|e| panic!("{user} must log in: {e}"));
+        let ch = c.create_channel().await.unwrap();
+        ch.queue_declare("".into(), Default::default(), Default::default()).await.unwrap();
+        c.close(200, "bye".into()).await.unwrap();
+    }
+    for (user, pass, reason) in
+        [("alice", "n0t-it", "wrong password"), ("carol", "x", "no such user"), ("cert-only", "", "no password")]
+    {
+        let uri = format!("amqp://{user}:{pass}@{}/%2f", b.addr);
+        let err = match within("refusal", Connection::connect(&uri, ConnectionProperties::default())).await {
+            Ok(_) => panic!("{user} must be refused"),
+            Err(e) => e,
+        };
+        assert_eq!(amqp_error(&err).0, 403, "{user}");
+        let who = format!("user={user}");
+        b.wait_for_log(reason, |l| l.contains("login refused") && l.contains(&who) && l.contains(reason));
+    }
+    assert!(
+        !b.logged(|l| l.contains("S3cret") || l.contains("b0b-pw") || l.contains("n0t-it")),
+        "no password in the log"
+    );
+}
