@@ -160,6 +160,9 @@ pub struct AuthConfig {
     pub vhosts: Vec<String>,
     /// More users (`[[auth.users]]`).
     pub users: Vec<UserConfig>,
+    /// A RabbitMQ definitions file to take users (with their password hashes) and virtual
+    /// hosts from at start (RabbitMQ's `load_definitions`).
+    pub definitions: Option<PathBuf>,
 }
 
 /// One `[[auth.users]]` entry.
@@ -244,6 +247,7 @@ impl Default for AuthConfig {
             default_user_loopback_only: true,
             vhosts: vec!["/".into()],
             users: Vec::new(),
+            definitions: None,
         }
     }
 }

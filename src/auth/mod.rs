@@ -6,6 +6,7 @@
 //! `password_hash` (as exported in a RabbitMQ definitions file) or a plain `password` (hashed
 //! when the config is read, never kept).
 
+pub mod definitions;
 pub mod hashing;
 
 use std::collections::HashMap;
@@ -54,6 +55,13 @@ pub struct Users {
 impl Users {
     /// The users of the config file; an entry that cannot be used is an error naming it.
     pub fn from_config(auth: &AuthConfig) -> Result<Users, String> {
+        Self::with_imported(auth, &[])
+    }
+
+    /// The config file's users and those of a definitions file (`imported`). An imported user
+    /// with the default user's name replaces it (keeping its loopback rule), as importing
+    /// RabbitMQ definitions replaces `guest`; any other name given twice is an error.
+    pub fn with_imported(auth: &AuthConfig, imported: &[crate::config::UserConfig]) -> Result<Users, String> {
         let mut users = Users::default();
         users.by_name.insert(
             auth.default_user.clone(),
@@ -64,8 +72,15 @@ impl Users {
                 loopback_only: auth.default_user_loopback_only,
             },
         );
-        for u in &auth.users {
-            let what = format!("auth.users entry '{}'", u.name);
+        let imported = imported.iter().map(|u| {
+            let mut u = u.clone();
+            u.loopback_only = u.name == auth.default_user && auth.default_user_loopback_only;
+            (u, "definitions file user")
+        });
+        let configured = auth.users.iter().map(|u| (u.clone(), "auth.users entry"));
+        let mut replaced_default = false;
+        for (u, source) in imported.chain(configured) {
+            let what = format!("{source} '{}'", u.name);
             if u.name.is_empty() {
                 return Err("an auth.users entry has an empty name".into());
             }
@@ -85,9 +100,12 @@ impl Users {
                 return Err(format!("{what}: unknown tag '{t}' (known: {})", TAGS.join(", ")));
             }
             let user = User { name: u.name.clone(), tags: u.tags.clone(), password, loopback_only: u.loopback_only };
-            if users.by_name.insert(u.name.clone(), user).is_some() {
+            let replaces_default =
+                u.name == auth.default_user && !replaced_default && source.starts_with("definitions");
+            if users.by_name.insert(u.name.clone(), user).is_some() && !replaces_default {
                 return Err(format!("{what}: the user is defined twice (or is the default user)"));
             }
+            replaced_default |= replaces_default;
         }
         Ok(users)
     }

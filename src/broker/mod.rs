@@ -61,8 +61,27 @@ impl Broker {
         let timeout = config.amqp.consumer_timeout_duration();
         let persister = Persister::start();
         crate::queue::admission::configure(config.amqp.flow_backlog_messages, config.amqp.flow_backlog_bytes);
+        let imported = match &config.auth.definitions {
+            Some(path) => crate::auth::definitions::read(path).map_err(BrokerError::Config)?,
+            None => Default::default(),
+        };
+        if !imported.not_imported.is_empty() {
+            let sections: Vec<String> = imported.not_imported.iter().map(|(s, n)| format!("{s} ({n})")).collect();
+            tracing::warn!(
+                sections = %sections.join(", "),
+                "the definitions file has sections this version does not import yet (it imports users and vhosts); \
+                 they are ignored, and every user may use every vhost"
+            );
+        }
+        let users = crate::auth::Users::with_imported(&config.auth, &imported.users).map_err(BrokerError::Config)?;
+        let mut vhost_names = config.auth.vhosts.clone();
+        for v in imported.vhosts {
+            if !vhost_names.contains(&v) {
+                vhost_names.push(v);
+            }
+        }
         let mut vhosts = HashMap::new();
-        for v in &config.auth.vhosts {
+        for v in &vhost_names {
             let storage = StorageSettings {
                 dir: config.data_dir.join("vhosts").join(vhost_dir_name(v)),
                 fsync: config.storage.fsync,
@@ -77,7 +96,6 @@ impl Broker {
             })?;
             vhosts.insert(v.clone(), vhost);
         }
-        let users = crate::auth::Users::from_config(&config.auth).map_err(BrokerError::Config)?;
         let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
             users,

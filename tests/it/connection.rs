@@ -300,3 +300,38 @@ name = "cert-only"
         "no password in the log"
     );
 }
+
+/// Users and vhosts from a definitions file exported by RabbitMQ 3.10.8 (`auth.definitions`):
+/// its users log in with their RabbitMQ passwords, its vhosts exist, and the sections not
+/// imported yet are named in a warning.
+#[tokio::test]
+async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
+    let dir = TempDir::new();
+    let defs = dir.0.join("definitions.json");
+    std::fs::write(
+        &defs,
+        r#"{"bindings":[],"exchanges":[],"parameters":[],"policies":[],"queues":[],"topic_permissions":[],
+        "permissions":[{"configure":".*","read":".*","user":"alice","vhost":"tenant-a","write":".*"}],
+        "rabbit_version":"3.10.8","rabbitmq_version":"3.10.8",
+        "users":[{"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"alice","password_hash":"F0F+DkwlOADPqn8qR8a4yfqSCf0V+zMO74HfwT2nxsb+5lEs","tags":[]},
+                 {"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"guest","password_hash":"i5KII00KzG9U7uwcAZ15Ejdw6Pn1J6mJwbt4t2+HrIQm0BzL","tags":["administrator"]}],
+        "vhosts":[{"limits":[],"metadata":{"description":"Default virtual host","tags":[]},"name":"/"},{"name":"tenant-a"}]}"#,
+    )
+    .unwrap();
+    let config = format!("[auth]\ndefinitions = {:?}\n", defs.to_str().unwrap());
+    let b = Broker::start_with_config_logging(&config, "warn");
+    b.wait_for_log("not imported", |l| l.contains("does not import yet") && l.contains("permissions (1)"));
+    for (user, pass, vhost) in [("alice", "S3cret%21", "tenant-a"), ("guest", "guest", "%2f")] {
+        let uri = format!("amqp://{user}:{pass}@{}/{vhost}", b.addr);
+        let c = within("login", Connection::connect(&uri, ConnectionProperties::default()))
+            .await
+            .unwrap_or_else(|e| panic!("{user} on {vhost}: {e}"));
+        c.close(200, "bye".into()).await.unwrap();
+    }
+    let uri = format!("amqp://alice:nope@{}/tenant-a", b.addr);
+    let err = match within("refusal", Connection::connect(&uri, ConnectionProperties::default())).await {
+        Ok(_) => panic!("a wrong password must be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(amqp_error(&err).0, 403);
+}
