@@ -163,6 +163,30 @@ pub struct AuthConfig {
     /// A RabbitMQ definitions file to take users (with their password hashes) and virtual
     /// hosts from at start (RabbitMQ's `load_definitions`).
     pub definitions: Option<PathBuf>,
+    /// Which user may use which vhost (`[[auth.permissions]]`). The default user may use
+    /// every vhost of `vhosts`; any other user only the vhosts listed here (or in the
+    /// definitions file) for it.
+    pub permissions: Vec<PermissionConfig>,
+}
+
+/// One `[[auth.permissions]]` entry: RabbitMQ's configure / write / read patterns of a user
+/// in a vhost. This version checks that the entry exists when the user opens the vhost; the
+/// patterns are kept for the checks per operation that come next.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionConfig {
+    pub user: String,
+    pub vhost: String,
+    #[serde(default = "match_all")]
+    pub configure: String,
+    #[serde(default = "match_all")]
+    pub write: String,
+    #[serde(default = "match_all")]
+    pub read: String,
+}
+
+fn match_all() -> String {
+    ".*".into()
 }
 
 /// One `[[auth.users]]` entry.
@@ -248,6 +272,7 @@ impl Default for AuthConfig {
             vhosts: vec!["/".into()],
             users: Vec::new(),
             definitions: None,
+            permissions: Vec::new(),
         }
     }
 }

@@ -6,19 +6,20 @@
 
 use serde_json::Value;
 
-use crate::config::UserConfig;
+use crate::config::{PermissionConfig, UserConfig};
 
 /// What a definitions file gives the broker at start.
 #[derive(Debug, Default)]
 pub struct Imported {
     pub users: Vec<UserConfig>,
     pub vhosts: Vec<String>,
+    pub permissions: Vec<PermissionConfig>,
     /// Non-empty sections not imported: (section, entries).
     pub not_imported: Vec<(String, usize)>,
 }
 
 /// Sections read here.
-const IMPORTED: &[&str] = &["users", "vhosts"];
+const IMPORTED: &[&str] = &["users", "vhosts", "permissions"];
 /// Sections that describe the file rather than the broker.
 const INFORMATIONAL: &[&str] = &["rabbit_version", "rabbitmq_version", "product_name", "product_version"];
 
@@ -60,6 +61,17 @@ pub fn parse(json: &str) -> Result<Imported, String> {
     }
     for (i, h) in top.get("vhosts").and_then(Value::as_array).into_iter().flatten().enumerate() {
         out.vhosts.push(text(h, "name", &format!("vhosts[{i}]"))?.to_string());
+    }
+    for (i, p) in top.get("permissions").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let what = format!("permissions[{i}]");
+        let field = |k: &str| text(p, k, &what).map(String::from);
+        out.permissions.push(PermissionConfig {
+            user: field("user")?,
+            vhost: field("vhost")?,
+            configure: field("configure")?,
+            write: field("write")?,
+            read: field("read")?,
+        });
     }
     for (section, value) in top {
         if IMPORTED.contains(&section.as_str()) || INFORMATIONAL.contains(&section.as_str()) {
@@ -107,10 +119,9 @@ mod tests {
         assert_eq!(d.vhosts, ["/", "tenant-a"]);
         let mut rest = d.not_imported.clone();
         rest.sort();
-        assert_eq!(
-            rest,
-            [("global_parameters".to_string(), 1), ("permissions".to_string(), 1), ("queues".to_string(), 1)]
-        );
+        assert_eq!(rest, [("global_parameters".to_string(), 1), ("queues".to_string(), 1)]);
+        assert_eq!(d.permissions.len(), 1);
+        assert_eq!((d.permissions[0].user.as_str(), d.permissions[0].vhost.as_str()), ("guest", "/"));
     }
 
     #[test]

@@ -50,12 +50,26 @@ impl Refusal {
 #[derive(Debug, Default)]
 pub struct Users {
     by_name: HashMap<String, User>,
+    /// (user, vhost) → its permission patterns.
+    permissions: HashMap<(String, String), crate::config::PermissionConfig>,
 }
 
 impl Users {
-    /// The users of the config file; an entry that cannot be used is an error naming it.
+    /// The users and permissions of the config file; an entry that cannot be used is an
+    /// error naming it.
     pub fn from_config(auth: &AuthConfig) -> Result<Users, String> {
-        Self::with_imported(auth, &[])
+        let mut users = Self::with_imported(auth, &[])?;
+        users.grant(auth, false, &auth.permissions)?;
+        Ok(users)
+    }
+
+    /// The users and permissions of the config file and of a definitions file.
+    pub fn from_config_and(auth: &AuthConfig, imported: &definitions::Imported) -> Result<Users, String> {
+        let mut users = Self::with_imported(auth, &imported.users)?;
+        let default_replaced = imported.users.iter().any(|u| u.name == auth.default_user);
+        let entries: Vec<_> = imported.permissions.iter().chain(&auth.permissions).cloned().collect();
+        users.grant(auth, default_replaced, &entries)?;
+        Ok(users)
     }
 
     /// The config file's users and those of a definitions file (`imported`). An imported user
@@ -110,6 +124,41 @@ impl Users {
         Ok(users)
     }
 
+    /// Grant permissions: the default user on every configured vhost (unless a definitions
+    /// file brought its own user of that name), then the listed entries (later ones replace
+    /// earlier ones for the same user and vhost, as `set_permissions` does).
+    pub fn grant(
+        &mut self,
+        auth: &AuthConfig,
+        default_replaced: bool,
+        entries: &[crate::config::PermissionConfig],
+    ) -> Result<(), String> {
+        if !default_replaced {
+            for v in &auth.vhosts {
+                let all = crate::config::PermissionConfig {
+                    user: auth.default_user.clone(),
+                    vhost: v.clone(),
+                    configure: ".*".into(),
+                    write: ".*".into(),
+                    read: ".*".into(),
+                };
+                self.permissions.insert((all.user.clone(), all.vhost.clone()), all);
+            }
+        }
+        for p in entries {
+            if !self.by_name.contains_key(&p.user) {
+                return Err(format!("permissions for user '{}' in vhost '{}': no such user", p.user, p.vhost));
+            }
+            self.permissions.insert((p.user.clone(), p.vhost.clone()), p.clone());
+        }
+        Ok(())
+    }
+
+    /// Whether `user` may open `vhost` (it has permissions there, as RabbitMQ requires).
+    pub fn may_open(&self, user: &str, vhost: &str) -> bool {
+        self.permissions.contains_key(&(user.to_string(), vhost.to_string()))
+    }
+
     pub fn get(&self, name: &str) -> Option<&User> {
         self.by_name.get(name)
     }
@@ -159,6 +208,45 @@ mod tests {
         assert_eq!(users.authenticate("bob", "pw", false).unwrap().name, "bob");
         assert_eq!(users.authenticate("cert-only", "", true).unwrap_err(), Refusal::NoPassword);
         assert_eq!(users.authenticate("carol", "x", true).unwrap_err(), Refusal::UnknownUser);
+    }
+
+    #[test]
+    fn vhost_access_follows_permissions() {
+        let perm = |user: &str, vhost: &str| crate::config::PermissionConfig {
+            user: user.into(),
+            vhost: vhost.into(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        };
+        let mut a = AuthConfig { vhosts: vec!["/".into(), "b".into()], ..Default::default() };
+        a.users.push(UserConfig { password: Some("pw".into()), ..user("alice") });
+        a.permissions.push(perm("alice", "b"));
+        let users = Users::from_config(&a).unwrap();
+        assert!(
+            users.may_open("guest", "/") && users.may_open("guest", "b"),
+            "the default user: every configured vhost"
+        );
+        assert!(users.may_open("alice", "b") && !users.may_open("alice", "/"));
+        assert!(!users.may_open("nobody", "/"));
+        // Permissions for a user that does not exist are a config error.
+        a.permissions.push(perm("ghost", "/"));
+        assert!(Users::from_config(&a).unwrap_err().contains("'ghost'"));
+        a.permissions.pop();
+        // A definitions file that brings its own default user brings its permissions too.
+        let imported = definitions::Imported {
+            users: vec![UserConfig { password: Some("g".into()), ..user("guest") }],
+            permissions: vec![perm("guest", "b")],
+            ..Default::default()
+        };
+        let users = Users::from_config_and(&a, &imported).unwrap();
+        assert!(users.may_open("guest", "b") && !users.may_open("guest", "/"));
+        assert!(users.authenticate("guest", "g", true).is_ok(), "the imported password");
+        assert_eq!(
+            users.authenticate("guest", "g", false).unwrap_err(),
+            Refusal::LoopbackOnly,
+            "the loopback rule stays"
+        );
     }
 
     #[test]

@@ -69,11 +69,11 @@ impl Broker {
             let sections: Vec<String> = imported.not_imported.iter().map(|(s, n)| format!("{s} ({n})")).collect();
             tracing::warn!(
                 sections = %sections.join(", "),
-                "the definitions file has sections this version does not import yet (it imports users and vhosts); \
-                 they are ignored, and every user may use every vhost"
+                "the definitions file has sections this version does not import yet (it imports users, vhosts \
+                 and permissions); they are ignored"
             );
         }
-        let users = crate::auth::Users::with_imported(&config.auth, &imported.users).map_err(BrokerError::Config)?;
+        let users = crate::auth::Users::from_config_and(&config.auth, &imported).map_err(BrokerError::Config)?;
         let mut vhost_names = config.auth.vhosts.clone();
         for v in imported.vhosts {
             if !vhost_names.contains(&v) {

@@ -202,6 +202,15 @@ impl Handshake {
                         AmqpError::not_allowed(format_args!("vhost {vhost} not found")).on(10, 40),
                     ));
                 }
+                if !cx.users.may_open(&negotiated.user, vhost) {
+                    return Err(HandshakeError::Close(
+                        AmqpError::not_allowed(format_args!(
+                            "access to vhost '{vhost}' refused for user '{}'",
+                            negotiated.user
+                        ))
+                        .on(10, 40),
+                    ));
+                }
                 negotiated.vhost = vhost.to_string();
                 Ok(Progress::Done(negotiated, AMQPClass::Connection(C::OpenOk(connection::OpenOk {}))))
             }

@@ -272,6 +272,19 @@ hashing_algorithm = "rabbit_password_hashing_sha512"
 
 [[auth.users]]
 name = "cert-only"
+
+[[auth.users]]
+name = "no-perms"
+password = "np"
+
+[[auth.permissions]]
+user = "alice"
+vhost = "/"
+
+[[auth.permissions]]
+user = "bob"
+vhost = "/"
+configure = "^bob-"
 "#;
     let b = Broker::start_with_config_logging(config, "warn");
     for (user, pass) in [("alice", "S3cret%21"), ("bob", "b0b-pw"), ("guest", "guest")] {
@@ -299,6 +312,13 @@ name = "cert-only"
         !b.logged(|l| l.contains("S3cret") || l.contains("b0b-pw") || l.contains("n0t-it")),
         "no password in the log"
     );
+    // Logged in, but no permissions on the vhost: RabbitMQ's 530 at connection.open.
+    let uri = format!("amqp://no-perms:np@{}/%2f", b.addr);
+    let err = match within("vhost refusal", Connection::connect(&uri, ConnectionProperties::default())).await {
+        Ok(_) => panic!("a user without permissions on the vhost must be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(amqp_error(&err), (530, "NOT_ALLOWED - access to vhost '/' refused for user 'no-perms'".to_string()));
 }
 
 /// Users and vhosts from a definitions file exported by RabbitMQ 3.10.8 (`auth.definitions`):
@@ -310,8 +330,10 @@ async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
     let defs = dir.0.join("definitions.json");
     std::fs::write(
         &defs,
-        r#"{"bindings":[],"exchanges":[],"parameters":[],"policies":[],"queues":[],"topic_permissions":[],
-        "permissions":[{"configure":".*","read":".*","user":"alice","vhost":"tenant-a","write":".*"}],
+        r#"{"bindings":[],"exchanges":[],"parameters":[],"queues":[],"topic_permissions":[],
+        "policies":[{"vhost":"/","name":"ttl","pattern":"^t[.]","apply-to":"queues","definition":{"message-ttl":1000},"priority":0}],
+        "permissions":[{"configure":".*","read":".*","user":"alice","vhost":"tenant-a","write":".*"},
+                       {"configure":".*","read":".*","user":"guest","vhost":"/","write":".*"}],
         "rabbit_version":"3.10.8","rabbitmq_version":"3.10.8",
         "users":[{"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"alice","password_hash":"F0F+DkwlOADPqn8qR8a4yfqSCf0V+zMO74HfwT2nxsb+5lEs","tags":[]},
                  {"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"guest","password_hash":"i5KII00KzG9U7uwcAZ15Ejdw6Pn1J6mJwbt4t2+HrIQm0BzL","tags":["administrator"]}],
@@ -320,7 +342,14 @@ async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
     .unwrap();
     let config = format!("[auth]\ndefinitions = {:?}\n", defs.to_str().unwrap());
     let b = Broker::start_with_config_logging(&config, "warn");
-    b.wait_for_log("not imported", |l| l.contains("does not import yet") && l.contains("permissions (1)"));
+    b.wait_for_log("not imported", |l| l.contains("does not import yet") && l.contains("policies (1)"));
+    // An imported user has only the vhosts the file gives it (alice: tenant-a, not /).
+    let uri = format!("amqp://alice:S3cret%21@{}/%2f", b.addr);
+    let err = match within("vhost refusal", Connection::connect(&uri, ConnectionProperties::default())).await {
+        Ok(_) => panic!("alice has no permissions on /"),
+        Err(e) => e,
+    };
+    assert_eq!(amqp_error(&err).0, 530);
     for (user, pass, vhost) in [("alice", "S3cret%21", "tenant-a"), ("guest", "guest", "%2f")] {
         let uri = format!("amqp://{user}:{pass}@{}/{vhost}", b.addr);
         let c = within("login", Connection::connect(&uri, ConnectionProperties::default()))
