@@ -167,6 +167,14 @@ pub struct AuthConfig {
     /// every vhost of `vhosts`; any other user only the vhosts listed here (or in the
     /// definitions file) for it.
     pub permissions: Vec<PermissionConfig>,
+    /// A failed login (or an unknown mechanism) is answered after this many milliseconds.
+    pub login_failure_delay_ms: u64,
+}
+
+impl AuthConfig {
+    pub fn login_failure_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.login_failure_delay_ms)
+    }
 }
 
 /// One `[[auth.permissions]]` entry: RabbitMQ's configure / write / read patterns of a user
@@ -273,6 +281,7 @@ impl Default for AuthConfig {
             users: Vec::new(),
             definitions: None,
             permissions: Vec::new(),
+            login_failure_delay_ms: 1000,
         }
     }
 }

@@ -189,7 +189,14 @@ async fn handshake(framed: &mut Framed, wtx: &Writer, broker: &Broker, peer: Soc
                 return None;
             }
         };
-        match state.on_method(&method, &cx) {
+        // A refusal in answer to start-ok is a failed login: answered only after a delay, so
+        // that a connection cannot try passwords faster than one per delay.
+        let login_step = matches!(state, Handshake::AwaitStartOk);
+        let result = state.on_method(&method, &cx);
+        if login_step && result.is_err() {
+            tokio::time::sleep(broker.config.auth.login_failure_delay()).await;
+        }
+        match result {
             Ok(Progress::Continue(next, reply)) => {
                 if let Some(r) = reply {
                     send(&r);

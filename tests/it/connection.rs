@@ -364,3 +364,21 @@ async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
     };
     assert_eq!(amqp_error(&err).0, 403);
 }
+
+/// A failed login is answered only after `auth.login_failure_delay_ms`; a good one at once.
+#[tokio::test]
+async fn a_failed_login_is_answered_after_the_configured_delay() {
+    let b = Broker::start_with_config("[auth]\nlogin_failure_delay_ms = 1500\n");
+    let t = std::time::Instant::now();
+    let uri = format!("amqp://guest:wrong@{}/%2f", b.addr);
+    let err = match within("refusal", Connection::connect(&uri, ConnectionProperties::default())).await {
+        Ok(_) => panic!("a wrong password must be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(amqp_error(&err).0, 403);
+    assert!(t.elapsed() >= std::time::Duration::from_millis(1500), "answered after {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let c = within("login", Connection::connect(&b.uri(), ConnectionProperties::default())).await.unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_millis(1500), "a good login is not delayed: {:?}", t.elapsed());
+    c.close(200, "bye".into()).await.unwrap();
+}
