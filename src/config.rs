@@ -163,9 +163,9 @@ pub struct AuthConfig {
     /// A RabbitMQ definitions file to take users (with their password hashes) and virtual
     /// hosts from at start (RabbitMQ's `load_definitions`).
     pub definitions: Option<PathBuf>,
-    /// Which user may use which vhost (`[[auth.permissions]]`). The default user may use
-    /// every vhost of `vhosts`; any other user only the vhosts listed here (or in the
-    /// definitions file) for it.
+    /// Which user may do what in which vhost (`[[auth.permissions]]`). The default user may
+    /// do anything in every vhost of `vhosts`; any other user only what is listed here (or in
+    /// the definitions file) for it.
     pub permissions: Vec<PermissionConfig>,
     /// A failed login (or an unknown mechanism) is answered after this many milliseconds.
     pub login_failure_delay_ms: u64,
@@ -178,8 +178,7 @@ impl AuthConfig {
 }
 
 /// One `[[auth.permissions]]` entry: RabbitMQ's configure / write / read patterns of a user
-/// in a vhost. This version checks that the entry exists when the user opens the vhost; the
-/// patterns are kept for the checks per operation that come next.
+/// in a vhost (see [`crate::auth::permissions`]).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PermissionConfig {

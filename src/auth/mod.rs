@@ -8,6 +8,7 @@
 
 pub mod definitions;
 pub mod hashing;
+pub mod permissions;
 
 use std::collections::HashMap;
 
@@ -50,8 +51,8 @@ impl Refusal {
 #[derive(Debug, Default)]
 pub struct Users {
     by_name: HashMap<String, User>,
-    /// (user, vhost) → its permission patterns.
-    permissions: HashMap<(String, String), crate::config::PermissionConfig>,
+    /// (user, vhost) → its permissions.
+    permissions: HashMap<(String, String), std::sync::Arc<permissions::Permission>>,
 }
 
 impl Users {
@@ -142,14 +143,16 @@ impl Users {
                     write: ".*".into(),
                     read: ".*".into(),
                 };
-                self.permissions.insert((all.user.clone(), all.vhost.clone()), all);
+                let compiled = permissions::Permission::compile(&all)?;
+                self.permissions.insert((all.user.clone(), all.vhost.clone()), std::sync::Arc::new(compiled));
             }
         }
         for p in entries {
             if !self.by_name.contains_key(&p.user) {
                 return Err(format!("permissions for user '{}' in vhost '{}': no such user", p.user, p.vhost));
             }
-            self.permissions.insert((p.user.clone(), p.vhost.clone()), p.clone());
+            let compiled = permissions::Permission::compile(p)?;
+            self.permissions.insert((p.user.clone(), p.vhost.clone()), std::sync::Arc::new(compiled));
         }
         Ok(())
     }
@@ -157,6 +160,11 @@ impl Users {
     /// Whether `user` may open `vhost` (it has permissions there, as RabbitMQ requires).
     pub fn may_open(&self, user: &str, vhost: &str) -> bool {
         self.permissions.contains_key(&(user.to_string(), vhost.to_string()))
+    }
+
+    /// The permissions of `user` in `vhost` (None: it may not open it).
+    pub fn permission(&self, user: &str, vhost: &str) -> Option<std::sync::Arc<permissions::Permission>> {
+        self.permissions.get(&(user.to_string(), vhost.to_string())).cloned()
     }
 
     pub fn get(&self, name: &str) -> Option<&User> {

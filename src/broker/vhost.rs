@@ -617,6 +617,17 @@ impl VHost {
 
     /// Declare (or check) a queue; returns its entry and whether it was created now.
     pub fn declare_queue(&self, d: &QueueDeclare, conn_id: u64) -> AmqpResult<(Arc<QueueEntry>, bool)> {
+        self.declare_queue_checked(d, conn_id, &|_| Ok(()))
+    }
+
+    /// [`Self::declare_queue`], with `may_configure` asked about the final name (a server-named
+    /// queue's generated one) of a non-passive declare after the name checks, as RabbitMQ does.
+    pub fn declare_queue_checked(
+        &self,
+        d: &QueueDeclare,
+        conn_id: u64,
+        may_configure: &dyn Fn(&str) -> AmqpResult<()>,
+    ) -> AmqpResult<(Arc<QueueEntry>, bool)> {
         if d.passive {
             return self.queue(&d.name, conn_id).map(|q| (q, false));
         }
@@ -632,6 +643,7 @@ impl VHost {
             }
             d.name.clone()
         };
+        may_configure(&name)?;
         let args =
             QueueArgs::parse(&d.arguments, &name, &self.name, d.durable, d.exclusive, d.auto_delete, server_named)?;
         self.mutate(|t, ch| {

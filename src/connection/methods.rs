@@ -12,6 +12,7 @@ use amq_protocol::protocol::{access, basic, channel, confirm, exchange, queue};
 use tokio::sync::oneshot;
 
 use super::Connection;
+use crate::auth::permissions::Access;
 use crate::broker::ReplyRoute;
 use crate::broker::names;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare};
@@ -219,6 +220,12 @@ impl Connection {
         let vhost = self.vhost.clone();
         match m {
             E::Declare(d) => {
+                let name = d.exchange.as_str();
+                // A new `amq.*` exchange is refused for its name first (as RabbitMQ).
+                let reserved_new = name.starts_with("amq.") && !vhost.snapshot().exchanges.contains_key(name);
+                if !d.passive && !name.is_empty() && !reserved_new {
+                    self.permission.check(Access::Configure, "exchange", name)?;
+                }
                 vhost.declare_exchange(&ExchangeDeclare {
                     name: strip_cr_lf(d.exchange.as_str()),
                     kind: d.kind.as_str().to_string(),
@@ -233,18 +240,23 @@ impl Connection {
                 }
             }
             E::Delete(d) => {
+                if !d.exchange.as_str().is_empty() {
+                    self.permission.check(Access::Configure, "exchange", d.exchange.as_str())?;
+                }
                 vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.reply(ch, AMQPClass::Exchange(E::DeleteOk(exchange::DeleteOk {})));
                 }
             }
             E::Bind(b) => {
+                self.check_exchange_binding(b.destination.as_str(), b.source.as_str())?;
                 vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
                 if !b.nowait {
                     self.reply(ch, AMQPClass::Exchange(E::BindOk(exchange::BindOk {})));
                 }
             }
             E::Unbind(b) => {
+                self.check_exchange_binding(b.destination.as_str(), b.source.as_str())?;
                 vhost.unbind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -258,6 +270,25 @@ impl Connection {
             _ => return Err(unimplemented()),
         }
         Ok(())
+    }
+
+    /// exchange.bind/unbind: write on the destination, then read on the source (the default
+    /// exchange is refused by the vhost for what it is).
+    fn check_exchange_binding(&self, destination: &str, source: &str) -> AmqpResult<()> {
+        if destination.is_empty() || source.is_empty() {
+            return Ok(());
+        }
+        self.permission.check(Access::Write, "exchange", destination)?;
+        self.permission.check(Access::Read, "exchange", source)
+    }
+
+    /// queue.bind/unbind: write on the queue, then read on the exchange.
+    fn check_queue_binding(&self, queue: &str, exchange: &str) -> AmqpResult<()> {
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        self.permission.check(Access::Write, "queue", queue)?;
+        self.permission.check(Access::Read, "exchange", exchange)
     }
 
     /// Resolve an empty queue name to the channel's last declared queue.
@@ -299,7 +330,9 @@ impl Connection {
                 // declare again, as RabbitMQ would find it gone (passive: 404; else: a new queue).
                 let mut attempts = 0;
                 let (entry, stats) = loop {
-                    let (entry, _) = vhost.declare_queue(&decl, self.id)?;
+                    let permission = self.permission.clone();
+                    let may_configure = |name: &str| permission.check(Access::Configure, "queue", name);
+                    let (entry, _) = vhost.declare_queue_checked(&decl, self.id, &may_configure)?;
                     let (reply, rx) = oneshot::channel();
                     entry.handle.send(QueueCmd::Stats { reply }).await;
                     match rx.await {
@@ -334,6 +367,7 @@ impl Connection {
                 } else {
                     b.routing_key.as_str().to_string()
                 };
+                self.check_queue_binding(&name, b.exchange.as_str())?;
                 vhost.bind_queue(&name, b.exchange.as_str(), &key, &b.arguments, self.id)?;
                 if !b.nowait {
                     self.reply(ch, AMQPClass::Queue(Q::BindOk(queue::BindOk {})));
@@ -346,11 +380,13 @@ impl Connection {
                 } else {
                     b.routing_key.as_str().to_string()
                 };
+                self.check_queue_binding(&name, b.exchange.as_str())?;
                 vhost.unbind_queue(&name, b.exchange.as_str(), &key, &b.arguments, self.id)?;
                 self.reply(ch, AMQPClass::Queue(Q::UnbindOk(queue::UnbindOk {})));
             }
             Q::Purge(p) => {
                 let name = self.queue_name(ch, p.queue.as_str())?;
+                self.permission.check(Access::Read, "queue", &name)?;
                 let q = vhost.queue(&name, self.id)?;
                 let (reply, rx) = oneshot::channel();
                 q.handle.send(QueueCmd::Purge { reply }).await;
@@ -361,6 +397,7 @@ impl Connection {
             }
             Q::Delete(d) => {
                 let name = self.queue_name(ch, d.queue.as_str())?;
+                self.permission.check(Access::Configure, "queue", &name)?;
                 let n = vhost.delete_queue(&name, d.if_unused, d.if_empty, self.id).await?;
                 if !d.nowait {
                     self.reply(ch, AMQPClass::Queue(Q::DeleteOk(queue::DeleteOk { message_count: n })));
@@ -464,6 +501,7 @@ impl Connection {
             return self.consume_replies(ch, tag, &c);
         }
         let name = self.queue_name(ch, c.queue.as_str())?;
+        self.permission.check(Access::Read, "queue", &name)?;
         let entry = self.vhost.queue(&name, self.id)?;
         let priority = match c.arguments.inner().get("x-priority") {
             None => 0,
@@ -542,6 +580,7 @@ impl Connection {
 
     async fn basic_get(&mut self, ch: u16, g: basic::Get) -> AmqpResult<()> {
         let name = self.queue_name(ch, g.queue.as_str())?;
+        self.permission.check(Access::Read, "queue", &name)?;
         let entry = self.vhost.queue(&name, self.id)?;
         let (reply, rx) = oneshot::channel();
         entry.handle.send(QueueCmd::Get { reply, no_ack: g.no_ack }).await;

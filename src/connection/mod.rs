@@ -114,6 +114,8 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
         };
     framed.decoder_mut().set_frame_max(negotiated.frame_max);
     let Some(vhost) = broker.vhost(&negotiated.vhost).cloned() else { return };
+    // The handshake refused users without permissions on the vhost.
+    let Some(permission) = broker.users.permission(&negotiated.user, &negotiated.vhost) else { return };
     info!(user = %negotiated.user, vhost = %negotiated.vhost, heartbeat = negotiated.heartbeat, "connection open");
 
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
@@ -122,6 +124,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let registration = broker.connections.register(id, peer, &negotiated.user, &negotiated.vhost);
     let conn = Connection {
         id,
+        permission,
         registration,
         heartbeat: Heartbeat::new(negotiated.heartbeat, Instant::now()),
         neg: negotiated,
@@ -223,6 +226,8 @@ async fn handshake(framed: &mut Framed, wtx: &Writer, broker: &Broker, peer: Soc
 /// The connection task's state.
 pub struct Connection {
     pub id: u64,
+    /// The user's permissions in this vhost (checked per operation).
+    pub permission: Arc<crate::auth::permissions::Permission>,
     /// This connection in the broker's list (removed when the task ends).
     registration: crate::broker::connections::Registration,
     pub neg: Negotiated,

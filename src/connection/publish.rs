@@ -89,6 +89,8 @@ impl Connection {
     /// Validate a complete message, then route it now or hold it for the transaction.
     fn publish(&mut self, ch: u16, content: Content) -> AmqpResult<()> {
         let Content { method, header, body } = content;
+        // Write permission on the exchange, before it is looked up (as RabbitMQ).
+        self.permission.check(crate::auth::permissions::Access::Write, "exchange", &method.exchange)?;
         let topology = self.vhost.snapshot();
         if !method.exchange.is_empty() {
             let x = topology.exchanges.get(&*method.exchange).ok_or_else(|| {

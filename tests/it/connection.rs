@@ -284,7 +284,6 @@ vhost = "/"
 [[auth.permissions]]
 user = "bob"
 vhost = "/"
-configure = "^bob-"
 "#;
     let b = Broker::start_with_config_logging(config, "warn");
     for (user, pass) in [("alice", "S3cret%21"), ("bob", "b0b-pw"), ("guest", "guest")] {

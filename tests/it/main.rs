@@ -30,6 +30,7 @@ mod delayed;
 mod flow;
 mod length_limits;
 mod memory;
+mod permissions;
 mod priorities;
 mod queue_types;
 mod rpc;
