@@ -21,7 +21,7 @@ use crate::channel::unacked::{Pending, group_by_queue};
 use crate::channel::{Channel, ChannelPhase, ReplyConsumer};
 use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::encode::{self, Outbound};
-use crate::protocol::methods::{type_name, value_int};
+use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::{AMQPClass, CLASS_BASIC};
 use crate::queue::{ConsumerSpec, Outcome, QueueCmd};
 
@@ -331,7 +331,17 @@ impl Connection {
                 let mut attempts = 0;
                 let (entry, stats) = loop {
                     let permission = self.permission.clone();
-                    let may_configure = |name: &str| permission.check(Access::Configure, "queue", name);
+                    let dlx = decl.arguments.inner().get("x-dead-letter-exchange").and_then(value_str);
+                    let may_configure = |name: &str| {
+                        permission.check(Access::Configure, "queue", name)?;
+                        // Dead-lettering publishes to the DLX from the queue: write on the one,
+                        // read on the other (as RabbitMQ checks at declare).
+                        if let Some(dlx) = &dlx {
+                            permission.check(Access::Write, "exchange", dlx)?;
+                            permission.check(Access::Read, "queue", name)?;
+                        }
+                        Ok(())
+                    };
                     let (entry, _) = vhost.declare_queue_checked(&decl, self.id, &may_configure)?;
                     let (reply, rx) = oneshot::channel();
                     entry.handle.send(QueueCmd::Stats { reply }).await;

@@ -81,6 +81,17 @@ async fn each_operation_needs_its_permission_as_in_rabbitmq() {
     let opts = ExchangeDeclareOptions { passive: true, ..Default::default() };
     x.exchange_declare("gx".into(), ExchangeKind::Direct, opts, FieldTable::default()).await.unwrap();
 
+    // A dead-letter exchange needs write on it.
+    let mut dl = FieldTable::default();
+    dl.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("gx".into()));
+    assert_eq!(
+        expect_amqp_error(declare_queue(&ch().await, "bob-dl", nop, dl).await),
+        refused("exchange", "gx", "bob")
+    );
+    let mut dl = FieldTable::default();
+    dl.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("bob-x".into()));
+    declare_queue(&ch().await, "bob-dl", nop, dl).await.unwrap();
+
     // Publish: write on the exchange, before it is looked up; the default exchange is amq.default.
     for (exchange, shown) in [("amq.direct", "amq.direct"), ("", "amq.default"), ("nope", "nope")] {
         let p = ch().await;
