@@ -167,6 +167,9 @@ pub struct AuthConfig {
     /// do anything in every vhost of `vhosts`; any other user only what is listed here (or in
     /// the definitions file) for it.
     pub permissions: Vec<PermissionConfig>,
+    /// Topic permissions (`[[auth.topic_permissions]]`): patterns on the routing keys a user
+    /// may publish with (write) and bind with (read) on a topic exchange.
+    pub topic_permissions: Vec<TopicPermissionConfig>,
     /// A failed login (or an unknown mechanism) is answered after this many milliseconds.
     pub login_failure_delay_ms: u64,
 }
@@ -186,6 +189,20 @@ pub struct PermissionConfig {
     pub vhost: String,
     #[serde(default = "match_all")]
     pub configure: String,
+    #[serde(default = "match_all")]
+    pub write: String,
+    #[serde(default = "match_all")]
+    pub read: String,
+}
+
+/// One `[[auth.topic_permissions]]` entry (RabbitMQ's `set_topic_permissions`). `{username}`
+/// and `{vhost}` in a pattern stand for the user's name and the vhost.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TopicPermissionConfig {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
     #[serde(default = "match_all")]
     pub write: String,
     #[serde(default = "match_all")]
@@ -280,6 +297,7 @@ impl Default for AuthConfig {
             users: Vec::new(),
             definitions: None,
             permissions: Vec::new(),
+            topic_permissions: Vec::new(),
             login_failure_delay_ms: 1000,
         }
     }

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::config::{PermissionConfig, UserConfig};
+use crate::config::{PermissionConfig, TopicPermissionConfig, UserConfig};
 
 /// What a definitions file gives the broker at start.
 #[derive(Debug, Default)]
@@ -14,12 +14,13 @@ pub struct Imported {
     pub users: Vec<UserConfig>,
     pub vhosts: Vec<String>,
     pub permissions: Vec<PermissionConfig>,
+    pub topic_permissions: Vec<TopicPermissionConfig>,
     /// Non-empty sections not imported: (section, entries).
     pub not_imported: Vec<(String, usize)>,
 }
 
 /// Sections read here.
-const IMPORTED: &[&str] = &["users", "vhosts", "permissions"];
+const IMPORTED: &[&str] = &["users", "vhosts", "permissions", "topic_permissions"];
 /// Sections that describe the file rather than the broker.
 const INFORMATIONAL: &[&str] = &["rabbit_version", "rabbitmq_version", "product_name", "product_version"];
 
@@ -69,6 +70,17 @@ pub fn parse(json: &str) -> Result<Imported, String> {
             user: field("user")?,
             vhost: field("vhost")?,
             configure: field("configure")?,
+            write: field("write")?,
+            read: field("read")?,
+        });
+    }
+    for (i, p) in top.get("topic_permissions").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let what = format!("topic_permissions[{i}]");
+        let field = |k: &str| text(p, k, &what).map(String::from);
+        out.topic_permissions.push(TopicPermissionConfig {
+            user: field("user")?,
+            vhost: field("vhost")?,
+            exchange: field("exchange")?,
             write: field("write")?,
             read: field("read")?,
         });

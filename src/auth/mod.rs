@@ -61,6 +61,7 @@ impl Users {
     pub fn from_config(auth: &AuthConfig) -> Result<Users, String> {
         let mut users = Self::with_imported(auth, &[])?;
         users.grant(auth, false, &auth.permissions)?;
+        users.grant_topics(&auth.topic_permissions)?;
         Ok(users)
     }
 
@@ -70,6 +71,8 @@ impl Users {
         let default_replaced = imported.users.iter().any(|u| u.name == auth.default_user);
         let entries: Vec<_> = imported.permissions.iter().chain(&auth.permissions).cloned().collect();
         users.grant(auth, default_replaced, &entries)?;
+        let topics: Vec<_> = imported.topic_permissions.iter().chain(&auth.topic_permissions).cloned().collect();
+        users.grant_topics(&topics)?;
         Ok(users)
     }
 
@@ -153,6 +156,20 @@ impl Users {
             }
             let compiled = permissions::Permission::compile(p)?;
             self.permissions.insert((p.user.clone(), p.vhost.clone()), std::sync::Arc::new(compiled));
+        }
+        Ok(())
+    }
+
+    /// Add topic permissions (each needs the user's permissions on that vhost).
+    pub fn grant_topics(&mut self, entries: &[crate::config::TopicPermissionConfig]) -> Result<(), String> {
+        for t in entries {
+            let Some(p) = self.permissions.get_mut(&(t.user.clone(), t.vhost.clone())) else {
+                return Err(format!(
+                    "topic permissions for user '{}' in vhost '{}': the user has no permissions there",
+                    t.user, t.vhost
+                ));
+            };
+            std::sync::Arc::make_mut(p).add_topic(t)?;
         }
         Ok(())
     }

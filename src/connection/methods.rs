@@ -249,14 +249,14 @@ impl Connection {
                 }
             }
             E::Bind(b) => {
-                self.check_exchange_binding(b.destination.as_str(), b.source.as_str())?;
+                self.check_exchange_binding(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str())?;
                 vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
                 if !b.nowait {
                     self.reply(ch, AMQPClass::Exchange(E::BindOk(exchange::BindOk {})));
                 }
             }
             E::Unbind(b) => {
-                self.check_exchange_binding(b.destination.as_str(), b.source.as_str())?;
+                self.check_exchange_binding(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str())?;
                 vhost.unbind_exchange(
                     b.destination.as_str(),
                     b.source.as_str(),
@@ -274,21 +274,30 @@ impl Connection {
 
     /// exchange.bind/unbind: write on the destination, then read on the source (the default
     /// exchange is refused by the vhost for what it is).
-    fn check_exchange_binding(&self, destination: &str, source: &str) -> AmqpResult<()> {
+    fn check_exchange_binding(&self, destination: &str, source: &str, key: &str) -> AmqpResult<()> {
         if destination.is_empty() || source.is_empty() {
             return Ok(());
         }
         self.permission.check(Access::Write, "exchange", destination)?;
-        self.permission.check(Access::Read, "exchange", source)
+        self.permission.check(Access::Read, "exchange", source)?;
+        self.check_topic_binding(source, key)
     }
 
     /// queue.bind/unbind: write on the queue, then read on the exchange.
-    fn check_queue_binding(&self, queue: &str, exchange: &str) -> AmqpResult<()> {
+    fn check_queue_binding(&self, queue: &str, exchange: &str, key: &str) -> AmqpResult<()> {
         if exchange.is_empty() {
             return Ok(());
         }
         self.permission.check(Access::Write, "queue", queue)?;
-        self.permission.check(Access::Read, "exchange", exchange)
+        self.permission.check(Access::Read, "exchange", exchange)?;
+        self.check_topic_binding(exchange, key)
+    }
+
+    /// A binding key on a topic exchange with topic permissions: their read pattern.
+    fn check_topic_binding(&self, source: &str, key: &str) -> AmqpResult<()> {
+        let topic =
+            self.vhost.snapshot().exchanges.get(source).is_some_and(|x| x.kind == crate::exchange::ExchangeKind::Topic);
+        if topic { self.permission.check_topic(Access::Read, source, key) } else { Ok(()) }
     }
 
     /// Resolve an empty queue name to the channel's last declared queue.
@@ -377,7 +386,7 @@ impl Connection {
                 } else {
                     b.routing_key.as_str().to_string()
                 };
-                self.check_queue_binding(&name, b.exchange.as_str())?;
+                self.check_queue_binding(&name, b.exchange.as_str(), &key)?;
                 vhost.bind_queue(&name, b.exchange.as_str(), &key, &b.arguments, self.id)?;
                 if !b.nowait {
                     self.reply(ch, AMQPClass::Queue(Q::BindOk(queue::BindOk {})));
@@ -390,7 +399,7 @@ impl Connection {
                 } else {
                     b.routing_key.as_str().to_string()
                 };
-                self.check_queue_binding(&name, b.exchange.as_str())?;
+                self.check_queue_binding(&name, b.exchange.as_str(), &key)?;
                 vhost.unbind_queue(&name, b.exchange.as_str(), &key, &b.arguments, self.id)?;
                 self.reply(ch, AMQPClass::Queue(Q::UnbindOk(queue::UnbindOk {})));
             }

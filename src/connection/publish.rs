@@ -103,6 +103,13 @@ impl Connection {
                     self.vhost.name()
                 )));
             }
+            if x.kind == crate::exchange::ExchangeKind::Topic {
+                self.permission.check_topic(
+                    crate::auth::permissions::Access::Write,
+                    &method.exchange,
+                    &method.routing_key,
+                )?;
+            }
         }
         let mut msg = Message::new(method.exchange, method.routing_key, header, body);
         validate_properties(&msg)?;

@@ -179,3 +179,89 @@ async fn each_operation_needs_its_permission_as_in_rabbitmq() {
     let got = rc.basic_get("notbob".into(), BasicGetOptions { no_ack: true }).await.unwrap();
     assert_eq!(got.map(|m| m.delivery.data), Some(b"from reader".to_vec()));
 }
+
+/// Topic permissions (RabbitMQ 3.10.8: `set_topic_permissions -p / bob amq.topic '^{username}\.' '^r\.'`):
+/// routing keys of publishes and binding keys of binds on that topic exchange, `{username}`
+/// expanded; other exchanges are not restricted.
+#[tokio::test]
+async fn topic_permissions_restrict_routing_and_binding_keys() {
+    let config = r#"
+[[auth.users]]
+name = "bob"
+password = "bob"
+
+[[auth.permissions]]
+user = "bob"
+vhost = "/"
+
+[[auth.topic_permissions]]
+user = "bob"
+vhost = "/"
+exchange = "amq.topic"
+write = '^{username}\.'
+read = '^r\.'
+"#;
+    let b = Broker::start_with_config(config);
+    let c = connect(&b, "bob", "bob").await;
+    let ch = || async { c.create_channel().await.unwrap() };
+    let refused_topic = |key: &str| {
+        (
+            403,
+            format!(
+                "ACCESS_REFUSED - access to topic '{key}' in exchange 'amq.topic' in vhost '/' refused for user 'bob'"
+            ),
+        )
+    };
+    let publish = |exchange: &'static str, key: &'static str| {
+        let c = &c;
+        async move {
+            let p = c.create_channel().await.unwrap();
+            publish_props(&p, exchange, key, "x", BasicProperties::default()).await;
+            within(
+                "round trip",
+                p.exchange_declare(
+                    "amq.direct".into(),
+                    ExchangeKind::Direct,
+                    ExchangeDeclareOptions { passive: true, ..Default::default() },
+                    FieldTable::default(),
+                ),
+            )
+            .await
+        }
+    };
+    publish("amq.topic", "bob.x").await.unwrap();
+    assert_eq!(expect_amqp_error(publish("amq.topic", "other.x").await), refused_topic("other.x"));
+    publish("amq.direct", "other.x").await.unwrap();
+    declare_queue(&ch().await, "t-q", QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    ch().await
+        .queue_bind("t-q".into(), "amq.topic".into(), "r.#".into(), Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let e = expect_amqp_error(
+        ch().await
+            .queue_bind("t-q".into(), "amq.topic".into(), "x.#".into(), Default::default(), FieldTable::default())
+            .await,
+    );
+    assert_eq!(e, refused_topic("x.#"));
+    let e = expect_amqp_error(
+        ch().await.queue_unbind("t-q".into(), "amq.topic".into(), "x.#".into(), FieldTable::default()).await,
+    );
+    assert_eq!(e, refused_topic("x.#"));
+    let x = ch().await;
+    x.exchange_declare("my-topic".into(), ExchangeKind::Topic, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    publish("my-topic", "other.x").await.unwrap();
+    let e = expect_amqp_error(
+        ch().await
+            .exchange_bind(
+                "my-topic".into(),
+                "amq.topic".into(),
+                "x.#".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await,
+    );
+    assert_eq!(e, refused_topic("x.#"));
+}
