@@ -167,6 +167,10 @@ pub struct AuthConfig {
     /// do anything in every vhost of `vhosts`; any other user only what is listed here (or in
     /// the definitions file) for it.
     pub permissions: Vec<PermissionConfig>,
+    /// Users that may only connect from loopback addresses (RabbitMQ's `loopback_users`), in
+    /// addition to the default user (`default_user_loopback_only`) and users with
+    /// `loopback_only = true`.
+    pub loopback_users: Vec<String>,
     /// Topic permissions (`[[auth.topic_permissions]]`): patterns on the routing keys a user
     /// may publish with (write) and bind with (read) on a topic exchange.
     pub topic_permissions: Vec<TopicPermissionConfig>,
@@ -298,6 +302,7 @@ impl Default for AuthConfig {
             definitions: None,
             permissions: Vec::new(),
             topic_permissions: Vec::new(),
+            loopback_users: Vec::new(),
             login_failure_delay_ms: 1000,
         }
     }

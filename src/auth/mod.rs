@@ -87,9 +87,17 @@ impl Users {
                 name: auth.default_user.clone(),
                 tags: vec!["administrator".into()],
                 password: Some(PasswordHash::generate(HashingAlgorithm::Sha256, &auth.default_pass)),
-                loopback_only: auth.default_user_loopback_only,
+                loopback_only: auth.default_user_loopback_only || auth.loopback_users.contains(&auth.default_user),
             },
         );
+        for name in &auth.loopback_users {
+            let known = name == &auth.default_user
+                || auth.users.iter().any(|u| &u.name == name)
+                || imported.iter().any(|u| &u.name == name);
+            if !known {
+                tracing::warn!(user = %name, "auth.loopback_users names a user that does not exist");
+            }
+        }
         let imported = imported.iter().map(|u| {
             let mut u = u.clone();
             u.loopback_only = u.name == auth.default_user && auth.default_user_loopback_only;
@@ -117,7 +125,8 @@ impl Users {
             if let Some(t) = u.tags.iter().find(|t| !TAGS.contains(&t.as_str())) {
                 return Err(format!("{what}: unknown tag '{t}' (known: {})", TAGS.join(", ")));
             }
-            let user = User { name: u.name.clone(), tags: u.tags.clone(), password, loopback_only: u.loopback_only };
+            let loopback_only = u.loopback_only || auth.loopback_users.contains(&u.name);
+            let user = User { name: u.name.clone(), tags: u.tags.clone(), password, loopback_only };
             let replaces_default =
                 u.name == auth.default_user && !replaced_default && source.starts_with("definitions");
             if users.by_name.insert(u.name.clone(), user).is_some() && !replaces_default {
@@ -272,6 +281,22 @@ mod tests {
             Refusal::LoopbackOnly,
             "the loopback rule stays"
         );
+    }
+
+    #[test]
+    fn loopback_users_may_only_connect_locally() {
+        let mut a = AuthConfig {
+            loopback_users: vec!["alice".into()],
+            default_user_loopback_only: false,
+            ..Default::default()
+        };
+        a.users.push(UserConfig { password: Some("pw".into()), ..user("alice") });
+        a.users.push(UserConfig { password: Some("pw".into()), ..user("bob") });
+        let users = Users::from_config(&a).unwrap();
+        assert_eq!(users.authenticate("alice", "pw", false).unwrap_err(), Refusal::LoopbackOnly);
+        assert!(users.authenticate("alice", "pw", true).is_ok());
+        assert!(users.authenticate("bob", "pw", false).is_ok());
+        assert!(users.authenticate("guest", "guest", false).is_ok(), "default_user_loopback_only = false");
     }
 
     #[test]
