@@ -122,9 +122,11 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let alarm = broker.disk_alarm.clone();
     let broker_content_limit = broker.config.amqp.max_content_in_progress;
     let registration = broker.connections.register(id, peer, &negotiated.user, &negotiated.vhost);
+    let impersonator = broker.users.get(&negotiated.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
     let conn = Connection {
         id,
         permission,
+        impersonator,
         registration,
         heartbeat: Heartbeat::new(negotiated.heartbeat, Instant::now()),
         neg: negotiated,
@@ -228,6 +230,8 @@ pub struct Connection {
     pub id: u64,
     /// The user's permissions in this vhost (checked per operation).
     pub permission: Arc<crate::auth::permissions::Permission>,
+    /// The user may publish with another user's `user_id` (tag `impersonator`).
+    pub impersonator: bool,
     /// This connection in the broker's list (removed when the task ends).
     registration: crate::broker::connections::Registration,
     pub neg: Negotiated,

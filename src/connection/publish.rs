@@ -113,6 +113,19 @@ impl Connection {
         }
         let mut msg = Message::new(method.exchange, method.routing_key, header, body);
         validate_properties(&msg)?;
+        // user_id must name the authenticated user, unless it may impersonate (RabbitMQ's
+        // `impersonator` tag).
+        if msg.summary.has(properties::USER_ID)
+            && !self.impersonator
+            && let Some(uid) = msg.properties().user_id()
+            && uid.as_str() != self.neg.user
+        {
+            return Err(AmqpError::precondition(format_args!(
+                "user_id property set to '{}' but authenticated user was '{}'",
+                uid.as_str(),
+                self.neg.user
+            )));
+        }
         if self.compact_left > 0 {
             // A connection's first messages get their own allocation (see Message::compacted).
             self.compact_left -= 1;

@@ -265,3 +265,45 @@ read = '^r\.'
     );
     assert_eq!(e, refused_topic("x.#"));
 }
+
+/// `user_id` must be the authenticated user (406, RabbitMQ's text), unless the user has the
+/// `impersonator` tag.
+#[tokio::test]
+async fn user_id_must_be_the_login_unless_impersonator() {
+    let config = r#"
+[[auth.users]]
+name = "relay"
+password = "r"
+tags = ["impersonator"]
+
+[[auth.permissions]]
+user = "relay"
+vhost = "/"
+"#;
+    let b = Broker::start_with_config(config);
+    let (_c, admin) = b.channel().await;
+    declare_queue(&admin, "uid-q", QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    let as_bob = BasicProperties::default().with_user_id("bob".into());
+    let p = b.channel().await.1;
+    publish_props(&p, "", "uid-q", "forged", as_bob.clone()).await;
+    let e = expect_amqp_error(
+        declare_queue(&p, "uid-q", QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await,
+    );
+    assert_eq!(
+        e,
+        (406, "PRECONDITION_FAILED - user_id property set to 'bob' but authenticated user was 'guest'".to_string())
+    );
+    let p = b.channel().await.1;
+    publish_props(&p, "", "uid-q", "own", BasicProperties::default().with_user_id("guest".into())).await;
+    sync_point(&p).await;
+    let relay = connect(&b, "relay", "r").await;
+    let r = relay.create_channel().await.unwrap();
+    publish_props(&r, "", "uid-q", "relayed", as_bob).await;
+    sync_point(&r).await;
+    let mut got = Vec::new();
+    while let Some(m) = admin.basic_get("uid-q".into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+        got.push(String::from_utf8(m.delivery.data.clone()).unwrap());
+    }
+    assert_eq!(got, ["own", "relayed"]);
+}
