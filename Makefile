@@ -90,6 +90,7 @@ setup:
 	@command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 	@python3 -c 'import venv' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@dpkg -s $(INTEROP_DEBS) >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq $(INTEROP_DEBS))
 

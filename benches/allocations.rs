@@ -387,7 +387,7 @@ fn main() {
     let broker = runtime.block_on(async { Broker::open(config) }).expect("broker");
     let listener = runtime.block_on(server::bind(&broker)).expect("bind");
     let addr = server::local_addr(&listener);
-    runtime.spawn(server::run(listener, broker.clone()));
+    runtime.spawn(server::run(listener, None, broker.clone()));
 
     let result = std::thread::spawn(move || {
         UNCOUNTED.with(|u| u.set(true));

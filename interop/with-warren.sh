@@ -6,7 +6,35 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 BIN="${1:?usage: $0 path/to/warren}"
 DATA="$(mktemp -d)"
 LOG="$DATA/warren.log"
-"$BIN" --listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$LOG" &
+# TLS for the amqps tests: a CA, a server certificate for 127.0.0.1, and a client certificate
+# for the user interop-cert (no password: it logs in with EXTERNAL).
+TLS="$DATA/tls"
+mkdir -p "$TLS"
+ossl() { openssl "$@" 2>/dev/null; }
+ossl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=interop-ca -keyout "$TLS/ca.key" -out "$TLS/ca.pem"
+for who in server client; do
+  cn=$([[ $who == server ]] && echo localhost || echo interop-cert)
+  ossl req -newkey rsa:2048 -nodes -subj "/CN=$cn" -keyout "$TLS/$who.key" -out "$TLS/$who.csr"
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$TLS/$who.ext"
+  ossl x509 -req -in "$TLS/$who.csr" -CA "$TLS/ca.pem" -CAkey "$TLS/ca.key" -CAcreateserial -days 2 \
+    -extfile "$TLS/$who.ext" -out "$TLS/$who.pem"
+done
+cat > "$DATA/warren.toml" <<EOF
+[auth]
+mechanisms = ["PLAIN", "AMQPLAIN", "EXTERNAL"]
+[[auth.users]]
+name = "interop-cert"
+[[auth.permissions]]
+user = "interop-cert"
+vhost = "/"
+[tls]
+listen = "127.0.0.1:0"
+certfile = "$TLS/server.pem"
+keyfile = "$TLS/server.key"
+cacertfile = "$TLS/ca.pem"
+verify_peer = true
+EOF
+"$BIN" --config "$DATA/warren.toml" --listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$LOG" &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
@@ -20,6 +48,8 @@ for _ in $(seq 1 100); do
 done
 [[ -n "$ADDR" ]] || { echo "warren did not start listening" >&2; cat "$LOG" >&2; exit 1; }
 echo "interop: warren listening on $ADDR"
+TLS_ADDR="$(sed -n 's/^listening for amqps on //p' "$DATA/stdout" | head -n1)"
+export AMQPS_URL="amqps://guest:guest@$TLS_ADDR/%2f" TLS_CA="$TLS/ca.pem" TLS_CLIENT_CERT="$TLS/client.pem" TLS_CLIENT_KEY="$TLS/client.key"
 status=0
 "$HERE/run.sh" "amqp://guest:guest@$ADDR/%2f" || status=$?
 if [[ $status -ne 0 ]]; then

@@ -20,6 +20,29 @@ pub struct Config {
     pub storage: StorageConfig,
     pub memory: MemoryConfig,
     pub log: LogConfig,
+    pub tls: TlsConfig,
+}
+
+/// The amqps listener (`[tls]`, RabbitMQ's `listeners.ssl` and `ssl_options`): off unless
+/// `listen` is set.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Address of the amqps listener (RabbitMQ's default port is 5671); none: no TLS.
+    pub listen: Option<SocketAddr>,
+    /// The server's certificate chain (PEM).
+    pub certfile: Option<PathBuf>,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub keyfile: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates are verified against.
+    pub cacertfile: Option<PathBuf>,
+    /// Ask clients for a certificate and verify it against `cacertfile`
+    /// (RabbitMQ's `ssl_options.verify = verify_peer`).
+    pub verify_peer: bool,
+    /// With `verify_peer`: refuse clients that send no certificate.
+    pub fail_if_no_peer_cert: bool,
+    /// TLS versions offered: "tlsv1.3" and/or "tlsv1.2" (default both).
+    pub versions: Vec<String>,
 }
 
 /// The memory alarm (RabbitMQ's `vm_memory_high_watermark`).
@@ -176,6 +199,13 @@ pub struct AuthConfig {
     pub topic_permissions: Vec<TopicPermissionConfig>,
     /// A failed login (or an unknown mechanism) is answered after this many milliseconds.
     pub login_failure_delay_ms: u64,
+    /// SASL mechanisms offered (RabbitMQ's `auth_mechanisms`): PLAIN, AMQPLAIN, EXTERNAL.
+    /// EXTERNAL is offered only on TLS connections whose client sent a verified certificate.
+    pub mechanisms: Vec<String>,
+    /// Which part of a client certificate names the user for EXTERNAL
+    /// (RabbitMQ's `ssl_cert_login_from`): "common_name" (default),
+    /// "subject_alternative_name" (the first DNS name or e-mail) or "distinguished_name".
+    pub ssl_cert_login_from: String,
 }
 
 impl AuthConfig {
@@ -267,6 +297,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             memory: MemoryConfig::default(),
             log: LogConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -304,6 +335,8 @@ impl Default for AuthConfig {
             topic_permissions: Vec::new(),
             loopback_users: Vec::new(),
             login_failure_delay_ms: 1000,
+            mechanisms: vec!["PLAIN".into(), "AMQPLAIN".into()],
+            ssl_cert_login_from: "common_name".into(),
         }
     }
 }
@@ -356,6 +389,33 @@ impl Config {
         if self.amqp.max_content_in_progress < self.amqp.max_message_size {
             return Err(BrokerError::Config(
                 "amqp.max_content_in_progress must be at least amqp.max_message_size".into(),
+            ));
+        }
+        if let Some(m) = self.auth.mechanisms.iter().find(|m| !["PLAIN", "AMQPLAIN", "EXTERNAL"].contains(&m.as_str()))
+        {
+            return Err(BrokerError::Config(format!(
+                "auth.mechanisms: unknown mechanism {m:?} (use PLAIN, AMQPLAIN and/or EXTERNAL)"
+            )));
+        }
+        if !["common_name", "subject_alternative_name", "distinguished_name"]
+            .contains(&self.auth.ssl_cert_login_from.as_str())
+        {
+            return Err(BrokerError::Config(format!(
+                "auth.ssl_cert_login_from = {:?}: use \"common_name\", \"subject_alternative_name\" or \"distinguished_name\"",
+                self.auth.ssl_cert_login_from
+            )));
+        }
+        if let Some(v) = self.tls.versions.iter().find(|v| !["tlsv1.2", "tlsv1.3"].contains(&v.as_str())) {
+            return Err(BrokerError::Config(format!(
+                "tls.versions: {v:?} is not offered (use \"tlsv1.2\" and/or \"tlsv1.3\")"
+            )));
+        }
+        if self.tls.listen.is_some() && (self.tls.certfile.is_none() || self.tls.keyfile.is_none()) {
+            return Err(BrokerError::Config("tls.listen is set: tls.certfile and tls.keyfile are needed too".into()));
+        }
+        if self.tls.verify_peer && self.tls.cacertfile.is_none() {
+            return Err(BrokerError::Config(
+                "tls.verify_peer needs tls.cacertfile (the CA that signs client certificates)".into(),
             ));
         }
         if self.auth.vhosts.is_empty() {

@@ -418,7 +418,14 @@ pub fn handshake(data: &[u8]) {
     let config = Config::default();
     static USERS: std::sync::OnceLock<crate::auth::Users> = std::sync::OnceLock::new();
     let users = USERS.get_or_init(|| crate::auth::Users::from_config(&Config::default().auth).expect("default users"));
-    let cx = Context { config: &config, users, peer_is_loopback: true, vhost_exists: &|v| v == "/" };
+    let cx = Context {
+        config: &config,
+        users,
+        peer_is_loopback: true,
+        vhost_exists: &|v| v == "/",
+        mechanisms: &["PLAIN", "AMQPLAIN"],
+        cert_login: None,
+    };
     let mut codec = FrameCodec::new(FRAME_MIN_SIZE);
     let mut buf = BytesMut::from(&data[8..]);
     let mut state = Handshake::AwaitStartOk;

@@ -43,3 +43,4 @@ pub mod protocol;
 pub mod queue;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -79,6 +79,30 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let tls = match server::bind_tls(&broker).await {
+            Ok(t) => t,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(t) = &tls {
+            let addr = server::local_addr(&t.listener);
+            info!("listening for amqps on {addr}");
+            println!("listening for amqps on {addr}");
+            let reloadable = t.tls.clone();
+            tokio::spawn(async move {
+                let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    match reloadable.reload() {
+                        Ok(()) => info!("SIGHUP: TLS certificates reloaded"),
+                        Err(e) => error!("SIGHUP: TLS certificates not reloaded, the previous ones stay in use: {e}"),
+                    }
+                }
+            });
+        }
         let addr = server::local_addr(&listener);
         info!("listening on {addr}");
         // Tooling waits for this exact line on stdout.
@@ -91,7 +115,7 @@ fn main() -> ExitCode {
         });
         // Accepting on a runtime worker: each connection's task then starts on that worker's
         // queue instead of waking a worker thread per accepted connection.
-        if let Err(e) = tokio::spawn(server::run(listener, broker.clone())).await {
+        if let Err(e) = tokio::spawn(server::run(listener, tls, broker.clone())).await {
             std::panic::resume_unwind(e.into_panic());
         }
         broker.checkpoint_definitions();

@@ -197,6 +197,16 @@ impl Users {
         self.by_name.get(name)
     }
 
+    /// Check an EXTERNAL login: the user named by a verified client certificate must exist
+    /// (it needs no password) and may be loopback-only.
+    pub fn authenticate_external(&self, name: &str, peer_is_loopback: bool) -> Result<&User, Refusal> {
+        let user = self.by_name.get(name).ok_or(Refusal::UnknownUser)?;
+        if user.loopback_only && !peer_is_loopback {
+            return Err(Refusal::LoopbackOnly);
+        }
+        Ok(user)
+    }
+
     /// Check a password login (PLAIN, AMQPLAIN).
     pub fn authenticate(&self, name: &str, password: &str, peer_is_loopback: bool) -> Result<&User, Refusal> {
         let user = self.by_name.get(name).ok_or(Refusal::UnknownUser)?;

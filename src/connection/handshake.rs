@@ -72,10 +72,14 @@ pub struct Context<'a> {
     pub users: &'a crate::auth::Users,
     pub peer_is_loopback: bool,
     pub vhost_exists: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The mechanisms offered in `connection.start`.
+    pub mechanisms: &'a [&'a str],
+    /// The user a verified TLS client certificate names (EXTERNAL).
+    pub cert_login: Option<&'a str>,
 }
 
 /// The `connection.start` method this broker sends.
-pub fn start_method(config: &Config) -> AMQPClass {
+pub fn start_method(config: &Config, mechanisms: &[&str]) -> AMQPClass {
     let mut caps = FieldTable::default();
     for cap in [
         "publisher_confirms",
@@ -108,7 +112,7 @@ pub fn start_method(config: &Config) -> AMQPClass {
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: LongString::from(b"PLAIN AMQPLAIN".to_vec()),
+        mechanisms: LongString::from(mechanisms.join(" ").into_bytes()),
         locales: LongString::from(b"en_US".to_vec()),
     }))
 }
@@ -127,9 +131,13 @@ impl Handshake {
             (Handshake::AwaitStartOk, AMQPClass::Connection(C::StartOk(ok))) => {
                 let client = capabilities(&ok.client_properties);
                 let mech = ok.mechanism.as_str();
+                // RabbitMQ answers a mechanism it does not offer as an unknown one.
+                let offered = cx.mechanisms.contains(&mech);
                 let creds = match mech {
-                    "PLAIN" => parse_plain(ok.response.as_bytes()),
-                    "AMQPLAIN" => parse_amqplain(ok.response.as_bytes()),
+                    "PLAIN" if offered => parse_plain(ok.response.as_bytes()),
+                    "AMQPLAIN" if offered => parse_amqplain(ok.response.as_bytes()),
+                    // The response is ignored: the certificate names the user.
+                    "EXTERNAL" if offered => cx.cert_login.map(|u| (u.to_string(), String::new())),
                     other => {
                         return Err(HandshakeError::Close(
                             AmqpError::command_invalid(format_args!("unknown authentication mechanism '{other}'"))
@@ -138,6 +146,9 @@ impl Handshake {
                     }
                 };
                 let login = match &creds {
+                    Some((u, _)) if mech == "EXTERNAL" => {
+                        cx.users.authenticate_external(u, cx.peer_is_loopback).map(|_| ())
+                    }
                     Some((u, p)) => cx.users.authenticate(u, p, cx.peer_is_loopback).map(|_| ()),
                     None => Err(crate::auth::Refusal::UnknownUser),
                 };
@@ -262,7 +273,14 @@ mod tests {
 
     fn cx(config: &Config, loopback: bool) -> Context<'_> {
         let users = Box::leak(Box::new(crate::auth::Users::from_config(&config.auth).unwrap()));
-        Context { config, users, peer_is_loopback: loopback, vhost_exists: &|v| v == "/" }
+        Context {
+            config,
+            users,
+            peer_is_loopback: loopback,
+            vhost_exists: &|v| v == "/",
+            mechanisms: &["PLAIN", "AMQPLAIN"],
+            cert_login: None,
+        }
     }
 
     fn start_ok(mechanism: &str, response: &[u8], failure_close: bool) -> AMQPClass {
@@ -362,7 +380,9 @@ mod tests {
     fn start_advertises_configured_product_and_only_working_capabilities() {
         let mut c = Config::default();
         c.amqp.product = "Warren".into();
-        let AMQPClass::Connection(connection::AMQPMethod::Start(s)) = start_method(&c) else { panic!() };
+        let AMQPClass::Connection(connection::AMQPMethod::Start(s)) = start_method(&c, &["PLAIN", "AMQPLAIN"]) else {
+            panic!()
+        };
         let props = s.server_properties.inner();
         assert_eq!(props.get("product").and_then(value_str).as_deref(), Some("Warren"));
         let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else { panic!() };

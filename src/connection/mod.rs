@@ -30,7 +30,6 @@ use std::time::Duration;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -61,22 +60,44 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Framed = FramedRead<CountingReader, FrameCodec>;
 
-/// Serve one accepted TCP connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>) {
+/// An accepted socket: plain TCP, or TLS after its handshake.
+pub struct Transport {
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    sink: writer::Sink,
+    /// TLS connections: the user their verified client certificate names (EXTERNAL login), if any.
+    tls: Option<Option<String>>,
+}
+
+impl Transport {
+    pub fn tcp(stream: TcpStream) -> Transport {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        Transport { reader: Box::new(rd), sink: writer::Sink::Tcp(wr), tls: None }
+    }
+
+    /// `cert_login`: the user the client certificate names, when it sent a verified one.
+    pub fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>, cert_login: Option<String>) -> Transport {
+        let _ = stream.get_ref().0.set_nodelay(true);
+        let (rd, wr) = tokio::io::split(stream);
+        Transport { reader: Box::new(rd), sink: writer::Sink::Tls(tokio::sync::Mutex::new(wr)), tls: Some(cert_login) }
+    }
+}
+
+/// Serve one accepted connection until it closes.
+pub async fn serve(transport: Transport, peer: SocketAddr, broker: Arc<Broker>) {
     let id = broker.next_connection_id();
-    let span = info_span!("conn", id, %peer);
+    let span = info_span!("conn", id, %peer, tls = transport.tls.is_some());
     async move {
         debug!("accepted");
-        run(stream, peer, broker, id).await;
+        run(transport, peer, broker, id).await;
         debug!("closed");
     }
     .instrument(span)
     .await
 }
 
-async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) {
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u64) {
+    let Transport { reader: rd, sink: mut wr, tls } = transport;
     let rx_bytes = Arc::new(AtomicU64::new(0));
     let mut rd = CountingReader { inner: rd, count: rx_bytes.clone() };
     // One deadline for the whole handshake, from accept to open-ok (RabbitMQ's
@@ -91,8 +112,17 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     // 0-9-1, and 0-9 which RabbitMQ also serves as 0-9-1.
     if &header != PROTOCOL_HEADER && &header != b"AMQP\x01\x01\x00\x09" {
         debug!(header = %octets(&header), "wrong protocol header");
-        let _ = wr.write_all(PROTOCOL_HEADER).await;
-        let _ = wr.shutdown().await;
+        match &mut wr {
+            writer::Sink::Tcp(w) => {
+                let _ = w.write_all(PROTOCOL_HEADER).await;
+                let _ = w.shutdown().await;
+            }
+            writer::Sink::Tls(w) => {
+                let mut w = w.lock().await;
+                let _ = w.write_all(PROTOCOL_HEADER).await;
+                let _ = w.shutdown().await;
+            }
+        }
         return;
     }
 
@@ -103,7 +133,7 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
     let mut framed = FramedRead::new(rd, FrameCodec::new(crate::protocol::FRAME_MIN_SIZE));
 
     let negotiated =
-        match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer)).await {
+        match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer, tls)).await {
             Ok(Some(n)) => n,
             Ok(None) => return,
             Err(_) => {
@@ -157,7 +187,13 @@ async fn run(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, id: u64) 
 }
 
 /// Drive the handshake; None when it failed (the failure was already answered).
-async fn handshake(framed: &mut Framed, wtx: &Writer, broker: &Broker, peer: SocketAddr) -> Option<Negotiated> {
+async fn handshake(
+    framed: &mut Framed,
+    wtx: &Writer,
+    broker: &Broker,
+    peer: SocketAddr,
+    tls: Option<Option<String>>,
+) -> Option<Negotiated> {
     let send = |method: &AMQPClass| {
         let mut buf = bytes::BytesMut::new();
         encode::method(&mut buf, 0, method);
@@ -168,13 +204,26 @@ async fn handshake(framed: &mut Framed, wtx: &Writer, broker: &Broker, peer: Soc
         send(&m::connection_close(&e));
         wtx.close();
     };
-    send(&handshake::start_method(&broker.config));
+    // EXTERNAL only where a verified client certificate names a user (as RabbitMQ's
+    // rabbit_auth_mechanism_ssl offers itself only then).
+    let cert_login = tls.flatten();
+    let mechanisms: Vec<&str> = broker
+        .config
+        .auth
+        .mechanisms
+        .iter()
+        .map(String::as_str)
+        .filter(|m| *m != "EXTERNAL" || cert_login.is_some())
+        .collect();
+    send(&handshake::start_method(&broker.config, &mechanisms));
     let vhost_exists = |v: &str| broker.vhost(v).is_some();
     let cx = handshake::Context {
         config: &broker.config,
         users: &broker.users,
         peer_is_loopback: peer.ip().is_loopback(),
         vhost_exists: &vhost_exists,
+        mechanisms: &mechanisms,
+        cert_login: cert_login.as_deref(),
     };
     let mut state = Handshake::AwaitStartOk;
     loop {
@@ -713,7 +762,7 @@ pub async fn release_channel(conn_id: u64, mut ch: Channel) {
 
 /// The socket's read half, counting every byte received (any byte proves the peer alive).
 pub struct CountingReader {
-    inner: OwnedReadHalf,
+    inner: Box<dyn AsyncRead + Send + Unpin>,
     count: Arc<AtomicU64>,
 }
 

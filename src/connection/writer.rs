@@ -20,8 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc};
+use tokio_rustls::server::TlsStream;
 
 use super::flow::FlowGauge;
 
@@ -70,9 +73,17 @@ impl Backlog {
     }
 }
 
+/// The write side of a connection's socket.
+pub enum Sink {
+    /// Plain TCP: written inline without blocking when the socket takes it.
+    Tcp(OwnedWriteHalf),
+    /// TLS: always written by the writer task (encryption and partial records need awaiting).
+    Tls(tokio::sync::Mutex<tokio::io::WriteHalf<TlsStream<TcpStream>>>),
+}
+
 /// The connection's side: writes inline while the writer task has nothing queued.
 pub struct Writer {
-    sock: Arc<OwnedWriteHalf>,
+    sock: Arc<Sink>,
     tx: mpsc::UnboundedSender<WriterMsg>,
     /// Messages sent to the writer task and not yet written. Only this side increments it, and
     /// the task decrements it after writing, so 0 means the socket is ours to write in order.
@@ -83,7 +94,7 @@ pub struct Writer {
 
 impl Writer {
     /// Split off the write half and start its writer task.
-    pub fn start(sock: OwnedWriteHalf, gauge: Arc<FlowGauge>) -> Writer {
+    pub fn start(sock: Sink, gauge: Arc<FlowGauge>) -> Writer {
         let sock = Arc::new(sock);
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -111,8 +122,10 @@ impl Writer {
     /// Write `segments` (of which `credit` bytes were counted in the gauge), in order after
     /// everything before them.
     pub fn send(&self, mut segments: Vec<Bytes>, credit: usize) {
-        if self.queued.load(Ordering::Acquire) == 0 {
-            let done = write_now(&self.sock, &mut segments);
+        if let Sink::Tcp(sock) = self.sock.as_ref()
+            && self.queued.load(Ordering::Acquire) == 0
+        {
+            let done = write_now(sock, &mut segments);
             if done.is_err() || segments.is_empty() {
                 // Written (or the socket failed: the reader side will notice and close).
                 self.gauge.written(credit);
@@ -174,7 +187,7 @@ fn advance(segments: &mut [Bytes], start: &mut usize, mut n: usize) {
 
 /// The writer task: until [`WriterMsg::Close`], the sender is dropped, or the socket fails.
 async fn run(
-    sock: Arc<OwnedWriteHalf>,
+    sock: Arc<Sink>,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     gauge: Arc<FlowGauge>,
     queued: Arc<AtomicUsize>,
@@ -218,10 +231,28 @@ async fn run(
     }
     // The connection side may still hold the socket: shut the write direction down now
     // rather than when the last holder drops it.
-    let _ = socket2::SockRef::from(sock.as_ref().as_ref()).shutdown(std::net::Shutdown::Write);
+    match sock.as_ref() {
+        Sink::Tcp(s) => {
+            let _ = socket2::SockRef::from(s.as_ref()).shutdown(std::net::Shutdown::Write);
+        }
+        Sink::Tls(s) => {
+            // close_notify, then the TCP write direction.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), s.lock().await.shutdown()).await;
+        }
+    }
 }
 
-async fn write_all(sock: &OwnedWriteHalf, segments: &mut Vec<Bytes>) -> std::io::Result<()> {
+async fn write_all(sock: &Sink, segments: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let sock = match sock {
+        Sink::Tcp(s) => s,
+        Sink::Tls(s) => {
+            let mut s = s.lock().await;
+            for seg in segments.drain(..) {
+                s.write_all(&seg).await?;
+            }
+            return s.flush().await;
+        }
+    };
     loop {
         write_now(sock, segments)?;
         if segments.is_empty() {

@@ -16,6 +16,8 @@ use lapin::{Channel, Connection, ConnectionProperties};
 /// A broker under test. Dropping it kills the child process (if we started one).
 pub struct Broker {
     pub addr: String,
+    /// The amqps listener's address, when the config has one.
+    pub tls_addr: Option<String>,
     child: Option<Child>,
     _data_dir: Option<TempDir>,
     /// Standard-error lines of the process this harness started (its log), as they arrive.
@@ -31,7 +33,7 @@ impl Broker {
     /// Like [`Broker::start`], with extra command-line arguments for `warren`.
     pub fn start_with_args(extra: &[&str]) -> Broker {
         if let Ok(addr) = std::env::var("WARREN_TEST_ADDR") {
-            return Broker { addr, child: None, _data_dir: None, log: Arc::default() };
+            return Broker { addr, tls_addr: None, child: None, _data_dir: None, log: Arc::default() };
         }
         let data_dir = TempDir::new();
         let mut b = Self::spawn(&data_dir.0, extra, None, &[]);
@@ -133,15 +135,18 @@ impl Broker {
         // The broker prints `listening on ADDR` on stdout once the socket is bound.
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut tls_addr = None;
         let addr = loop {
             let line = lines.next().expect("warren exited before it was listening").expect("read warren stdout");
-            if let Some(rest) = line.split("listening on ").nth(1) {
+            if let Some(rest) = line.split("listening for amqps on ").nth(1) {
+                tls_addr = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.trim().to_string();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Broker { addr, child: Some(child), _data_dir: None, log }
+        Broker { addr, tls_addr, child: Some(child), _data_dir: None, log }
     }
 
     /// Wait (up to [`WAIT`]) for a log line of this broker for which `pred` holds, and return it.
@@ -193,6 +198,13 @@ impl Broker {
             Some(c) => c.try_wait().expect("try_wait").is_none(),
             None => true,
         }
+    }
+
+    /// Send a signal (`"HUP"`, `"TERM"`, ...) to the broker process.
+    pub fn signal(&self, sig: &str) {
+        let child = self.child.as_ref().expect("signals need a Warren process");
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("run kill");
+        assert!(ok.success(), "kill -{sig} failed");
     }
 
     /// Send SIGTERM and wait for the exit status (None for an external broker).

@@ -34,5 +34,6 @@ mod permissions;
 mod priorities;
 mod queue_types;
 mod rpc;
+mod tls;
 mod transactions;
 mod ttl;
