@@ -21,6 +21,70 @@ pub struct Config {
     pub memory: MemoryConfig,
     pub log: LogConfig,
     pub tls: TlsConfig,
+    /// Virtual hosts with their metadata and limits (`[[vhosts]]`; `auth.vhosts` names more).
+    pub vhosts: Vec<VHostConfig>,
+    /// Policies (`[[policies]]`, RabbitMQ's `set_policy`).
+    pub policies: Vec<PolicyConfig>,
+    /// Operator policies (`[[operator_policies]]`, RabbitMQ's `set_operator_policy`).
+    pub operator_policies: Vec<PolicyConfig>,
+    /// Per-user limits (`[[user_limits]]`, RabbitMQ's `set_user_limits`).
+    pub user_limits: Vec<UserLimitConfig>,
+    pub definitions: DefinitionsConfig,
+}
+
+/// `[definitions]`: a RabbitMQ definitions file loaded at every start (RabbitMQ's
+/// `definitions.import_backend = local_filesystem` / `load_definitions`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DefinitionsConfig {
+    pub import_file: Option<PathBuf>,
+}
+
+/// One `[[vhosts]]` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct VHostConfig {
+    pub name: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    /// "classic" or "quorum": the type of durable queues declared without `x-queue-type`.
+    pub default_queue_type: Option<String>,
+    /// RabbitMQ's vhost limits (`max-connections`, `max-queues`); unset = no limit.
+    pub max_connections: Option<u64>,
+    pub max_queues: Option<u64>,
+}
+
+/// One `[[policies]]` / `[[operator_policies]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default = "default_vhost")]
+    pub vhost: String,
+    pub name: String,
+    pub pattern: String,
+    #[serde(default = "apply_to_all", rename = "apply-to", alias = "apply_to")]
+    pub apply_to: String,
+    #[serde(default)]
+    pub priority: i64,
+    /// The policy's keys, as `rabbitmqctl set_policy` takes them (`max-length = 1000`, ...).
+    pub definition: toml::Table,
+}
+
+fn default_vhost() -> String {
+    "/".into()
+}
+
+fn apply_to_all() -> String {
+    "all".into()
+}
+
+/// One `[[user_limits]]` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UserLimitConfig {
+    pub user: String,
+    pub max_connections: Option<u64>,
+    pub max_channels: Option<u64>,
 }
 
 /// The amqps listener (`[tls]`, RabbitMQ's `listeners.ssl` and `ssl_options`): off unless
@@ -164,6 +228,10 @@ pub struct AmqpConfig {
     pub flow_backlog_messages: u32,
     /// The same threshold in bytes of ready messages. 0 turns it off.
     pub flow_backlog_bytes: u64,
+    /// Most open connections on this node (RabbitMQ's `connection_max`); 0 = no limit.
+    pub connection_max: u64,
+    /// Most consumers on one channel (RabbitMQ's `consumer_max_per_channel`); 0 = no limit.
+    pub consumer_max_per_channel: u64,
 }
 
 impl AmqpConfig {
@@ -298,6 +366,11 @@ impl Default for Config {
             memory: MemoryConfig::default(),
             log: LogConfig::default(),
             tls: TlsConfig::default(),
+            vhosts: Vec::new(),
+            policies: Vec::new(),
+            operator_policies: Vec::new(),
+            user_limits: Vec::new(),
+            definitions: DefinitionsConfig::default(),
         }
     }
 }
@@ -318,6 +391,8 @@ impl Default for AmqpConfig {
             max_content_in_progress: 268_435_456,
             flow_backlog_messages: crate::queue::admission::HIGH_MESSAGES,
             flow_backlog_bytes: crate::queue::admission::HIGH_BYTES,
+            connection_max: 0,
+            consumer_max_per_channel: 0,
         }
     }
 }

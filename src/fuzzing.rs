@@ -423,6 +423,8 @@ pub fn handshake(data: &[u8]) {
         users,
         peer_is_loopback: true,
         vhost_exists: &|v| v == "/",
+        open_limits: &|_, _| Ok(()),
+        node_connections: 0,
         mechanisms: &["PLAIN", "AMQPLAIN"],
         cert_login: None,
     };

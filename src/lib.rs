@@ -34,6 +34,7 @@ pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod definitions;
 pub mod error;
 pub mod exchange;
 #[doc(hidden)]

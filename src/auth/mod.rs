@@ -6,13 +6,13 @@
 //! `password_hash` (as exported in a RabbitMQ definitions file) or a plain `password` (hashed
 //! when the config is read, never kept).
 
-pub mod definitions;
 pub mod hashing;
 pub mod permissions;
 
 use std::collections::HashMap;
 
 use crate::config::AuthConfig;
+use crate::definitions::{Definitions, UserLimits};
 use hashing::{HashingAlgorithm, PasswordHash};
 
 /// RabbitMQ's user tags.
@@ -26,6 +26,7 @@ pub struct User {
     password: Option<PasswordHash>,
     /// May only connect from a loopback address (RabbitMQ's `loopback_users`, `guest` by default).
     pub loopback_only: bool,
+    pub limits: UserLimits,
 }
 
 /// Why a login was refused (for the log line; the client only learns that it was).
@@ -48,7 +49,7 @@ impl Refusal {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Users {
     by_name: HashMap<String, User>,
     /// (user, vhost) → its permissions.
@@ -56,123 +57,44 @@ pub struct Users {
 }
 
 impl Users {
-    /// The users and permissions of the config file; an entry that cannot be used is an
-    /// error naming it.
-    pub fn from_config(auth: &AuthConfig) -> Result<Users, String> {
-        let mut users = Self::with_imported(auth, &[])?;
-        users.grant(auth, false, &auth.permissions)?;
-        users.grant_topics(&auth.topic_permissions)?;
-        Ok(users)
-    }
-
-    /// The users and permissions of the config file and of a definitions file.
-    pub fn from_config_and(auth: &AuthConfig, imported: &definitions::Imported) -> Result<Users, String> {
-        let mut users = Self::with_imported(auth, &imported.users)?;
-        let default_replaced = imported.users.iter().any(|u| u.name == auth.default_user);
-        let entries: Vec<_> = imported.permissions.iter().chain(&auth.permissions).cloned().collect();
-        users.grant(auth, default_replaced, &entries)?;
-        let topics: Vec<_> = imported.topic_permissions.iter().chain(&auth.topic_permissions).cloned().collect();
-        users.grant_topics(&topics)?;
-        Ok(users)
-    }
-
-    /// The config file's users and those of a definitions file (`imported`). An imported user
-    /// with the default user's name replaces it (keeping its loopback rule), as importing
-    /// RabbitMQ definitions replaces `guest`; any other name given twice is an error.
-    pub fn with_imported(auth: &AuthConfig, imported: &[crate::config::UserConfig]) -> Result<Users, String> {
+    /// The users and permissions of `defs`, with the config's loopback rules. An entry that
+    /// cannot be used (a bad hash, an unknown tag, permissions of a missing user, a pattern that
+    /// is no regular expression) is an error naming it.
+    pub fn build(defs: &Definitions, auth: &AuthConfig) -> Result<Users, String> {
         let mut users = Users::default();
-        users.by_name.insert(
-            auth.default_user.clone(),
-            User {
-                name: auth.default_user.clone(),
-                tags: vec!["administrator".into()],
-                password: Some(PasswordHash::generate(HashingAlgorithm::Sha256, &auth.default_pass)),
-                loopback_only: auth.default_user_loopback_only || auth.loopback_users.contains(&auth.default_user),
-            },
-        );
         for name in &auth.loopback_users {
-            let known = name == &auth.default_user
-                || auth.users.iter().any(|u| &u.name == name)
-                || imported.iter().any(|u| &u.name == name);
-            if !known {
+            if defs.user(name).is_none() {
                 tracing::warn!(user = %name, "auth.loopback_users names a user that does not exist");
             }
         }
-        let imported = imported.iter().map(|u| {
-            let mut u = u.clone();
-            u.loopback_only = u.name == auth.default_user && auth.default_user_loopback_only;
-            (u, "definitions file user")
-        });
-        let configured = auth.users.iter().map(|u| (u.clone(), "auth.users entry"));
-        let mut replaced_default = false;
-        for (u, source) in imported.chain(configured) {
-            let what = format!("{source} '{}'", u.name);
-            if u.name.is_empty() {
-                return Err("an auth.users entry has an empty name".into());
-            }
-            let algorithm = HashingAlgorithm::parse(&u.hashing_algorithm).ok_or_else(|| {
-                format!(
-                    "{what}: unknown hashing_algorithm '{}' (use rabbit_password_hashing_sha256, _sha512 or _md5)",
-                    u.hashing_algorithm
-                )
-            })?;
-            let password = match (&u.password_hash, &u.password) {
-                (Some(_), Some(_)) => return Err(format!("{what}: give password_hash or password, not both")),
-                (Some(h), None) => Some(PasswordHash::parse(algorithm, h).map_err(|e| format!("{what}: {e}"))?),
-                (None, Some(p)) => Some(PasswordHash::generate(algorithm, p)),
-                (None, None) => None,
+        for u in &defs.users {
+            let what = format!("user '{}'", u.name);
+            let algorithm = HashingAlgorithm::parse(&u.hashing_algorithm)
+                .ok_or_else(|| format!("{what}: unknown hashing_algorithm '{}'", u.hashing_algorithm))?;
+            let password = match &u.password_hash {
+                Some(h) => Some(PasswordHash::parse(algorithm, h).map_err(|e| format!("{what}: {e}"))?),
+                None => None,
             };
             if let Some(t) = u.tags.iter().find(|t| !TAGS.contains(&t.as_str())) {
                 return Err(format!("{what}: unknown tag '{t}' (known: {})", TAGS.join(", ")));
             }
-            let loopback_only = u.loopback_only || auth.loopback_users.contains(&u.name);
-            let user = User { name: u.name.clone(), tags: u.tags.clone(), password, loopback_only };
-            let replaces_default =
-                u.name == auth.default_user && !replaced_default && source.starts_with("definitions");
-            if users.by_name.insert(u.name.clone(), user).is_some() && !replaces_default {
-                return Err(format!("{what}: the user is defined twice (or is the default user)"));
-            }
-            replaced_default |= replaces_default;
+            let loopback_only = (u.name == auth.default_user && auth.default_user_loopback_only)
+                || auth.loopback_users.contains(&u.name)
+                || auth.users.iter().any(|c| c.name == u.name && c.loopback_only);
+            users.by_name.insert(
+                u.name.clone(),
+                User { name: u.name.clone(), tags: u.tags.clone(), password, loopback_only, limits: u.limits },
+            );
         }
-        Ok(users)
-    }
-
-    /// Grant permissions: the default user on every configured vhost (unless a definitions
-    /// file brought its own user of that name), then the listed entries (later ones replace
-    /// earlier ones for the same user and vhost, as `set_permissions` does).
-    pub fn grant(
-        &mut self,
-        auth: &AuthConfig,
-        default_replaced: bool,
-        entries: &[crate::config::PermissionConfig],
-    ) -> Result<(), String> {
-        if !default_replaced {
-            for v in &auth.vhosts {
-                let all = crate::config::PermissionConfig {
-                    user: auth.default_user.clone(),
-                    vhost: v.clone(),
-                    configure: ".*".into(),
-                    write: ".*".into(),
-                    read: ".*".into(),
-                };
-                let compiled = permissions::Permission::compile(&all)?;
-                self.permissions.insert((all.user.clone(), all.vhost.clone()), std::sync::Arc::new(compiled));
-            }
-        }
-        for p in entries {
-            if !self.by_name.contains_key(&p.user) {
+        for p in &defs.permissions {
+            if !users.by_name.contains_key(&p.user) {
                 return Err(format!("permissions for user '{}' in vhost '{}': no such user", p.user, p.vhost));
             }
             let compiled = permissions::Permission::compile(p)?;
-            self.permissions.insert((p.user.clone(), p.vhost.clone()), std::sync::Arc::new(compiled));
+            users.permissions.insert((p.user.clone(), p.vhost.clone()), std::sync::Arc::new(compiled));
         }
-        Ok(())
-    }
-
-    /// Add topic permissions (each needs the user's permissions on that vhost).
-    pub fn grant_topics(&mut self, entries: &[crate::config::TopicPermissionConfig]) -> Result<(), String> {
-        for t in entries {
-            let Some(p) = self.permissions.get_mut(&(t.user.clone(), t.vhost.clone())) else {
+        for t in &defs.topic_permissions {
+            let Some(p) = users.permissions.get_mut(&(t.user.clone(), t.vhost.clone())) else {
                 return Err(format!(
                     "topic permissions for user '{}' in vhost '{}': the user has no permissions there",
                     t.user, t.vhost
@@ -180,7 +102,13 @@ impl Users {
             };
             std::sync::Arc::make_mut(p).add_topic(t)?;
         }
-        Ok(())
+        Ok(users)
+    }
+
+    /// The users of a config file alone (a first start without an import file).
+    pub fn from_config(auth: &AuthConfig) -> Result<Users, String> {
+        let config = crate::config::Config { auth: auth.clone(), ..Default::default() };
+        Self::build(&crate::definitions::at_start(&config, None, None)?, auth)
     }
 
     /// Whether `user` may open `vhost` (it has permissions there, as RabbitMQ requires).
@@ -278,12 +206,18 @@ mod tests {
         assert!(Users::from_config(&a).unwrap_err().contains("'ghost'"));
         a.permissions.pop();
         // A definitions file that brings its own default user brings its permissions too.
-        let imported = definitions::Imported {
-            users: vec![UserConfig { password: Some("g".into()), ..user("guest") }],
+        let imported = Definitions {
+            users: vec![crate::definitions::UserDef {
+                name: "guest".into(),
+                password_hash: Some(PasswordHash::generate(HashingAlgorithm::Sha256, "g").encode()),
+                hashing_algorithm: "rabbit_password_hashing_sha256".into(),
+                ..Default::default()
+            }],
             permissions: vec![perm("guest", "b")],
             ..Default::default()
         };
-        let users = Users::from_config_and(&a, &imported).unwrap();
+        let config = crate::config::Config { auth: a.clone(), ..Default::default() };
+        let users = Users::build(&crate::definitions::at_start(&config, None, Some(imported)).unwrap(), &a).unwrap();
         assert!(users.may_open("guest", "b") && !users.may_open("guest", "/"));
         assert!(users.authenticate("guest", "g", true).is_ok(), "the imported password");
         assert_eq!(

@@ -76,6 +76,18 @@ impl Permission {
         })
     }
 
+    /// No access at all (a user whose permissions were cleared while connected).
+    pub fn none(user: &str, vhost: &str) -> Self {
+        Permission {
+            user: user.into(),
+            vhost: vhost.into(),
+            configure: Pattern::Nothing,
+            write: Pattern::Nothing,
+            read: Pattern::Nothing,
+            topics: HashMap::new(),
+        }
+    }
+
     /// Add a topic permission (`{username}` and `{vhost}` expanded).
     pub fn add_topic(&mut self, t: &TopicPermissionConfig) -> Result<(), String> {
         let what = |e: String| {

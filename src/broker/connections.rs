@@ -48,6 +48,11 @@ pub struct ConnectionInfo {
     pub user: String,
     pub vhost: String,
     state: AtomicU8,
+    /// Open channels (for the user's `max-channels`).
+    channels: std::sync::atomic::AtomicUsize,
+    /// Cancelled to make the connection close with 320 CONNECTION_FORCED and `close_reason`.
+    closer: tokio_util::sync::CancellationToken,
+    close_reason: Mutex<String>,
 }
 
 impl ConnectionInfo {
@@ -57,6 +62,27 @@ impl ConnectionInfo {
 
     pub fn set_state(&self, s: ConnState) {
         self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels.load(Ordering::Relaxed)
+    }
+
+    pub fn set_channels(&self, n: usize) {
+        self.channels.store(n, Ordering::Relaxed);
+    }
+
+    /// Close the connection with 320 CONNECTION_FORCED and this text (a deleted vhost or
+    /// user, the management API's close).
+    pub fn force_close(&self, reason: &str) {
+        *self.close_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
+        self.closer.cancel();
+    }
+
+    /// Completes once [`Self::force_close`] was called; gives its text.
+    pub async fn forced(&self) -> String {
+        self.closer.cancelled().await;
+        self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -87,6 +113,9 @@ impl Connections {
             user: user.to_string(),
             vhost: vhost.to_string(),
             state: AtomicU8::new(ConnState::Running as u8),
+            channels: Default::default(),
+            closer: Default::default(),
+            close_reason: Mutex::new(String::new()),
         });
         self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(id, info.clone());
         Registration { list: self.clone(), info }
@@ -95,6 +124,25 @@ impl Connections {
     /// The open connections, in no particular order.
     pub fn snapshot(&self) -> Vec<Arc<ConnectionInfo>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Force-close every connection for which `pred` holds (see [`ConnectionInfo::force_close`]).
+    pub fn close_where(&self, pred: impl Fn(&ConnectionInfo) -> bool, reason: &str) -> usize {
+        let hit: Vec<_> = self.snapshot().into_iter().filter(|c| pred(c)).collect();
+        for c in &hit {
+            c.force_close(reason);
+        }
+        hit.len()
+    }
+
+    /// Open channels of the connections for which `pred` holds.
+    pub fn channels_where(&self, pred: impl Fn(&ConnectionInfo) -> bool) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|c| pred(c)).map(|c| c.channels()).sum()
+    }
+
+    /// Open connections for which `pred` holds.
+    pub fn count_where(&self, pred: impl Fn(&ConnectionInfo) -> bool) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|c| pred(c)).count()
     }
 
     pub fn len(&self) -> usize {

@@ -9,27 +9,37 @@ pub mod vhost;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::definitions::{Definitions, VHostDef};
 use crate::error::BrokerError;
 use crate::queue::ConnInbox;
+use crate::queue::policy::{Policies, Policy};
 use crate::store::StorageSettings;
 use crate::store::persister::Persister;
+use crate::store::tenancy::TenancyFile;
 use vhost::VHost;
 
 /// Shared by every connection task (cloned `Arc`).
 #[derive(Debug)]
 pub struct Broker {
     pub config: Config,
-    vhosts: HashMap<String, Arc<VHost>>,
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     next_connection: AtomicU64,
     /// Cancelled on SIGINT/SIGTERM: connections close with 320 CONNECTION_FORCED.
     pub shutdown: CancellationToken,
-    /// Who may log in.
-    pub users: crate::auth::Users,
+    /// Who may log in, and their permissions (rebuilt from `definitions` on every change).
+    users: RwLock<Arc<crate::auth::Users>>,
+    /// Users, vhosts, permissions, policies and limits: what `users` and the vhosts' settings
+    /// are made from, and what is saved in `tenancy.json`. Its lock serialises changes.
+    definitions: Mutex<Definitions>,
+    tenancy_file: TenancyFile,
+    persister: Persister,
+    /// Bumped on every change of users or permissions: connections then fetch theirs again.
+    permissions_epoch: AtomicU64,
     /// Direct reply-to: reply name → the requesting channel.
     replies: Mutex<HashMap<String, ReplyRoute>>,
     /// Raised while free disk space is below `storage.disk_free_limit` or memory use is above
@@ -39,78 +49,186 @@ pub struct Broker {
     pub connections: Arc<connections::Connections>,
 }
 
-/// Where replies to a direct reply-to name go.
+impl std::fmt::Debug for TenancyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TenancyFile({})", self.path().display())
+    }
+}
+
+/// Direct reply-to etc. below.
 #[derive(Debug, Clone)]
 pub struct ReplyRoute {
     pub inbox: ConnInbox,
     pub channel: u16,
 }
 
+/// The policies of `vhost` in `defs`, validated.
+fn compile_policies(defs: &Definitions, vhost: &str) -> Result<Policies, String> {
+    let mut out = Policies::default();
+    for p in defs.policies.iter().filter(|p| p.vhost == vhost) {
+        let what = if p.operator { "operator policy" } else { "policy" };
+        let compiled = Policy::new(&p.name, &p.pattern, &p.apply_to, p.priority, p.definition.clone(), p.operator)
+            .map_err(|e| format!("{what} '{}' in vhost '{vhost}': {e}", p.name))?;
+        out.put(compiled, p.operator);
+    }
+    Ok(out)
+}
+
 impl Broker {
     /// At a clean stop: every vhost's definitions in one snapshot file (see
     /// [`crate::store::definitions::journal`]).
     pub fn checkpoint_definitions(&self) {
-        for v in self.vhosts.values() {
+        for v in self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values() {
             v.compact_definitions();
         }
     }
 
-    /// Open the broker: every configured vhost, with durable storage under `data_dir`
+    fn open_vhost(
+        config: &Config,
+        persister: &Persister,
+        def: &VHostDef,
+        policies: Policies,
+    ) -> Result<Arc<VHost>, String> {
+        let storage = StorageSettings {
+            dir: config.data_dir.join("vhosts").join(vhost_dir_name(&def.name)),
+            fsync: config.storage.fsync,
+            segment_size: config.storage.segment_size,
+            persister: persister.clone(),
+        };
+        VHost::open(&def.name, config.amqp.consumer_timeout_duration(), storage, policies, def.clone()).map_err(|e| {
+            format!("cannot open the durable data of vhost '{}' under {}: {e}", def.name, config.data_dir.display())
+        })
+    }
+
+    /// Open the broker: its saved users, vhosts, permissions and policies with those of the
+    /// import file and the config file, and every vhost's durable storage under `data_dir`
     /// (restoring what was there).
     pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
-        let timeout = config.amqp.consumer_timeout_duration();
         let persister = Persister::start();
         crate::queue::admission::configure(config.amqp.flow_backlog_messages, config.amqp.flow_backlog_bytes);
-        let imported = match &config.auth.definitions {
-            Some(path) => crate::auth::definitions::read(path).map_err(BrokerError::Config)?,
-            None => Default::default(),
+        let tenancy_file = TenancyFile::new(&config.data_dir);
+        let saved = tenancy_file.load().map_err(BrokerError::Config)?;
+        let import_path = config.definitions.import_file.as_ref().or(config.auth.definitions.as_ref());
+        let imported = match import_path {
+            Some(path) => Some(Definitions::read(path).map_err(BrokerError::Config)?),
+            None => None,
         };
-        if !imported.not_imported.is_empty() {
-            let sections: Vec<String> = imported.not_imported.iter().map(|(s, n)| format!("{s} ({n})")).collect();
+        if let Some(i) = &imported
+            && !i.not_imported.is_empty()
+        {
+            let sections: Vec<String> = i.not_imported.iter().map(|(s, n)| format!("{s} ({n})")).collect();
             tracing::warn!(
                 sections = %sections.join(", "),
-                "the definitions file has sections this version does not import yet (it imports users, vhosts \
-                 and permissions); they are ignored"
+                "the definitions file has sections this version does not import (it imports users, vhosts, \
+                 permissions, topic permissions, policies, operator policies and limits); they are ignored"
             );
         }
-        let users = crate::auth::Users::from_config_and(&config.auth, &imported).map_err(BrokerError::Config)?;
-        let mut vhost_names = config.auth.vhosts.clone();
-        for v in imported.vhosts {
-            if !vhost_names.contains(&v) {
-                vhost_names.push(v);
-            }
-        }
+        let defs = crate::definitions::at_start(&config, saved, imported).map_err(BrokerError::Config)?;
+        let users = crate::auth::Users::build(&defs, &config.auth).map_err(BrokerError::Config)?;
         let mut vhosts = HashMap::new();
-        for v in &vhost_names {
-            let storage = StorageSettings {
-                dir: config.data_dir.join("vhosts").join(vhost_dir_name(v)),
-                fsync: config.storage.fsync,
-                segment_size: config.storage.segment_size,
-                persister: persister.clone(),
-            };
-            let vhost = VHost::open(v, timeout, storage).map_err(|e| {
-                BrokerError::Storage(format!(
-                    "cannot open the durable data of vhost '{v}' under {}: {e}",
-                    config.data_dir.display()
-                ))
-            })?;
-            vhosts.insert(v.clone(), vhost);
+        for v in &defs.vhosts {
+            let policies = compile_policies(&defs, &v.name).map_err(BrokerError::Config)?;
+            let vhost = Self::open_vhost(&config, &persister, v, policies).map_err(BrokerError::Storage)?;
+            vhosts.insert(v.name.clone(), vhost);
         }
+        tenancy_file
+            .save(&defs)
+            .map_err(|e| BrokerError::Storage(format!("cannot write {}: {e}", tenancy_file.path().display())))?;
         let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
-            users,
+            users: RwLock::new(Arc::new(users)),
             config,
-            vhosts,
+            vhosts: RwLock::new(vhosts),
             next_connection: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
+            definitions: Mutex::new(defs),
+            tenancy_file,
+            persister,
+            permissions_epoch: AtomicU64::new(0),
             replies: Mutex::new(HashMap::new()),
             disk_alarm,
             connections: Default::default(),
         }))
     }
 
-    pub fn vhost(&self, name: &str) -> Option<&Arc<VHost>> {
-        self.vhosts.get(name)
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// The users and their permissions now.
+    pub fn users(&self) -> Arc<crate::auth::Users> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes with every change of users or permissions.
+    pub fn permissions_epoch(&self) -> u64 {
+        self.permissions_epoch.load(Ordering::Acquire)
+    }
+
+    /// A copy of the users, vhosts, permissions, policies and limits.
+    pub fn definitions(&self) -> Definitions {
+        self.definitions.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Change users, vhosts, permissions, policies or limits at runtime: `edit` changes a copy,
+    /// which is validated as a whole, saved, and put in force: new vhosts open, changed policies
+    /// apply to running queues at once, connections of a deleted vhost or user are closed
+    /// (320, RabbitMQ's texts) and a deleted vhost's queues and data are removed. On any
+    /// error nothing changes.
+    pub async fn change(&self, edit: impl FnOnce(&mut Definitions) -> Result<(), String>) -> Result<(), String> {
+        let (gone_vhosts, gone_users) = {
+            let mut current = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut d = current.clone();
+            edit(&mut d)?;
+            if d == *current {
+                return Ok(());
+            }
+            let users = crate::auth::Users::build(&d, &self.config.auth)?;
+            let mut policies = HashMap::new();
+            for v in &d.vhosts {
+                policies.insert(v.name.clone(), compile_policies(&d, &v.name)?);
+            }
+            let existing: Vec<String> = self.vhosts.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+            let mut opened = Vec::new();
+            for v in d.vhosts.iter().filter(|v| !existing.contains(&v.name)) {
+                let p = policies.remove(&v.name).unwrap_or_default();
+                opened.push(Self::open_vhost(&self.config, &self.persister, v, p)?);
+            }
+            self.tenancy_file
+                .save(&d)
+                .map_err(|e| format!("cannot write {}: {e}", self.tenancy_file.path().display()))?;
+            let mut vhosts = self.vhosts.write().unwrap_or_else(|p| p.into_inner());
+            for v in opened {
+                vhosts.insert(v.name().to_string(), v);
+            }
+            for v in &d.vhosts {
+                if let Some(vh) = vhosts.get(&v.name) {
+                    vh.set_settings(v.clone());
+                    if let Some(p) = policies.remove(&v.name) {
+                        vh.set_policies(p);
+                    }
+                }
+            }
+            let gone_vhosts: Vec<Arc<VHost>> =
+                existing.iter().filter(|n| d.vhost(n).is_none()).filter_map(|n| vhosts.remove(n)).collect();
+            drop(vhosts);
+            let gone_users: Vec<String> =
+                current.users.iter().filter(|u| d.user(&u.name).is_none()).map(|u| u.name.clone()).collect();
+            *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
+            self.permissions_epoch.fetch_add(1, Ordering::AcqRel);
+            *current = d;
+            (gone_vhosts, gone_users)
+        };
+        for u in gone_users {
+            self.connections.close_where(|c| c.user == u, &format!("user '{u}' is deleted"));
+        }
+        for v in gone_vhosts {
+            let name = v.name().to_string();
+            self.connections.close_where(|c| c.vhost == name, &format!("vhost '{name}' is deleted"));
+            v.destroy().await;
+            tracing::info!(vhost = %name, "vhost deleted");
+        }
+        Ok(())
     }
 
     pub fn register_reply(&self, name: String, route: ReplyRoute) {

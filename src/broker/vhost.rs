@@ -12,12 +12,14 @@ use tokio::sync::oneshot;
 use super::delayed::{self, Delayed};
 use super::names;
 use super::topology::Topology;
+use crate::definitions::VHostDef;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::dedup::DedupCache;
 use crate::exchange::headers::{XMatch, parse_x_match};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::protocol::methods::{type_name, value_display, value_int, value_str};
 use crate::queue::args::QueueArgs;
+use crate::queue::policy::{self, Policies};
 use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
 use crate::store::definitions::journal::{Change, JournalSync};
 use crate::store::definitions::{BindingDef, Definitions, DefinitionsFile, ExchangeDef, QueueDef};
@@ -101,6 +103,10 @@ pub struct VHost {
     /// Stored definitions that could not be restored (an exchange type this version refuses,
     /// a binding whose ends are missing): saved back unchanged, never dropped from the file.
     unrestored: Mutex<Definitions>,
+    /// Its policies and operator policies.
+    policies: RwLock<Arc<Policies>>,
+    /// Description, tags, default queue type and limits.
+    settings: RwLock<VHostDef>,
 }
 
 fn b(v: bool) -> &'static str {
@@ -110,7 +116,8 @@ fn b(v: bool) -> &'static str {
 impl VHost {
     /// A vhost keeping everything in memory.
     pub fn new(name: &str, consumer_timeout: Option<Duration>) -> Arc<VHost> {
-        Self::build(name, consumer_timeout, None)
+        let settings = VHostDef { name: name.into(), ..Default::default() };
+        Self::build(name, consumer_timeout, None, Policies::default(), settings)
     }
 
     /// A vhost with durable storage: restores its durable exchanges, queues (with their
@@ -119,6 +126,8 @@ impl VHost {
         name: &str,
         consumer_timeout: Option<Duration>,
         storage: StorageSettings,
+        policies: Policies,
+        settings: VHostDef,
     ) -> std::io::Result<Arc<VHost>> {
         std::fs::create_dir_all(&storage.dir)?;
         let started = std::time::Instant::now();
@@ -133,7 +142,7 @@ impl VHost {
             std::fs::remove_dir_all(&transient)?;
         }
         let held_delayed = storage.dir.join("delayed").exists();
-        let v = Self::build(name, consumer_timeout, Some(storage));
+        let v = Self::build(name, consumer_timeout, Some(storage), policies, settings);
         v.restore(defs);
         if counts != (0, 0, 0) {
             tracing::info!(
@@ -161,7 +170,13 @@ impl VHost {
         Ok(v)
     }
 
-    fn build(name: &str, consumer_timeout: Option<Duration>, storage: Option<StorageSettings>) -> Arc<VHost> {
+    fn build(
+        name: &str,
+        consumer_timeout: Option<Duration>,
+        storage: Option<StorageSettings>,
+        policies: Policies,
+        settings: VHostDef,
+    ) -> Arc<VHost> {
         let mut t = Topology::default();
         for (x, kind, internal) in PREDECLARED {
             let e = Exchange::new((*x).into(), *kind, true, false, *internal, FieldTable::default());
@@ -178,7 +193,77 @@ impl VHost {
             definitions: Mutex::new(None),
             journal: OnceLock::new(),
             unrestored: Mutex::new(Definitions::default()),
+            policies: RwLock::new(Arc::new(policies)),
+            settings: RwLock::new(settings),
         })
+    }
+
+    /// Its description, tags, default queue type and limits.
+    pub fn settings(&self) -> VHostDef {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_settings(&self, s: VHostDef) {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replace the policies and apply them at once: every queue whose settings change gets
+    /// them (a lower max-length drops or dead-letters at once), every exchange its alternate.
+    pub fn set_policies(&self, p: Policies) {
+        if *self.policies() == p {
+            return;
+        }
+        let p = Arc::new(p);
+        *self.policies.write().unwrap_or_else(|p| p.into_inner()) = p.clone();
+        let t = self.snapshot();
+        for (name, q) in t.queues.iter() {
+            let applied = p.for_queue(name, q.args.queue_type);
+            let args = policy::queue_args(&q.args, &q.arguments, &applied);
+            let _ = q.handle.ctl.send(QueueCmd::SetArgs(Box::new(args)));
+        }
+        let _ = self.mutate(|t, _| {
+            let names: Vec<String> = t.exchanges.keys().cloned().collect();
+            for name in names {
+                let Some(x) = t.exchanges.get(&name) else { continue };
+                let declared = x.arguments.inner().get("alternate-exchange").and_then(value_str);
+                let alternate = policy::alternate_exchange(declared.as_deref(), &p.for_exchange(&name));
+                if alternate != x.alternate {
+                    let mut x = (**x).clone();
+                    x.alternate = alternate;
+                    t.exchanges.insert(name, Arc::new(x));
+                }
+            }
+            Ok(())
+        });
+    }
+
+    /// A queue's settings: its declared arguments with the policies applied.
+    fn effective_args(&self, name: &str, declared: &QueueArgs, arguments: &FieldTable) -> QueueArgs {
+        let applied = self.policies().for_queue(name, declared.queue_type);
+        policy::queue_args(declared, arguments, &applied)
+    }
+
+    /// The vhost is being deleted: every queue goes (with its messages), and its data
+    /// directory. Its connections were closed before.
+    pub async fn destroy(&self) {
+        let t = self.snapshot();
+        for (name, q) in t.queues.iter() {
+            let (reply, rx) = oneshot::channel();
+            q.handle.send(QueueCmd::Delete { if_unused: false, if_empty: false, reply }).await;
+            let _ = rx.await;
+            self.forget_queue(name, &q.handle);
+        }
+        *self.definitions.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(s) = &self.storage
+            && let Err(e) = std::fs::remove_dir_all(&s.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(vhost = %self.name, dir = %s.dir.display(), error = %e, "cannot remove the deleted vhost's data");
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -469,6 +554,9 @@ impl VHost {
             x.declared_type = d.kind.clone();
             x.delayed = delayed;
             x.dedup = dedup.map(|c| Arc::new(Mutex::new(c)));
+            if x.alternate.is_none() {
+                x.alternate = policy::alternate_exchange(None, &self.policies().for_exchange(&d.name));
+            }
             if x.durable {
                 ch.push(Change::PutExchange(exchange_def(&x)));
             }
@@ -644,6 +732,26 @@ impl VHost {
             d.name.clone()
         };
         may_configure(&name)?;
+        let settings = self.settings();
+        // The vhost's default queue type, for durable, non-exclusive queues declared without
+        // one (exclusive and transient queues stay classic), written into their arguments.
+        let with_type;
+        let d = match settings.default_queue_type.as_deref() {
+            Some(t)
+                if t != "classic"
+                    && d.durable
+                    && !d.exclusive
+                    && !d.auto_delete
+                    && !server_named
+                    && !d.arguments.inner().contains_key("x-queue-type") =>
+            {
+                let mut d2 = d.clone();
+                d2.arguments.insert("x-queue-type".into(), AMQPValue::LongString(t.into()));
+                with_type = d2;
+                &with_type
+            }
+            _ => d,
+        };
         let args =
             QueueArgs::parse(&d.arguments, &name, &self.name, d.durable, d.exclusive, d.auto_delete, server_named)?;
         self.mutate(|t, ch| {
@@ -653,6 +761,14 @@ impl VHost {
                 }
                 self.queue_equivalent(q, &name, d)?;
                 return Ok((q.clone(), false));
+            }
+            if let Some(max) = settings.limits.max_queues
+                && t.queues.len() as u64 >= max
+            {
+                return Err(AmqpError::precondition(format_args!(
+                    "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+                    self.name
+                )));
             }
             let entry = self.new_queue(d, &name, args, d.exclusive.then_some(conn_id), true)?;
             if let Some(owner) = entry.exclusive_owner {
@@ -708,7 +824,8 @@ impl VHost {
         (store, recovered): (AnyStore, Vec<Recovered>),
     ) -> AmqpResult<Arc<QueueEntry>> {
         let me = self.me.upgrade().ok_or_else(AmqpError::internal)?;
-        let handle = actor::spawn(name, &me, d.auto_delete, args.clone(), store, recovered);
+        let effective = self.effective_args(name, &args, &d.arguments);
+        let handle = actor::spawn(name, &me, d.auto_delete, effective, store, recovered);
         Ok(Arc::new(QueueEntry {
             name: name.to_string(),
             durable: d.durable,

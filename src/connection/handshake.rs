@@ -72,6 +72,11 @@ pub struct Context<'a> {
     pub users: &'a crate::auth::Users,
     pub peer_is_loopback: bool,
     pub vhost_exists: &'a (dyn Fn(&str) -> bool + Sync),
+    /// The vhost's and the user's connection limits, checked at `connection.open` after the
+    /// vhost and the permissions: (user, vhost) → the 530 to answer, if one is reached.
+    pub open_limits: &'a (dyn Fn(&str, &str) -> Result<(), AmqpError> + Sync),
+    /// Open connections on this node (for `connection_max`).
+    pub node_connections: usize,
     /// The mechanisms offered in `connection.start`.
     pub mechanisms: &'a [&'a str],
     /// The user a verified TLS client certificate names (EXTERNAL).
@@ -208,6 +213,15 @@ impl Handshake {
             }
             (Handshake::AwaitOpen { mut negotiated }, AMQPClass::Connection(C::Open(o))) => {
                 let vhost = o.virtual_host.as_str();
+                let node_max = cx.config.amqp.connection_max;
+                if node_max > 0 && cx.node_connections as u64 >= node_max {
+                    return Err(HandshakeError::Close(
+                        AmqpError::not_allowed(format_args!(
+                            "connection refused: node connection limit ({node_max}) is reached"
+                        ))
+                        .on(10, 40),
+                    ));
+                }
                 if !(cx.vhost_exists)(vhost) {
                     return Err(HandshakeError::Close(
                         AmqpError::not_allowed(format_args!("vhost {vhost} not found")).on(10, 40),
@@ -222,6 +236,7 @@ impl Handshake {
                         .on(10, 40),
                     ));
                 }
+                (cx.open_limits)(&negotiated.user, vhost).map_err(|e| HandshakeError::Close(e.on(10, 40)))?;
                 negotiated.vhost = vhost.to_string();
                 Ok(Progress::Done(negotiated, AMQPClass::Connection(C::OpenOk(connection::OpenOk {}))))
             }
@@ -278,6 +293,8 @@ mod tests {
             users,
             peer_is_loopback: loopback,
             vhost_exists: &|v| v == "/",
+            open_limits: &|_, _| Ok(()),
+            node_connections: 0,
             mechanisms: &["PLAIN", "AMQPLAIN"],
             cert_login: None,
         }

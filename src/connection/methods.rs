@@ -103,6 +103,7 @@ impl Connection {
                 }
                 AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                     self.channels.remove(&ch);
+                    self.channels_changed();
                 }
                 // A client that took our close-ok for the end of the channel may reopen it.
                 AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
@@ -187,7 +188,18 @@ impl Connection {
                 self.channels.len()
             )));
         }
+        // The user's max-channels, over all its connections (RabbitMQ 3.10's text).
+        self.channels_changed();
+        if let Some(limit) = self.broker.users().get(&self.neg.user).and_then(|u| u.limits.max_channels) {
+            let user = self.neg.user.clone();
+            if self.broker.connections.channels_where(|c| c.user == user) as u64 >= limit {
+                return Err(AmqpError::not_allowed(format_args!(
+                    "number of channels opened for user '{user}' has reached the maximum allowed user limit of ({limit})"
+                )));
+            }
+        }
         self.channels.insert(ch, Channel::new(ch));
+        self.channels_changed();
         self.reply(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
         Ok(())
     }
@@ -201,6 +213,7 @@ impl Connection {
                 if let Some(c) = self.channels.remove(&ch) {
                     self.release(c);
                 }
+                self.channels_changed();
                 Ok(())
             }
             C::Flow(f) => {
@@ -511,6 +524,15 @@ impl Connection {
     }
 
     async fn basic_consume(&mut self, ch: u16, c: basic::Consume) -> AmqpResult<()> {
+        // consumer_max_per_channel (RabbitMQ 3.12+): a new consumer past it is a 530.
+        let max = self.broker.config.amqp.consumer_max_per_channel;
+        if max > 0
+            && let Some(state) = self.channels.get(&ch)
+            && state.consumers.len() as u64 >= max
+            && !state.consumers.contains_key(c.consumer_tag.as_str())
+        {
+            return Err(AmqpError::not_allowed(format_args!("reached maximum ({max}) of consumers per channel")));
+        }
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             names::consumer_tag().into()
         } else {

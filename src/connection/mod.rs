@@ -143,19 +143,22 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
             }
         };
     framed.decoder_mut().set_frame_max(negotiated.frame_max);
-    let Some(vhost) = broker.vhost(&negotiated.vhost).cloned() else { return };
+    let Some(vhost) = broker.vhost(&negotiated.vhost) else { return };
     // The handshake refused users without permissions on the vhost.
-    let Some(permission) = broker.users.permission(&negotiated.user, &negotiated.vhost) else { return };
+    let permissions_epoch = broker.permissions_epoch();
+    let users = broker.users();
+    let Some(permission) = users.permission(&negotiated.user, &negotiated.vhost) else { return };
     info!(user = %negotiated.user, vhost = %negotiated.vhost, heartbeat = negotiated.heartbeat, "connection open");
 
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
     let alarm = broker.disk_alarm.clone();
     let broker_content_limit = broker.config.amqp.max_content_in_progress;
     let registration = broker.connections.register(id, peer, &negotiated.user, &negotiated.vhost);
-    let impersonator = broker.users.get(&negotiated.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
+    let impersonator = users.get(&negotiated.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
     let conn = Connection {
         id,
         permission,
+        permissions_epoch,
         impersonator,
         registration,
         heartbeat: Heartbeat::new(negotiated.heartbeat, Instant::now()),
@@ -217,9 +220,13 @@ async fn handshake(
         .collect();
     send(&handshake::start_method(&broker.config, &mechanisms));
     let vhost_exists = |v: &str| broker.vhost(v).is_some();
+    let users = broker.users();
+    let open_limits = |user: &str, vhost: &str| open_limits(broker, user, vhost);
     let cx = handshake::Context {
         config: &broker.config,
-        users: &broker.users,
+        users: &users,
+        open_limits: &open_limits,
+        node_connections: broker.connections.len(),
         peer_is_loopback: peer.ip().is_loopback(),
         vhost_exists: &vhost_exists,
         mechanisms: &mechanisms,
@@ -274,11 +281,52 @@ async fn handshake(
     }
 }
 
+impl Connection {
+    /// Fetch this user's permissions again (they changed); a user that lost access to the
+    /// vhost keeps its connection but may do nothing more in it.
+    fn refresh_permission(&mut self, epoch: u64) {
+        let users = self.broker.users();
+        self.permission = users
+            .permission(&self.neg.user, self.vhost.name())
+            .unwrap_or_else(|| Arc::new(crate::auth::permissions::Permission::none(&self.neg.user, self.vhost.name())));
+        self.impersonator = users.get(&self.neg.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
+        self.permissions_epoch = epoch;
+    }
+
+    /// Open channels changed: keep the count the user's `max-channels` limit reads.
+    pub(crate) fn channels_changed(&self) {
+        self.registration.info.set_channels(self.channels.len());
+    }
+}
+
+/// RabbitMQ's connection limits at `connection.open` (after the vhost and permission checks):
+/// the vhost's `max-connections`, then the user's; 530 with RabbitMQ's texts. (The node's
+/// `connection_max` is checked first, in the handshake.)
+fn open_limits(broker: &Broker, user: &str, vhost: &str) -> Result<(), AmqpError> {
+    if let Some(max) = broker.vhost(vhost).and_then(|v| v.settings().limits.max_connections)
+        && broker.connections.count_where(|c| c.vhost == vhost) as u64 >= max
+    {
+        return Err(AmqpError::not_allowed(format_args!(
+            "access to vhost '{vhost}' refused for user '{user}': connection limit ({max}) is reached"
+        )));
+    }
+    if let Some(max) = broker.users().get(user).and_then(|u| u.limits.max_connections)
+        && broker.connections.count_where(|c| c.user == user) as u64 >= max
+    {
+        return Err(AmqpError::not_allowed(format_args!(
+            "connection refused for user '{user}': user connection limit ({max}) is reached"
+        )));
+    }
+    Ok(())
+}
+
 /// The connection task's state.
 pub struct Connection {
     pub id: u64,
-    /// The user's permissions in this vhost (checked per operation).
+    /// The user's permissions in this vhost (checked per operation), as of
+    /// `permissions_epoch` (fetched again when the broker's epoch moves on).
     pub permission: Arc<crate::auth::permissions::Permission>,
+    pub permissions_epoch: u64,
     /// The user may publish with another user's `user_id` (tag `impersonator`).
     pub impersonator: bool,
     /// This connection in the broker's list (removed when the task ends).
@@ -337,12 +385,17 @@ impl Connection {
         rx_bytes: Arc<AtomicU64>,
     ) {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let info = self.registration.info.clone();
+        let mut forced = std::pin::pin!(info.forced());
         while !self.done {
             let hb_at = self.heartbeat.as_ref().map_or(far, Heartbeat::next_deadline);
             let close_at = self.closing.unwrap_or(far);
             tokio::select! {
                 _ = self.broker.shutdown.cancelled(), if self.closing.is_none() => {
                     self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
+                }
+                reason = forced.as_mut(), if self.closing.is_none() => {
+                    self.fail(0, AmqpError::new(ReplyCode::ConnectionForced, reason));
                 }
                 ev = inbox_rx.recv() => {
                     if let Some(ev) = ev {
@@ -590,6 +643,11 @@ impl Connection {
                 }
             }
             return Ok(());
+        }
+        // Users and permissions changed at runtime apply from the next frame on.
+        let epoch = self.broker.permissions_epoch();
+        if epoch != self.permissions_epoch {
+            self.refresh_permission(epoch);
         }
         match f {
             Frame::Heartbeat { channel: 0 } => Ok(()),

@@ -239,6 +239,13 @@ impl QueueActor {
                 }
             }
             QueueCmd::Resume => {}
+            QueueCmd::SetArgs(args) => {
+                if *args != self.args {
+                    debug!(queue = %self.name, "settings changed by a policy");
+                    self.args = (*args).clone();
+                    self.state.set_args(*args, now);
+                }
+            }
         }
     }
 

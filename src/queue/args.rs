@@ -33,7 +33,7 @@ pub enum QueueType {
 pub struct QueueDedup;
 
 /// A queue's validated arguments.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueArgs {
     pub message_ttl: Option<Duration>,
     pub expires: Option<Duration>,

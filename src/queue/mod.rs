@@ -8,6 +8,7 @@ pub mod actor;
 pub mod admission;
 pub mod args;
 pub mod dead_letter;
+pub mod policy;
 pub mod state;
 
 use std::sync::Arc;
@@ -53,7 +54,7 @@ impl QueueHandle {
     /// Send a command, waiting for room (downstream direction). A deleted queue's closed mailbox
     /// is ignored: the message or request simply has no queue any more.
     pub async fn send(&self, cmd: QueueCmd) {
-        if matches!(cmd, QueueCmd::Settle { .. } | QueueCmd::Resume) {
+        if matches!(cmd, QueueCmd::Settle { .. } | QueueCmd::Resume | QueueCmd::SetArgs(_)) {
             let _ = self.ctl.send(cmd);
         } else {
             let _ = self.tx.send(cmd).await;
@@ -167,6 +168,8 @@ pub enum QueueCmd {
         reply: oneshot::Sender<u32>,
     },
     /// Delete the queue (after the checks); replies with the ready count.
+    /// New settings (a policy was applied, changed or cleared).
+    SetArgs(Box<args::QueueArgs>),
     Delete {
         if_unused: bool,
         if_empty: bool,

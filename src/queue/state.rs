@@ -198,6 +198,8 @@ pub struct QueueState<S: MessageStore = MemoryStore> {
     /// them sorted).
     ack_deadlines: VecDeque<(Instant, u64)>,
     consumer_timeout: Option<Duration>,
+    /// The broker-wide consumer timeout (used when the queue's settings set none).
+    default_consumer_timeout: Option<Duration>,
     consumers: Vec<Consumer>,
     serve_clock: u64,
     next_seq: u64,
@@ -239,6 +241,7 @@ impl<S: MessageStore> QueueState<S> {
             unacked: HashMap::default(),
             ack_deadlines: VecDeque::new(),
             consumer_timeout: args.consumer_timeout,
+            default_consumer_timeout: None,
             consumers: Vec::new(),
             serve_clock: 0,
             next_seq: 1,
@@ -285,8 +288,26 @@ impl<S: MessageStore> QueueState<S> {
 
     /// Apply the broker-wide consumer timeout unless the queue sets its own (None = off).
     pub fn set_default_consumer_timeout(&mut self, t: Option<Duration>) {
+        self.default_consumer_timeout = t;
         if self.args.consumer_timeout.is_none() {
             self.consumer_timeout = t;
+        }
+    }
+
+    /// New settings (a policy applied, changed or cleared), in force at once: with drop-head
+    /// overflow a lower length limit drops (and dead-letters) the oldest messages now; new
+    /// TTLs apply to messages enqueued from now on, as in RabbitMQ. The priority levels stay
+    /// those of the declaration.
+    pub fn set_args(&mut self, mut a: QueueArgs, _now: Instant) {
+        a.max_priority = self.args.max_priority;
+        self.consumer_timeout = a.consumer_timeout.or(self.default_consumer_timeout);
+        self.args = a;
+        if self.args.overflow == Overflow::DropHead {
+            while self.exceeds(0, 0) {
+                let Some(head) = self.ready.pop_front() else { break };
+                self.ready_bytes -= head.size as u64;
+                self.drop_message(head.seq, Some(DeathReason::Maxlen));
+            }
         }
     }
 

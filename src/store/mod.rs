@@ -11,6 +11,7 @@ pub mod definitions;
 pub mod memory;
 pub mod persister;
 pub mod segment;
+pub mod tenancy;
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -109,7 +110,7 @@ impl StorageSettings {
 /// checks every directory of the chain even after one of them was removed.
 pub mod queue_dirs {
     use std::fs;
-    use std::io::{ErrorKind, Write};
+    use std::io::ErrorKind;
     use std::path::{Path, PathBuf};
 
     pub const NAME_FILE: &str = "name";
@@ -192,15 +193,7 @@ pub mod queue_dirs {
     }
 
     fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            super::sync_dir(dir);
-        }
-        Ok(())
+        super::write_atomically(path, data)
     }
 
     /// Record `name` in `dir` (atomically).
@@ -259,6 +252,21 @@ pub mod queue_dirs {
     pub fn is_queue_dir(path: &Path) -> bool {
         path.is_dir() && !path.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with('.'))
     }
+}
+
+/// Replace `path` with `data` atomically and durably: a temporary file, fsync, rename, fsync
+/// of the directory. A crash leaves the old contents or the new, never a mix.
+pub fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir);
+    }
+    Ok(())
 }
 
 fn sync_dir(dir: &std::path::Path) {
