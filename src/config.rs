@@ -30,6 +30,15 @@ pub struct Config {
     /// Per-user limits (`[[user_limits]]`, RabbitMQ's `set_user_limits`).
     pub user_limits: Vec<UserLimitConfig>,
     pub definitions: DefinitionsConfig,
+    pub management: ManagementConfig,
+}
+
+/// `[management]`: the HTTP API (RabbitMQ's `management.tcp.*`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ManagementConfig {
+    /// Address of the HTTP API (RabbitMQ's is 15672); none: off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[definitions]`: a RabbitMQ definitions file loaded at every start (RabbitMQ's
@@ -371,6 +380,7 @@ impl Default for Config {
             operator_policies: Vec::new(),
             user_limits: Vec::new(),
             definitions: DefinitionsConfig::default(),
+            management: ManagementConfig::default(),
         }
     }
 }

@@ -32,6 +32,46 @@ pub struct UserLimits {
     pub max_channels: Option<u64>,
 }
 
+/// A set of named limits (`max-connections`, ...), as RabbitMQ's `set_*_limits` name them.
+pub trait Limits {
+    /// The limit named `key`, None when there is no such limit.
+    fn slot(&mut self, key: &str) -> Option<&mut Option<u64>>;
+    /// The limits that are set, by name.
+    fn to_map(&self) -> Map<String, Value>;
+}
+
+fn limits_map(pairs: &[(&str, Option<u64>)]) -> Map<String, Value> {
+    pairs.iter().filter_map(|(k, v)| v.map(|n| ((*k).to_string(), Value::from(n)))).collect()
+}
+
+impl Limits for UserLimits {
+    fn slot(&mut self, key: &str) -> Option<&mut Option<u64>> {
+        match key {
+            "max-connections" => Some(&mut self.max_connections),
+            "max-channels" => Some(&mut self.max_channels),
+            _ => None,
+        }
+    }
+
+    fn to_map(&self) -> Map<String, Value> {
+        limits_map(&[("max-connections", self.max_connections), ("max-channels", self.max_channels)])
+    }
+}
+
+impl Limits for VHostLimits {
+    fn slot(&mut self, key: &str) -> Option<&mut Option<u64>> {
+        match key {
+            "max-connections" => Some(&mut self.max_connections),
+            "max-queues" => Some(&mut self.max_queues),
+            _ => None,
+        }
+    }
+
+    fn to_map(&self) -> Map<String, Value> {
+        limits_map(&[("max-connections", self.max_connections), ("max-queues", self.max_queues)])
+    }
+}
+
 /// A virtual host with its metadata and limits.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct VHostDef {
@@ -352,24 +392,16 @@ impl Definitions {
     /// The JSON form (RabbitMQ's export layout: vhost limits and operator policies as
     /// `parameters`, user limits on the user).
     pub fn to_json(&self) -> Value {
-        let opt = |o: Option<u64>| o.map_or(Value::Null, Value::from);
         let users: Vec<Value> = self
             .users
             .iter()
             .map(|u| {
-                let mut limits = Map::new();
-                if let Some(n) = u.limits.max_connections {
-                    limits.insert("max-connections".into(), n.into());
-                }
-                if let Some(n) = u.limits.max_channels {
-                    limits.insert("max-channels".into(), n.into());
-                }
                 json!({
                     "name": u.name,
                     "password_hash": u.password_hash.clone().unwrap_or_default(),
                     "hashing_algorithm": u.hashing_algorithm,
                     "tags": u.tags,
-                    "limits": limits,
+                    "limits": u.limits.to_map(),
                 })
             })
             .collect();
@@ -396,16 +428,9 @@ impl Definitions {
             .vhosts
             .iter()
             .filter(|v| v.limits != VHostLimits::default())
-            .map(|v| {
-                let mut value = Map::new();
-                if v.limits.max_connections.is_some() {
-                    value.insert("max-connections".into(), opt(v.limits.max_connections));
-                }
-                if v.limits.max_queues.is_some() {
-                    value.insert("max-queues".into(), opt(v.limits.max_queues));
-                }
-                json!({"vhost": v.name, "component": "vhost-limits", "name": "limits", "value": value})
-            })
+            .map(
+                |v| json!({"vhost": v.name, "component": "vhost-limits", "name": "limits", "value": v.limits.to_map()}),
+            )
             .collect();
         let policy = |p: &PolicyDef| {
             json!({

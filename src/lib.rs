@@ -39,6 +39,7 @@ pub mod error;
 pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod management;
 pub mod message;
 pub mod protocol;
 pub mod queue;

@@ -25,6 +25,9 @@ struct Args {
     /// Directory for durable data, overriding the config file (default ./data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Address of the management HTTP API, overriding the config file ("" turns it off).
+    #[arg(long, value_name = "ADDR:PORT")]
+    http_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,18 @@ fn main() -> ExitCode {
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
+    }
+    if let Some(h) = args.http_listen {
+        config.management.listen = match h.as_str() {
+            "" => None,
+            a => match a.parse() {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    eprintln!("warren: --http-listen {a:?}: {e} (use ADDR:PORT, e.g. 127.0.0.1:15672)");
+                    return ExitCode::from(2);
+                }
+            },
+        };
     }
     init_logging(&config);
 
@@ -102,6 +117,22 @@ fn main() -> ExitCode {
                     }
                 }
             });
+        }
+        match warren::management::bind(&broker).await {
+            Ok(Some(l)) => {
+                let addr = server::local_addr(&l);
+                info!("management API listening on http://{addr}/api/");
+                println!("management API listening on {addr}");
+                tokio::spawn(warren::management::serve(l, broker.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!(
+                    "cannot listen for the management API on {:?}: {e} (change management.listen or --http-listen)",
+                    broker.config.management.listen
+                );
+                return ExitCode::FAILURE;
+            }
         }
         let addr = server::local_addr(&listener);
         info!("listening on {addr}");

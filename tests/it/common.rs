@@ -18,6 +18,8 @@ pub struct Broker {
     pub addr: String,
     /// The amqps listener's address, when the config has one.
     pub tls_addr: Option<String>,
+    /// The management API's address (`--http-listen`), when on.
+    pub http_addr: Option<String>,
     child: Option<Child>,
     _data_dir: Option<TempDir>,
     /// Standard-error lines of the process this harness started (its log), as they arrive.
@@ -33,7 +35,7 @@ impl Broker {
     /// Like [`Broker::start`], with extra command-line arguments for `warren`.
     pub fn start_with_args(extra: &[&str]) -> Broker {
         if let Ok(addr) = std::env::var("WARREN_TEST_ADDR") {
-            return Broker { addr, tls_addr: None, child: None, _data_dir: None, log: Arc::default() };
+            return Broker { addr, tls_addr: None, http_addr: None, child: None, _data_dir: None, log: Arc::default() };
         }
         let data_dir = TempDir::new();
         let mut b = Self::spawn(&data_dir.0, extra, None, &[]);
@@ -135,18 +137,20 @@ impl Broker {
         // The broker prints `listening on ADDR` on stdout once the socket is bound.
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let mut tls_addr = None;
+        let (mut tls_addr, mut http_addr) = (None, None);
         let addr = loop {
             let line = lines.next().expect("warren exited before it was listening").expect("read warren stdout");
             if let Some(rest) = line.split("listening for amqps on ").nth(1) {
                 tls_addr = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.split("management API listening on ").nth(1) {
+                http_addr = Some(rest.trim().to_string());
             } else if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.trim().to_string();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Broker { addr, tls_addr, child: Some(child), _data_dir: None, log }
+        Broker { addr, tls_addr, http_addr, child: Some(child), _data_dir: None, log }
     }
 
     /// Wait (up to [`WAIT`]) for a log line of this broker for which `pred` holds, and return it.
@@ -198,6 +202,42 @@ impl Broker {
             Some(c) => c.try_wait().expect("try_wait").is_none(),
             None => true,
         }
+    }
+
+    /// Call the management API as `user`:`pass` (`body`: JSON for PUT/POST); the status and
+    /// the JSON answer (Null when empty).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        auth: (&str, &str),
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        use base64::Engine;
+        let addr = self.http_addr.as_ref().expect("start the broker with --http-listen 127.0.0.1:0");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.0, auth.1));
+        let req = ureq::request(method, &format!("http://{addr}{path}"))
+            .set("authorization", &format!("Basic {token}"))
+            .timeout(std::time::Duration::from_secs(20));
+        let res = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let res = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = res.status();
+        let text = res.into_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// [`Broker::api`] as guest, expecting a 2xx status.
+    pub fn admin(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let (status, v) = self.api(method, path, ("guest", "guest"), body);
+        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        v
     }
 
     /// Send a signal (`"HUP"`, `"TERM"`, ...) to the broker process.

@@ -34,6 +34,7 @@ mod permissions;
 mod priorities;
 mod queue_types;
 mod rpc;
+mod tenancy;
 mod tls;
 mod transactions;
 mod ttl;

@@ -1,0 +1,140 @@
+//! The management HTTP API (RabbitMQ's paths, JSON and status codes, measured on RabbitMQ
+//! 3.10.8 with `rabbitmq_management`). This first part manages tenancy at runtime: virtual
+//! hosts, users, permissions, topic permissions, policies, operator policies, vhost and user
+//! limits, and definitions export/import. It sits above the broker and only calls its public
+//! API ([`Broker::change`], [`Broker::definitions`]); nothing below imports it.
+//!
+//! Every request authenticates with HTTP Basic against the broker's users (the loopback rule
+//! applies); reading needs one of the management tags, changing users, vhosts, permissions and
+//! limits needs `administrator`, changing policies `policymaker` or `administrator`.
+
+mod tenancy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+
+/// An error answered as RabbitMQ does: a status and `{"error": …, "reason": …}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    reason: String,
+}
+
+impl ApiError {
+    fn not_found() -> ApiError {
+        ApiError { status: StatusCode::NOT_FOUND, error: "Object Not Found", reason: "Not Found".into() }
+    }
+
+    fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::BAD_REQUEST, error: "bad_request", reason: reason.into() }
+    }
+
+    fn unauthorised(error: &'static str, reason: &str) -> ApiError {
+        ApiError { status: StatusCode::UNAUTHORIZED, error, reason: reason.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({"error": self.error, "reason": self.reason}))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, "Basic realm=\"RabbitMQ Management\"".parse().unwrap());
+        }
+        r
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The authenticated user of a request and its tags.
+pub struct Caller {
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
+impl Caller {
+    fn has(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// `administrator`, else RabbitMQ's 401 "Not administrator user".
+    pub fn administrator(&self) -> ApiResult<()> {
+        if self.has("administrator") {
+            return Ok(());
+        }
+        Err(ApiError::unauthorised("not_authorised", "Not administrator user"))
+    }
+
+    /// `policymaker` or `administrator`.
+    pub fn policymaker(&self) -> ApiResult<()> {
+        if self.has("administrator") || self.has("policymaker") {
+            return Ok(());
+        }
+        Err(ApiError::unauthorised("not_authorised", "Not policymaker user"))
+    }
+}
+
+impl FromRequestParts<Arc<Broker>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Arc<Broker>) -> Result<Caller, ApiError> {
+        let failed = || ApiError::unauthorised("not_authorized", "Login failed");
+        let (user, pass) = basic_credentials(&parts.headers).ok_or_else(failed)?;
+        let loopback =
+            parts.extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
+        let users = broker.users();
+        let u = users.authenticate(&user, &pass, loopback).map_err(|refusal| {
+            tracing::warn!(user = %user, reason = refusal.reason(), "management API login refused");
+            failed()
+        })?;
+        let tags = u.tags.clone();
+        if !tags.iter().any(|t| ["administrator", "monitoring", "policymaker", "management"].contains(&t.as_str())) {
+            return Err(ApiError::unauthorised("not_authorised", "Not management user"));
+        }
+        Ok(Caller { name: user, tags })
+    }
+}
+
+fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine;
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))?;
+    let raw = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// The API's routes.
+pub fn router(broker: Arc<Broker>) -> Router {
+    tenancy::routes().with_state(broker)
+}
+
+/// Bind the management listener (`[management] listen` / `--http-listen`); None when off.
+pub async fn bind(broker: &Broker) -> std::io::Result<Option<TcpListener>> {
+    match broker.config.management.listen {
+        Some(addr) => TcpListener::bind(addr).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Serve the API until the broker shuts down.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let shutdown = broker.shutdown.clone();
+    let app = router(broker).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await {
+        tracing::error!(error = %e, "the management API stopped");
+    }
+}
