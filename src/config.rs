@@ -31,6 +31,19 @@ pub struct Config {
     pub user_limits: Vec<UserLimitConfig>,
     pub definitions: DefinitionsConfig,
     pub management: ManagementConfig,
+    /// Publisher rate limits (`[[rate_limits]]`).
+    pub rate_limits: Vec<RateLimitConfig>,
+}
+
+/// One `[[rate_limits]]` entry: for a vhost (all its publishers together) or a user (all its
+/// connections together).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub vhost: Option<String>,
+    pub user: Option<String>,
+    pub messages_per_second: Option<f64>,
+    pub bytes_per_second: Option<f64>,
 }
 
 /// `[management]`: the HTTP API (RabbitMQ's `management.tcp.*`).
@@ -381,6 +394,7 @@ impl Default for Config {
             user_limits: Vec::new(),
             definitions: DefinitionsConfig::default(),
             management: ManagementConfig::default(),
+            rate_limits: Vec::new(),
         }
     }
 }

@@ -27,7 +27,12 @@
 //! The protocol rules live in pure, I/O-free pieces tested without sockets:
 //! [`protocol::codec`], [`protocol::properties`], [`connection::handshake`], [`connection::heartbeat`],
 //! [`channel::assembler`], [`channel::confirms`], [`channel::unacked`], [`queue::state`],
-//! [`exchange::topic`], [`exchange::headers`].
+//! [`exchange::topic`], [`exchange::headers`], [`queue::policy`].
+//!
+//! Beside the pipeline: [`tls`] (amqps), [`auth`] (users, hashes, permissions),
+//! [`definitions`] (RabbitMQ's definitions format: the broker's users, vhosts, permissions,
+//! policies and limits, changed through `Broker::change` and saved by [`store::tenancy`]), and
+//! [`management`] (the HTTP API, above the broker: it only calls its public API).
 
 pub mod auth;
 pub mod broker;

@@ -4,6 +4,7 @@ pub mod alarm;
 pub mod connections;
 pub mod delayed;
 pub mod names;
+pub mod rate_limit;
 pub mod topology;
 pub mod vhost;
 
@@ -47,6 +48,15 @@ pub struct Broker {
     pub disk_alarm: alarm::DiskAlarm,
     /// The open connections and their states.
     pub connections: Arc<connections::Connections>,
+    /// Publisher rate limits by vhost and by user (`[[rate_limits]]`).
+    rate_limits: HashMap<(RateScope, String), Arc<rate_limit::RateLimit>>,
+}
+
+/// What a rate limit covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateScope {
+    VHost,
+    User,
 }
 
 impl std::fmt::Debug for TenancyFile {
@@ -60,6 +70,8 @@ impl std::fmt::Debug for TenancyFile {
 pub struct ReplyRoute {
     pub inbox: ConnInbox,
     pub channel: u16,
+    /// The vhost of the requesting channel: replies only come from the same vhost.
+    pub vhost: String,
 }
 
 /// The policies of `vhost` in `defs`, validated.
@@ -134,8 +146,20 @@ impl Broker {
         tenancy_file
             .save(&defs)
             .map_err(|e| BrokerError::Storage(format!("cannot write {}: {e}", tenancy_file.path().display())))?;
+        let mut rate_limits = HashMap::new();
+        for r in &config.rate_limits {
+            let key = match (&r.vhost, &r.user) {
+                (Some(v), None) => (RateScope::VHost, v.clone()),
+                (None, Some(u)) => (RateScope::User, u.clone()),
+                _ => return Err(BrokerError::Config("a [[rate_limits]] entry names either a vhost or a user".into())),
+            };
+            if let Some(l) = rate_limit::RateLimit::new(r.messages_per_second, r.bytes_per_second) {
+                rate_limits.insert(key, Arc::new(l));
+            }
+        }
         let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
+            rate_limits,
             users: RwLock::new(Arc::new(users)),
             config,
             vhosts: RwLock::new(vhosts),
@@ -153,6 +177,14 @@ impl Broker {
 
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// The publisher rate limits that apply to `user` publishing in `vhost`.
+    pub fn rate_limits(&self, vhost: &str, user: &str) -> Vec<Arc<rate_limit::RateLimit>> {
+        [(RateScope::VHost, vhost), (RateScope::User, user)]
+            .into_iter()
+            .filter_map(|(s, n)| self.rate_limits.get(&(s, n.to_string())).cloned())
+            .collect()
     }
 
     /// The users and their permissions now.
@@ -239,9 +271,10 @@ impl Broker {
         self.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 
-    /// The channel waiting for replies sent to `name`, if it still exists.
-    pub fn reply_route(&self, name: &str) -> Option<ReplyRoute> {
-        self.replies.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    /// The channel waiting for replies sent to `name` from `vhost`, if it still exists (a
+    /// reply name is not reachable from another vhost).
+    pub fn reply_route(&self, name: &str, vhost: &str) -> Option<ReplyRoute> {
+        self.replies.lock().unwrap_or_else(|p| p.into_inner()).get(name).filter(|r| r.vhost == vhost).cloned()
     }
 
     pub fn next_connection_id(&self) -> u64 {

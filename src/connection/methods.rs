@@ -331,7 +331,7 @@ impl Connection {
                     name = self.open_channel(ch)?.last_queue.clone().unwrap_or_default();
                 }
                 // Direct reply-to names are not queues, but exist while their consumer does.
-                if d.passive && (name == REPLY_TO || self.broker.reply_route(&name).is_some()) {
+                if d.passive && (name == REPLY_TO || self.broker.reply_route(&name, self.vhost.name()).is_some()) {
                     let consumers = u32::from(name != REPLY_TO || self.open_channel(ch)?.reply_consumer.is_some());
                     let ok =
                         queue::DeclareOk { queue: name.as_str().into(), message_count: 0, consumer_count: consumers };
@@ -609,7 +609,7 @@ impl Connection {
         }
         let name = format!("{REPLY_TO}.{conn_id}.{ch}.{}", names::consumer_tag().trim_start_matches("amq.ctag-"));
         chan.reply_consumer = Some(ReplyConsumer { tag: tag.clone(), name: name.clone() });
-        self.broker.register_reply(name, ReplyRoute { inbox, channel: ch });
+        self.broker.register_reply(name, ReplyRoute { inbox, channel: ch, vhost: self.vhost.name().to_string() });
         if !c.nowait {
             self.reply(
                 ch,

@@ -153,6 +153,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
     let (inbox, inbox_rx) = mpsc::unbounded_channel();
     let alarm = broker.disk_alarm.clone();
     let broker_content_limit = broker.config.amqp.max_content_in_progress;
+    let rate_limits = broker.rate_limits(&negotiated.vhost, &negotiated.user);
     let registration = broker.connections.register(id, peer, &negotiated.user, &negotiated.vhost);
     let impersonator = users.get(&negotiated.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
     let conn = Connection {
@@ -180,6 +181,9 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         sent_blocked: false,
         output_blocked: false,
         held: Vec::new(),
+        rate_limits,
+        rate_used: (0, 0),
+        throttled_until: None,
         compact_left: publish::COMPACT_FIRST,
         definitions_wait: 0,
         flow_wake: Arc::new(tokio::sync::Notify::new()),
@@ -363,6 +367,12 @@ pub struct Connection {
     /// Publisher flow control: queues this connection published to that admit no more for
     /// now; its socket is not read until they do (see [`crate::queue::admission`]).
     held: Vec<QueueHandle>,
+    /// Publisher rate limits of this vhost and user (see [`crate::broker::rate_limit`]).
+    rate_limits: Vec<Arc<crate::broker::rate_limit::RateLimit>>,
+    /// Messages and body bytes published since the limits were last charged.
+    pub(crate) rate_used: (u64, u64),
+    /// Over a rate limit: the socket is not read until then.
+    throttled_until: Option<Instant>,
     /// How many more published messages get their own allocation (see
     /// [`crate::message::Message::compacted`]).
     compact_left: u8,
@@ -409,7 +419,7 @@ impl Connection {
                         }
                     }
                 }
-                frame = framed.next(), if !self.blocked && !self.output_blocked && self.held.is_empty() => {
+                frame = framed.next(), if !self.blocked && !self.output_blocked && self.held.is_empty() && self.throttled_until.is_none() => {
                     self.on_read(frame).await;
                     for _ in 0..FRAMES_PER_TURN {
                         if self.done || self.blocked || self.output_full() || !self.held.is_empty() {
@@ -421,6 +431,12 @@ impl Connection {
                         }
                     }
                     self.flush_publishes().await;
+                }
+                _ = tokio::time::sleep_until(self.throttled_until.unwrap_or(far)), if self.throttled_until.is_some() => {
+                    self.throttled_until = None;
+                    if self.held.is_empty() && !self.blocked {
+                        self.set_state(ConnState::Running);
+                    }
                 }
                 _ = self.flow_wake.notified(), if !self.held.is_empty() => {
                     let wake = self.flow_wake.clone();
@@ -442,7 +458,7 @@ impl Connection {
                 }
                 _ = tokio::time::sleep_until(hb_at), if self.heartbeat.is_some() => {
                     let now = Instant::now();
-                    if self.blocked || self.output_blocked || !self.held.is_empty() {
+                    if self.blocked || self.output_blocked || !self.held.is_empty() || self.throttled_until.is_some() {
                         // Not reading the socket is our doing: the peer is not silent.
                         if let Some(h) = self.heartbeat.as_mut() {
                             h.touch(now);
@@ -535,6 +551,18 @@ impl Connection {
     /// no credit left holds this connection: its socket is not read until the queue admits
     /// again. Deliveries, confirms and other queue events keep flowing meanwhile.
     pub async fn flush_publishes(&mut self) {
+        if self.rate_used != (0, 0) {
+            let (n, bytes) = std::mem::take(&mut self.rate_used);
+            let now = Instant::now();
+            let pause = self.rate_limits.iter().filter_map(|l| l.charge(n, bytes, now)).max();
+            if let Some(until) = pause {
+                if self.throttled_until.is_none() && self.held.is_empty() {
+                    debug!("over its publish rate limit: publisher paused");
+                    self.set_state(ConnState::Flow);
+                }
+                self.throttled_until = Some(self.throttled_until.map_or(until, |t| t.max(until)));
+            }
+        }
         let mut pending = std::mem::take(&mut self.pending);
         for (q, items) in pending.drain(..) {
             let n = items.len();

@@ -111,6 +111,10 @@ impl Connection {
                 )?;
             }
         }
+        if !self.rate_limits.is_empty() {
+            self.rate_used.0 += 1;
+            self.rate_used.1 += body.len() as u64;
+        }
         let mut msg = Message::new(method.exchange, method.routing_key, header, body);
         validate_properties(&msg)?;
         // user_id must name the authenticated user, unless it may impersonate (RabbitMQ's
@@ -180,7 +184,7 @@ impl Connection {
         let mut confirm_later = false;
         let exchange = if msg.exchange.is_empty() { None } else { topology.exchanges.get(&*msg.exchange) };
         if msg.exchange.is_empty() && msg.routing_key.starts_with(REPLY_TO) {
-            if let Some(r) = self.broker.reply_route(&msg.routing_key) {
+            if let Some(r) = self.broker.reply_route(&msg.routing_key, self.vhost.name()) {
                 routed = r.inbox.send(ConnEvent::DirectReply { channel: r.channel, msg: msg.clone() }).is_ok();
             }
         } else if let Some(x) = exchange.filter(|x| x.delayed).and_then(|_| delay_of(&msg)) {
