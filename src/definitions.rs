@@ -115,7 +115,17 @@ pub struct Definitions {
 }
 
 /// Sections read here.
-const IMPORTED: &[&str] = &["users", "vhosts", "permissions", "topic_permissions", "policies", "parameters"];
+const IMPORTED: &[&str] = &[
+    "users",
+    "vhosts",
+    "permissions",
+    "topic_permissions",
+    "policies",
+    "parameters",
+    "queues",
+    "exchanges",
+    "bindings",
+];
 /// Sections that describe the file rather than the broker.
 const INFORMATIONAL: &[&str] = &["rabbit_version", "rabbitmq_version", "product_name", "product_version"];
 
@@ -592,6 +602,155 @@ pub fn at_start(
     Ok(d)
 }
 
+// ---- queues, exchanges and bindings -------------------------------------------------------
+
+/// The durable queues, exchanges and bindings of a definitions file, per vhost (they are
+/// declared in the vhosts, not kept in the tenancy value).
+pub type Topologies = Vec<(String, crate::store::definitions::Definitions)>;
+
+fn topology_of<'a>(t: &'a mut Topologies, vhost: &str) -> &'a mut crate::store::definitions::Definitions {
+    if let Some(i) = t.iter().position(|(v, _)| v == vhost) {
+        return &mut t[i].1;
+    }
+    t.push((vhost.to_string(), Default::default()));
+    &mut t.last_mut().expect("just pushed").1
+}
+
+/// A JSON value as an AMQP field value (RabbitMQ's conversion of definitions arguments:
+/// integers as signed 64-bit, other numbers as doubles).
+pub fn json_to_field(v: &Value) -> amq_protocol::types::AMQPValue {
+    use amq_protocol::types::{AMQPValue, FieldArray};
+    match v {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(b) => AMQPValue::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => AMQPValue::LongLongInt(i),
+            None => AMQPValue::Double(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => AMQPValue::LongString(s.as_str().into()),
+        Value::Array(a) => AMQPValue::FieldArray(FieldArray::from(a.iter().map(json_to_field).collect::<Vec<_>>())),
+        Value::Object(m) => AMQPValue::FieldTable(json_to_table(m)),
+    }
+}
+
+pub fn json_to_table(m: &Map<String, Value>) -> amq_protocol::types::FieldTable {
+    let mut t = amq_protocol::types::FieldTable::default();
+    for (k, v) in m {
+        t.insert(k.as_str().into(), json_to_field(v));
+    }
+    t
+}
+
+/// An AMQP field value as JSON (for exports).
+pub fn field_to_json(v: &amq_protocol::types::AMQPValue) -> Value {
+    use amq_protocol::types::AMQPValue as A;
+    match v {
+        A::Boolean(b) => Value::Bool(*b),
+        A::ShortShortInt(n) => (*n).into(),
+        A::ShortShortUInt(n) => (*n).into(),
+        A::ShortInt(n) => (*n).into(),
+        A::ShortUInt(n) => (*n).into(),
+        A::LongInt(n) => (*n).into(),
+        A::LongUInt(n) => (*n).into(),
+        A::LongLongInt(n) => (*n).into(),
+        A::Float(f) => (*f as f64).into(),
+        A::Double(f) => (*f).into(),
+        A::Timestamp(t) => (*t).into(),
+        A::ShortString(s) => s.as_str().into(),
+        A::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into(),
+        A::ByteArray(b) => String::from_utf8_lossy(b.as_slice()).into(),
+        A::FieldArray(a) => Value::Array(a.as_slice().iter().map(field_to_json).collect()),
+        A::FieldTable(t) => table_to_json(t),
+        A::DecimalValue(d) => (d.value as f64 / 10f64.powi(d.scale as i32)).into(),
+        A::Void => Value::Null,
+    }
+}
+
+pub fn table_to_json(t: &amq_protocol::types::FieldTable) -> Value {
+    Value::Object(t.inner().iter().map(|(k, v)| (k.as_str().to_string(), field_to_json(v))).collect())
+}
+
+/// The queues, exchanges and bindings of a definitions file's text (only durable ones: a
+/// definitions file describes what survives a restart).
+pub fn parse_topologies(json: &str) -> Result<Topologies, String> {
+    use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("not valid JSON ({e})"))?;
+    let list = |k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let args = |e: &Value, what: &str| match e.get("arguments") {
+        None | Some(Value::Null) => Ok(amq_protocol::types::FieldTable::default()),
+        Some(Value::Object(m)) => Ok(json_to_table(m)),
+        Some(_) => Err(format!("{what}: \"arguments\" is not an object")),
+    };
+    let flag = |e: &Value, k: &str| e.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let mut out = Topologies::new();
+    for (i, x) in list("exchanges").iter().enumerate() {
+        let what = format!("exchanges[{i}]");
+        if x.get("durable").and_then(Value::as_bool) == Some(false) {
+            continue;
+        }
+        let def = ExchangeDef {
+            name: text(x, "name", &what)?.into(),
+            kind: text(x, "type", &what)?.into(),
+            auto_delete: flag(x, "auto_delete"),
+            internal: flag(x, "internal"),
+            arguments: args(x, &what)?,
+        };
+        topology_of(&mut out, text(x, "vhost", &what)?).exchanges.push(def);
+    }
+    for (i, q) in list("queues").iter().enumerate() {
+        let what = format!("queues[{i}]");
+        if q.get("durable").and_then(Value::as_bool) == Some(false) {
+            continue;
+        }
+        let mut arguments = args(q, &what)?;
+        // 3.9+ exports the queue type beside the arguments.
+        if let Some(t) = q.get("type").and_then(Value::as_str)
+            && t != "classic"
+            && !arguments.inner().contains_key("x-queue-type")
+        {
+            arguments.insert("x-queue-type".into(), amq_protocol::types::AMQPValue::LongString(t.into()));
+        }
+        let def = QueueDef { name: text(q, "name", &what)?.into(), auto_delete: flag(q, "auto_delete"), arguments };
+        topology_of(&mut out, text(q, "vhost", &what)?).queues.push(def);
+    }
+    for (i, b) in list("bindings").iter().enumerate() {
+        let what = format!("bindings[{i}]");
+        let def = BindingDef {
+            source: text(b, "source", &what)?.into(),
+            destination: text(b, "destination", &what)?.into(),
+            destination_type: text(b, "destination_type", &what)?.into(),
+            routing_key: b.get("routing_key").and_then(Value::as_str).unwrap_or_default().into(),
+            arguments: args(b, &what)?,
+        };
+        topology_of(&mut out, text(b, "vhost", &what)?).bindings.push(def);
+    }
+    Ok(out)
+}
+
+/// Add the durable queues, exchanges and bindings of each vhost to an export (RabbitMQ's
+/// layout).
+pub fn add_topologies(export: &mut Value, t: &Topologies) {
+    let (mut xs, mut qs, mut bs) = (Vec::new(), Vec::new(), Vec::new());
+    for (vhost, d) in t {
+        xs.extend(d.exchanges.iter().map(|x| {
+            json!({"name": x.name, "vhost": vhost, "type": x.kind, "durable": true, "auto_delete": x.auto_delete,
+                   "internal": x.internal, "arguments": table_to_json(&x.arguments)})
+        }));
+        qs.extend(d.queues.iter().map(|q| {
+            let t = q.arguments.inner().get("x-queue-type").and_then(crate::protocol::methods::value_str);
+            json!({"name": q.name, "vhost": vhost, "durable": true, "auto_delete": q.auto_delete,
+                   "arguments": table_to_json(&q.arguments), "type": t.unwrap_or_else(|| "classic".into())})
+        }));
+        bs.extend(d.bindings.iter().map(|b| {
+            json!({"source": b.source, "vhost": vhost, "destination": b.destination, "destination_type": b.destination_type,
+                   "routing_key": b.routing_key, "arguments": table_to_json(&b.arguments)})
+        }));
+    }
+    export["exchanges"] = Value::Array(xs);
+    export["queues"] = Value::Array(qs);
+    export["bindings"] = Value::Array(bs);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,7 +777,7 @@ mod tests {
         assert_eq!(d.vhosts[0].description, "Default virtual host");
         let mut rest = d.not_imported.clone();
         rest.sort();
-        assert_eq!(rest, [("global_parameters".to_string(), 1), ("queues".to_string(), 1)]);
+        assert_eq!(rest, [("global_parameters".to_string(), 1)]);
         assert_eq!(d.permissions.len(), 1);
         assert_eq!((d.permissions[0].user.as_str(), d.permissions[0].vhost.as_str()), ("guest", "/"));
     }
@@ -640,5 +799,45 @@ mod tests {
             let e = Definitions::parse(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn policies_limits_and_topology_in_both_of_rabbitmqs_forms() {
+        let text = r#"{
+          "users":[{"name":"bob","password_hash":"","limits":{"max-connections":3,"max-channels":-1}}],
+          "vhosts":[{"name":"t1","metadata":{"description":"d","tags":["a"],"default_queue_type":"quorum"}}],
+          "policies":[{"vhost":"t1","name":"p","pattern":"^q","apply-to":"queues","definition":{"max-length":1},"priority":2}],
+          "parameters":[
+            {"component":"operator_policy","name":"op","vhost":"t1","value":{"apply-to":"queues","definition":[["max-length",5]],"pattern":".*","priority":0}},
+            {"component":"vhost-limits","name":"limits","vhost":"t1","value":{"max-connections":1}},
+            {"component":"federation-upstream","name":"u","vhost":"t1","value":{}}],
+          "queues":[{"name":"q","vhost":"t1","durable":true,"auto_delete":false,"type":"quorum","arguments":{"x-max-length":7}},
+                    {"name":"gone","vhost":"t1","durable":false,"auto_delete":false,"arguments":{}}],
+          "exchanges":[{"name":"x","vhost":"t1","type":"topic","durable":true,"auto_delete":false,"internal":false,"arguments":{"alternate-exchange":"ae"}}],
+          "bindings":[{"source":"x","vhost":"t1","destination":"q","destination_type":"queue","routing_key":"k","arguments":{}}]}"#;
+        let d = Definitions::parse(text).unwrap();
+        assert_eq!(d.users[0].limits, UserLimits { max_connections: Some(3), max_channels: None });
+        let v = d.vhost("t1").unwrap();
+        assert_eq!((v.description.as_str(), v.default_queue_type.as_deref()), ("d", Some("quorum")));
+        assert_eq!(v.limits.max_connections, Some(1));
+        let op = d.policies.iter().find(|p| p.operator).unwrap();
+        assert_eq!(op.definition["max-length"], 5, "the list-of-pairs form");
+        assert_eq!(d.policies.iter().find(|p| !p.operator).unwrap().priority, 2);
+        assert_eq!(d.not_imported, [("parameters (other components)".to_string(), 1)]);
+        // Round trip through the export form.
+        let again = Definitions::parse(&d.to_json().to_string()).unwrap();
+        assert_eq!(
+            (again.users, again.vhosts, again.policies),
+            (d.users.clone(), d.vhosts.clone(), d.policies.clone())
+        );
+        let t = parse_topologies(text).unwrap();
+        assert_eq!(t.len(), 1);
+        let (vhost, topo) = &t[0];
+        assert_eq!((vhost.as_str(), topo.queues.len(), topo.exchanges.len(), topo.bindings.len()), ("t1", 1, 1, 1));
+        let args = table_to_json(&topo.queues[0].arguments);
+        assert_eq!(args, json!({"x-max-length": 7, "x-queue-type": "quorum"}));
+        let mut out = json!({});
+        add_topologies(&mut out, &t);
+        assert_eq!(parse_topologies(&out.to_string()).unwrap(), t, "export and import agree");
     }
 }

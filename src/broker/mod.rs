@@ -74,6 +74,19 @@ pub struct ReplyRoute {
     pub vhost: String,
 }
 
+fn import_topologies(vhosts: &HashMap<String, Arc<VHost>>, t: crate::definitions::Topologies) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (name, d) in t {
+        match vhosts.get(&name) {
+            Some(v) => errors.extend(v.import(d)),
+            None => {
+                errors.push(format!("vhost '{name}' does not exist; its queues, exchanges and bindings were skipped"))
+            }
+        }
+    }
+    errors
+}
+
 /// The policies of `vhost` in `defs`, validated.
 fn compile_policies(defs: &Definitions, vhost: &str) -> Result<Policies, String> {
     let mut out = Policies::default();
@@ -195,6 +208,26 @@ impl Broker {
     /// Changes with every change of users or permissions.
     pub fn permissions_epoch(&self) -> u64 {
         self.permissions_epoch.load(Ordering::Acquire)
+    }
+
+    /// Declare the queues, exchanges and bindings of a definitions file in their vhosts;
+    /// what could not be done, one line each.
+    pub fn import_topologies(&self, t: crate::definitions::Topologies) -> Vec<String> {
+        let vhosts = self.vhosts.read().unwrap_or_else(|p| p.into_inner()).clone();
+        import_topologies(&vhosts, t)
+    }
+
+    /// Everything as a RabbitMQ definitions export: users, vhosts, permissions, policies,
+    /// limits, and each vhost's durable exchanges, queues and bindings.
+    pub fn export_definitions(&self) -> serde_json::Value {
+        let mut v = self.definitions().to_json();
+        let vhosts = self.vhosts.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut names: Vec<&String> = vhosts.keys().collect();
+        names.sort();
+        let t: crate::definitions::Topologies =
+            names.into_iter().map(|n| (n.clone(), vhosts[n].durable_topology())).collect();
+        crate::definitions::add_topologies(&mut v, &t);
+        v
     }
 
     /// A copy of the users, vhosts, permissions, policies and limits.

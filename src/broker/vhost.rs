@@ -241,6 +241,56 @@ impl VHost {
         });
     }
 
+    /// Its durable exchanges, queues and bindings (for a definitions export).
+    pub fn durable_topology(&self) -> Definitions {
+        durable_definitions(&self.snapshot())
+    }
+
+    /// Declare the exchanges, queues and bindings of a definitions file (durable; what exists
+    /// already must be equivalent, as for a client's declare). Returns what could not be done.
+    pub fn import(&self, d: Definitions) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut failed =
+            |what: String, e: AmqpError| errors.push(format!("{what} in vhost '{}': {}", self.name, e.text));
+        for x in d.exchanges {
+            let decl = ExchangeDeclare {
+                name: x.name.clone(),
+                kind: x.kind,
+                passive: false,
+                durable: true,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments,
+            };
+            if let Err(e) = self.declare_exchange(&decl) {
+                failed(format!("exchange '{}'", x.name), e);
+            }
+        }
+        for q in d.queues {
+            let decl = QueueDeclare {
+                name: q.name.clone(),
+                durable: true,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments,
+                ..Default::default()
+            };
+            if let Err(e) = self.declare_queue(&decl, 0) {
+                failed(format!("queue '{}'", q.name), e);
+            }
+        }
+        for b in d.bindings {
+            let r = match b.destination_type.as_str() {
+                "exchange" => self.bind_exchange(&b.destination, &b.source, &b.routing_key, &b.arguments),
+                _ => self.bind_queue(&b.destination, &b.source, &b.routing_key, &b.arguments, 0),
+            };
+            if let Err(e) = r {
+                failed(format!("binding of '{}' to '{}'", b.destination, b.source), e);
+            }
+        }
+        self.sync_definitions_now();
+        errors
+    }
+
     /// A queue's settings: its declared arguments with the policies applied.
     fn effective_args(&self, name: &str, declared: &QueueArgs, arguments: &FieldTable) -> QueueArgs {
         let applied = self.policies().for_queue(name, declared.queue_type);

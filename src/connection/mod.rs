@@ -183,6 +183,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         held: Vec::new(),
         rate_limits,
         rate_used: (0, 0),
+        write_allowed: None,
         throttled_until: None,
         compact_left: publish::COMPACT_FIRST,
         definitions_wait: 0,
@@ -295,6 +296,7 @@ impl Connection {
             .unwrap_or_else(|| Arc::new(crate::auth::permissions::Permission::none(&self.neg.user, self.vhost.name())));
         self.impersonator = users.get(&self.neg.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
         self.permissions_epoch = epoch;
+        self.write_allowed = None;
     }
 
     /// Open channels changed: keep the count the user's `max-channels` limit reads.
@@ -371,6 +373,9 @@ pub struct Connection {
     rate_limits: Vec<Arc<crate::broker::rate_limit::RateLimit>>,
     /// Messages and body bytes published since the limits were last charged.
     pub(crate) rate_used: (u64, u64),
+    /// The last exchange this connection was allowed to publish to (cleared when the
+    /// permissions change).
+    pub(crate) write_allowed: Option<Box<str>>,
     /// Over a rate limit: the socket is not read until then.
     throttled_until: Option<Instant>,
     /// How many more published messages get their own allocation (see

@@ -89,8 +89,13 @@ impl Connection {
     /// Validate a complete message, then route it now or hold it for the transaction.
     fn publish(&mut self, ch: u16, content: Content) -> AmqpResult<()> {
         let Content { method, header, body } = content;
-        // Write permission on the exchange, before it is looked up (as RabbitMQ).
-        self.permission.check(crate::auth::permissions::Access::Write, "exchange", &method.exchange)?;
+        // Write permission on the exchange, before it is looked up (as RabbitMQ); the last
+        // exchange allowed is remembered until the permissions change, so a stream of publishes
+        // to one exchange checks once.
+        if self.write_allowed.as_deref() != Some(&*method.exchange) {
+            self.permission.check(crate::auth::permissions::Access::Write, "exchange", &method.exchange)?;
+            self.write_allowed = Some((*method.exchange).into());
+        }
         let topology = self.vhost.snapshot();
         if !method.exchange.is_empty() {
             let x = topology.exchanges.get(&*method.exchange).ok_or_else(|| {

@@ -130,17 +130,22 @@ async fn whoami(c: Caller) -> Json<Value> {
 
 async fn export(State(b): B, c: Caller) -> ApiResult<Json<Value>> {
     c.administrator()?;
-    Ok(Json(b.definitions().to_json()))
+    Ok(Json(b.export_definitions()))
 }
 
 async fn import(State(b): B, c: Caller, body: String) -> ApiResult<Response> {
     c.administrator()?;
     let d = Definitions::parse(&body).map_err(ApiError::bad_request)?;
+    let topologies = crate::definitions::parse_topologies(&body).map_err(ApiError::bad_request)?;
     change(&b, |cur| {
         cur.upsert(d);
         Ok(())
     })
     .await?;
+    let errors = b.import_topologies(topologies);
+    if !errors.is_empty() {
+        return Err(ApiError::bad_request(errors.join("; ")));
+    }
     Ok(no_content())
 }
 

@@ -330,6 +330,7 @@ async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
     std::fs::write(
         &defs,
         r#"{"bindings":[],"exchanges":[],"parameters":[],"topic_permissions":[],
+        "global_parameters":[{"name":"internal_cluster_id","value":"rabbitmq-cluster-id-x"}],
         "queues":[{"name":"q","vhost":"/","durable":true,"auto_delete":false,"arguments":{}}],
         "policies":[{"vhost":"/","name":"ttl","pattern":"^t[.]","apply-to":"queues","definition":{"message-ttl":1000},"priority":0}],
         "permissions":[{"configure":".*","read":".*","user":"alice","vhost":"tenant-a","write":".*"},
@@ -342,7 +343,7 @@ async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
     .unwrap();
     let config = format!("[auth]\ndefinitions = {:?}\n", defs.to_str().unwrap());
     let b = Broker::start_with_config_logging(&config, "warn");
-    b.wait_for_log("not imported", |l| l.contains("does not import") && l.contains("queues (1)"));
+    b.wait_for_log("not imported", |l| l.contains("does not import") && l.contains("global_parameters (1)"));
     // An imported user has only the vhosts the file gives it (alice: tenant-a, not /).
     let uri = format!("amqp://alice:S3cret%21@{}/%2f", b.addr);
     let err = match within("vhost refusal", Connection::connect(&uri, ConnectionProperties::default())).await {

@@ -84,9 +84,9 @@ async fn vhosts_are_created_isolated_deleted_and_remembered() {
     }
     assert_eq!(ready_count(&ach, "orders").await, 3, "nothing from other vhosts arrived");
 
-    // Remembered across a restart, with its queue and messages; the metadata too.
+    // Remembered across a crash (kill -9), with its queue and messages; the metadata too.
     drop((ach, a));
-    b.terminate();
+    b.kill9();
     let mut b = Broker::start_in(&dir.0, HTTP);
     let v = b.admin("GET", "/api/vhosts/tenant-a", None);
     assert_eq!(v["description"], "team A");
@@ -386,7 +386,19 @@ async fn definitions_export_imports_into_a_fresh_broker() {
     b.admin("PUT", "/api/permissions/exported/carol", Some(json!({"configure": "", "write": ".*", "read": ".*"})));
     b.admin("PUT", "/api/policies/exported/p", Some(json!({"pattern": ".*", "definition": {"max-length": 1}})));
     b.admin("PUT", "/api/vhost-limits/exported/max-queues", Some(json!({"value": 5})));
+    // Durable queues, exchanges and bindings travel too (transient ones do not).
+    let g = connect_to(&b, "guest", "guest", "exported").await.unwrap();
+    let gch = g.create_channel().await.unwrap();
+    declare_queue(&gch, "kept", durable(), table(&[("x-max-length", AMQPValue::LongInt(7))])).await.unwrap();
+    declare_queue(&gch, "transient", QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    let durable_x = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    gch.exchange_declare("kx".into(), lapin::ExchangeKind::Topic, durable_x, FieldTable::default()).await.unwrap();
+    gch.queue_bind("kept".into(), "kx".into(), "k.#".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
     let defs = b.admin("GET", "/api/definitions", None);
+    assert_eq!(defs["queues"].as_array().map(Vec::len), Some(1), "{}", defs["queues"]);
+    assert_eq!(defs["queues"][0]["arguments"], json!({"x-max-length": 7}));
     let dir = TempDir::new();
     let file = dir.0.join("defs.json");
     std::fs::write(&file, defs.to_string()).unwrap();
