@@ -95,10 +95,15 @@ impl FromRequestParts<Arc<Broker>> for Caller {
         let loopback =
             parts.extensions.get::<ConnectInfo<SocketAddr>>().is_some_and(|ConnectInfo(a)| a.ip().is_loopback());
         let users = broker.users();
-        let u = users.authenticate(&user, &pass, loopback).map_err(|refusal| {
-            tracing::warn!(user = %user, reason = refusal.reason(), "management API login refused");
-            failed()
-        })?;
+        let u = match users.authenticate(&user, &pass, loopback) {
+            Ok(u) => u,
+            Err(refusal) => {
+                tracing::warn!(user = %user, reason = refusal.reason(), "management API login refused");
+                // As for AMQP logins: a failed attempt is answered after a delay.
+                tokio::time::sleep(broker.config.auth.login_failure_delay()).await;
+                return Err(failed());
+            }
+        };
         let tags = u.tags.clone();
         if !tags.iter().any(|t| ["administrator", "monitoring", "policymaker", "management"].contains(&t.as_str())) {
             return Err(ApiError::unauthorised("not_authorised", "Not management user"));
@@ -117,9 +122,13 @@ fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// Largest request body (a definitions import of a large node); bodies are read only after
+/// the request authenticated.
+const MAX_BODY: usize = 128 << 20;
+
 /// The API's routes.
 pub fn router(broker: Arc<Broker>) -> Router {
-    tenancy::routes().with_state(broker)
+    tenancy::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(broker)
 }
 
 /// Bind the management listener (`[management] listen` / `--http-listen`); None when off.
