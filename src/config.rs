@@ -47,11 +47,32 @@ pub struct RateLimitConfig {
 }
 
 /// `[management]`: the HTTP API (RabbitMQ's `management.tcp.*`).
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ManagementConfig {
-    /// Address of the HTTP API (RabbitMQ's is 15672); none: off.
-    pub listen: Option<SocketAddr>,
+    /// Address of the HTTP API, RabbitMQ's 127.0.0.1:15672 by default; "" turns it off.
+    pub listen: String,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig { listen: "127.0.0.1:15672".into() }
+    }
+}
+
+impl ManagementConfig {
+    /// The address to bind; None when off.
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|e| {
+            format!(
+                "management.listen = {:?}: {e} (use ADDR:PORT, e.g. 127.0.0.1:15672, or \"\" to turn it off)",
+                self.listen
+            )
+        })
+    }
 }
 
 /// `[definitions]`: a RabbitMQ definitions file loaded at every start (RabbitMQ's
@@ -517,6 +538,7 @@ impl Config {
                 "tls.verify_peer needs tls.cacertfile (the CA that signs client certificates)".into(),
             ));
         }
+        self.management.address().map_err(BrokerError::Config)?;
         if self.auth.vhosts.is_empty() {
             return Err(BrokerError::Config("auth.vhosts must name at least one vhost".into()));
         }

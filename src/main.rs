@@ -25,7 +25,8 @@ struct Args {
     /// Directory for durable data, overriding the config file (default ./data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Address of the management HTTP API, overriding the config file ("" turns it off).
+    /// Address of the management HTTP API, overriding the config file (default
+    /// 127.0.0.1:15672; "" turns it off).
     #[arg(long, value_name = "ADDR:PORT")]
     http_listen: Option<String>,
 }
@@ -49,16 +50,11 @@ fn main() -> ExitCode {
         config.data_dir = d;
     }
     if let Some(h) = args.http_listen {
-        config.management.listen = match h.as_str() {
-            "" => None,
-            a => match a.parse() {
-                Ok(addr) => Some(addr),
-                Err(e) => {
-                    eprintln!("warren: --http-listen {a:?}: {e} (use ADDR:PORT, e.g. 127.0.0.1:15672)");
-                    return ExitCode::from(2);
-                }
-            },
-        };
+        config.management.listen = h;
+        if let Err(e) = config.management.address() {
+            eprintln!("warren: --http-listen: {e}");
+            return ExitCode::from(2);
+        }
     }
     init_logging(&config);
 
@@ -103,6 +99,7 @@ fn main() -> ExitCode {
         };
         if let Some(t) = &tls {
             let addr = server::local_addr(&t.listener);
+            broker.add_listener("amqp/ssl", addr);
             info!("listening for amqps on {addr}");
             println!("listening for amqps on {addr}");
             let reloadable = t.tls.clone();
@@ -121,6 +118,7 @@ fn main() -> ExitCode {
         match warren::management::bind(&broker).await {
             Ok(Some(l)) => {
                 let addr = server::local_addr(&l);
+                broker.add_listener("http", addr);
                 info!("management API listening on http://{addr}/api/");
                 println!("management API listening on {addr}");
                 tokio::spawn(warren::management::serve(l, broker.clone()));
@@ -128,13 +126,14 @@ fn main() -> ExitCode {
             Ok(None) => {}
             Err(e) => {
                 error!(
-                    "cannot listen for the management API on {:?}: {e} (change management.listen or --http-listen)",
+                    "cannot listen for the management API on {}: {e} (is RabbitMQ or another Warren running? change management.listen or pass --http-listen ADDR:PORT, or \"\" to turn it off)",
                     broker.config.management.listen
                 );
                 return ExitCode::FAILURE;
             }
         }
         let addr = server::local_addr(&listener);
+        broker.add_listener("amqp", addr);
         info!("listening on {addr}");
         // Tooling waits for this exact line on stdout.
         println!("listening on {addr}");

@@ -40,6 +40,21 @@ impl ConnState {
     }
 }
 
+/// What a connection negotiated (for the management API).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionDetails {
+    /// The broker's end of the socket.
+    pub local: Option<SocketAddr>,
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat: u16,
+    pub client_properties: amq_protocol::types::FieldTable,
+    pub auth_mechanism: String,
+    pub tls: bool,
+    /// Milliseconds since the Unix epoch.
+    pub connected_at: u64,
+}
+
 /// What the broker knows of one open connection.
 #[derive(Debug)]
 pub struct ConnectionInfo {
@@ -47,6 +62,7 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     pub user: String,
     pub vhost: String,
+    pub details: ConnectionDetails,
     state: AtomicU8,
     /// Open channels (for the user's `max-channels`).
     channels: std::sync::atomic::AtomicUsize,
@@ -56,6 +72,14 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
+    /// RabbitMQ's connection name: `peer -> local`.
+    pub fn name(&self) -> String {
+        match self.details.local {
+            Some(l) => format!("{} -> {}", self.peer, l),
+            None => self.peer.to_string(),
+        }
+    }
+
     pub fn state(&self) -> ConnState {
         ConnState::from_u8(self.state.load(Ordering::Relaxed))
     }
@@ -107,11 +131,23 @@ impl Drop for Registration {
 
 impl Connections {
     pub fn register(self: &Arc<Self>, id: u64, peer: SocketAddr, user: &str, vhost: &str) -> Registration {
+        self.register_with(id, peer, user, vhost, ConnectionDetails::default())
+    }
+
+    pub fn register_with(
+        self: &Arc<Self>,
+        id: u64,
+        peer: SocketAddr,
+        user: &str,
+        vhost: &str,
+        details: ConnectionDetails,
+    ) -> Registration {
         let info = Arc::new(ConnectionInfo {
             id,
             peer,
             user: user.to_string(),
             vhost: vhost.to_string(),
+            details,
             state: AtomicU8::new(ConnState::Running as u8),
             channels: Default::default(),
             closer: Default::default(),

@@ -48,6 +48,8 @@ pub struct Broker {
     pub disk_alarm: alarm::DiskAlarm,
     /// The open connections and their states.
     pub connections: Arc<connections::Connections>,
+    /// The bound listeners: (protocol as RabbitMQ names it, address).
+    listeners: Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
     /// Publisher rate limits by vhost and by user (`[[rate_limits]]`).
     rate_limits: HashMap<(RateScope, String), Arc<rate_limit::RateLimit>>,
 }
@@ -172,6 +174,7 @@ impl Broker {
         }
         let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
+            listeners: Mutex::new(Vec::new()),
             rate_limits,
             users: RwLock::new(Arc::new(users)),
             config,
@@ -190,6 +193,15 @@ impl Broker {
 
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Record a bound listener (`amqp`, `amqp/ssl`, `http`).
+    pub fn add_listener(&self, protocol: &'static str, addr: std::net::SocketAddr) {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).push((protocol, addr));
+    }
+
+    pub fn listeners(&self) -> Vec<(&'static str, std::net::SocketAddr)> {
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The publisher rate limits that apply to `user` publishing in `vhost`.

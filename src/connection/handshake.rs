@@ -17,6 +17,8 @@ use crate::protocol::{AMQPClass, FRAME_MIN_SIZE};
 #[derive(Debug, Clone)]
 pub struct Negotiated {
     pub user: String,
+    /// The SASL mechanism the client logged in with.
+    pub mechanism: String,
     pub vhost: String,
     pub channel_max: u16,
     pub frame_max: u32,
@@ -40,6 +42,7 @@ pub enum Handshake {
     AwaitStartOk,
     AwaitTuneOk {
         user: String,
+        mechanism: String,
         client: ClientCapabilities,
         client_properties: FieldTable,
     },
@@ -175,11 +178,19 @@ impl Handshake {
                     heartbeat: cx.config.amqp.heartbeat,
                 }));
                 Ok(Progress::Continue(
-                    Handshake::AwaitTuneOk { user, client, client_properties: ok.client_properties.clone() },
+                    Handshake::AwaitTuneOk {
+                        user,
+                        mechanism: mech.to_string(),
+                        client,
+                        client_properties: ok.client_properties.clone(),
+                    },
                     Some(tune),
                 ))
             }
-            (Handshake::AwaitTuneOk { user, client, client_properties }, AMQPClass::Connection(C::TuneOk(t))) => {
+            (
+                Handshake::AwaitTuneOk { user, mechanism, client, client_properties },
+                AMQPClass::Connection(C::TuneOk(t)),
+            ) => {
                 let max_frame = cx.config.amqp.frame_max;
                 let max_ch = cx.config.amqp.channel_max;
                 // 0 means "no limit" from the client: the broker's own limit applies.
@@ -202,6 +213,7 @@ impl Handshake {
                 }
                 let negotiated = Negotiated {
                     user,
+                    mechanism,
                     vhost: String::new(),
                     channel_max,
                     frame_max,

@@ -62,6 +62,7 @@ type Framed = FramedRead<CountingReader, FrameCodec>;
 
 /// An accepted socket: plain TCP, or TLS after its handshake.
 pub struct Transport {
+    local: Option<SocketAddr>,
     reader: Box<dyn AsyncRead + Send + Unpin>,
     sink: writer::Sink,
     /// TLS connections: the user their verified client certificate names (EXTERNAL login), if any.
@@ -71,15 +72,22 @@ pub struct Transport {
 impl Transport {
     pub fn tcp(stream: TcpStream) -> Transport {
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
         let (rd, wr) = stream.into_split();
-        Transport { reader: Box::new(rd), sink: writer::Sink::Tcp(wr), tls: None }
+        Transport { local, reader: Box::new(rd), sink: writer::Sink::Tcp(wr), tls: None }
     }
 
     /// `cert_login`: the user the client certificate names, when it sent a verified one.
     pub fn tls(stream: tokio_rustls::server::TlsStream<TcpStream>, cert_login: Option<String>) -> Transport {
         let _ = stream.get_ref().0.set_nodelay(true);
+        let local = stream.get_ref().0.local_addr().ok();
         let (rd, wr) = tokio::io::split(stream);
-        Transport { reader: Box::new(rd), sink: writer::Sink::Tls(tokio::sync::Mutex::new(wr)), tls: Some(cert_login) }
+        Transport {
+            local,
+            reader: Box::new(rd),
+            sink: writer::Sink::Tls(tokio::sync::Mutex::new(wr)),
+            tls: Some(cert_login),
+        }
     }
 }
 
@@ -97,7 +105,8 @@ pub async fn serve(transport: Transport, peer: SocketAddr, broker: Arc<Broker>) 
 }
 
 async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u64) {
-    let Transport { reader: rd, sink: mut wr, tls } = transport;
+    let Transport { local, reader: rd, sink: mut wr, tls } = transport;
+    let tls_connection = tls.is_some();
     let rx_bytes = Arc::new(AtomicU64::new(0));
     let mut rd = CountingReader { inner: rd, count: rx_bytes.clone() };
     // One deadline for the whole handshake, from accept to open-ok (RabbitMQ's
@@ -154,7 +163,19 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
     let alarm = broker.disk_alarm.clone();
     let broker_content_limit = broker.config.amqp.max_content_in_progress;
     let rate_limits = broker.rate_limits(&negotiated.vhost, &negotiated.user);
-    let registration = broker.connections.register(id, peer, &negotiated.user, &negotiated.vhost);
+    let details = crate::broker::connections::ConnectionDetails {
+        local,
+        channel_max: negotiated.channel_max,
+        frame_max: negotiated.frame_max,
+        heartbeat: negotiated.heartbeat,
+        client_properties: negotiated.client_properties.clone(),
+        auth_mechanism: negotiated.mechanism.clone(),
+        tls: tls_connection,
+        connected_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let registration = broker.connections.register_with(id, peer, &negotiated.user, &negotiated.vhost, details);
     let impersonator = users.get(&negotiated.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
     let conn = Connection {
         id,

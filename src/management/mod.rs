@@ -8,6 +8,7 @@
 //! applies); reading needs one of the management tags, changing users, vhosts, permissions and
 //! limits needs `administrator`, changing policies `policymaker` or `administrator`.
 
+mod objects;
 mod tenancy;
 
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ impl ApiError {
         ApiError { status: StatusCode::BAD_REQUEST, error: "bad_request", reason: reason.into() }
     }
 
-    fn unauthorised(error: &'static str, reason: &str) -> ApiError {
+    pub(crate) fn unauthorised(error: &'static str, reason: &str) -> ApiError {
         ApiError { status: StatusCode::UNAUTHORIZED, error, reason: reason.into() }
     }
 }
@@ -128,14 +129,15 @@ const MAX_BODY: usize = 128 << 20;
 
 /// The API's routes.
 pub fn router(broker: Arc<Broker>) -> Router {
-    tenancy::routes().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(broker)
+    tenancy::routes().merge(objects::routes()).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(broker)
 }
 
 /// Bind the management listener (`[management] listen` / `--http-listen`); None when off.
 pub async fn bind(broker: &Broker) -> std::io::Result<Option<TcpListener>> {
-    match broker.config.management.listen {
-        Some(addr) => TcpListener::bind(addr).await.map(Some),
-        None => Ok(None),
+    match broker.config.management.address() {
+        Ok(Some(addr)) => TcpListener::bind(addr).await.map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
     }
 }
 

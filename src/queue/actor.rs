@@ -239,6 +239,18 @@ impl QueueActor {
                 }
             }
             QueueCmd::Resume => {}
+            QueueCmd::Info { reply } => {
+                let info = (!self.deleted).then(|| super::QueueInfo {
+                    messages_ready: self.state.ready_count(),
+                    messages_unacknowledged: self.state.unacked_count(),
+                    message_bytes_ready: self.state.ready_bytes(),
+                    message_bytes_unacknowledged: self.state.unacked_bytes(),
+                    consumers: self.state.consumers().cloned().collect(),
+                    effective: self.args.clone(),
+                    single_active_consumer_tag: self.state.single_active_tag().map(String::from),
+                });
+                let _ = reply.send(info);
+            }
             QueueCmd::SetArgs(args) => {
                 if *args != self.args {
                     debug!(queue = %self.name, "settings changed by a policy");

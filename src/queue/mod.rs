@@ -126,6 +126,20 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
+/// What the management API shows of a queue (taken without counting as use for `x-expires`).
+#[derive(Debug, Clone)]
+pub struct QueueInfo {
+    pub messages_ready: u32,
+    pub messages_unacknowledged: u32,
+    pub message_bytes_ready: u64,
+    pub message_bytes_unacknowledged: u64,
+    /// (connection id, channel, tag, ack required, exclusive, prefetch, priority)
+    pub consumers: Vec<ConsumerSpec>,
+    /// The settings in force (declared arguments with policies applied).
+    pub effective: args::QueueArgs,
+    pub single_active_consumer_tag: Option<String>,
+}
+
 #[derive(Debug)]
 pub enum QueueCmd {
     Publish(Vec<Publish>),
@@ -168,6 +182,10 @@ pub enum QueueCmd {
         reply: oneshot::Sender<u32>,
     },
     /// Delete the queue (after the checks); replies with the ready count.
+    /// The queue's state for the management API.
+    Info {
+        reply: oneshot::Sender<Option<QueueInfo>>,
+    },
     /// New settings (a policy was applied, changed or cleared).
     SetArgs(Box<args::QueueArgs>),
     Delete {

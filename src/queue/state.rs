@@ -324,6 +324,20 @@ impl<S: MessageStore> QueueState<S> {
         self.unacked.len() as u32
     }
 
+    /// Body bytes of the deliveries awaiting acks (a walk over them: for the management API,
+    /// not the message path).
+    pub fn unacked_bytes(&self) -> u64 {
+        self.unacked.values().map(|u| u.ready.size as u64).sum()
+    }
+
+    /// The active consumer of a single-active-consumer queue.
+    pub fn single_active_tag(&self) -> Option<&str> {
+        if !self.args.single_active_consumer {
+            return None;
+        }
+        self.consumers.first().map(|c| &*c.spec.tag)
+    }
+
     pub fn consumer_count(&self) -> u32 {
         self.consumers.len() as u32
     }

@@ -112,9 +112,12 @@ impl Broker {
             Some(f) => f.to_string(),
             None => std::env::var("WARREN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         };
+        // The management API on a free port too (its default, 15672, would collide between tests).
+        let http: &[&str] = if extra.contains(&"--http-listen") { &[] } else { &["--http-listen", "127.0.0.1:0"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(http)
             .args(extra)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", filter)

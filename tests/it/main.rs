@@ -29,6 +29,7 @@ mod dedup;
 mod delayed;
 mod flow;
 mod length_limits;
+mod management;
 mod memory;
 mod permissions;
 mod priorities;

@@ -181,7 +181,7 @@ struct Logged {
 impl Logged {
     fn start(data: &Path) -> Logged {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -192,7 +192,7 @@ impl Logged {
         let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = loop {
             let line = out.next().expect("warren exited before it was listening").unwrap();
-            if let Some(a) = line.split("listening on ").nth(1) {
+            if let Some(a) = line.strip_prefix("listening on ") {
                 break a.trim().to_string();
             }
         };
@@ -246,7 +246,7 @@ fn forward_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
 /// Start `warren` on `data` where it must refuse to start: returns its exit status and log.
 fn start_refused(data: &Path) -> (std::process::ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

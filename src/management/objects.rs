@@ -1,0 +1,514 @@
+//! `/api/overview`, `/api/queues`, `/api/exchanges`, `/api/bindings`, `/api/connections`,
+//! `/api/consumers`, `/api/health/checks/*` and `/api/aliveness-test`: the broker's objects
+//! with RabbitMQ's field names (the shapes of a RabbitMQ 3.10.8 node's answers are kept in
+//! `tests/fixtures/rabbitmq-3.10.8-management-shapes.json`). Queue depths come from each queue
+//! task (`QueueCmd::Info`, which does not count as use for `x-expires`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::{ApiError, ApiResult, Caller};
+use crate::broker::Broker;
+use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, VHost};
+use crate::definitions::{json_to_table, table_to_json};
+use crate::exchange::Destination;
+use crate::queue::{QueueCmd, QueueEntry, QueueInfo};
+
+type B = State<Arc<Broker>>;
+type Params = Query<HashMap<String, String>>;
+
+pub fn routes() -> Router<Arc<Broker>> {
+    Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/cluster-name", get(|| async { Json(json!({"name": NODE})) }))
+        .route("/api/queues", get(|b: B, c: Caller, q: Params| queues(b, c, None, q)))
+        .route("/api/queues/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>, q: Params| queues(b, c, Some(v), q)))
+        .route("/api/queues/{vhost}/{name}", get(queue).put(put_queue).delete(delete_queue))
+        .route("/api/queues/{vhost}/{name}/contents", axum::routing::delete(purge_queue))
+        .route("/api/exchanges", get(|b: B, c: Caller, q: Params| exchanges(b, c, None, q)))
+        .route(
+            "/api/exchanges/{vhost}",
+            get(|b: B, c: Caller, Path(v): Path<String>, q: Params| exchanges(b, c, Some(v), q)),
+        )
+        .route("/api/exchanges/{vhost}/{name}", get(exchange).put(put_exchange).delete(delete_exchange))
+        .route("/api/bindings", get(|b: B, c: Caller| bindings(b, c, None)))
+        .route("/api/bindings/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>| bindings(b, c, Some(v))))
+        .route("/api/connections", get(connections))
+        .route("/api/connections/{name}", get(connection).delete(close_connection))
+        .route("/api/consumers", get(|b: B, c: Caller| consumers(b, c, None)))
+        .route("/api/consumers/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>| consumers(b, c, Some(v))))
+        .route("/api/health/checks/alarms", get(alarms))
+        .route("/api/health/checks/local-alarms", get(alarms))
+        .route("/api/health/checks/virtual-hosts", get(ok))
+        .route("/api/health/checks/node-is-quorum-critical", get(ok))
+        .route("/api/health/checks/ready-to-serve-clients", get(ok))
+        .route("/api/health/checks/is-in-service", get(ok))
+        .route("/api/health/checks/port-listener/{port}", get(port_listener))
+        .route("/api/health/checks/protocol-listener/{protocol}", get(protocol_listener))
+        .route("/api/aliveness-test/{vhost}", get(aliveness))
+}
+
+/// The node name Warren reports (one node).
+const NODE: &str = "warren@localhost";
+
+fn vhost_of(b: &Broker, name: &str) -> ApiResult<Arc<VHost>> {
+    b.vhost(name).ok_or_else(ApiError::not_found)
+}
+
+/// The vhosts a request covers: one, or all (sorted).
+fn vhosts_of(b: &Broker, one: Option<String>) -> ApiResult<Vec<Arc<VHost>>> {
+    match one {
+        Some(v) => Ok(vec![vhost_of(b, &v)?]),
+        None => {
+            let mut names: Vec<String> = b.definitions().vhosts.into_iter().map(|v| v.name).collect();
+            names.sort();
+            Ok(names.iter().filter_map(|n| b.vhost(n)).collect())
+        }
+    }
+}
+
+async fn info(q: &QueueEntry) -> Option<QueueInfo> {
+    let (reply, rx) = oneshot::channel();
+    let _ = q.handle.ctl.send(QueueCmd::Info { reply });
+    rx.await.ok().flatten()
+}
+
+fn queue_json(b: &Broker, vhost: &VHost, q: &QueueEntry, i: &QueueInfo) -> Value {
+    let applied = vhost.policies().for_queue(&q.name, q.args.queue_type);
+    let consumers = i.consumers.len();
+    let owner = b.connections.snapshot().into_iter().find(|c| Some(c.id) == q.exclusive_owner);
+    json!({
+        "name": q.name, "vhost": vhost.name(), "durable": q.durable, "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive_owner.is_some(), "arguments": table_to_json(&q.arguments),
+        "type": match q.args.queue_type { crate::queue::args::QueueType::Quorum => "quorum", _ => "classic" },
+        "state": "running", "node": NODE,
+        "messages": i.messages_ready + i.messages_unacknowledged,
+        "messages_ready": i.messages_ready,
+        "messages_unacknowledged": i.messages_unacknowledged,
+        "message_bytes": i.message_bytes_ready + i.message_bytes_unacknowledged,
+        "message_bytes_ready": i.message_bytes_ready,
+        "message_bytes_unacknowledged": i.message_bytes_unacknowledged,
+        "consumers": consumers,
+        "consumer_capacity": if consumers > 0 { 1.0 } else { 0.0 },
+        "consumer_utilisation": if consumers > 0 { json!(1.0) } else { Value::Null },
+        "consumer_details": i.consumers.iter().map(|c| json!({
+            "consumer_tag": &*c.tag, "ack_required": !c.no_ack, "exclusive": c.exclusive,
+            "prefetch_count": c.prefetch, "active": true, "activity_status": "up", "arguments": {},
+            "queue": {"name": q.name, "vhost": vhost.name()},
+            "channel_details": {"number": c.channel, "connection_name": b.connections.snapshot().iter().find(|x| x.id == c.conn_id).map(|x| x.name())},
+        })).collect::<Vec<_>>(),
+        "single_active_consumer_tag": i.single_active_consumer_tag,
+        "exclusive_consumer_tag": i.consumers.iter().find(|c| c.exclusive).map(|c| c.tag.to_string()),
+        "owner_pid_details": owner.map(|c| json!({"name": c.name(), "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()})),
+        "policy": applied.policy, "operator_policy": applied.operator_policy,
+        "effective_policy_definition": applied.definition,
+        "message_stats": {},
+    })
+}
+
+/// RabbitMQ's list parameters: `name` (+ `use_regex`), `sort` (+ `sort_reverse`), `columns`,
+/// and `page`/`page_size` (then the paged envelope).
+fn list(mut items: Vec<Value>, p: &HashMap<String, String>) -> ApiResult<Value> {
+    let total = items.len();
+    if let Some(name) = p.get("name").filter(|n| !n.is_empty()) {
+        if p.get("use_regex").is_some_and(|v| v == "true") {
+            let re = regex::Regex::new(name).map_err(|e| ApiError::bad_request(format!("invalid regex: {e}")))?;
+            items.retain(|i| i["name"].as_str().is_some_and(|n| re.is_match(n)));
+        } else {
+            items.retain(|i| i["name"].as_str().is_some_and(|n| n.contains(name.as_str())));
+        }
+    }
+    if let Some(key) = p.get("sort").filter(|k| !k.is_empty()) {
+        let get = |v: &Value| key.split('.').fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null));
+        items.sort_by(|a, b| {
+            let (x, y) = (get(a), get(b));
+            match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                _ => x.to_string().cmp(&y.to_string()),
+            }
+        });
+        if p.get("sort_reverse").is_some_and(|v| v == "true") {
+            items.reverse();
+        }
+    }
+    if let Some(cols) = p.get("columns") {
+        let cols: Vec<&str> = cols.split(',').collect();
+        for i in items.iter_mut() {
+            if let Value::Object(m) = i {
+                m.retain(|k, _| cols.contains(&k.as_str()));
+            }
+        }
+    }
+    let Some(page) = p.get("page") else { return Ok(Value::Array(items)) };
+    let page: usize = page
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ApiError::bad_request("page must be a positive integer"))?;
+    let size: usize = p
+        .get("page_size")
+        .map_or(Ok(100), |s| s.parse())
+        .ok()
+        .filter(|n| (1..=500).contains(n))
+        .ok_or_else(|| ApiError::bad_request("page_size must be between 1 and 500"))?;
+    let filtered = items.len();
+    let page_count = filtered.div_ceil(size).max(1);
+    if page > page_count {
+        return Err(ApiError::bad_request("page out of range"));
+    }
+    let items: Vec<Value> = items.into_iter().skip((page - 1) * size).take(size).collect();
+    Ok(json!({
+        "filtered_count": filtered, "item_count": items.len(), "items": items,
+        "page": page, "page_count": page_count, "page_size": size, "total_count": total,
+    }))
+}
+
+async fn queues(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Params) -> ApiResult<Json<Value>> {
+    let mut out = Vec::new();
+    for v in vhosts_of(&b, vhost)? {
+        let t = v.snapshot();
+        let mut qs: Vec<&Arc<QueueEntry>> = t.queues.values().collect();
+        qs.sort_by(|a, b| a.name.cmp(&b.name));
+        for q in qs {
+            if let Some(i) = info(q).await {
+                out.push(queue_json(&b, &v, q, &i));
+            }
+        }
+    }
+    Ok(Json(list(out, &p)?))
+}
+
+async fn queue(State(b): B, _c: Caller, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+    let v = vhost_of(&b, &vhost)?;
+    let q = v.snapshot().queues.get(&name).cloned().ok_or_else(ApiError::not_found)?;
+    let i = info(&q).await.ok_or_else(ApiError::not_found)?;
+    Ok(Json(queue_json(&b, &v, &q, &i)))
+}
+
+/// The caller's permission check in a vhost, as for an AMQP client (403 → 401 here, as the API
+/// answers a refused operation with `not_authorised`).
+fn permitted(
+    b: &Broker,
+    c: &Caller,
+    vhost: &str,
+    access: crate::auth::permissions::Access,
+    kind: &str,
+    name: &str,
+) -> ApiResult<()> {
+    let perm = b
+        .users()
+        .permission(&c.name, vhost)
+        .ok_or_else(|| ApiError::unauthorised("not_authorised", "Not authorised to access virtual host"))?;
+    perm.check(access, kind, name).map_err(|e| ApiError::unauthorised("not_authorised", &e.text))
+}
+
+/// The vhost, after checking the caller's configure permission on `kind` `name` there.
+fn configurable(b: &Broker, c: &Caller, vhost: &str, kind: &str, name: &str) -> ApiResult<Arc<VHost>> {
+    let v = vhost_of(b, vhost)?;
+    permitted(b, c, vhost, crate::auth::permissions::Access::Configure, kind, name)?;
+    Ok(v)
+}
+
+fn amqp_error(e: crate::error::AmqpError) -> ApiError {
+    if e.code == crate::error::ReplyCode::NotFound {
+        return ApiError::not_found();
+    }
+    ApiError::bad_request(e.text)
+}
+
+async fn put_queue(
+    State(b): B,
+    c: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> ApiResult<Response> {
+    let v = configurable(&b, &c, &vhost, "queue", &name)?;
+    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    let arguments = body.get("arguments").and_then(Value::as_object).map(json_to_table).unwrap_or_default();
+    let d = QueueDeclare {
+        name: name.clone(),
+        passive: false,
+        durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
+        exclusive: false,
+        auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
+        arguments,
+    };
+    let (_, created) = v.declare_queue(&d, 0).map_err(amqp_error)?;
+    v.sync_definitions(v.definitions_written()).await;
+    Ok(if created { StatusCode::CREATED } else { StatusCode::NO_CONTENT }.into_response())
+}
+
+async fn delete_queue(
+    State(b): B,
+    c: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(p): Params,
+) -> ApiResult<Response> {
+    let v = configurable(&b, &c, &vhost, "queue", &name)?;
+    if v.snapshot().queues.get(&name).is_none() {
+        return Err(ApiError::not_found());
+    }
+    let flag = |k: &str| p.get(k).is_some_and(|v| v == "true");
+    v.delete_queue(&name, flag("if-unused"), flag("if-empty"), 0).await.map_err(amqp_error)?;
+    v.sync_definitions(v.definitions_written()).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn purge_queue(State(b): B, c: Caller, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Response> {
+    let v = vhost_of(&b, &vhost)?;
+    permitted(&b, &c, &vhost, crate::auth::permissions::Access::Read, "queue", &name)?;
+    let q = v.snapshot().queues.get(&name).cloned().ok_or_else(ApiError::not_found)?;
+    let (reply, rx) = oneshot::channel();
+    q.handle.send(QueueCmd::Purge { reply }).await;
+    let _ = rx.await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn exchange_json(vhost: &str, x: &crate::exchange::Exchange) -> Value {
+    json!({
+        "name": x.name, "vhost": vhost, "type": x.declared_type, "durable": x.durable,
+        "auto_delete": x.auto_delete, "internal": x.internal, "arguments": table_to_json(&x.arguments),
+        "user_who_performed_action": "", "message_stats": {}, "incoming": [], "outgoing": [],
+    })
+}
+
+async fn exchanges(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Params) -> ApiResult<Json<Value>> {
+    let mut out = Vec::new();
+    for v in vhosts_of(&b, vhost)? {
+        let t = v.snapshot();
+        let mut xs: Vec<_> = t.exchanges.values().collect();
+        xs.sort_by(|a, b| a.name.cmp(&b.name));
+        // The default exchange is listed by RabbitMQ as "".
+        out.push(json!({"name": "", "vhost": v.name(), "type": "direct", "durable": true, "auto_delete": false,
+            "internal": false, "arguments": {}, "user_who_performed_action": "rmq-internal", "message_stats": {}}));
+        out.extend(xs.into_iter().map(|x| exchange_json(v.name(), x)));
+    }
+    Ok(Json(list(out, &p)?))
+}
+
+async fn exchange(State(b): B, _c: Caller, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+    let v = vhost_of(&b, &vhost)?;
+    let x = v.snapshot().exchanges.get(&name).cloned().ok_or_else(ApiError::not_found)?;
+    Ok(Json(exchange_json(&vhost, &x)))
+}
+
+async fn put_exchange(
+    State(b): B,
+    c: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    let v = configurable(&b, &c, &vhost, "exchange", &name)?;
+    let existed = v.snapshot().exchanges.get(&name).is_some();
+    let d = ExchangeDeclare {
+        name: name.clone(),
+        kind: body.get("type").and_then(Value::as_str).unwrap_or("direct").to_string(),
+        passive: false,
+        durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
+        auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
+        internal: body.get("internal").and_then(Value::as_bool).unwrap_or(false),
+        arguments: body.get("arguments").and_then(Value::as_object).map(json_to_table).unwrap_or_default(),
+    };
+    v.declare_exchange(&d).map_err(amqp_error)?;
+    v.sync_definitions(v.definitions_written()).await;
+    Ok(if existed { StatusCode::NO_CONTENT } else { StatusCode::CREATED }.into_response())
+}
+
+async fn delete_exchange(
+    State(b): B,
+    c: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    Query(p): Params,
+) -> ApiResult<Response> {
+    let v = configurable(&b, &c, &vhost, "exchange", &name)?;
+    if v.snapshot().exchanges.get(&name).is_none() {
+        return Err(ApiError::not_found());
+    }
+    v.delete_exchange(&name, p.get("if-unused").is_some_and(|v| v == "true")).map_err(amqp_error)?;
+    v.sync_definitions(v.definitions_written()).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<Json<Value>> {
+    let mut out = Vec::new();
+    for v in vhosts_of(&b, vhost)? {
+        let t = v.snapshot();
+        let mut qs: Vec<&String> = t.queues.keys().collect();
+        qs.sort();
+        // Every queue's implicit binding to the default exchange, as RabbitMQ lists it.
+        for q in qs {
+            out.push(json!({"source": "", "vhost": v.name(), "destination": q, "destination_type": "queue",
+                "routing_key": q, "arguments": {}, "properties_key": q}));
+        }
+        let mut xs: Vec<_> = t.exchanges.values().collect();
+        xs.sort_by(|a, b| a.name.cmp(&b.name));
+        for x in xs {
+            let named = |d: &Destination| match d {
+                Destination::Queue(q) => (q.clone(), "queue"),
+                Destination::Exchange(e) => (e.clone(), "exchange"),
+            };
+            let mut bs: Vec<_> = x.bindings().map(|(d, k, a)| (named(d), k, a)).collect();
+            bs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            for ((name, kind), key, args) in bs {
+                let props_key =
+                    if args.inner().is_empty() { key.to_string() } else { format!("{key}~{}", args.inner().len()) };
+                out.push(json!({"source": x.name, "vhost": v.name(), "destination": name, "destination_type": kind,
+                    "routing_key": key, "arguments": table_to_json(args), "properties_key": props_key}));
+            }
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+fn connection_json(c: &crate::broker::connections::ConnectionInfo) -> Value {
+    let d = &c.details;
+    json!({
+        "name": c.name(), "node": NODE, "user": c.user, "vhost": c.vhost, "state": c.state().as_str(),
+        "type": "network", "protocol": "AMQP 0-9-1", "channels": c.channels(),
+        "host": d.local.map(|l| l.ip().to_string()), "port": d.local.map(|l| l.port()),
+        "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
+        "channel_max": d.channel_max, "frame_max": d.frame_max, "timeout": d.heartbeat,
+        "client_properties": table_to_json(&d.client_properties), "auth_mechanism": d.auth_mechanism,
+        "ssl": d.tls, "connected_at": d.connected_at, "user_who_performed_action": c.user,
+    })
+}
+
+async fn connections(State(b): B, c: Caller) -> Json<Value> {
+    let admin = c.tags.iter().any(|t| t == "administrator" || t == "monitoring");
+    let mut list: Vec<_> = b.connections.snapshot().into_iter().filter(|x| admin || x.user == c.name).collect();
+    list.sort_by_key(|x| x.id);
+    Json(Value::Array(list.iter().map(|x| connection_json(x)).collect()))
+}
+
+async fn connection(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let found = b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(connection_json(&found)))
+}
+
+/// Close a connection: 320 with `X-Reason` (RabbitMQ's default: "Closed via management plugin").
+async fn close_connection(State(b): B, c: Caller, Path(name): Path<String>, h: HeaderMap) -> ApiResult<Response> {
+    let found = b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)?;
+    if found.user != c.name {
+        c.administrator()?;
+    }
+    let reason = h.get("x-reason").and_then(|v| v.to_str().ok()).unwrap_or("Closed via management plugin");
+    found.force_close(reason);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn consumers(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<Json<Value>> {
+    let mut out = Vec::new();
+    for v in vhosts_of(&b, vhost)? {
+        let t = v.snapshot();
+        let mut qs: Vec<&Arc<QueueEntry>> = t.queues.values().collect();
+        qs.sort_by(|a, b| a.name.cmp(&b.name));
+        for q in qs {
+            if let Some(i) = info(q).await {
+                out.extend(queue_json(&b, &v, q, &i)["consumer_details"].as_array().cloned().unwrap_or_default());
+            }
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+async fn overview(State(b): B, _c: Caller) -> Json<Value> {
+    let (mut queues, mut exchanges, mut consumers) = (0u64, 0u64, 0u64);
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    for v in vhosts_of(&b, None).unwrap_or_default() {
+        let t = v.snapshot();
+        exchanges += t.exchanges.len() as u64 + 1;
+        for q in t.queues.values() {
+            queues += 1;
+            if let Some(i) = info(q).await {
+                ready += i.messages_ready as u64;
+                unacked += i.messages_unacknowledged as u64;
+                consumers += i.consumers.len() as u64;
+            }
+        }
+    }
+    let conns = b.connections.snapshot();
+    let channels: usize = conns.iter().map(|c| c.channels()).sum();
+    let listeners: Vec<Value> = b
+        .listeners()
+        .iter()
+        .map(|(p, a)| json!({"node": NODE, "protocol": p, "ip_address": a.ip().to_string(), "port": a.port()}))
+        .collect();
+    let types = ["direct", "fanout", "headers", "topic", "x-delayed-message", "x-message-deduplication"];
+    Json(json!({
+        "management_version": b.config.amqp.product_version, "rabbitmq_version": b.config.amqp.product_version,
+        "product_name": b.config.amqp.product, "product_version": b.config.amqp.product_version,
+        "cluster_name": NODE, "node": NODE, "erlang_version": "none (Warren)", "erlang_full_version": "none (Warren)",
+        "rates_mode": "basic", "disable_stats": false, "enable_queue_totals": true,
+        "release_series_support_status": "supported",
+        "object_totals": {"connections": conns.len(), "channels": channels, "consumers": consumers,
+            "exchanges": exchanges, "queues": queues},
+        "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
+        "message_stats": {}, "churn_rates": {}, "contexts": [], "statistics_db_event_queue": 0,
+        "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600], "detailed": [600]},
+        "listeners": listeners,
+        "exchange_types": types.iter().map(|t| json!({"name": t, "description": "", "enabled": true})).collect::<Vec<_>>(),
+    }))
+}
+
+fn ok_status() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+fn failed(reason: impl Into<String>) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failed", "reason": reason.into()}))).into_response()
+}
+
+async fn ok(_c: Caller) -> Response {
+    ok_status()
+}
+
+async fn alarms(State(b): B, _c: Caller) -> Response {
+    if b.disk_alarm.is_raised() {
+        return failed("resource alarm(s) in effect");
+    }
+    ok_status()
+}
+
+async fn port_listener(State(b): B, _c: Caller, Path(port): Path<u16>) -> Response {
+    if b.listeners().iter().any(|(_, a)| a.port() == port) {
+        return ok_status();
+    }
+    failed(format!("No active listener on port {port}"))
+}
+
+async fn protocol_listener(State(b): B, _c: Caller, Path(proto): Path<String>) -> Response {
+    let wanted = match proto.as_str() {
+        "amqp" | "amqp091" | "amqp0-9-1" | "amqp0.9.1" => "amqp",
+        "amqps" | "amqp/ssl" => "amqp/ssl",
+        "http" | "management" => "http",
+        other => other,
+    };
+    if b.listeners().iter().any(|(p, _)| *p == wanted) {
+        return ok_status();
+    }
+    failed(format!("No active listener for protocol {proto}"))
+}
+
+/// RabbitMQ 3.x's aliveness test: declare `aliveness-test`, publish to it and get it back.
+async fn aliveness(State(b): B, _c: Caller, Path(vhost): Path<String>) -> ApiResult<Response> {
+    let v = vhost_of(&b, &vhost)?;
+    let d = QueueDeclare { name: "aliveness-test".into(), durable: false, ..Default::default() };
+    let (q, _) = v.declare_queue(&d, 0).map_err(amqp_error)?;
+    let body: crate::message::Body = smallvec::smallvec![bytes::Bytes::from_static(b"test_message")];
+    let msg = crate::message::Message::build("".into(), "aliveness-test".into(), Default::default(), body);
+    q.handle.send(QueueCmd::Publish(vec![crate::queue::Publish { msg: Arc::new(msg), confirm: None }])).await;
+    let (reply, rx) = oneshot::channel();
+    q.handle.send(QueueCmd::Get { reply, no_ack: true }).await;
+    match rx.await.ok().flatten() {
+        Some(_) => Ok(ok_status()),
+        None => Ok(failed("aliveness test failed")),
+    }
+}
