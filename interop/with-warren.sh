@@ -34,7 +34,7 @@ keyfile = "$TLS/server.key"
 cacertfile = "$TLS/ca.pem"
 verify_peer = true
 EOF
-"$BIN" --config "$DATA/warren.toml" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$LOG" &
+"$BIN" --config "$DATA/warren.toml" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$LOG" &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT

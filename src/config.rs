@@ -31,6 +31,7 @@ pub struct Config {
     pub user_limits: Vec<UserLimitConfig>,
     pub definitions: DefinitionsConfig,
     pub management: ManagementConfig,
+    pub prometheus: PrometheusConfig,
     /// Publisher rate limits (`[[rate_limits]]`).
     pub rate_limits: Vec<RateLimitConfig>,
 }
@@ -63,16 +64,33 @@ impl Default for ManagementConfig {
 impl ManagementConfig {
     /// The address to bind; None when off.
     pub fn address(&self) -> Result<Option<SocketAddr>, String> {
-        if self.listen.is_empty() {
-            return Ok(None);
-        }
-        self.listen.parse().map(Some).map_err(|e| {
-            format!(
-                "management.listen = {:?}: {e} (use ADDR:PORT, e.g. 127.0.0.1:15672, or \"\" to turn it off)",
-                self.listen
-            )
-        })
+        listen_address("management.listen", &self.listen)
     }
+}
+
+/// `[prometheus]`: RabbitMQ's `rabbitmq_prometheus` endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Address of `/metrics`, RabbitMQ's 127.0.0.1:15692 by default; "" turns it off.
+    pub listen: String,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig { listen: "127.0.0.1:15692".into() }
+    }
+}
+
+/// A listener address from the config: "" = off.
+pub fn listen_address(key: &str, value: &str) -> Result<Option<SocketAddr>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{key} = {value:?}: {e} (use ADDR:PORT, e.g. 127.0.0.1:15672, or \"\" to turn it off)"))
 }
 
 /// `[definitions]`: a RabbitMQ definitions file loaded at every start (RabbitMQ's
@@ -415,6 +433,7 @@ impl Default for Config {
             user_limits: Vec::new(),
             definitions: DefinitionsConfig::default(),
             management: ManagementConfig::default(),
+            prometheus: PrometheusConfig::default(),
             rate_limits: Vec::new(),
         }
     }
@@ -539,6 +558,7 @@ impl Config {
             ));
         }
         self.management.address().map_err(BrokerError::Config)?;
+        listen_address("prometheus.listen", &self.prometheus.listen).map_err(BrokerError::Config)?;
         if self.auth.vhosts.is_empty() {
             return Err(BrokerError::Config("auth.vhosts must name at least one vhost".into()));
         }

@@ -29,6 +29,10 @@ struct Args {
     /// 127.0.0.1:15672; "" turns it off).
     #[arg(long, value_name = "ADDR:PORT")]
     http_listen: Option<String>,
+    /// Address of the Prometheus endpoint, overriding the config file (default
+    /// 127.0.0.1:15692; "" turns it off).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,13 @@ fn main() -> ExitCode {
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
+    }
+    if let Some(m) = args.metrics_listen {
+        if let Err(e) = warren::config::listen_address("--metrics-listen", &m) {
+            eprintln!("warren: {e}");
+            return ExitCode::from(2);
+        }
+        config.prometheus.listen = m;
     }
     if let Some(h) = args.http_listen {
         config.management.listen = h;
@@ -128,6 +139,23 @@ fn main() -> ExitCode {
                 error!(
                     "cannot listen for the management API on {}: {e} (is RabbitMQ or another Warren running? change management.listen or pass --http-listen ADDR:PORT, or \"\" to turn it off)",
                     broker.config.management.listen
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        match warren::management::bind_metrics(&broker).await {
+            Ok(Some(l)) => {
+                let addr = server::local_addr(&l);
+                broker.add_listener("prometheus", addr);
+                info!("Prometheus metrics on http://{addr}/metrics");
+                println!("prometheus metrics listening on {addr}");
+                tokio::spawn(warren::management::prometheus::serve(l, broker.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!(
+                    "cannot listen for Prometheus on {}: {e} (change prometheus.listen or pass --metrics-listen ADDR:PORT, or \"\" to turn it off)",
+                    broker.config.prometheus.listen
                 );
                 return ExitCode::FAILURE;
             }

@@ -28,7 +28,7 @@ fi
 "$CARGO" build --quiet --manifest-path "$HERE/lapin-session/Cargo.toml"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-"$TARGET_DIR/debug/warren" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$DATA/log" &
+"$TARGET_DIR/debug/warren" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$DATA/log" &
 PIDS+=($!)
 ADDR=""
 for _ in $(seq 1 100); do

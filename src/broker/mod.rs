@@ -5,6 +5,7 @@ pub mod connections;
 pub mod delayed;
 pub mod names;
 pub mod rate_limit;
+pub mod stats;
 pub mod topology;
 pub mod vhost;
 
@@ -48,6 +49,10 @@ pub struct Broker {
     pub disk_alarm: alarm::DiskAlarm,
     /// The open connections and their states.
     pub connections: Arc<connections::Connections>,
+    /// Message counters since start (see [`stats`]).
+    pub counters: stats::Counters,
+    /// When the broker started.
+    pub started: std::time::Instant,
     /// The bound listeners: (protocol as RabbitMQ names it, address).
     listeners: Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
     /// Publisher rate limits by vhost and by user (`[[rate_limits]]`).
@@ -175,6 +180,8 @@ impl Broker {
         let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
             listeners: Mutex::new(Vec::new()),
+            counters: Default::default(),
+            started: std::time::Instant::now(),
             rate_limits,
             users: RwLock::new(Arc::new(users)),
             config,

@@ -13,6 +13,8 @@ pub struct Confirms {
     last: u64,
     /// seq → queues that have not yet accepted it.
     outstanding: BTreeMap<u64, u32>,
+    /// Publishes acked so far (for the message counters).
+    pub acked: u64,
 }
 
 /// A confirm frame to send.
@@ -58,10 +60,11 @@ impl Confirms {
     }
 
     /// Acks for publishes that are complete (given in any order).
-    pub fn acks_for(&self, mut done: Vec<u64>) -> Vec<Confirm> {
+    pub fn acks_for(&mut self, mut done: Vec<u64>) -> Vec<Confirm> {
         if done.is_empty() {
             return Vec::new();
         }
+        self.acked += done.len() as u64;
         done.sort_unstable();
         let oldest = self.outstanding.keys().next().copied().unwrap_or(u64::MAX);
         let below: Vec<u64> = done.iter().copied().filter(|&s| s < oldest).collect();

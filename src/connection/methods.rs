@@ -636,7 +636,11 @@ impl Connection {
                 let tag = chan.unacked.next_tag();
                 if !g.no_ack {
                     chan.unacked.insert(tag, Pending { queue: entry.handle.clone(), seq: r.seq, from_consumer: false });
+                    self.stats.get += 1;
+                } else {
+                    self.stats.get_no_ack += 1;
                 }
+                self.stats.redeliver += r.redelivered as u64;
                 let msg = &r.msg;
                 encode::get_ok(
                     &mut self.out,
@@ -668,6 +672,9 @@ impl Connection {
 
     /// Tell the queues of settled deliveries, and give back channel prefetch credit.
     pub(super) async fn settle_taken(&mut self, ch: u16, taken: Vec<Pending>, outcome: Outcome) {
+        if outcome == Outcome::Ack {
+            self.stats.ack += taken.len() as u64;
+        }
         let Ok(chan) = self.open_channel(ch) else { return };
         let from_consumers = taken.iter().filter(|p| p.from_consumer).count() as u32;
         let mut per_queue = Vec::new();

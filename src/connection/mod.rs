@@ -205,6 +205,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         rate_limits,
         rate_used: (0, 0),
         write_allowed: None,
+        stats: Default::default(),
         throttled_until: None,
         compact_left: publish::COMPACT_FIRST,
         definitions_wait: 0,
@@ -296,6 +297,22 @@ async fn handshake(
             }
             Err(HandshakeError::Close(e)) => {
                 fail(e);
+                // Keep reading until the client's close-ok (or its EOF, briefly): closing the
+                // socket with its close-ok unread would reset the connection, and a reset can
+                // discard our connection.close before the client reads it.
+                let _ = tokio::time::timeout(CLIENT_CLOSE_GRACE, async {
+                    while let Some(Ok(f)) = framed.next().await {
+                        if let Frame::Method { channel: 0, method } = &f
+                            && matches!(
+                                **method,
+                                AMQPClass::Connection(amq_protocol::protocol::connection::AMQPMethod::CloseOk(_))
+                            )
+                        {
+                            break;
+                        }
+                    }
+                })
+                .await;
                 return None;
             }
             Err(HandshakeError::Silent(why)) => {
@@ -394,6 +411,8 @@ pub struct Connection {
     rate_limits: Vec<Arc<crate::broker::rate_limit::RateLimit>>,
     /// Messages and body bytes published since the limits were last charged.
     pub(crate) rate_used: (u64, u64),
+    /// Message counts not yet added to the broker's totals (once per loop turn).
+    pub(crate) stats: crate::broker::stats::LocalCounters,
     /// The last exchange this connection was allowed to publish to (cleared when the
     /// permissions change).
     pub(crate) write_allowed: Option<Box<str>>,
@@ -513,6 +532,9 @@ impl Connection {
                 self.vhost.sync_definitions(seq).await;
             }
             self.flush();
+            if !self.stats.is_zero() {
+                self.broker.counters.absorb(&mut self.stats);
+            }
             if !self.output_blocked && self.writer.is_backed_up() {
                 debug!(unsent = self.writer.unsent(), "peer does not read its output; not reading its socket");
                 self.output_blocked = true;
@@ -765,7 +787,11 @@ impl Connection {
                 let tag = ch.unacked.next_tag();
                 if let Some(queue) = queue {
                     ch.unacked.insert(tag, crate::channel::unacked::Pending { queue, seq, from_consumer: true });
+                    self.stats.deliver += 1;
+                } else {
+                    self.stats.deliver_no_ack += 1;
                 }
+                self.stats.redeliver += redelivered as u64;
                 encode::deliver(
                     &mut self.out,
                     channel,
@@ -783,7 +809,9 @@ impl Connection {
                     return;
                 };
                 let Some(confirms) = ch.confirms.as_mut() else { return };
+                let before = confirms.acked;
                 let frames = if ack { confirms.on_accepted(&seqs) } else { confirms.on_rejected(&seqs) };
+                self.stats.confirm += confirms.acked - before;
                 for c in frames {
                     encode::confirm(&mut self.out, channel, c.tag, c.multiple, c.ack);
                 }

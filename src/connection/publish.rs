@@ -208,6 +208,14 @@ impl Connection {
             routed = !queues.is_empty();
         }
         let frame_max = self.neg.frame_max;
+        self.stats.publish += 1;
+        if !routed {
+            if mandatory {
+                self.stats.return_unroutable += 1;
+            } else {
+                self.stats.drop_unroutable += 1;
+            }
+        }
         if !routed && mandatory {
             encode::basic_return(&mut self.out, ch, 312, "NO_ROUTE", &msg.exchange, msg.routing_key.as_wire());
             encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
@@ -219,6 +227,7 @@ impl Connection {
         if let (Some(seq), Some(c)) = (seq, chan.confirms.as_mut()) {
             c.track(seq, queues.len() as u32 + confirm_later as u32);
             if queues.is_empty() && !confirm_later {
+                self.stats.confirm += 1;
                 for a in c.acks_for(vec![seq]) {
                     encode::confirm(&mut self.out, ch, a.tag, a.multiple, a.ack);
                 }

@@ -9,6 +9,8 @@
 //! limits needs `administrator`, changing policies `policymaker` or `administrator`.
 
 mod objects;
+pub mod prometheus;
+pub mod rates;
 mod tenancy;
 
 use std::net::SocketAddr;
@@ -127,9 +129,13 @@ fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
 /// the request authenticated.
 const MAX_BODY: usize = 128 << 20;
 
-/// The API's routes.
-pub fn router(broker: Arc<Broker>) -> Router {
-    tenancy::routes().merge(objects::routes()).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY)).with_state(broker)
+/// The API's routes (`rates`: the message-rate sampler, see [`rates`]).
+pub fn router(broker: Arc<Broker>, rates: Arc<rates::Rates>) -> Router {
+    tenancy::routes()
+        .merge(objects::routes())
+        .layer(axum::Extension(rates))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(broker)
 }
 
 /// Bind the management listener (`[management] listen` / `--http-listen`); None when off.
@@ -141,10 +147,20 @@ pub async fn bind(broker: &Broker) -> std::io::Result<Option<TcpListener>> {
     }
 }
 
+/// Bind the Prometheus listener (`[prometheus] listen` / `--metrics-listen`); None when off.
+pub async fn bind_metrics(broker: &Broker) -> std::io::Result<Option<TcpListener>> {
+    match crate::config::listen_address("prometheus.listen", &broker.config.prometheus.listen) {
+        Ok(Some(addr)) => TcpListener::bind(addr).await.map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
+    }
+}
+
 /// Serve the API until the broker shuts down.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let shutdown = broker.shutdown.clone();
-    let app = router(broker).into_make_service_with_connect_info::<SocketAddr>();
+    let rates = rates::Rates::start(&broker);
+    let app = router(broker, rates).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await {
         tracing::error!(error = %e, "the management API stopped");
     }

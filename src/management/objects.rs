@@ -419,7 +419,7 @@ async fn consumers(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<
     Ok(Json(Value::Array(out)))
 }
 
-async fn overview(State(b): B, _c: Caller) -> Json<Value> {
+async fn overview(State(b): B, _c: Caller, rates: axum::Extension<Arc<super::rates::Rates>>) -> Json<Value> {
     let (mut queues, mut exchanges, mut consumers) = (0u64, 0u64, 0u64);
     let (mut ready, mut unacked) = (0u64, 0u64);
     for v in vhosts_of(&b, None).unwrap_or_default() {
@@ -451,7 +451,8 @@ async fn overview(State(b): B, _c: Caller) -> Json<Value> {
         "object_totals": {"connections": conns.len(), "channels": channels, "consumers": consumers,
             "exchanges": exchanges, "queues": queues},
         "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
-        "message_stats": {}, "churn_rates": {}, "contexts": [], "statistics_db_event_queue": 0,
+        "message_stats": rates.message_stats(b.counters.snapshot()),
+        "churn_rates": {}, "contexts": [], "statistics_db_event_queue": 0,
         "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600], "detailed": [600]},
         "listeners": listeners,
         "exchange_types": types.iter().map(|t| json!({"name": t, "description": "", "enabled": true})).collect::<Vec<_>>(),

@@ -153,7 +153,7 @@ launch_warren() {
         rm -rf "$dir"
         mkdir -p "$dir/data"
     fi
-    "$WARREN_BIN" --listen "$listen" --http-listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>>"$dir/log" &
+    "$WARREN_BIN" --listen "$listen" --http-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>>"$dir/log" &
     WARREN_PID=$!
 }
 

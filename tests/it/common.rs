@@ -20,6 +20,8 @@ pub struct Broker {
     pub tls_addr: Option<String>,
     /// The management API's address (`--http-listen`), when on.
     pub http_addr: Option<String>,
+    /// The Prometheus endpoint's address (`--metrics-listen`), when on.
+    pub metrics_addr: Option<String>,
     child: Option<Child>,
     _data_dir: Option<TempDir>,
     /// Standard-error lines of the process this harness started (its log), as they arrive.
@@ -35,7 +37,15 @@ impl Broker {
     /// Like [`Broker::start`], with extra command-line arguments for `warren`.
     pub fn start_with_args(extra: &[&str]) -> Broker {
         if let Ok(addr) = std::env::var("WARREN_TEST_ADDR") {
-            return Broker { addr, tls_addr: None, http_addr: None, child: None, _data_dir: None, log: Arc::default() };
+            return Broker {
+                addr,
+                tls_addr: None,
+                http_addr: None,
+                metrics_addr: None,
+                child: None,
+                _data_dir: None,
+                log: Arc::default(),
+            };
         }
         let data_dir = TempDir::new();
         let mut b = Self::spawn(&data_dir.0, extra, None, &[]);
@@ -114,10 +124,13 @@ impl Broker {
         };
         // The management API on a free port too (its default, 15672, would collide between tests).
         let http: &[&str] = if extra.contains(&"--http-listen") { &[] } else { &["--http-listen", "127.0.0.1:0"] };
+        let metrics: &[&str] =
+            if extra.contains(&"--metrics-listen") { &[] } else { &["--metrics-listen", "127.0.0.1:0"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(http)
+            .args(metrics)
             .args(extra)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", filter)
@@ -140,20 +153,22 @@ impl Broker {
         // The broker prints `listening on ADDR` on stdout once the socket is bound.
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut tls_addr, mut http_addr) = (None, None);
+        let (mut tls_addr, mut http_addr, mut metrics_addr) = (None, None, None);
         let addr = loop {
             let line = lines.next().expect("warren exited before it was listening").expect("read warren stdout");
             if let Some(rest) = line.split("listening for amqps on ").nth(1) {
                 tls_addr = Some(rest.trim().to_string());
             } else if let Some(rest) = line.split("management API listening on ").nth(1) {
                 http_addr = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.split("prometheus metrics listening on ").nth(1) {
+                metrics_addr = Some(rest.trim().to_string());
             } else if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.trim().to_string();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Broker { addr, tls_addr, http_addr, child: Some(child), _data_dir: None, log }
+        Broker { addr, tls_addr, http_addr, metrics_addr, child: Some(child), _data_dir: None, log }
     }
 
     /// Wait (up to [`WAIT`]) for a log line of this broker for which `pred` holds, and return it.

@@ -262,3 +262,96 @@ async fn the_api_can_be_turned_off() {
     assert!(b.http_addr.is_none());
     b.connect().await;
 }
+
+/// Scrape `path` of the broker's Prometheus endpoint.
+fn scrape(b: &Broker, path: &str) -> String {
+    let addr = b.metrics_addr.as_ref().expect("the Prometheus listener is on");
+    ureq::get(&format!("http://{addr}{path}")).call().unwrap().into_string().unwrap()
+}
+
+/// The value of the series `series` (name with labels, as written) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+    })
+}
+
+#[tokio::test]
+async fn message_counters_reach_the_overview_and_prometheus() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    let q = exclusive_queue(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    for i in 0..6 {
+        publish_confirmed_props(&ch, "", &q, &format!("m{i}"), BasicProperties::default()).await;
+    }
+    // Unroutable: one dropped, one returned (mandatory).
+    publish_confirmed_props(&ch, "amq.direct", "nowhere", "x", BasicProperties::default()).await;
+    let returned = ch
+        .basic_publish(
+            "amq.direct".into(),
+            "nowhere".into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            b"y",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap();
+    returned.await.unwrap();
+    // Two gets with ack, one without; three deliveries to a consumer, acked.
+    for no_ack in [false, false, true] {
+        let got = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack }).await.unwrap().expect("a message");
+        if !no_ack {
+            got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+    let mut consumer = consume(&ch, &q).await;
+    for d in deliveries(&mut consumer, 3).await {
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    sync_point(&ch).await;
+    let want = [
+        ("publish", 8),
+        ("confirm", 8),
+        ("get", 2),
+        ("get_no_ack", 1),
+        ("deliver", 3),
+        ("ack", 5),
+        ("deliver_get", 6),
+        ("drop_unroutable", 1),
+        ("return_unroutable", 1),
+    ];
+    let overview = b.admin("GET", "/api/overview", None);
+    for (k, v) in want {
+        assert_eq!(overview["message_stats"][k], v, "{k}: {}", overview["message_stats"]);
+        assert!(overview["message_stats"][format!("{k}_details")]["rate"].is_number());
+    }
+    let m = scrape(&b, "/metrics");
+    let global = |name: &str| sample(&m, &format!("{name}{{protocol=\"amqp091\"}}"));
+    assert_eq!(global("rabbitmq_global_messages_received_total"), Some(8.0));
+    assert_eq!(global("rabbitmq_global_messages_routed_total"), Some(6.0));
+    assert_eq!(global("rabbitmq_global_messages_delivered_total"), Some(6.0));
+    assert_eq!(global("rabbitmq_global_messages_acknowledged_total"), Some(5.0));
+    assert_eq!(global("rabbitmq_global_messages_confirmed_total"), Some(8.0));
+    assert_eq!(global("rabbitmq_global_messages_unroutable_returned_total"), Some(1.0));
+    assert_eq!(sample(&m, "rabbitmq_connections"), Some(1.0));
+    assert_eq!(sample(&m, "rabbitmq_queues"), Some(1.0));
+    assert!(m.contains("# TYPE rabbitmq_queue_messages_ready gauge"), "{m}");
+    assert!(sample(&m, "rabbitmq_process_resident_memory_bytes").is_some_and(|v| v > 1e6));
+}
+
+#[tokio::test]
+async fn prometheus_reports_queue_depth_per_queue() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    declare_queue(&ch, "depth", QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    for _ in 0..4 {
+        publish_to(&ch, "depth", "12345").await;
+    }
+    sync_point(&ch).await;
+    let per = scrape(&b, "/metrics/per-object");
+    assert_eq!(sample(&per, "rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"depth\"}"), Some(4.0), "{per}");
+    assert_eq!(sample(&per, "rabbitmq_queue_messages_ready_bytes{vhost=\"/\",queue=\"depth\"}"), Some(20.0));
+    let node = scrape(&b, "/metrics");
+    assert_eq!(sample(&node, "rabbitmq_queue_messages_ready"), Some(4.0), "node-wide: no per-queue labels");
+}
