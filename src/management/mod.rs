@@ -8,6 +8,7 @@
 //! applies); reading needs one of the management tags, changing users, vhosts, permissions and
 //! limits needs `administrator`, changing policies `policymaker` or `administrator`.
 
+mod messages;
 mod objects;
 pub mod prometheus;
 pub mod rates;
@@ -30,9 +31,9 @@ use crate::broker::Broker;
 /// An error answered as RabbitMQ does: a status and `{"error": …, "reason": …}`.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    reason: String,
+    pub(crate) status: StatusCode,
+    pub(crate) error: &'static str,
+    pub(crate) reason: String,
 }
 
 impl ApiError {

@@ -33,6 +33,8 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/queues/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>, q: Params| queues(b, c, Some(v), q)))
         .route("/api/queues/{vhost}/{name}", get(queue).put(put_queue).delete(delete_queue))
         .route("/api/queues/{vhost}/{name}/contents", axum::routing::delete(purge_queue))
+        .route("/api/queues/{vhost}/{name}/get", axum::routing::post(super::messages::get))
+        .route("/api/exchanges/{vhost}/{name}/publish", axum::routing::post(super::messages::publish))
         .route("/api/exchanges", get(|b: B, c: Caller, q: Params| exchanges(b, c, None, q)))
         .route(
             "/api/exchanges/{vhost}",
@@ -195,7 +197,7 @@ async fn queue(State(b): B, _c: Caller, Path((vhost, name)): Path<(String, Strin
 
 /// The caller's permission check in a vhost, as for an AMQP client (403 → 401 here, as the API
 /// answers a refused operation with `not_authorised`).
-fn permitted(
+pub(super) fn permitted(
     b: &Broker,
     c: &Caller,
     vhost: &str,
