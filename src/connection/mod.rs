@@ -141,9 +141,9 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
     // an unauthenticated peer cannot make the broker buffer more.
     let mut framed = FramedRead::new(rd, FrameCodec::new(crate::protocol::FRAME_MIN_SIZE));
 
-    let negotiated =
+    let (negotiated, open_ok) =
         match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer, tls)).await {
-            Ok(Some(n)) => n,
+            Ok(Some((n, open_ok))) => (n, open_ok),
             Ok(None) => return,
             Err(_) => {
                 debug!("handshake timed out");
@@ -176,6 +176,11 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
             .map_or(0, |d| d.as_millis() as u64),
     };
     let registration = broker.connections.register_with(id, peer, &negotiated.user, &negotiated.vhost, details);
+    {
+        let mut buf = bytes::BytesMut::new();
+        encode::method(&mut buf, 0, &open_ok);
+        wtx.send(vec![buf.freeze()], 0);
+    }
     let impersonator = users.get(&negotiated.user).is_some_and(|u| u.tags.iter().any(|t| t == "impersonator"));
     let conn = Connection {
         id,
@@ -223,7 +228,7 @@ async fn handshake(
     broker: &Broker,
     peer: SocketAddr,
     tls: Option<Option<String>>,
-) -> Option<Negotiated> {
+) -> Option<(Negotiated, AMQPClass)> {
     let send = |method: &AMQPClass| {
         let mut buf = bytes::BytesMut::new();
         encode::method(&mut buf, 0, method);
@@ -292,8 +297,9 @@ async fn handshake(
                 state = next;
             }
             Ok(Progress::Done(n, reply)) => {
-                send(&reply);
-                return Some(n);
+                // open-ok is sent by the caller once the connection is registered (so the
+                // connection limits count it before its client can open another).
+                return Some((n, reply));
             }
             Err(HandshakeError::Close(e)) => {
                 fail(e);

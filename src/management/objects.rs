@@ -47,6 +47,9 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/connections/{name}", get(connection).delete(close_connection))
         .route("/api/consumers", get(|b: B, c: Caller| consumers(b, c, None)))
         .route("/api/consumers/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>| consumers(b, c, Some(v))))
+        .route("/api/nodes", get(|b: B, c: Caller| async move { Json(Value::Array(vec![node_json(&b, &c)])) }))
+        .route("/api/nodes/{node}", get(node))
+        .route("/api/extensions", get(|_c: Caller| async { Json(json!([])) }))
         .route("/api/health/checks/alarms", get(alarms))
         .route("/api/health/checks/local-alarms", get(alarms))
         .route("/api/health/checks/virtual-hosts", get(ok))
@@ -459,6 +462,33 @@ async fn overview(State(b): B, _c: Caller, rates: axum::Extension<Arc<super::rat
         "listeners": listeners,
         "exchange_types": types.iter().map(|t| json!({"name": t, "description": "", "enabled": true})).collect::<Vec<_>>(),
     }))
+}
+
+/// The one node, with what Warren knows of it (RabbitMQ's `/api/nodes` fields).
+fn node_json(b: &Broker, _c: &Caller) -> Value {
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()))
+        .map_or(0, |p| p * 4096);
+    let types: Vec<Value> =
+        ["direct", "fanout", "headers", "topic"].iter().map(|t| json!({"name": t, "enabled": true})).collect();
+    json!({
+        "name": NODE, "type": "disc", "running": true, "uptime": b.started.elapsed().as_millis() as u64,
+        "mem_used": rss, "mem_alarm": b.disk_alarm.is_raised(), "disk_free_alarm": b.disk_alarm.is_raised(),
+        "disk_free_limit": b.config.storage.disk_free_limit, "fd_used": fds,
+        "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "rates_mode": "basic", "partitions": [], "os_pid": std::process::id().to_string(),
+        "auth_mechanisms": b.config.auth.mechanisms.iter().map(|m| json!({"name": m, "enabled": true})).collect::<Vec<_>>(),
+        "exchange_types": types,
+    })
+}
+
+async fn node(State(b): B, c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    if name != NODE {
+        return Err(ApiError::not_found());
+    }
+    Ok(Json(node_json(&b, &c)))
 }
 
 fn ok_status() -> Response {

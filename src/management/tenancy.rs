@@ -28,6 +28,14 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/users", get(users))
         .route("/api/users/{user}", get(user).put(put_user).delete(delete_user))
         .route("/api/permissions", get(permissions))
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(|b: B, c: Caller, Path(v): Path<String>| permissions_of(b, c, v, true)),
+        )
+        .route(
+            "/api/users/{user}/permissions",
+            get(|b: B, c: Caller, Path(u): Path<String>| permissions_of(b, c, u, false)),
+        )
         .route("/api/permissions/{vhost}/{user}", get(permission).put(put_permission).delete(delete_permission))
         .route("/api/topic-permissions", get(topic_permissions))
         .route(
@@ -273,6 +281,23 @@ fn permission_json(p: &PermissionConfig) -> Value {
 async fn permissions(State(b): B, c: Caller) -> ApiResult<Json<Value>> {
     c.administrator()?;
     Ok(Json(Value::Array(b.definitions().permissions.iter().map(permission_json).collect())))
+}
+
+/// The permissions in one vhost (`by_vhost`) or of one user; 404 when it does not exist.
+async fn permissions_of(State(b): B, c: Caller, name: String, by_vhost: bool) -> ApiResult<Json<Value>> {
+    c.administrator()?;
+    let d = b.definitions();
+    let exists = if by_vhost { d.vhost(&name).is_some() } else { d.user(&name).is_some() };
+    if !exists {
+        return Err(ApiError::not_found());
+    }
+    let list = d
+        .permissions
+        .iter()
+        .filter(|p| if by_vhost { p.vhost == name } else { p.user == name })
+        .map(permission_json)
+        .collect();
+    Ok(Json(Value::Array(list)))
 }
 
 async fn permission(State(b): B, c: Caller, Path((vhost, user)): Path<(String, String)>) -> ApiResult<Json<Value>> {

@@ -413,3 +413,19 @@ async fn publish_and_get_through_the_api() {
     );
     assert_eq!((s, v), (404, json!({"error": "not_found", "reason": "NOT_FOUND - no queue 'nope' in vhost '/'"})));
 }
+
+#[tokio::test]
+async fn nodes_extensions_and_permission_lists() {
+    let b = Broker::start();
+    let nodes = b.admin("GET", "/api/nodes", None);
+    let node = &nodes[0];
+    assert_eq!((node["name"].clone(), node["running"].clone()), (json!("warren@localhost"), json!(true)));
+    assert!(node["mem_used"].as_u64().is_some_and(|m| m > 1_000_000), "{node}");
+    assert_eq!(b.admin("GET", "/api/nodes/warren@localhost", None)["name"], "warren@localhost");
+    assert_eq!(b.api("GET", "/api/nodes/rabbit@elsewhere", ("guest", "guest"), None).0, 404);
+    assert_eq!(b.admin("GET", "/api/extensions", None), json!([]));
+    let by_vhost = b.admin("GET", "/api/vhosts/%2F/permissions", None);
+    assert_eq!(by_vhost, json!([{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]));
+    assert_eq!(b.admin("GET", "/api/users/guest/permissions", None), by_vhost);
+    assert_eq!(b.api("GET", "/api/vhosts/nope/permissions", ("guest", "guest"), None).0, 404);
+}
