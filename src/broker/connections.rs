@@ -40,6 +40,19 @@ impl ConnState {
     }
 }
 
+/// One channel as the management API shows it.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelSummary {
+    pub number: u16,
+    pub consumer_count: usize,
+    pub prefetch_count: u32,
+    pub global_prefetch_count: u32,
+    pub messages_unacknowledged: usize,
+    pub messages_unconfirmed: usize,
+    pub confirm: bool,
+    pub transactional: bool,
+}
+
 /// What a connection negotiated (for the management API).
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionDetails {
@@ -53,6 +66,8 @@ pub struct ConnectionDetails {
     pub tls: bool,
     /// Milliseconds since the Unix epoch.
     pub connected_at: u64,
+    /// The connection's inbox (the management API asks it for its channels).
+    pub inbox: Option<crate::queue::ConnInbox>,
 }
 
 /// What the broker knows of one open connection.
@@ -72,6 +87,14 @@ pub struct ConnectionInfo {
 }
 
 impl ConnectionInfo {
+    /// Its open channels, as the connection task reports them (None: it did not answer).
+    pub async fn channels_summary(&self) -> Option<Vec<ChannelSummary>> {
+        let inbox = self.details.inbox.as_ref()?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        inbox.send(crate::queue::ConnEvent::DescribeChannels { reply }).ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(2), rx).await.ok()?.ok()
+    }
+
     /// RabbitMQ's connection name: `peer -> local`.
     pub fn name(&self) -> String {
         match self.details.local {

@@ -171,6 +171,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         client_properties: negotiated.client_properties.clone(),
         auth_mechanism: negotiated.mechanism.clone(),
         tls: tls_connection,
+        inbox: Some(inbox.clone()),
         connected_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
@@ -830,6 +831,25 @@ impl Connection {
                 if ch.cancelling.remove(&consumer_tag) == Some(false) {
                     methods::send_cancel_ok(&mut self.out, channel, &consumer_tag);
                 }
+            }
+            ConnEvent::DescribeChannels { reply } => {
+                let mut list: Vec<_> = self
+                    .channels
+                    .values()
+                    .filter(|c| c.phase == ChannelPhase::Open)
+                    .map(|c| crate::broker::connections::ChannelSummary {
+                        number: c.id,
+                        consumer_count: c.consumers.len(),
+                        prefetch_count: c.consumer_prefetch,
+                        global_prefetch_count: c.limit.limit(),
+                        messages_unacknowledged: c.unacked.len(),
+                        messages_unconfirmed: c.confirms.as_ref().map_or(0, |x| x.outstanding()),
+                        confirm: c.confirms.is_some(),
+                        transactional: c.tx.is_some(),
+                    })
+                    .collect();
+                list.sort_by_key(|c| c.number);
+                let _ = reply.send(list);
             }
             ConnEvent::ConsumerTimeout { channel, timeout_ms } => {
                 if self.channels.get(&channel).is_some_and(|c| c.phase == ChannelPhase::Open) {

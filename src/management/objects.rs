@@ -45,6 +45,8 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/bindings/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>| bindings(b, c, Some(v))))
         .route("/api/connections", get(connections))
         .route("/api/connections/{name}", get(connection).delete(close_connection))
+        .route("/api/channels", get(channels))
+        .route("/api/connections/{name}/channels", get(connection_channels))
         .route("/api/consumers", get(|b: B, c: Caller| consumers(b, c, None)))
         .route("/api/consumers/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>| consumers(b, c, Some(v))))
         .route("/api/nodes", get(|b: B, c: Caller| async move { Json(Value::Array(vec![node_json(&b, &c)])) }))
@@ -407,6 +409,43 @@ async fn close_connection(State(b): B, c: Caller, Path(name): Path<String>, h: H
     let reason = h.get("x-reason").and_then(|v| v.to_str().ok()).unwrap_or("Closed via management plugin");
     found.force_close(reason);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn channels_of(c: &crate::broker::connections::ConnectionInfo) -> Vec<Value> {
+    let name = c.name();
+    c.channels_summary()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|ch| {
+            json!({
+                "name": format!("{name} ({})", ch.number), "number": ch.number, "node": NODE,
+                "user": c.user, "vhost": c.vhost, "state": "running",
+                "connection_details": {"name": name, "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()},
+                "consumer_count": ch.consumer_count, "prefetch_count": ch.prefetch_count,
+                "global_prefetch_count": ch.global_prefetch_count,
+                "messages_unacknowledged": ch.messages_unacknowledged, "messages_unconfirmed": ch.messages_unconfirmed,
+                "messages_uncommitted": 0, "acks_uncommitted": 0, "confirm": ch.confirm,
+                "transactional": ch.transactional, "message_stats": {}, "user_who_performed_action": c.user,
+            })
+        })
+        .collect()
+}
+
+async fn channels(State(b): B, c: Caller, Query(p): Params) -> ApiResult<Json<Value>> {
+    let admin = c.tags.iter().any(|t| t == "administrator" || t == "monitoring");
+    let mut conns: Vec<_> = b.connections.snapshot().into_iter().filter(|x| admin || x.user == c.name).collect();
+    conns.sort_by_key(|x| x.id);
+    let mut out = Vec::new();
+    for x in conns {
+        out.extend(channels_of(&x).await);
+    }
+    Ok(Json(list(out, &p)?))
+}
+
+async fn connection_channels(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let found = b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(Value::Array(channels_of(&found).await)))
 }
 
 async fn consumers(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<Json<Value>> {

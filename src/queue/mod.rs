@@ -210,6 +210,10 @@ impl QueueCmd {
 /// What a queue sends to a connection.
 #[derive(Debug)]
 pub enum ConnEvent {
+    /// The management API asks for the connection's channels.
+    DescribeChannels {
+        reply: oneshot::Sender<Vec<crate::broker::connections::ChannelSummary>>,
+    },
     Deliver {
         channel: u16,
         consumer_tag: Arc<str>,

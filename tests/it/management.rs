@@ -139,6 +139,16 @@ async fn objects_have_rabbitmqs_fields_and_live_values() {
         (json!("guest"), json!("/"), json!("running"), json!("PLAIN"))
     );
     assert!(c["client_properties"]["product"].is_string(), "lapin's client properties");
+    let chan = first(&b.admin("GET", "/api/channels", None));
+    assert_eq!(
+        (
+            chan["number"].clone(),
+            chan["consumer_count"].clone(),
+            chan["prefetch_count"].clone(),
+            chan["messages_unacknowledged"].clone()
+        ),
+        (json!(1), json!(1), json!(5), json!(3))
+    );
 }
 
 #[tokio::test]
