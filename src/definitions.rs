@@ -321,10 +321,11 @@ impl Definitions {
         Ok(out)
     }
 
-    /// Read a definitions file.
-    pub fn read(path: &std::path::Path) -> Result<Definitions, String> {
+    /// Read a definitions file: its tenancy part and its queues, exchanges and bindings.
+    pub fn read(path: &std::path::Path) -> Result<(Definitions, Topologies), String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("the definitions file {} cannot be used: {e}", path.display()))
+        let unusable = |e: String| format!("the definitions file {} cannot be used: {e}", path.display());
+        Ok((Self::parse(&text).map_err(unusable)?, parse_topologies(&text).map_err(unusable)?))
     }
 
     /// Add `other` over these: entries with the same key (a user's name; a vhost's; a
@@ -340,8 +341,7 @@ impl Definitions {
             self.put_permission(p);
         }
         for t in other.topic_permissions {
-            self.topic_permissions.retain(|x| (&x.user, &x.vhost, &x.exchange) != (&t.user, &t.vhost, &t.exchange));
-            self.topic_permissions.push(t);
+            self.put_topic_permission(t);
         }
         for p in other.policies {
             self.put_policy(p);
@@ -365,6 +365,12 @@ impl Definitions {
     pub fn put_permission(&mut self, p: PermissionConfig) {
         self.permissions.retain(|x| (&x.user, &x.vhost) != (&p.user, &p.vhost));
         self.permissions.push(p);
+    }
+
+    /// Add or replace the topic permission of a user on one exchange in one vhost.
+    pub fn put_topic_permission(&mut self, t: TopicPermissionConfig) {
+        self.topic_permissions.retain(|x| (&x.user, &x.vhost, &x.exchange) != (&t.user, &t.vhost, &t.exchange));
+        self.topic_permissions.push(t);
     }
 
     pub fn put_policy(&mut self, p: PolicyDef) {
@@ -573,8 +579,7 @@ pub fn at_start(
         d.put_permission(p.clone());
     }
     for t in &auth.topic_permissions {
-        d.topic_permissions.retain(|x| (&x.user, &x.vhost, &x.exchange) != (&t.user, &t.vhost, &t.exchange));
-        d.topic_permissions.push(t.clone());
+        d.put_topic_permission(t.clone());
     }
     for (list, operator) in [(&config.policies, false), (&config.operator_policies, true)] {
         for p in list {

@@ -141,9 +141,12 @@ impl Broker {
         let tenancy_file = TenancyFile::new(&config.data_dir);
         let saved = tenancy_file.load().map_err(BrokerError::Config)?;
         let import_path = config.definitions.import_file.as_ref().or(config.auth.definitions.as_ref());
-        let imported = match import_path {
-            Some(path) => Some(Definitions::read(path).map_err(BrokerError::Config)?),
-            None => None,
+        let (imported, topologies) = match import_path {
+            Some(path) => {
+                let (d, t) = Definitions::read(path).map_err(BrokerError::Config)?;
+                (Some(d), t)
+            }
+            None => (None, Vec::new()),
         };
         if let Some(i) = &imported
             && !i.not_imported.is_empty()
@@ -152,16 +155,23 @@ impl Broker {
             tracing::warn!(
                 sections = %sections.join(", "),
                 "the definitions file has sections this version does not import (it imports users, vhosts, \
-                 permissions, topic permissions, policies, operator policies and limits); they are ignored"
+                 permissions, topic permissions, policies, operator policies, limits, queues, exchanges and \
+                 bindings); they are ignored"
             );
         }
         let defs = crate::definitions::at_start(&config, saved, imported).map_err(BrokerError::Config)?;
         let users = crate::auth::Users::build(&defs, &config.auth).map_err(BrokerError::Config)?;
+        for name in config.auth.loopback_users.iter().filter(|n| defs.user(n).is_none()) {
+            tracing::warn!(user = %name, "auth.loopback_users names a user that does not exist");
+        }
         let mut vhosts = HashMap::new();
         for v in &defs.vhosts {
             let policies = compile_policies(&defs, &v.name).map_err(BrokerError::Config)?;
             let vhost = Self::open_vhost(&config, &persister, v, policies).map_err(BrokerError::Storage)?;
             vhosts.insert(v.name.clone(), vhost);
+        }
+        for e in import_topologies(&vhosts, topologies) {
+            tracing::warn!("definitions file: {e}");
         }
         tenancy_file
             .save(&defs)
@@ -219,6 +229,14 @@ impl Broker {
             .collect()
     }
 
+    /// Every vhost, sorted by name.
+    pub fn vhosts_sorted(&self) -> Vec<Arc<VHost>> {
+        let mut all: Vec<Arc<VHost>> =
+            self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
     /// The users and their permissions now.
     pub fn users(&self) -> Arc<crate::auth::Users> {
         self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -240,11 +258,8 @@ impl Broker {
     /// limits, and each vhost's durable exchanges, queues and bindings.
     pub fn export_definitions(&self) -> serde_json::Value {
         let mut v = self.definitions().to_json();
-        let vhosts = self.vhosts.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut names: Vec<&String> = vhosts.keys().collect();
-        names.sort();
         let t: crate::definitions::Topologies =
-            names.into_iter().map(|n| (n.clone(), vhosts[n].durable_topology())).collect();
+            self.vhosts_sorted().iter().map(|v| (v.name().to_string(), v.durable_topology())).collect();
         crate::definitions::add_topologies(&mut v, &t);
         v
     }

@@ -411,6 +411,20 @@ async fn definitions_export_imports_into_a_fresh_broker() {
     let (code, _) =
         expect_amqp_error(declare_queue(&ch, "q", QueueDeclareOptions::default(), FieldTable::default()).await);
     assert_eq!(code, 403, "her configure permission is empty");
+    // The durable queue with its arguments, the exchange and the binding came along (passive
+    // declares: nothing here creates them); the transient queue did not.
+    let g2 = connect_to(&b2, "guest", "guest", "exported").await.unwrap();
+    let ch = g2.create_channel().await.unwrap();
+    declare_queue(&ch, "kept", QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("the imported queue exists");
+    let q = b2.admin("GET", "/api/queues/exported/kept", None);
+    assert_eq!((q["durable"].clone(), q["arguments"].clone()), (json!(true), json!({"x-max-length": 7})));
+    let (code, _) = expect_amqp_error(declare_queue(&ch, "transient", passive(), FieldTable::default()).await);
+    assert_eq!(code, 404);
+    let ch = g2.create_channel().await.unwrap();
+    publish_props(&ch, "kx", "k.1", "routed", BasicProperties::default()).await;
+    assert_eq!(get_all(&ch, "kept").await, ["routed"], "through the imported exchange and binding");
 }
 
 /// `rabbitmqctl export_definitions` of a RabbitMQ 3.10.8 node (tests/fixtures): a vhost with a
