@@ -62,11 +62,6 @@ impl Users {
     /// is no regular expression) is an error naming it.
     pub fn build(defs: &Definitions, auth: &AuthConfig) -> Result<Users, String> {
         let mut users = Users::default();
-        for name in &auth.loopback_users {
-            if defs.user(name).is_none() {
-                tracing::warn!(user = %name, "auth.loopback_users names a user that does not exist");
-            }
-        }
         for u in &defs.users {
             let what = format!("user '{}'", u.name);
             let algorithm = HashingAlgorithm::parse(&u.hashing_algorithm)

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::delayed::{self, Delayed};
 use super::names;
 use super::topology::Topology;
-use crate::definitions::VHostDef;
+use crate::definitions::{VHostDef, VHostLimits};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::dedup::DedupCache;
 use crate::exchange::headers::{XMatch, parse_x_match};
@@ -199,8 +199,14 @@ impl VHost {
     }
 
     /// Its description, tags, default queue type and limits.
-    pub fn settings(&self) -> VHostDef {
-        self.settings.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Its limits (max-connections, max-queues).
+    pub fn limits(&self) -> VHostLimits {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).limits
+    }
+
+    /// The type of durable queues declared without `x-queue-type` (None: classic).
+    pub fn default_queue_type(&self) -> Option<String> {
+        self.settings.read().unwrap_or_else(|p| p.into_inner()).default_queue_type.clone()
     }
 
     pub fn set_settings(&self, s: VHostDef) {
@@ -782,11 +788,11 @@ impl VHost {
             d.name.clone()
         };
         may_configure(&name)?;
-        let settings = self.settings();
+        let default_type = self.default_queue_type();
         // The vhost's default queue type, for durable, non-exclusive queues declared without
         // one (exclusive and transient queues stay classic), written into their arguments.
         let with_type;
-        let d = match settings.default_queue_type.as_deref() {
+        let d = match default_type.as_deref() {
             Some(t)
                 if t != "classic"
                     && d.durable
@@ -812,7 +818,7 @@ impl VHost {
                 self.queue_equivalent(q, &name, d)?;
                 return Ok((q.clone(), false));
             }
-            if let Some(max) = settings.limits.max_queues
+            if let Some(max) = self.limits().max_queues
                 && t.queues.len() as u64 >= max
             {
                 return Err(AmqpError::precondition(format_args!(

@@ -207,18 +207,13 @@ impl Connection {
             }
             routed = !queues.is_empty();
         }
-        let frame_max = self.neg.frame_max;
         self.stats.publish += 1;
-        if !routed {
-            if mandatory {
-                self.stats.return_unroutable += 1;
-            } else {
-                self.stats.drop_unroutable += 1;
-            }
-        }
         if !routed && mandatory {
+            self.stats.return_unroutable += 1;
             encode::basic_return(&mut self.out, ch, 312, "NO_ROUTE", &msg.exchange, msg.routing_key.as_wire());
-            encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, frame_max);
+            encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, self.neg.frame_max);
+        } else if !routed {
+            self.stats.drop_unroutable += 1;
         }
         let Some(chan) = self.channels.get_mut(&ch) else {
             self.routed = queues;

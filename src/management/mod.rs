@@ -126,6 +126,13 @@ fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// This process's resident memory (bytes) and open file descriptors (Linux; 0 elsewhere).
+pub(crate) fn process_usage() -> (u64, u64) {
+    let rss = crate::broker::alarm::resident_bytes().unwrap_or(0);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    (rss, fds)
+}
+
 /// Largest request body (a definitions import of a large node); bodies are read only after
 /// the request authenticated.
 const MAX_BODY: usize = 128 << 20;

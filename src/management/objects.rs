@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 
 use super::{ApiError, ApiResult, Caller};
 use crate::broker::Broker;
+use crate::broker::connections::ConnectionInfo;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, VHost};
 use crate::definitions::{json_to_table, table_to_json};
 use crate::exchange::Destination;
@@ -74,24 +75,15 @@ fn vhost_of(b: &Broker, name: &str) -> ApiResult<Arc<VHost>> {
 fn vhosts_of(b: &Broker, one: Option<String>) -> ApiResult<Vec<Arc<VHost>>> {
     match one {
         Some(v) => Ok(vec![vhost_of(b, &v)?]),
-        None => {
-            let mut names: Vec<String> = b.definitions().vhosts.into_iter().map(|v| v.name).collect();
-            names.sort();
-            Ok(names.iter().filter_map(|n| b.vhost(n)).collect())
-        }
+        None => Ok(b.vhosts_sorted()),
     }
 }
 
-async fn info(q: &QueueEntry) -> Option<QueueInfo> {
-    let (reply, rx) = oneshot::channel();
-    let _ = q.handle.ctl.send(QueueCmd::Info { reply });
-    rx.await.ok().flatten()
-}
-
-fn queue_json(b: &Broker, vhost: &VHost, q: &QueueEntry, i: &QueueInfo) -> Value {
+/// A queue's JSON; `conns` is one snapshot of the connections for the whole request.
+fn queue_json(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &QueueInfo) -> Value {
     let applied = vhost.policies().for_queue(&q.name, q.args.queue_type);
     let consumers = i.consumers.len();
-    let owner = b.connections.snapshot().into_iter().find(|c| Some(c.id) == q.exclusive_owner);
+    let owner = conns.iter().find(|c| Some(c.id) == q.exclusive_owner);
     json!({
         "name": q.name, "vhost": vhost.name(), "durable": q.durable, "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(), "arguments": table_to_json(&q.arguments),
@@ -110,7 +102,7 @@ fn queue_json(b: &Broker, vhost: &VHost, q: &QueueEntry, i: &QueueInfo) -> Value
             "consumer_tag": &*c.tag, "ack_required": !c.no_ack, "exclusive": c.exclusive,
             "prefetch_count": c.prefetch, "active": true, "activity_status": "up", "arguments": {},
             "queue": {"name": q.name, "vhost": vhost.name()},
-            "channel_details": {"number": c.channel, "connection_name": b.connections.snapshot().iter().find(|x| x.id == c.conn_id).map(|x| x.name())},
+            "channel_details": {"number": c.channel, "connection_name": conns.iter().find(|x| x.id == c.conn_id).map(|x| x.name())},
         })).collect::<Vec<_>>(),
         "single_active_consumer_tag": i.single_active_consumer_tag,
         "exclusive_consumer_tag": i.consumers.iter().find(|c| c.exclusive).map(|c| c.tag.to_string()),
@@ -179,14 +171,15 @@ fn list(mut items: Vec<Value>, p: &HashMap<String, String>) -> ApiResult<Value> 
 }
 
 async fn queues(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Params) -> ApiResult<Json<Value>> {
+    let conns = b.connections.snapshot();
     let mut out = Vec::new();
     for v in vhosts_of(&b, vhost)? {
         let t = v.snapshot();
         let mut qs: Vec<&Arc<QueueEntry>> = t.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in qs {
-            if let Some(i) = info(q).await {
-                out.push(queue_json(&b, &v, q, &i));
+            if let Some(i) = q.handle.info().await {
+                out.push(queue_json(&conns, &v, q, &i));
             }
         }
     }
@@ -196,8 +189,8 @@ async fn queues(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Params
 async fn queue(State(b): B, _c: Caller, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Json<Value>> {
     let v = vhost_of(&b, &vhost)?;
     let q = v.snapshot().queues.get(&name).cloned().ok_or_else(ApiError::not_found)?;
-    let i = info(&q).await.ok_or_else(ApiError::not_found)?;
-    Ok(Json(queue_json(&b, &v, &q, &i)))
+    let i = q.handle.info().await.ok_or_else(ApiError::not_found)?;
+    Ok(Json(queue_json(&b.connections.snapshot(), &v, &q, &i)))
 }
 
 /// The caller's permission check in a vhost, as for an AMQP client (403 → 401 here, as the API
@@ -375,7 +368,7 @@ async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<J
     Ok(Json(Value::Array(out)))
 }
 
-fn connection_json(c: &crate::broker::connections::ConnectionInfo) -> Value {
+fn connection_json(c: &ConnectionInfo) -> Value {
     let d = &c.details;
     json!({
         "name": c.name(), "node": NODE, "user": c.user, "vhost": c.vhost, "state": c.state().as_str(),
@@ -388,21 +381,32 @@ fn connection_json(c: &crate::broker::connections::ConnectionInfo) -> Value {
     })
 }
 
-async fn connections(State(b): B, c: Caller) -> Json<Value> {
-    let admin = c.tags.iter().any(|t| t == "administrator" || t == "monitoring");
-    let mut list: Vec<_> = b.connections.snapshot().into_iter().filter(|x| admin || x.user == c.name).collect();
+/// The connections the caller may see (all for administrator and monitoring, else its own),
+/// oldest first.
+fn visible_connections(b: &Broker, c: &Caller) -> Vec<Arc<ConnectionInfo>> {
+    let all = c.tags.iter().any(|t| t == "administrator" || t == "monitoring");
+    let mut list: Vec<_> = b.connections.snapshot().into_iter().filter(|x| all || x.user == c.name).collect();
     list.sort_by_key(|x| x.id);
-    Json(Value::Array(list.iter().map(|x| connection_json(x)).collect()))
+    list
+}
+
+/// The connection with RabbitMQ's name `name` (404 otherwise).
+fn connection_named(b: &Broker, name: &str) -> ApiResult<Arc<ConnectionInfo>> {
+    b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)
+}
+
+async fn connections(State(b): B, c: Caller) -> Json<Value> {
+    Json(Value::Array(visible_connections(&b, &c).iter().map(|x| connection_json(x)).collect()))
 }
 
 async fn connection(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let found = b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)?;
+    let found = connection_named(&b, &name)?;
     Ok(Json(connection_json(&found)))
 }
 
 /// Close a connection: 320 with `X-Reason` (RabbitMQ's default: "Closed via management plugin").
 async fn close_connection(State(b): B, c: Caller, Path(name): Path<String>, h: HeaderMap) -> ApiResult<Response> {
-    let found = b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)?;
+    let found = connection_named(&b, &name)?;
     if found.user != c.name {
         c.administrator()?;
     }
@@ -411,7 +415,7 @@ async fn close_connection(State(b): B, c: Caller, Path(name): Path<String>, h: H
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn channels_of(c: &crate::broker::connections::ConnectionInfo) -> Vec<Value> {
+async fn channels_of(c: &ConnectionInfo) -> Vec<Value> {
     let name = c.name();
     c.channels_summary()
         .await
@@ -433,30 +437,28 @@ async fn channels_of(c: &crate::broker::connections::ConnectionInfo) -> Vec<Valu
 }
 
 async fn channels(State(b): B, c: Caller, Query(p): Params) -> ApiResult<Json<Value>> {
-    let admin = c.tags.iter().any(|t| t == "administrator" || t == "monitoring");
-    let mut conns: Vec<_> = b.connections.snapshot().into_iter().filter(|x| admin || x.user == c.name).collect();
-    conns.sort_by_key(|x| x.id);
     let mut out = Vec::new();
-    for x in conns {
+    for x in visible_connections(&b, &c) {
         out.extend(channels_of(&x).await);
     }
     Ok(Json(list(out, &p)?))
 }
 
 async fn connection_channels(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let found = b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)?;
+    let found = connection_named(&b, &name)?;
     Ok(Json(Value::Array(channels_of(&found).await)))
 }
 
 async fn consumers(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<Json<Value>> {
+    let conns = b.connections.snapshot();
     let mut out = Vec::new();
     for v in vhosts_of(&b, vhost)? {
         let t = v.snapshot();
         let mut qs: Vec<&Arc<QueueEntry>> = t.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in qs {
-            if let Some(i) = info(q).await {
-                out.extend(queue_json(&b, &v, q, &i)["consumer_details"].as_array().cloned().unwrap_or_default());
+            if let Some(i) = q.handle.info().await {
+                out.extend(queue_json(&conns, &v, q, &i)["consumer_details"].as_array().cloned().unwrap_or_default());
             }
         }
     }
@@ -471,7 +473,7 @@ async fn overview(State(b): B, _c: Caller, rates: axum::Extension<Arc<super::rat
         exchanges += t.exchanges.len() as u64 + 1;
         for q in t.queues.values() {
             queues += 1;
-            if let Some(i) = info(q).await {
+            if let Some(i) = q.handle.info().await {
                 ready += i.messages_ready as u64;
                 unacked += i.messages_unacknowledged as u64;
                 consumers += i.consumers.len() as u64;
@@ -505,11 +507,7 @@ async fn overview(State(b): B, _c: Caller, rates: axum::Extension<Arc<super::rat
 
 /// The one node, with what Warren knows of it (RabbitMQ's `/api/nodes` fields).
 fn node_json(b: &Broker, _c: &Caller) -> Value {
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|n| n.parse::<u64>().ok()))
-        .map_or(0, |p| p * 4096);
+    let (rss, fds) = super::process_usage();
     let types: Vec<Value> =
         ["direct", "fanout", "headers", "topic"].iter().map(|t| json!({"name": t, "enabled": true})).collect();
     json!({

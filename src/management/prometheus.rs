@@ -50,17 +50,6 @@ fn counter(r: &mut Registry, name: &str, help: &str, v: u64) {
     r.register(name, help, f);
 }
 
-/// Resident memory and open file descriptors of this process (Linux; 0 elsewhere).
-fn process() -> (i64, i64) {
-    let page = 4096;
-    let rss = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|n| n.parse::<i64>().ok()))
-        .map_or(0, |pages| pages * page);
-    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as i64);
-    (rss, fds)
-}
-
 async fn scrape(State(b): State<Arc<Broker>>, per_object: bool) -> impl IntoResponse {
     let mut r = Registry::default();
     let info: Family<Labels, Gauge> = Family::default();
@@ -96,14 +85,10 @@ async fn scrape(State(b): State<Arc<Broker>>, per_object: bool) -> impl IntoResp
     let families: Vec<Family<Labels, Gauge>> = names.iter().map(|_| Family::default()).collect();
     let mut sums = [0i64; 7];
     let (mut queues, mut consumers) = (0i64, 0i64);
-    let mut vhosts: Vec<String> = b.definitions().vhosts.into_iter().map(|v| v.name).collect();
-    vhosts.sort();
-    for v in vhosts.iter().filter_map(|n| b.vhost(n)) {
+    for v in b.vhosts_sorted() {
         let t = v.snapshot();
         for q in t.queues.values() {
-            let (reply, rx) = tokio::sync::oneshot::channel();
-            let _ = q.handle.ctl.send(crate::queue::QueueCmd::Info { reply });
-            let Some(i) = rx.await.ok().flatten() else { continue };
+            let Some(i) = q.handle.info().await else { continue };
             queues += 1;
             consumers += i.consumers.len() as i64;
             let labels: Labels = vec![("vhost".into(), v.name().into()), ("queue".into(), q.name.clone())];
@@ -180,9 +165,9 @@ async fn scrape(State(b): State<Arc<Broker>>, per_object: bool) -> impl IntoResp
     ] {
         counter(&mut r, name, help, v);
     }
-    let (rss, fds) = process();
-    gauge(&mut r, "rabbitmq_process_resident_memory_bytes", "Memory used in bytes", rss);
-    gauge(&mut r, "rabbitmq_process_open_fds", "Open file descriptors", fds);
+    let (rss, fds) = super::process_usage();
+    gauge(&mut r, "rabbitmq_process_resident_memory_bytes", "Memory used in bytes", rss as i64);
+    gauge(&mut r, "rabbitmq_process_open_fds", "Open file descriptors", fds as i64);
     gauge(&mut r, "rabbitmq_erlang_uptime_seconds", "Node uptime", b.started.elapsed().as_secs() as i64);
     gauge(
         &mut r,

@@ -398,8 +398,7 @@ async fn put_topic_permission(
         .iter()
         .any(|x| (&x.vhost, &x.user, &x.exchange) == (&vhost, &user, &t.exchange));
     store(&b, created, |d| {
-        d.topic_permissions.retain(|x| (&x.vhost, &x.user, &x.exchange) != (&t.vhost, &t.user, &t.exchange));
-        d.topic_permissions.push(t);
+        d.put_topic_permission(t);
     })
     .await
 }

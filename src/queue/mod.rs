@@ -51,6 +51,14 @@ pub struct QueueHandle {
 }
 
 impl QueueHandle {
+    /// The queue's state for the management API (None once it is deleted). On the control
+    /// mailbox, and not counted as use for `x-expires`.
+    pub async fn info(&self) -> Option<QueueInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.ctl.send(QueueCmd::Info { reply }).ok()?;
+        rx.await.ok().flatten()
+    }
+
     /// Send a command, waiting for room (downstream direction). A deleted queue's closed mailbox
     /// is ignored: the message or request simply has no queue any more.
     pub async fn send(&self, cmd: QueueCmd) {
