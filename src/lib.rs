@@ -49,5 +49,6 @@ pub mod message;
 pub mod protocol;
 pub mod queue;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod tls;

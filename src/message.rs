@@ -125,6 +125,14 @@ impl Message {
         self.properties().expiration().as_ref().map(|e| e.as_str())
     }
 
+    /// The `timestamp` property (seconds), if set (decoding only then).
+    pub fn timestamp(&self) -> Option<u64> {
+        if !self.summary.has(properties::TIMESTAMP) {
+            return None;
+        }
+        *self.properties().timestamp()
+    }
+
     /// Whether the publisher asked for persistence (delivery-mode 2).
     pub fn is_persistent(&self) -> bool {
         self.summary.delivery_mode == Some(2)

@@ -51,6 +51,7 @@ pub struct ChannelSummary {
     pub messages_unconfirmed: usize,
     pub confirm: bool,
     pub transactional: bool,
+    pub counters: crate::stats::LocalCounters,
 }
 
 /// What a connection negotiated (for the management API).
@@ -68,6 +69,8 @@ pub struct ConnectionDetails {
     pub connected_at: u64,
     /// The connection's inbox (the management API asks it for its channels).
     pub inbox: Option<crate::queue::ConnInbox>,
+    /// Its socket traffic.
+    pub octets: Arc<crate::stats::Octets>,
 }
 
 /// What the broker knows of one open connection.

@@ -5,7 +5,6 @@ pub mod connections;
 pub mod delayed;
 pub mod names;
 pub mod rate_limit;
-pub mod stats;
 pub mod topology;
 pub mod vhost;
 
@@ -49,8 +48,8 @@ pub struct Broker {
     pub disk_alarm: alarm::DiskAlarm,
     /// The open connections and their states.
     pub connections: Arc<connections::Connections>,
-    /// Message counters since start (see [`stats`]).
-    pub counters: stats::Counters,
+    /// Message counters since start (see [`crate::stats`]).
+    pub counters: crate::stats::Counters,
     /// When the broker started.
     pub started: std::time::Instant,
     /// The bound listeners: (protocol as RabbitMQ names it, address).

@@ -107,6 +107,10 @@ pub struct VHost {
     policies: RwLock<Arc<Policies>>,
     /// Description, tags, default queue type and limits.
     settings: RwLock<VHostDef>,
+    /// Message counters of its connections (RabbitMQ's vhost `message_stats`).
+    pub counters: crate::stats::Counters,
+    /// `publish_in`/`publish_out` per exchange.
+    pub exchange_counts: crate::stats::ExchangeCounts,
 }
 
 fn b(v: bool) -> &'static str {
@@ -195,6 +199,8 @@ impl VHost {
             unrestored: Mutex::new(Definitions::default()),
             policies: RwLock::new(Arc::new(policies)),
             settings: RwLock::new(settings),
+            counters: Default::default(),
+            exchange_counts: Default::default(),
         })
     }
 

@@ -47,6 +47,8 @@ pub struct Channel {
     pub reply_consumer: Option<ReplyConsumer>,
     /// Some once `tx.select` was received: the work held until `tx.commit`.
     pub tx: Option<TxBuffer>,
+    /// What happened on this channel (RabbitMQ's channel `message_stats`).
+    pub stats: crate::stats::LocalCounters,
 }
 
 /// This channel's consumer of `amq.rabbitmq.reply-to`.
@@ -83,6 +85,7 @@ impl Channel {
             last_queue: None,
             reply_consumer: None,
             tx: None,
+            stats: Default::default(),
         }
     }
 

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -107,8 +107,8 @@ pub async fn serve(transport: Transport, peer: SocketAddr, broker: Arc<Broker>) 
 async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u64) {
     let Transport { local, reader: rd, sink: mut wr, tls } = transport;
     let tls_connection = tls.is_some();
-    let rx_bytes = Arc::new(AtomicU64::new(0));
-    let mut rd = CountingReader { inner: rd, count: rx_bytes.clone() };
+    let traffic = Arc::new(crate::stats::Octets::default());
+    let mut rd = CountingReader { inner: rd, octets: traffic.clone() };
     // One deadline for the whole handshake, from accept to open-ok (RabbitMQ's
     // handshake_timeout): a peer sending a byte at a time cannot stretch it.
     let handshake_deadline = Instant::now() + Duration::from_secs(broker.config.amqp.handshake_timeout);
@@ -172,6 +172,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         auth_mechanism: negotiated.mechanism.clone(),
         tls: tls_connection,
         inbox: Some(inbox.clone()),
+        octets: traffic.clone(),
         connected_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
@@ -212,6 +213,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         rate_used: (0, 0),
         write_allowed: None,
         stats: Default::default(),
+        exchange_stats: Default::default(),
         throttled_until: None,
         compact_left: publish::COMPACT_FIRST,
         definitions_wait: 0,
@@ -219,7 +221,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         content_budget: crate::channel::assembler::ContentBudget::new(broker_content_limit),
         done: false,
     };
-    conn.run(framed, inbox_rx, rx_bytes).await;
+    conn.run(framed, inbox_rx, traffic).await;
 }
 
 /// Drive the handshake; None when it failed (the failure was already answered).
@@ -419,7 +421,9 @@ pub struct Connection {
     /// Messages and body bytes published since the limits were last charged.
     pub(crate) rate_used: (u64, u64),
     /// Message counts not yet added to the broker's totals (once per loop turn).
-    pub(crate) stats: crate::broker::stats::LocalCounters,
+    pub(crate) stats: crate::stats::LocalCounters,
+    /// Per-exchange `publish_in`/`publish_out` not yet added to the vhost's.
+    pub(crate) exchange_stats: crate::stats::LocalExchangeCounts,
     /// The last exchange this connection was allowed to publish to (cleared when the
     /// permissions change).
     pub(crate) write_allowed: Option<Box<str>>,
@@ -444,7 +448,7 @@ impl Connection {
         mut self,
         mut framed: Framed,
         mut inbox_rx: mpsc::UnboundedReceiver<ConnEvent>,
-        rx_bytes: Arc<AtomicU64>,
+        octets: Arc<crate::stats::Octets>,
     ) {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let info = self.registration.info.clone();
@@ -516,7 +520,7 @@ impl Connection {
                             h.touch(now);
                         }
                     }
-                    let action = self.heartbeat.as_mut().map(|h| h.poll(now, rx_bytes.load(Ordering::Relaxed)));
+                    let action = self.heartbeat.as_mut().map(|h| h.poll(now, octets.recv_oct.load(Ordering::Relaxed)));
                     match action {
                         Some(HeartbeatAction::Send) => encode::heartbeat(self.out_buf()),
                         Some(HeartbeatAction::TimedOut) => {
@@ -540,7 +544,11 @@ impl Connection {
             }
             self.flush();
             if !self.stats.is_zero() {
+                self.vhost.counters.add(&self.stats);
                 self.broker.counters.absorb(&mut self.stats);
+            }
+            if !self.exchange_stats.is_empty() {
+                self.vhost.exchange_counts.absorb(&mut self.exchange_stats);
             }
             if !self.output_blocked && self.writer.is_backed_up() {
                 debug!(unsent = self.writer.unsent(), "peer does not read its output; not reading its socket");
@@ -592,6 +600,7 @@ impl Connection {
             return;
         }
         let segments = self.out.take();
+        self.registration.info.details.octets.sent(segments.iter().map(bytes::Bytes::len).sum());
         let credit = std::mem::take(&mut self.credit);
         if let Some(h) = self.heartbeat.as_mut() {
             h.sent(Instant::now());
@@ -795,10 +804,13 @@ impl Connection {
                 if let Some(queue) = queue {
                     ch.unacked.insert(tag, crate::channel::unacked::Pending { queue, seq, from_consumer: true });
                     self.stats.deliver += 1;
+                    ch.stats.deliver += 1;
                 } else {
                     self.stats.deliver_no_ack += 1;
+                    ch.stats.deliver_no_ack += 1;
                 }
                 self.stats.redeliver += redelivered as u64;
+                ch.stats.redeliver += redelivered as u64;
                 encode::deliver(
                     &mut self.out,
                     channel,
@@ -819,6 +831,7 @@ impl Connection {
                 let before = confirms.acked;
                 let frames = if ack { confirms.on_accepted(&seqs) } else { confirms.on_rejected(&seqs) };
                 self.stats.confirm += confirms.acked - before;
+                ch.stats.confirm += confirms.acked - before;
                 for c in frames {
                     encode::confirm(&mut self.out, channel, c.tag, c.multiple, c.ack);
                 }
@@ -846,6 +859,7 @@ impl Connection {
                         messages_unconfirmed: c.confirms.as_ref().map_or(0, |x| x.outstanding()),
                         confirm: c.confirms.is_some(),
                         transactional: c.tx.is_some(),
+                        counters: c.stats,
                     })
                     .collect();
                 list.sort_by_key(|c| c.number);
@@ -929,7 +943,7 @@ pub async fn release_channel(conn_id: u64, mut ch: Channel) {
 /// The socket's read half, counting every byte received (any byte proves the peer alive).
 pub struct CountingReader {
     inner: Box<dyn AsyncRead + Send + Unpin>,
-    count: Arc<AtomicU64>,
+    octets: Arc<crate::stats::Octets>,
 }
 
 impl AsyncRead for CountingReader {
@@ -939,7 +953,7 @@ impl AsyncRead for CountingReader {
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.count.fetch_add(n as u64, Ordering::Relaxed);
+            this.octets.received(n);
         }
         r
     }

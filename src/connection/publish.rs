@@ -208,21 +208,32 @@ impl Connection {
             routed = !queues.is_empty();
         }
         self.stats.publish += 1;
-        if !routed && mandatory {
+        let unroutable = if !routed && mandatory {
             self.stats.return_unroutable += 1;
             encode::basic_return(&mut self.out, ch, 312, "NO_ROUTE", &msg.exchange, msg.routing_key.as_wire());
             encode::content(&mut self.out, ch, &msg.raw_header, &msg.body, self.neg.frame_max);
+            (1, 0)
         } else if !routed {
             self.stats.drop_unroutable += 1;
+            (0, 1)
+        } else {
+            (0, 0)
+        };
+        if self.exchange_stats.count(&msg.exchange, queues.len()) {
+            self.vhost.exchange_counts.absorb(&mut self.exchange_stats);
         }
         let Some(chan) = self.channels.get_mut(&ch) else {
             self.routed = queues;
             return;
         };
+        chan.stats.publish += 1;
+        chan.stats.return_unroutable += unroutable.0;
+        chan.stats.drop_unroutable += unroutable.1;
         if let (Some(seq), Some(c)) = (seq, chan.confirms.as_mut()) {
             c.track(seq, queues.len() as u32 + confirm_later as u32);
             if queues.is_empty() && !confirm_later {
                 self.stats.confirm += 1;
+                chan.stats.confirm += 1;
                 for a in c.acks_for(vec![seq]) {
                     encode::confirm(&mut self.out, ch, a.tag, a.multiple, a.ack);
                 }

@@ -133,6 +133,24 @@ pub(crate) fn process_usage() -> (u64, u64) {
     (rss, fds)
 }
 
+/// `t` as RabbitMQ writes times in the API: `2026-12-04T04:35:00.800+00:00` (UTC).
+pub(crate) fn rfc3339_millis(t: std::time::SystemTime) -> String {
+    let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    let (h, m, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}+00:00")
+}
+
 /// Largest request body (a definitions import of a large node); bodies are read only after
 /// the request authenticated.
 const MAX_BODY: usize = 128 << 20;
@@ -171,5 +189,18 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let app = router(broker, rates).into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await {
         tracing::error!(error = %e, "the management API stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn times_are_written_as_rabbitmq_writes_them() {
+        let at = |ms| super::rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(at(1_796_364_825_123), "2026-12-04T06:13:45.123+00:00");
+        assert_eq!(at(951_782_400_000), "2000-02-29T00:00:00.000+00:00");
+        assert_eq!(at(0), "1970-01-01T00:00:00.000+00:00");
     }
 }

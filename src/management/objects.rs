@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use super::rates::{self, Key, Stats};
 use super::{ApiError, ApiResult, Caller};
 use crate::broker::Broker;
 use crate::broker::connections::ConnectionInfo;
@@ -30,16 +31,19 @@ pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
         .route("/api/overview", get(overview))
         .route("/api/cluster-name", get(|| async { Json(json!({"name": NODE})) }))
-        .route("/api/queues", get(|b: B, c: Caller, q: Params| queues(b, c, None, q)))
-        .route("/api/queues/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>, q: Params| queues(b, c, Some(v), q)))
+        .route("/api/queues", get(|b: B, c: Caller, st: Stats, q: Params| queues(b, c, st, None, q)))
+        .route(
+            "/api/queues/{vhost}",
+            get(|b: B, c: Caller, st: Stats, Path(v): Path<String>, q: Params| queues(b, c, st, Some(v), q)),
+        )
         .route("/api/queues/{vhost}/{name}", get(queue).put(put_queue).delete(delete_queue))
         .route("/api/queues/{vhost}/{name}/contents", axum::routing::delete(purge_queue))
         .route("/api/queues/{vhost}/{name}/get", axum::routing::post(super::messages::get))
         .route("/api/exchanges/{vhost}/{name}/publish", axum::routing::post(super::messages::publish))
-        .route("/api/exchanges", get(|b: B, c: Caller, q: Params| exchanges(b, c, None, q)))
+        .route("/api/exchanges", get(|b: B, c: Caller, st: Stats, q: Params| exchanges(b, c, st, None, q)))
         .route(
             "/api/exchanges/{vhost}",
-            get(|b: B, c: Caller, Path(v): Path<String>, q: Params| exchanges(b, c, Some(v), q)),
+            get(|b: B, c: Caller, st: Stats, Path(v): Path<String>, q: Params| exchanges(b, c, st, Some(v), q)),
         )
         .route("/api/exchanges/{vhost}/{name}", get(exchange).put(put_exchange).delete(delete_exchange))
         .route("/api/bindings", get(|b: B, c: Caller| bindings(b, c, None)))
@@ -80,11 +84,17 @@ fn vhosts_of(b: &Broker, one: Option<String>) -> ApiResult<Vec<Arc<VHost>>> {
 }
 
 /// A queue's JSON; `conns` is one snapshot of the connections for the whole request.
-fn queue_json(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &QueueInfo) -> Value {
+fn queue_json(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &QueueInfo, st: &Stats) -> Value {
     let applied = vhost.policies().for_queue(&q.name, q.args.queue_type);
     let consumers = i.consumers.len();
     let owner = conns.iter().find(|c| Some(c.id) == q.exclusive_owner);
-    json!({
+    let key = Key::Queue(vhost.name().into(), q.name.clone());
+    let (ready, unacked) = (i.messages_ready as u64, i.messages_unacknowledged as u64);
+    let bytes = i.message_bytes_ready + i.message_bytes_unacknowledged;
+    let (paged, paged_bytes) = i.paged_out;
+    let lengths = st
+        .stats(&key, &[("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)]);
+    let mut out = json!({
         "name": q.name, "vhost": vhost.name(), "durable": q.durable, "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(), "arguments": table_to_json(&q.arguments),
         "type": match q.args.queue_type { crate::queue::args::QueueType::Quorum => "quorum", _ => "classic" },
@@ -98,19 +108,49 @@ fn queue_json(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &
         "consumers": consumers,
         "consumer_capacity": if consumers > 0 { 1.0 } else { 0.0 },
         "consumer_utilisation": if consumers > 0 { json!(1.0) } else { Value::Null },
-        "consumer_details": i.consumers.iter().map(|c| json!({
-            "consumer_tag": &*c.tag, "ack_required": !c.no_ack, "exclusive": c.exclusive,
-            "prefetch_count": c.prefetch, "active": true, "activity_status": "up", "arguments": {},
-            "queue": {"name": q.name, "vhost": vhost.name()},
-            "channel_details": {"number": c.channel, "connection_name": conns.iter().find(|x| x.id == c.conn_id).map(|x| x.name())},
-        })).collect::<Vec<_>>(),
+        "consumer_details": consumer_details(conns, vhost, q, i),
         "single_active_consumer_tag": i.single_active_consumer_tag,
         "exclusive_consumer_tag": i.consumers.iter().find(|c| c.exclusive).map(|c| c.tag.to_string()),
         "owner_pid_details": owner.map(|c| json!({"name": c.name(), "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port()})),
         "policy": applied.policy, "operator_policy": applied.operator_policy,
         "effective_policy_definition": applied.definition,
-        "message_stats": {},
-    })
+        "message_stats": st.message_stats(&key, i.counters.into(), rates::QUEUE_MESSAGE_STATS),
+        "messages_persistent": i.persistent.0, "message_bytes_persistent": i.persistent.1,
+        "messages_paged_out": paged, "message_bytes_paged_out": paged_bytes,
+        "messages_ram": (ready + unacked).saturating_sub(paged),
+        "messages_ready_ram": ready.saturating_sub(paged), "messages_unacknowledged_ram": unacked,
+        "message_bytes_ram": bytes.saturating_sub(paged_bytes),
+        "head_message_timestamp": i.head_message_timestamp,
+    });
+    if let Value::Object(m) = &mut out {
+        m.extend(lengths);
+        if let Some(t) = i.idle_since {
+            m.insert("idle_since".into(), super::rfc3339_millis(t).into());
+        }
+    }
+    out
+}
+
+/// A queue's consumers as RabbitMQ lists them.
+fn consumer_details(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &QueueInfo) -> Vec<Value> {
+    i.consumers
+        .iter()
+        .map(|c| {
+            let conn = conns.iter().find(|x| x.id == c.conn_id);
+            json!({
+                "consumer_tag": &*c.tag, "ack_required": !c.no_ack, "exclusive": c.exclusive,
+                "prefetch_count": c.prefetch, "active": true, "activity_status": "up", "arguments": {},
+                "queue": {"name": q.name, "vhost": vhost.name()},
+                "channel_details": {
+                    "number": c.channel, "node": NODE,
+                    "connection_name": conn.map(|x| x.name()),
+                    "name": conn.map(|x| format!("{} ({})", x.name(), c.channel)),
+                    "peer_host": conn.map(|x| x.peer.ip().to_string()), "peer_port": conn.map(|x| x.peer.port()),
+                    "user": conn.map(|x| x.user.clone()),
+                },
+            })
+        })
+        .collect()
 }
 
 /// RabbitMQ's list parameters: `name` (+ `use_regex`), `sort` (+ `sort_reverse`), `columns`,
@@ -170,7 +210,7 @@ fn list(mut items: Vec<Value>, p: &HashMap<String, String>) -> ApiResult<Value> 
     }))
 }
 
-async fn queues(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Params) -> ApiResult<Json<Value>> {
+async fn queues(State(b): B, _c: Caller, st: Stats, vhost: Option<String>, Query(p): Params) -> ApiResult<Json<Value>> {
     let conns = b.connections.snapshot();
     let mut out = Vec::new();
     for v in vhosts_of(&b, vhost)? {
@@ -179,18 +219,31 @@ async fn queues(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Params
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in qs {
             if let Some(i) = q.handle.info().await {
-                out.push(queue_json(&conns, &v, q, &i));
+                out.push(queue_json(&conns, &v, q, &i, &st));
             }
         }
     }
     Ok(Json(list(out, &p)?))
 }
 
-async fn queue(State(b): B, _c: Caller, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn queue(
+    State(b): B,
+    _c: Caller,
+    st: Stats,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let v = vhost_of(&b, &vhost)?;
-    let q = v.snapshot().queues.get(&name).cloned().ok_or_else(ApiError::not_found)?;
+    let t = v.snapshot();
+    let q = t.queues.get(&name).cloned().ok_or_else(ApiError::not_found)?;
     let i = q.handle.info().await.ok_or_else(ApiError::not_found)?;
-    Ok(Json(queue_json(&b.connections.snapshot(), &v, &q, &i)))
+    let mut out = queue_json(&b.connections.snapshot(), &v, &q, &i, &st);
+    // The one-queue view adds its bindings' counterpart lists (RabbitMQ's `incoming`,
+    // `deliveries`: per-exchange and per-channel flows, not kept by Warren).
+    if let Value::Object(m) = &mut out {
+        m.insert("incoming".into(), json!([]));
+        m.insert("deliveries".into(), json!([]));
+    }
+    Ok(Json(out))
 }
 
 /// The caller's permission check in a vhost, as for an AMQP client (403 → 401 here, as the API
@@ -272,15 +325,33 @@ async fn purge_queue(State(b): B, c: Caller, Path((vhost, name)): Path<(String, 
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn exchange_json(vhost: &str, x: &crate::exchange::Exchange) -> Value {
+fn exchange_json(v: &VHost, x: &crate::exchange::Exchange, st: &Stats) -> Value {
     json!({
-        "name": x.name, "vhost": vhost, "type": x.declared_type, "durable": x.durable,
+        "name": x.name, "vhost": v.name(), "type": x.declared_type, "durable": x.durable,
         "auto_delete": x.auto_delete, "internal": x.internal, "arguments": table_to_json(&x.arguments),
-        "user_who_performed_action": "", "message_stats": {}, "incoming": [], "outgoing": [],
+        "user_who_performed_action": "", "message_stats": exchange_stats(v, &x.name, st),
+        "incoming": [], "outgoing": [],
     })
 }
 
-async fn exchanges(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Params) -> ApiResult<Json<Value>> {
+/// An exchange's `publish_in`/`publish_out` (RabbitMQ omits `message_stats` content for an
+/// exchange nothing was published to).
+fn exchange_stats(v: &VHost, name: &str, st: &Stats) -> Value {
+    let (i, o) = v.exchange_counts.get(name);
+    if (i, o) == (0, 0) {
+        return json!({});
+    }
+    let key = Key::Exchange(v.name().into(), name.into());
+    Value::Object(st.stats(&key, &[("publish_in", i), ("publish_out", o)]))
+}
+
+async fn exchanges(
+    State(b): B,
+    _c: Caller,
+    st: Stats,
+    vhost: Option<String>,
+    Query(p): Params,
+) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
     for v in vhosts_of(&b, vhost)? {
         let t = v.snapshot();
@@ -288,16 +359,22 @@ async fn exchanges(State(b): B, _c: Caller, vhost: Option<String>, Query(p): Par
         xs.sort_by(|a, b| a.name.cmp(&b.name));
         // The default exchange is listed by RabbitMQ as "".
         out.push(json!({"name": "", "vhost": v.name(), "type": "direct", "durable": true, "auto_delete": false,
-            "internal": false, "arguments": {}, "user_who_performed_action": "rmq-internal", "message_stats": {}}));
-        out.extend(xs.into_iter().map(|x| exchange_json(v.name(), x)));
+            "internal": false, "arguments": {}, "user_who_performed_action": "rmq-internal",
+            "message_stats": exchange_stats(&v, "", &st)}));
+        out.extend(xs.into_iter().map(|x| exchange_json(&v, x, &st)));
     }
     Ok(Json(list(out, &p)?))
 }
 
-async fn exchange(State(b): B, _c: Caller, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Json<Value>> {
+async fn exchange(
+    State(b): B,
+    _c: Caller,
+    st: Stats,
+    Path((vhost, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
     let v = vhost_of(&b, &vhost)?;
     let x = v.snapshot().exchanges.get(&name).cloned().ok_or_else(ApiError::not_found)?;
-    Ok(Json(exchange_json(&vhost, &x)))
+    Ok(Json(exchange_json(&v, &x, &st)))
 }
 
 async fn put_exchange(
@@ -368,9 +445,11 @@ async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<J
     Ok(Json(Value::Array(out)))
 }
 
-fn connection_json(c: &ConnectionInfo) -> Value {
+fn connection_json(c: &ConnectionInfo, st: &Stats) -> Value {
     let d = &c.details;
-    json!({
+    let [recv_oct, recv_cnt, send_oct, send_cnt] = d.octets.get();
+    let octets = st.stats(&Key::Connection(c.id), &[("recv_oct", recv_oct), ("send_oct", send_oct)]);
+    let mut out = json!({
         "name": c.name(), "node": NODE, "user": c.user, "vhost": c.vhost, "state": c.state().as_str(),
         "type": "network", "protocol": "AMQP 0-9-1", "channels": c.channels(),
         "host": d.local.map(|l| l.ip().to_string()), "port": d.local.map(|l| l.port()),
@@ -378,7 +457,12 @@ fn connection_json(c: &ConnectionInfo) -> Value {
         "channel_max": d.channel_max, "frame_max": d.frame_max, "timeout": d.heartbeat,
         "client_properties": table_to_json(&d.client_properties), "auth_mechanism": d.auth_mechanism,
         "ssl": d.tls, "connected_at": d.connected_at, "user_who_performed_action": c.user,
-    })
+        "recv_cnt": recv_cnt, "send_cnt": send_cnt, "send_pend": 0,
+    });
+    if let Value::Object(m) = &mut out {
+        m.extend(octets);
+    }
+    out
 }
 
 /// The connections the caller may see (all for administrator and monitoring, else its own),
@@ -395,13 +479,14 @@ fn connection_named(b: &Broker, name: &str) -> ApiResult<Arc<ConnectionInfo>> {
     b.connections.snapshot().into_iter().find(|x| x.name() == name).ok_or_else(ApiError::not_found)
 }
 
-async fn connections(State(b): B, c: Caller) -> Json<Value> {
-    Json(Value::Array(visible_connections(&b, &c).iter().map(|x| connection_json(x)).collect()))
+async fn connections(State(b): B, c: Caller, st: Stats, Query(p): Params) -> ApiResult<Json<Value>> {
+    let all = visible_connections(&b, &c).iter().map(|x| connection_json(x, &st)).collect();
+    Ok(Json(list(all, &p)?))
 }
 
-async fn connection(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn connection(State(b): B, _c: Caller, st: Stats, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let found = connection_named(&b, &name)?;
-    Ok(Json(connection_json(&found)))
+    Ok(Json(connection_json(&found, &st)))
 }
 
 /// Close a connection: 320 with `X-Reason` (RabbitMQ's default: "Closed via management plugin").
@@ -415,7 +500,7 @@ async fn close_connection(State(b): B, c: Caller, Path(name): Path<String>, h: H
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn channels_of(c: &ConnectionInfo) -> Vec<Value> {
+async fn channels_of(c: &ConnectionInfo, st: &Stats) -> Vec<Value> {
     let name = c.name();
     c.channels_summary()
         .await
@@ -430,23 +515,25 @@ async fn channels_of(c: &ConnectionInfo) -> Vec<Value> {
                 "global_prefetch_count": ch.global_prefetch_count,
                 "messages_unacknowledged": ch.messages_unacknowledged, "messages_unconfirmed": ch.messages_unconfirmed,
                 "messages_uncommitted": 0, "acks_uncommitted": 0, "confirm": ch.confirm,
-                "transactional": ch.transactional, "message_stats": {}, "user_who_performed_action": c.user,
+                "transactional": ch.transactional, "user_who_performed_action": c.user,
+                "message_stats": st.message_stats(&Key::Channel(c.id, ch.number), ch.counters.into(),
+                    rates::CHANNEL_MESSAGE_STATS),
             })
         })
         .collect()
 }
 
-async fn channels(State(b): B, c: Caller, Query(p): Params) -> ApiResult<Json<Value>> {
+async fn channels(State(b): B, c: Caller, st: Stats, Query(p): Params) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
     for x in visible_connections(&b, &c) {
-        out.extend(channels_of(&x).await);
+        out.extend(channels_of(&x, &st).await);
     }
     Ok(Json(list(out, &p)?))
 }
 
-async fn connection_channels(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn connection_channels(State(b): B, _c: Caller, st: Stats, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     let found = connection_named(&b, &name)?;
-    Ok(Json(Value::Array(channels_of(&found).await)))
+    Ok(Json(Value::Array(channels_of(&found, &st).await)))
 }
 
 async fn consumers(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<Json<Value>> {
@@ -458,14 +545,14 @@ async fn consumers(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in qs {
             if let Some(i) = q.handle.info().await {
-                out.extend(queue_json(&conns, &v, q, &i)["consumer_details"].as_array().cloned().unwrap_or_default());
+                out.extend(consumer_details(&conns, &v, q, &i));
             }
         }
     }
     Ok(Json(Value::Array(out)))
 }
 
-async fn overview(State(b): B, _c: Caller, rates: axum::Extension<Arc<super::rates::Rates>>) -> Json<Value> {
+async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
     let (mut queues, mut exchanges, mut consumers) = (0u64, 0u64, 0u64);
     let (mut ready, mut unacked) = (0u64, 0u64);
     for v in vhosts_of(&b, None).unwrap_or_default() {
@@ -496,8 +583,9 @@ async fn overview(State(b): B, _c: Caller, rates: axum::Extension<Arc<super::rat
         "release_series_support_status": "supported",
         "object_totals": {"connections": conns.len(), "channels": channels, "consumers": consumers,
             "exchanges": exchanges, "queues": queues},
-        "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
-        "message_stats": rates.message_stats(b.counters.snapshot()),
+        "queue_totals": st.stats(&Key::Node,
+            &[("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)]),
+        "message_stats": st.message_stats(&Key::Node, b.counters.snapshot(), rates::CHANNEL_MESSAGE_STATS),
         "churn_rates": {}, "contexts": [], "statistics_db_event_queue": 0,
         "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600], "detailed": [600]},
         "listeners": listeners,

@@ -1,75 +1,321 @@
-//! Message rates for the API's `message_stats`: the broker's counters sampled every
-//! [`INTERVAL`] (RabbitMQ's `collect_statistics_interval`, 5 s); a rate is the change between
-//! the last two samples per second.
+//! The API's statistics over time: every [`INTERVAL`] (RabbitMQ's `collect_statistics_interval`,
+//! 5 s, on wall-clock multiples of it) the sampler reads every object's counters and lengths —
+//! the node's and each vhost's counters, each queue's counters and depth (one `QueueCmd::Info`
+//! per queue), each exchange's `publish_in`/`publish_out`, each connection's octets and each
+//! channel's counters — and keeps them for [`RETENTION`]. A rate (`*_details.rate`) is the
+//! change over the last interval per second; `?msg_rates_age=&msg_rates_incr=` (and
+//! `lengths_…` for depths, `data_rates_…` for octets) add RabbitMQ's `samples`, `avg` and
+//! `avg_rate`, the series the web UI plots.
+//!
+//! A series stores a point only when a value changed (an idle queue costs one point), and the
+//! value at a time is that of the last point at or before it. Objects that disappeared are
+//! forgotten at the next sample. Nothing here is on the message path: queues, connections and
+//! channels count in their own memory (see [`crate::stats`]) and are read from here.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
 use crate::broker::Broker;
-use crate::broker::stats::Snapshot;
+use crate::stats::Snapshot;
 
 pub const INTERVAL: Duration = Duration::from_secs(5);
-/// Samples kept (a minute).
-const KEPT: usize = 13;
+const INTERVAL_MS: u64 = INTERVAL.as_millis() as u64;
+/// How long samples are kept: RabbitMQ's first retention step (10 minutes at 5 s).
+pub const RETENTION: Duration = Duration::from_secs(600);
+/// Most samples one `*_details.samples` list may have (a request's age / incr).
+const MAX_SAMPLES: u64 = 1000;
+
+/// The message counters every object kind with `message_stats` samples, then `deliver_get`.
+pub fn counter_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Snapshot::default().fields().into_iter().map(|(k, _)| k).collect();
+    v.push("deliver_get");
+    v
+}
+
+/// Queue depths (sampled for the node, vhosts and queues after the counters).
+pub const LENGTHS: [&str; 3] = ["messages", "messages_ready", "messages_unacknowledged"];
+pub const EXCHANGE_FIELDS: [&str; 2] = ["publish_in", "publish_out"];
+pub const OCTET_FIELDS: [&str; 2] = ["recv_oct", "send_oct"];
+
+/// Whose statistics a series holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Node,
+    VHost(String),
+    Queue(String, String),
+    Exchange(String, String),
+    Connection(u64),
+    Channel(u64, u16),
+}
+
+/// One sample of an object: its values in the order of its kind's field list.
+pub type Values = Vec<u64>;
+
+/// Counter values (as [`counter_names`]) followed by the depths (as [`LENGTHS`]).
+pub fn counters_and_lengths(c: Snapshot, lengths: [u64; 3]) -> Values {
+    let mut v: Values = c.fields().into_iter().map(|(_, n)| n).collect();
+    v.push(c.deliver_get());
+    v.extend(lengths);
+    v
+}
+
+#[derive(Debug)]
+struct Series {
+    names: Arc<[&'static str]>,
+    /// (timestamp ms, values), oldest first; a point only when something changed.
+    points: VecDeque<(u64, Box<[u64]>)>,
+}
+
+impl Series {
+    fn at(&self, t: u64) -> Option<&[u64]> {
+        let i = self.points.partition_point(|(ts, _)| *ts <= t);
+        i.checked_sub(1).map(|i| &*self.points[i].1)
+    }
+}
 
 #[derive(Debug, Default)]
+struct Inner {
+    series: HashMap<Key, Series>,
+    /// Timestamp of the last sample (ms since the epoch; 0 before the first).
+    last: u64,
+}
+
+/// The samples of every object.
+#[derive(Debug, Default)]
 pub struct Rates {
-    samples: Mutex<VecDeque<(Instant, Snapshot)>>,
+    inner: Mutex<Inner>,
+}
+
+/// `?xxx_age=&xxx_incr=` of a request, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    age: u64,
+    incr: u64,
+}
+
+/// The sample windows a request asked for: (messages, lengths, data).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Windows {
+    msg: Option<Window>,
+    lengths: Option<Window>,
+    data: Option<Window>,
+}
+
+impl Windows {
+    pub fn from_query(q: &HashMap<String, String>) -> Windows {
+        let one = |prefix: &str| {
+            let age: u64 = q.get(&format!("{prefix}_age"))?.parse().ok()?;
+            let incr: u64 = q.get(&format!("{prefix}_incr"))?.parse().ok().filter(|i| *i > 0)?;
+            Some(Window { age: age * 1000, incr: incr * 1000 })
+        };
+        Windows { msg: one("msg_rates"), lengths: one("lengths"), data: one("data_rates") }
+    }
+
+    fn for_field(&self, name: &str) -> Option<Window> {
+        if LENGTHS.contains(&name) {
+            self.lengths
+        } else if OCTET_FIELDS.contains(&name) {
+            self.data
+        } else {
+            self.msg
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Rates {
-    /// Start sampling `broker`'s counters until it shuts down.
+    /// Start sampling `broker` until it shuts down.
     pub fn start(broker: &Arc<Broker>) -> Arc<Rates> {
         let rates = Arc::new(Rates::default());
         let (r, b) = (rates.clone(), broker.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(INTERVAL);
             loop {
+                // The next wall-clock multiple of the interval, as RabbitMQ aligns its samples.
+                let wait = INTERVAL_MS - now_ms() % INTERVAL_MS;
                 tokio::select! {
                     _ = b.shutdown.cancelled() => break,
-                    _ = tick.tick() => r.sample(Instant::now(), b.counters.snapshot()),
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
                 }
+                let ts = now_ms() / INTERVAL_MS * INTERVAL_MS;
+                let samples = collect(&b).await;
+                r.record(ts, samples);
             }
         });
         rates
     }
 
-    pub fn sample(&self, at: Instant, s: Snapshot) {
-        let mut q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        q.push_back((at, s));
-        while q.len() > KEPT {
-            q.pop_front();
+    /// Add one sample of every object at `ts` (ms); objects absent from it are forgotten.
+    pub fn record(&self, ts: u64, samples: Vec<(Key, Arc<[&'static str]>, Values)>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut old = std::mem::take(&mut inner.series);
+        let horizon = ts.saturating_sub(RETENTION.as_millis() as u64);
+        for (key, names, values) in samples {
+            let mut s = old.remove(&key).unwrap_or(Series { names, points: VecDeque::new() });
+            if s.points.back().is_none_or(|(_, v)| **v != *values) {
+                s.points.push_back((ts, values.into_boxed_slice()));
+            }
+            // Keep the newest point at or before the horizon: it is the value from then on.
+            while s.points.len() >= 2 && s.points[1].0 <= horizon {
+                s.points.pop_front();
+            }
+            inner.series.insert(key, s);
         }
+        inner.last = ts;
     }
 
-    /// Per-second change of each counter over the last interval (0 before two samples).
-    fn per_second(&self) -> Vec<(&'static str, f64)> {
-        let q = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        let (Some(&(t1, s1)), Some(&(t0, s0))) = (q.back(), q.len().checked_sub(2).and_then(|i| q.get(i))) else {
-            return Snapshot::default().fields().into_iter().map(|(k, _)| (k, 0.0)).collect();
-        };
-        let dt = (t1 - t0).as_secs_f64().max(0.001);
-        s1.fields().into_iter().zip(s0.fields()).map(|((k, a), (_, b))| (k, a.saturating_sub(b) as f64 / dt)).collect()
-    }
-
-    /// RabbitMQ's `message_stats` object for the totals `now`: each counter and its
-    /// `_details.rate`, plus `deliver_get`.
-    pub fn message_stats(&self, now: Snapshot) -> Value {
-        let rates = self.per_second();
+    /// RabbitMQ's statistics object for `key`: each `(name, current value)` and its
+    /// `name_details` (`rate`, plus `samples`/`avg`/`avg_rate` for the windows asked for).
+    pub fn stats(&self, key: &Key, now: &[(&str, u64)], w: &Windows) -> Map<String, Value> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let series = inner.series.get(key);
         let mut m = Map::new();
-        let rate_of = |k: &str| rates.iter().find(|(n, _)| *n == k).map_or(0.0, |(_, r)| *r);
-        for (k, v) in now.fields() {
-            m.insert(k.into(), v.into());
-            m.insert(format!("{k}_details"), json!({"rate": round(rate_of(k))}));
+        for &(name, value) in now {
+            let i = series.and_then(|s| s.names.iter().position(|n| *n == name));
+            let value_at = |t: u64| -> Option<u64> { Some(series?.at(t)?[i?]) };
+            let mut d = Map::new();
+            let rate = match (value_at(inner.last), value_at(inner.last.saturating_sub(INTERVAL_MS))) {
+                (Some(b), Some(a)) => (b as f64 - a as f64) / INTERVAL.as_secs_f64(),
+                _ => 0.0,
+            };
+            d.insert("rate".into(), round(rate).into());
+            if let Some(win) = w.for_field(name) {
+                let end = inner.last / win.incr * win.incr;
+                let n = (win.age / win.incr).min(MAX_SAMPLES) + 1;
+                let samples: Vec<(u64, u64)> =
+                    (0..n).map(|k| end.saturating_sub(k * win.incr)).map(|t| (value_at(t).unwrap_or(0), t)).collect();
+                let first = samples.last().map_or(0, |s| s.0);
+                let span = (n - 1) * win.incr;
+                let avg_rate = if span == 0 { 0.0 } else { (value as f64 - first as f64) / (span as f64 / 1000.0) };
+                let avg = samples.iter().map(|s| s.0 as f64).sum::<f64>() / n as f64;
+                let list: Vec<Value> = samples.iter().map(|(v, t)| json!({"sample": v, "timestamp": t})).collect();
+                d.insert("samples".into(), Value::Array(list));
+                d.insert("avg_rate".into(), avg_rate.into());
+                d.insert("avg".into(), avg.into());
+            }
+            m.insert(name.into(), value.into());
+            m.insert(format!("{name}_details"), Value::Object(d));
         }
-        let dg = ["deliver", "deliver_no_ack", "get", "get_no_ack"].iter().map(|k| rate_of(k)).sum::<f64>();
-        m.insert("deliver_get".into(), now.deliver_get().into());
-        m.insert("deliver_get_details".into(), json!({"rate": round(dg)}));
-        Value::Object(m)
+        m
     }
+
+    /// `message_stats` of an object whose counters are `c`, limited to `names`.
+    pub fn message_stats(&self, key: &Key, c: Snapshot, names: &[&str], w: &Windows) -> Value {
+        let all: Vec<(&str, u64)> = c
+            .fields()
+            .into_iter()
+            .chain([("deliver_get", c.deliver_get())])
+            .filter(|(k, _)| names.contains(k))
+            .collect();
+        Value::Object(self.stats(key, &all, w))
+    }
+}
+
+/// A request's view of the statistics: the samples and the windows its query asked for.
+pub struct Stats {
+    rates: Arc<Rates>,
+    windows: Windows,
+}
+
+impl Stats {
+    /// See [`Rates::stats`].
+    pub fn stats(&self, key: &Key, now: &[(&str, u64)]) -> Map<String, Value> {
+        self.rates.stats(key, now, &self.windows)
+    }
+
+    /// See [`Rates::message_stats`].
+    pub fn message_stats(&self, key: &Key, c: Snapshot, names: &[&str]) -> Value {
+        self.rates.message_stats(key, c, names, &self.windows)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Stats {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Stats, Self::Rejection> {
+        let rates = parts.extensions.get::<Arc<Rates>>().cloned().unwrap_or_default();
+        let query =
+            axum::extract::Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+        Ok(Stats { rates, windows: Windows::from_query(&query) })
+    }
+}
+
+/// RabbitMQ's queue `message_stats` keys.
+pub const QUEUE_MESSAGE_STATS: &[&str] =
+    &["publish", "deliver", "deliver_no_ack", "get", "get_no_ack", "get_empty", "ack", "redeliver", "deliver_get"];
+
+/// RabbitMQ's channel (and node/vhost) `message_stats` keys.
+pub const CHANNEL_MESSAGE_STATS: &[&str] = &[
+    "publish",
+    "confirm",
+    "return_unroutable",
+    "drop_unroutable",
+    "deliver",
+    "deliver_no_ack",
+    "get",
+    "get_no_ack",
+    "get_empty",
+    "ack",
+    "redeliver",
+    "deliver_get",
+];
+
+/// Read every object's counters and lengths once.
+async fn collect(b: &Broker) -> Vec<(Key, Arc<[&'static str]>, Values)> {
+    let mut counters_names = counter_names();
+    counters_names.extend(LENGTHS);
+    let cl: Arc<[&'static str]> = counters_names.into();
+    let xs: Arc<[&'static str]> = Arc::new(EXCHANGE_FIELDS);
+    let octets: Arc<[&'static str]> = Arc::new(OCTET_FIELDS);
+    let channel: Arc<[&'static str]> = counter_names().into();
+    let mut out = Vec::new();
+    let mut node_lengths = [0u64; 3];
+    for v in b.vhosts_sorted() {
+        let t = v.snapshot();
+        let mut lengths = [0u64; 3];
+        for q in t.queues.values() {
+            let Some(i) = q.handle.info().await else { continue };
+            let (r, u) = (i.messages_ready as u64, i.messages_unacknowledged as u64);
+            let l = [r + u, r, u];
+            for k in 0..3 {
+                lengths[k] += l[k];
+            }
+            out.push((
+                Key::Queue(v.name().into(), q.name.clone()),
+                cl.clone(),
+                counters_and_lengths(i.counters.into(), l),
+            ));
+        }
+        for k in 0..3 {
+            node_lengths[k] += lengths[k];
+        }
+        out.push((Key::VHost(v.name().into()), cl.clone(), counters_and_lengths(v.counters.snapshot(), lengths)));
+        let counts = v.exchange_counts.snapshot_of(|x| x.is_empty() || t.exchanges.contains_key(x));
+        for (x, (i, o)) in counts {
+            out.push((Key::Exchange(v.name().into(), x), xs.clone(), vec![i, o]));
+        }
+    }
+    out.push((Key::Node, cl, counters_and_lengths(b.counters.snapshot(), node_lengths)));
+    let conns = b.connections.snapshot();
+    for c in &conns {
+        let [recv, _, send, _] = c.details.octets.get();
+        out.push((Key::Connection(c.id), octets.clone(), vec![recv, send]));
+    }
+    let described = futures_util::future::join_all(conns.iter().map(|c| c.channels_summary())).await;
+    for (c, chans) in conns.iter().zip(described) {
+        for ch in chans.unwrap_or_default() {
+            let s: Snapshot = ch.counters.into();
+            let mut v: Values = s.fields().into_iter().map(|(_, n)| n).collect();
+            v.push(s.deliver_get());
+            out.push((Key::Channel(c.id, ch.number), channel.clone(), v));
+        }
+    }
+    out
 }
 
 fn round(r: f64) -> f64 {
@@ -80,15 +326,62 @@ fn round(r: f64) -> f64 {
 mod tests {
     use super::*;
 
+    fn names() -> Arc<[&'static str]> {
+        Arc::new(["publish", "messages"])
+    }
+
     #[test]
     fn rates_are_the_change_over_the_last_interval() {
         let r = Rates::default();
-        let t = Instant::now();
-        let stats = |p| Snapshot { publish: p, ..Default::default() };
-        assert_eq!(r.message_stats(stats(5))["publish_details"]["rate"], 0.0, "no samples yet");
-        r.sample(t, stats(100));
-        r.sample(t + Duration::from_secs(5), stats(600));
-        let m = r.message_stats(stats(600));
+        let w = Windows::default();
+        let m = r.stats(&Key::Node, &[("publish", 5)], &w);
+        assert_eq!(m["publish_details"]["rate"], 0.0, "no samples yet");
+        r.record(10_000, vec![(Key::Node, names(), vec![100, 0])]);
+        r.record(15_000, vec![(Key::Node, names(), vec![600, 0])]);
+        let m = r.stats(&Key::Node, &[("publish", 600)], &w);
         assert_eq!((m["publish"].clone(), m["publish_details"]["rate"].clone()), (json!(600), json!(100.0)));
+        // Unchanged values add no point, and still read as the same value.
+        r.record(20_000, vec![(Key::Node, names(), vec![600, 0])]);
+        assert_eq!(r.stats(&Key::Node, &[("publish", 600)], &w)["publish_details"]["rate"], 0.0);
+        assert_eq!(r.inner.lock().unwrap().series[&Key::Node].points.len(), 2);
+    }
+
+    #[test]
+    fn samples_follow_rabbitmqs_shape() {
+        let r = Rates::default();
+        for (i, depth) in [0u64, 0, 3, 3, 5].into_iter().enumerate() {
+            r.record(100_000 + i as u64 * 5000, vec![(Key::Queue("/".into(), "q".into()), names(), vec![0, depth])]);
+        }
+        let q: HashMap<String, String> =
+            [("lengths_age", "20"), ("lengths_incr", "5")].into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+        let m = r.stats(&Key::Queue("/".into(), "q".into()), &[("messages", 5)], &Windows::from_query(&q));
+        let d = &m["messages_details"];
+        let samples: Vec<(u64, u64)> = d["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["sample"].as_u64().unwrap(), s["timestamp"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(samples, vec![(5, 120_000), (3, 115_000), (3, 110_000), (0, 105_000), (0, 100_000)], "newest first");
+        assert_eq!(d["avg_rate"], 0.25, "(5 - 0) / 20 s");
+        assert_eq!(d["avg"], 2.2);
+        assert_eq!(d["rate"], 0.4, "(5 - 3) / 5 s");
+        // Message counters did not ask for samples.
+        let m = r.stats(&Key::Queue("/".into(), "q".into()), &[("publish", 0)], &Windows::from_query(&q));
+        assert!(m["publish_details"].get("samples").is_none());
+    }
+
+    #[test]
+    fn gone_objects_are_forgotten_and_old_points_pruned() {
+        let r = Rates::default();
+        let q = Key::Queue("/".into(), "q".into());
+        r.record(0, vec![(q.clone(), names(), vec![1, 0])]);
+        let later = RETENTION.as_millis() as u64 + 20_000;
+        for (i, t) in [5_000, 10_000, later].into_iter().enumerate() {
+            r.record(t, vec![(q.clone(), names(), vec![2 + i as u64, 0])]);
+        }
+        assert_eq!(r.inner.lock().unwrap().series[&q].points.len(), 2, "only the base point before the horizon");
+        r.record(later + 5000, vec![]);
+        assert!(r.inner.lock().unwrap().series.is_empty());
     }
 }

@@ -69,6 +69,7 @@ pub fn spawn(
         admission: handle.admission.clone(),
         delivered: 0,
         last_delivery: now,
+        active_at: now,
         auto_delete,
         deleted: false,
         awaiting_sync: Vec::new(),
@@ -96,6 +97,8 @@ struct QueueActor {
     delivered: usize,
     /// When a consumer last got a message (consumers idle for [`admission::STALL`] stopped).
     last_delivery: Instant,
+    /// When the queue last did something (for the API's `idle_since`).
+    active_at: Instant,
     auto_delete: bool,
     /// Set once the queue is deleted; it then only drains its mailbox.
     deleted: bool,
@@ -177,6 +180,9 @@ impl QueueActor {
     }
 
     fn handle(&mut self, cmd: QueueCmd, now: Instant) {
+        if !matches!(cmd, QueueCmd::Info { .. } | QueueCmd::Resume) {
+            self.active_at = now;
+        }
         match cmd {
             QueueCmd::Publish(items) => self.publish(items, now),
             QueueCmd::Consume { spec, reply } => {
@@ -240,7 +246,13 @@ impl QueueActor {
             }
             QueueCmd::Resume => {}
             QueueCmd::Info { reply } => {
+                let idle = now.saturating_duration_since(self.active_at);
                 let info = (!self.deleted).then(|| super::QueueInfo {
+                    counters: self.state.counters,
+                    persistent: self.state.persistent(),
+                    paged_out: self.state.paged_out(),
+                    head_message_timestamp: self.state.head_timestamp(),
+                    idle_since: (idle >= super::IDLE_AFTER).then(|| std::time::SystemTime::now() - idle),
                     messages_ready: self.state.ready_count(),
                     messages_unacknowledged: self.state.unacked_count(),
                     message_bytes_ready: self.state.ready_bytes(),

@@ -146,7 +146,20 @@ pub struct QueueInfo {
     /// The settings in force (declared arguments with policies applied).
     pub effective: args::QueueArgs,
     pub single_active_consumer_tag: Option<String>,
+    /// What happened in the queue since it started (publish, deliver, get, ack, …).
+    pub counters: crate::stats::LocalCounters,
+    /// Persistent messages and their body bytes.
+    pub persistent: (u64, u64),
+    /// Messages kept only on disk and their stored bytes.
+    pub paged_out: (u64, u64),
+    /// The head message's `timestamp` property (seconds).
+    pub head_message_timestamp: Option<u64>,
+    /// Since when the queue has done nothing (None: active within [`IDLE_AFTER`]).
+    pub idle_since: Option<std::time::SystemTime>,
 }
+
+/// A queue that did nothing for this long shows as idle (`idle_since`).
+pub const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 pub enum QueueCmd {

@@ -24,6 +24,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::dedup::dedup_key;
 use crate::message::Message;
 use crate::message::parse_expiration;
+use crate::stats::LocalCounters;
 use crate::store::memory::MemoryStore;
 use crate::store::segment::Recovered;
 use crate::store::{MessageStore, StoreError};
@@ -42,6 +43,8 @@ struct Ready {
     size: u32,
     priority: u8,
     redelivered: bool,
+    /// Persistent, in a durable queue (survives a restart).
+    persistent: bool,
 }
 
 /// Ready messages, one FIFO per priority level (a single level without `x-max-priority`).
@@ -214,6 +217,10 @@ pub struct QueueState<S: MessageStore = MemoryStore> {
     dedup_by_seq: HashMap<u64, Vec<u8>>,
     /// Messages to dead-letter, with their reason.
     dead: Vec<(Arc<Message>, DeathReason)>,
+    /// Persistent messages (ready and unacked) and their body bytes.
+    persistent: (u64, u64),
+    /// What happened here since the queue started (RabbitMQ's queue `message_stats`).
+    pub counters: LocalCounters,
     store: S,
 }
 
@@ -252,6 +259,8 @@ impl<S: MessageStore> QueueState<S> {
             dedup: HashMap::new(),
             dedup_by_seq: HashMap::new(),
             dead: Vec::new(),
+            persistent: (0, 0),
+            counters: LocalCounters::default(),
             store,
             args,
         }
@@ -275,7 +284,10 @@ impl<S: MessageStore> QueueState<S> {
                 size: msg.body_size as u32,
                 priority,
                 redelivered: r.redelivered,
+                persistent: true,
             });
+            self.persistent.0 += 1;
+            self.persistent.1 += msg.body_size;
             self.ready_bytes += msg.body_size;
             self.next_seq = self.next_seq.max(r.seq.saturating_add(1));
         }
@@ -306,7 +318,7 @@ impl<S: MessageStore> QueueState<S> {
             while self.exceeds(0, 0) {
                 let Some(head) = self.ready.pop_front() else { break };
                 self.ready_bytes -= head.size as u64;
-                self.drop_message(head.seq, Some(DeathReason::Maxlen));
+                self.drop_message(head, Some(DeathReason::Maxlen));
             }
         }
     }
@@ -318,6 +330,22 @@ impl<S: MessageStore> QueueState<S> {
     /// Body bytes of the ready messages.
     pub fn ready_bytes(&self) -> u64 {
         self.ready_bytes
+    }
+
+    /// Persistent messages (ready and unacked) and their body bytes.
+    pub fn persistent(&self) -> (u64, u64) {
+        self.persistent
+    }
+
+    /// The `timestamp` property of the message at the head, if it has one.
+    pub fn head_timestamp(&self) -> Option<u64> {
+        let head = self.ready.levels.iter().rev().find_map(VecDeque::front)?;
+        self.store.read(head.seq)?.timestamp()
+    }
+
+    /// Messages kept only on disk, and their body bytes.
+    pub fn paged_out(&self) -> (u64, u64) {
+        self.store.paged_out()
     }
 
     pub fn unacked_count(&self) -> u32 {
@@ -383,14 +411,21 @@ impl<S: MessageStore> QueueState<S> {
         self.store.append(seq, &msg)?;
         self.next_seq += 1;
         let (ttl, priority) = (self.ttl_of(&msg), self.priority_of(&msg));
+        let persistent = msg.is_persistent() && self.store.is_durable();
         self.ready.push_back(Ready {
             seq,
             expires: ttl.map_or(NEVER, |t| self.deadline(now + t)),
             size: size as u32,
             priority,
             redelivered: false,
+            persistent,
         });
         self.ready_bytes += size;
+        self.counters.publish += 1;
+        if persistent {
+            self.persistent.0 += 1;
+            self.persistent.1 += size;
+        }
         if let Some(k) = key {
             self.dedup.insert(k.clone(), seq);
             self.dedup_by_seq.insert(seq, k);
@@ -399,7 +434,7 @@ impl<S: MessageStore> QueueState<S> {
             while self.exceeds(0, 0) {
                 let Some(head) = self.ready.pop_front() else { break };
                 self.ready_bytes -= head.size as u64;
-                self.drop_message(head.seq, Some(DeathReason::Maxlen));
+                self.drop_message(head, Some(DeathReason::Maxlen));
             }
         }
         Ok(Enqueued::Accepted)
@@ -425,7 +460,12 @@ impl<S: MessageStore> QueueState<S> {
     }
 
     /// Remove a message for good, dead-lettering it when the queue has a DLX.
-    fn drop_message(&mut self, seq: u64, reason: Option<DeathReason>) {
+    fn drop_message(&mut self, r: Ready, reason: Option<DeathReason>) {
+        let seq = r.seq;
+        if r.persistent {
+            self.persistent.0 -= 1;
+            self.persistent.1 -= r.size as u64;
+        }
         if let Some(reason) = reason
             && self.args.dead_letter_exchange.is_some()
             && let Some(msg) = self.store.read(seq)
@@ -519,12 +559,15 @@ impl<S: MessageStore> QueueState<S> {
                 c.unacked = c.unacked.saturating_sub(1);
             }
             match outcome {
-                Outcome::Ack => self.drop_message(seq, None),
-                Outcome::Reject => self.drop_message(seq, Some(DeathReason::Rejected)),
+                Outcome::Ack => {
+                    self.counters.ack += 1;
+                    self.drop_message(u.ready, None)
+                }
+                Outcome::Reject => self.drop_message(u.ready, Some(DeathReason::Rejected)),
                 Outcome::Requeue => {
                     let returns = self.delivery_counts.get(&seq).copied().unwrap_or(0);
                     if self.args.delivery_limit.is_some_and(|limit| returns > limit) {
-                        self.drop_message(seq, Some(DeathReason::DeliveryLimit));
+                        self.drop_message(u.ready, Some(DeathReason::DeliveryLimit));
                     } else {
                         self.ready_bytes += u.ready.size as u64;
                         self.ready.insert_ordered(Ready { redelivered: true, ..u.ready });
@@ -551,7 +594,7 @@ impl<S: MessageStore> QueueState<S> {
             let now_d = self.deadline(now);
             while let Some(r) = self.ready.pop_expired(now_d, strict) {
                 self.ready_bytes -= r.size as u64;
-                self.drop_message(r.seq, Some(DeathReason::Expired));
+                self.drop_message(r, Some(DeathReason::Expired));
             }
             let r = self.ready.pop_front()?;
             self.ready_bytes -= r.size as u64;
@@ -571,10 +614,16 @@ impl<S: MessageStore> QueueState<S> {
     /// `basic.get`: take the head message.
     pub fn get(&mut self, no_ack: bool, now: Instant) -> Option<GetReply> {
         self.last_used = now;
-        let (r, msg) = self.take_head(now, false)?;
+        let Some((r, msg)) = self.take_head(now, false) else {
+            self.counters.get_empty += 1;
+            return None;
+        };
+        self.counters.redeliver += r.redelivered as u64;
         if no_ack {
-            self.drop_message(r.seq, None);
+            self.counters.get_no_ack += 1;
+            self.drop_message(r, None);
         } else {
+            self.counters.get += 1;
             self.unacked.insert(r.seq, Unacked { consumer: None, ready: r });
         }
         Some(GetReply { seq: r.seq, msg, redelivered: r.redelivered, remaining: self.ready_count() })
@@ -584,7 +633,7 @@ impl<S: MessageStore> QueueState<S> {
     pub fn purge(&mut self) -> u32 {
         let n = self.ready.len as u32;
         for r in self.ready.drain() {
-            self.drop_message(r.seq, None);
+            self.drop_message(r, None);
         }
         self.ready_bytes = 0;
         n
@@ -631,9 +680,12 @@ impl<S: MessageStore> QueueState<S> {
             let c = &mut self.consumers[i];
             c.last_served = self.serve_clock;
             c.spec.gauge.add(delivery_size(&msg));
+            self.counters.redeliver += r.redelivered as u64;
             if no_ack {
-                self.drop_message(r.seq, None);
+                self.counters.deliver_no_ack += 1;
+                self.drop_message(r, None);
             } else {
+                self.counters.deliver += 1;
                 c.unacked += 1;
                 self.unacked.insert(r.seq, Unacked { consumer: Some(c.id), ready: r });
                 if let Some(t) = self.consumer_timeout {
@@ -652,7 +704,7 @@ impl<S: MessageStore> QueueState<S> {
         let now_d = self.deadline(now);
         while let Some(r) = self.ready.pop_expired(now_d, false) {
             self.ready_bytes -= r.size as u64;
-            self.drop_message(r.seq, Some(DeathReason::Expired));
+            self.drop_message(r, Some(DeathReason::Expired));
         }
         let mut timed_out: Vec<ConsumerSpec> = Vec::new();
         while let Some(&(at, seq)) = self.ack_deadlines.front() {
@@ -689,9 +741,9 @@ impl<S: MessageStore> QueueState<S> {
     /// Drop everything (queue deleted); returns the ready count. Nothing is dead-lettered.
     pub fn clear(&mut self) -> u32 {
         let n = self.purge();
-        let seqs: Vec<u64> = self.unacked.drain().map(|(s, _)| s).collect();
-        for seq in seqs {
-            self.drop_message(seq, None);
+        let gone: Vec<Ready> = self.unacked.drain().map(|(_, u)| u.ready).collect();
+        for r in gone {
+            self.drop_message(r, None);
         }
         self.consumers.clear();
         self.ack_deadlines.clear();

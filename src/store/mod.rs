@@ -315,6 +315,10 @@ pub trait MessageStore: Send + 'static {
     fn destroy(&mut self) {}
     /// Whether the queue has consumers (a store may keep more in memory then).
     fn set_consumed(&mut self, _consumed: bool) {}
+    /// Messages kept only on disk (not in memory), and their body bytes.
+    fn paged_out(&self) -> (u64, u64) {
+        (0, 0)
+    }
 }
 
 /// The store a queue uses: in memory, or segment files for durable queues.
@@ -374,6 +378,12 @@ impl MessageStore for AnyStore {
     fn set_consumed(&mut self, consumed: bool) {
         if let AnyStore::Segment(s) = self {
             s.set_consumed(consumed)
+        }
+    }
+    fn paged_out(&self) -> (u64, u64) {
+        match self {
+            AnyStore::Memory(_) => (0, 0),
+            AnyStore::Segment(s) => s.paged_out(),
         }
     }
 }

@@ -743,6 +743,15 @@ impl MessageStore for SegmentStore {
         self.budget = if consumed { MEMORY_BUDGET_CONSUMED } else { MEMORY_BUDGET };
     }
 
+    /// A walk over the index (for the management API's 5 s samples, not the message path);
+    /// bytes are the records' sizes on disk.
+    fn paged_out(&self) -> (u64, u64) {
+        self.slots.iter().fold((0, 0), |(n, b), s| match s {
+            Slot::Disk(loc) => (n + 1, b + loc.len as u64),
+            _ => (n, b),
+        })
+    }
+
     fn flush(&mut self) -> Result<Option<Vec<Arc<File>>>, StoreError> {
         self.write_buf()?;
         self.write_marks();

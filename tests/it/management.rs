@@ -22,40 +22,19 @@ fn first(v: &Value) -> Value {
     }
 }
 
-/// Fields RabbitMQ has that Warren does not report yet (Erlang process internals, rates and
-/// byte counters that come with the statistics part of the management work).
+/// Fields RabbitMQ has that Warren does not report: Erlang process internals, certificate
+/// details, and `idle_since` (present only once a queue has been idle for a second).
 const NOT_YET: &[&str] = &[
     "backing_queue_status",
-    "deliveries",
     "garbage_collection",
-    "head_message_timestamp",
     "idle_since",
-    "incoming",
     "memory",
-    "message_bytes_paged_out",
-    "message_bytes_persistent",
-    "message_bytes_ram",
-    "messages_details",
-    "messages_paged_out",
-    "messages_persistent",
-    "messages_ram",
-    "messages_ready_details",
-    "messages_ready_ram",
-    "messages_unacknowledged_details",
-    "messages_unacknowledged_ram",
     "recoverable_slaves",
     "reductions",
     "reductions_details",
     "peer_cert_issuer",
     "peer_cert_subject",
     "peer_cert_validity",
-    "recv_cnt",
-    "recv_oct",
-    "recv_oct_details",
-    "send_cnt",
-    "send_oct",
-    "send_oct_details",
-    "send_pend",
     "ssl_cipher",
     "ssl_hash",
     "ssl_key_exchange",
@@ -336,6 +315,36 @@ async fn message_counters_reach_the_overview_and_prometheus() {
         assert_eq!(overview["message_stats"][k], v, "{k}: {}", overview["message_stats"]);
         assert!(overview["message_stats"][format!("{k}_details")]["rate"].is_number());
     }
+    // The same counts per channel and per vhost; per queue those that concern it.
+    let chan = first(&b.admin("GET", "/api/channels", None));
+    let queue = b.admin("GET", &format!("/api/queues/%2F/{q}"), None);
+    for (k, v) in want {
+        assert_eq!(chan["message_stats"][k], v, "channel {k}: {}", chan["message_stats"]);
+    }
+    let per_queue = [("publish", 6), ("get", 2), ("get_no_ack", 1), ("deliver", 3), ("ack", 5), ("deliver_get", 6)];
+    for (k, v) in per_queue {
+        assert_eq!(queue["message_stats"][k], v, "queue {k}: {}", queue["message_stats"]);
+        assert!(queue["message_stats"][format!("{k}_details")]["rate"].is_number());
+    }
+    assert!(queue["message_stats"].get("confirm").is_none(), "not a queue counter in RabbitMQ");
+    // Exchanges: messages in, and copies routed out.
+    let direct = b.admin("GET", "/api/exchanges/%2F/amq.direct", None);
+    assert_eq!(
+        (direct["message_stats"]["publish_in"].clone(), direct["message_stats"]["publish_out"].clone()),
+        (json!(2), json!(0))
+    );
+    let default = b.admin("GET", "/api/exchanges/%2F", None);
+    let default = default.as_array().unwrap().iter().find(|x| x["name"] == "").unwrap().clone();
+    assert_eq!(default["message_stats"]["publish_in"], 6);
+    assert_eq!(default["message_stats"]["publish_out"], 6);
+    let fanout = b.admin("GET", "/api/exchanges/%2F/amq.fanout", None);
+    assert_eq!(fanout["message_stats"], json!({}), "nothing published there");
+    // The connection's socket traffic.
+    let conn = first(&b.admin("GET", "/api/connections", None));
+    for k in ["recv_oct", "send_oct", "recv_cnt", "send_cnt"] {
+        assert!(conn[k].as_u64().is_some_and(|n| n > 0), "{k}: {conn}");
+    }
+    assert!(conn["recv_oct"].as_u64() > Some(6 * 2), "at least the six bodies and their frames");
     let m = scrape(&b, "/metrics");
     let global = |name: &str| sample(&m, &format!("{name}{{protocol=\"amqp091\"}}"));
     assert_eq!(global("rabbitmq_global_messages_received_total"), Some(8.0));
@@ -438,4 +447,76 @@ async fn nodes_extensions_and_permission_lists() {
     assert_eq!(by_vhost, json!([{"user": "guest", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]));
     assert_eq!(b.admin("GET", "/api/users/guest/permissions", None), by_vhost);
     assert_eq!(b.api("GET", "/api/vhosts/nope/permissions", ("guest", "guest"), None).0, 404);
+}
+
+/// The values of a `*_details.samples` list, newest first.
+fn samples(details: &Value) -> Vec<u64> {
+    details["samples"].as_array().map_or(vec![], |a| a.iter().filter_map(|s| s["sample"].as_u64()).collect())
+}
+
+#[tokio::test]
+async fn queue_depth_and_rates_are_sampled_every_five_seconds() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    let q = exclusive_queue(&ch).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let stamped = BasicProperties::default().with_timestamp(1_700_000_000).with_delivery_mode(2);
+    for i in 0..4 {
+        publish_confirmed_props(&ch, "", &q, &format!("m{i}"), stamped.clone()).await;
+    }
+    let path = format!("/api/queues/%2F/{q}?lengths_age=60&lengths_incr=5&msg_rates_age=60&msg_rates_incr=5");
+    // The sampler runs on wall-clock multiples of 5 s: the depth shows in a sample within 5 s.
+    eventually("a sample with the queue's depth", || async {
+        samples(&b.admin("GET", &path, None)["messages_details"]).first() == Some(&4)
+    })
+    .await;
+    let queue = b.admin("GET", &path, None);
+    let d = &queue["messages_details"];
+    assert_eq!(samples(d).len(), 13, "60 s at 5 s, both ends: {d}");
+    let stamps: Vec<u64> = d["samples"].as_array().unwrap().iter().map(|s| s["timestamp"].as_u64().unwrap()).collect();
+    assert!(stamps.windows(2).all(|w| w[0] == w[1] + 5000), "newest first, 5 s apart: {stamps:?}");
+    assert!(stamps[0].is_multiple_of(5000), "aligned to the interval");
+    assert!(d["avg"].is_number() && d["avg_rate"].is_number(), "{d}");
+    assert_eq!(samples(&queue["message_stats"]["publish_details"]).first(), Some(&4));
+    assert_eq!(queue["head_message_timestamp"], 1_700_000_000);
+    assert_eq!(queue["messages_persistent"], 0, "an exclusive queue is not durable: nothing persists");
+    assert_eq!(queue["messages_ram"], 4);
+    // Without the parameters: rates only.
+    let plain = b.admin("GET", &format!("/api/queues/%2F/{q}"), None);
+    assert!(plain["messages_details"]["rate"].is_number() && plain["messages_details"].get("samples").is_none());
+    // The overview's totals get the same series.
+    let o = b.admin("GET", "/api/overview?lengths_age=60&lengths_incr=5&msg_rates_age=60&msg_rates_incr=5", None);
+    assert_eq!(samples(&o["queue_totals"]["messages_details"]).first(), Some(&4));
+    assert_eq!(samples(&o["message_stats"]["publish_details"]).first(), Some(&4));
+    // An idle queue says since when.
+    eventually("idle_since", || async {
+        b.admin("GET", &format!("/api/queues/%2F/{q}"), None)["idle_since"].is_string()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn durable_queues_count_persistent_messages() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    declare_queue(&ch, "dq", QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    for (i, mode) in [2, 2, 1].into_iter().enumerate() {
+        publish_confirmed_props(
+            &ch,
+            "",
+            "dq",
+            &format!("body{i}"),
+            BasicProperties::default().with_delivery_mode(mode),
+        )
+        .await;
+    }
+    let q = b.admin("GET", "/api/queues/%2F/dq", None);
+    assert_eq!((q["messages_persistent"].clone(), q["message_bytes_persistent"].clone()), (json!(2), json!(10)));
+    let got = ch.basic_get("dq".into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("a message");
+    assert_eq!(got.delivery.data, b"body0");
+    assert_eq!(b.admin("GET", "/api/queues/%2F/dq", None)["messages_persistent"], 1);
+    assert_eq!(q["head_message_timestamp"], Value::Null, "no timestamp property");
 }
