@@ -84,6 +84,14 @@ counters!(
     redeliver,
     return_unroutable,
     drop_unroutable,
+    // Churn (RabbitMQ's overview `churn_rates`).
+    connection_created,
+    connection_closed,
+    channel_created,
+    channel_closed,
+    queue_declared,
+    queue_created,
+    queue_deleted,
 );
 
 impl Snapshot {

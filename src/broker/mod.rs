@@ -49,7 +49,7 @@ pub struct Broker {
     /// The open connections and their states.
     pub connections: Arc<connections::Connections>,
     /// Message counters since start (see [`crate::stats`]).
-    pub counters: crate::stats::Counters,
+    pub counters: Arc<crate::stats::Counters>,
     /// When the broker started.
     pub started: std::time::Instant,
     /// The bound listeners: (protocol as RabbitMQ names it, address).
@@ -164,9 +164,11 @@ impl Broker {
             tracing::warn!(user = %name, "auth.loopback_users names a user that does not exist");
         }
         let mut vhosts = HashMap::new();
+        let counters = Arc::new(crate::stats::Counters::default());
         for v in &defs.vhosts {
             let policies = compile_policies(&defs, &v.name).map_err(BrokerError::Config)?;
             let vhost = Self::open_vhost(&config, &persister, v, policies).map_err(BrokerError::Storage)?;
+            vhost.count_for_node(counters.clone());
             vhosts.insert(v.name.clone(), vhost);
         }
         for e in import_topologies(&vhosts, topologies) {
@@ -189,7 +191,7 @@ impl Broker {
         let disk_alarm = alarm::start(&config);
         Ok(Arc::new(Broker {
             listeners: Mutex::new(Vec::new()),
-            counters: Default::default(),
+            counters,
             started: std::time::Instant::now(),
             rate_limits,
             users: RwLock::new(Arc::new(users)),
@@ -290,7 +292,9 @@ impl Broker {
             let mut opened = Vec::new();
             for v in d.vhosts.iter().filter(|v| !existing.contains(&v.name)) {
                 let p = policies.remove(&v.name).unwrap_or_default();
-                opened.push(Self::open_vhost(&self.config, &self.persister, v, p)?);
+                let vhost = Self::open_vhost(&self.config, &self.persister, v, p)?;
+                vhost.count_for_node(self.counters.clone());
+                opened.push(vhost);
             }
             self.tenancy_file
                 .save(&d)

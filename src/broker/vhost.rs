@@ -111,6 +111,8 @@ pub struct VHost {
     pub counters: crate::stats::Counters,
     /// `publish_in`/`publish_out` per exchange.
     pub exchange_counts: crate::stats::ExchangeCounts,
+    /// The node's counters (queue churn is counted here and there).
+    node_counters: OnceLock<Arc<crate::stats::Counters>>,
 }
 
 fn b(v: bool) -> &'static str {
@@ -201,7 +203,22 @@ impl VHost {
             settings: RwLock::new(settings),
             counters: Default::default(),
             exchange_counts: Default::default(),
+            node_counters: OnceLock::new(),
         })
+    }
+
+    /// Count queue churn in `node` too (the broker's counters).
+    pub fn count_for_node(&self, node: Arc<crate::stats::Counters>) {
+        let _ = self.node_counters.set(node);
+    }
+
+    /// Add to one of the vhost's counters and the node's.
+    fn count(&self, counter: impl Fn(&crate::stats::Counters) -> &std::sync::atomic::AtomicU64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        counter(&self.counters).fetch_add(1, Relaxed);
+        if let Some(node) = self.node_counters.get() {
+            counter(node).fetch_add(1, Relaxed);
+        }
     }
 
     /// Its description, tags, default queue type and limits.
@@ -822,6 +839,7 @@ impl VHost {
                     return Err(self.locked(&name));
                 }
                 self.queue_equivalent(q, &name, d)?;
+                self.count(|c| &c.queue_declared);
                 return Ok((q.clone(), false));
             }
             if let Some(max) = self.limits().max_queues
@@ -839,6 +857,8 @@ impl VHost {
                 ch.push(Change::PutQueue(queue_def(&entry)));
             }
             t.queues.insert(name.clone(), entry.clone());
+            self.count(|c| &c.queue_declared);
+            self.count(|c| &c.queue_created);
             Ok((entry, true))
         })
     }
@@ -1036,6 +1056,7 @@ impl VHost {
                 return Ok(());
             };
             t.queues.remove(name);
+            self.count(|c| &c.queue_deleted);
             if let Some(owner) = q.exclusive_owner {
                 if let Some(names) = t.exclusive.get_mut(&owner) {
                     names.retain(|n| n != name);

@@ -103,11 +103,13 @@ impl Connection {
                 }
                 AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
                     self.channels.remove(&ch);
+                    self.stats.channel_closed += 1;
                     self.channels_changed();
                 }
                 // A client that took our close-ok for the end of the channel may reopen it.
                 AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
                     self.channels.remove(&ch);
+                    self.stats.channel_closed += 1;
                     return self.channel_open(ch);
                 }
                 _ => {}
@@ -199,6 +201,7 @@ impl Connection {
             }
         }
         self.channels.insert(ch, Channel::new(ch));
+        self.stats.channel_created += 1;
         self.channels_changed();
         self.reply(ch, AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})));
         Ok(())
@@ -211,6 +214,7 @@ impl Connection {
             C::Close(_) => {
                 self.reply(ch, AMQPClass::Channel(C::CloseOk(Default::default())));
                 if let Some(c) = self.channels.remove(&ch) {
+                    self.stats.channel_closed += 1;
                     self.release(c);
                 }
                 self.channels_changed();

@@ -212,7 +212,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         rate_limits,
         rate_used: (0, 0),
         write_allowed: None,
-        stats: Default::default(),
+        stats: crate::stats::LocalCounters { connection_created: 1, ..Default::default() },
         exchange_stats: Default::default(),
         throttled_until: None,
         compact_left: publish::COMPACT_FIRST,
@@ -908,6 +908,10 @@ impl Connection {
 
     async fn teardown(mut self, mut framed: Framed) {
         let channels: Vec<Channel> = self.channels.drain().map(|(_, c)| c).collect();
+        self.stats.channel_closed += channels.len() as u64;
+        self.stats.connection_closed += 1;
+        self.vhost.counters.add(&self.stats);
+        self.broker.counters.absorb(&mut self.stats);
         for mut ch in channels {
             if let Some(rc) = ch.reply_consumer.take() {
                 self.broker.unregister_reply(&rc.name);

@@ -575,6 +575,16 @@ async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
         .map(|(p, a)| json!({"node": NODE, "protocol": p, "ip_address": a.ip().to_string(), "port": a.port()}))
         .collect();
     let types = ["direct", "fanout", "headers", "topic", "x-delayed-message", "x-message-deduplication"];
+    let c = b.counters.snapshot();
+    let churn = [
+        ("connection_created", c.connection_created),
+        ("connection_closed", c.connection_closed),
+        ("channel_created", c.channel_created),
+        ("channel_closed", c.channel_closed),
+        ("queue_declared", c.queue_declared),
+        ("queue_created", c.queue_created),
+        ("queue_deleted", c.queue_deleted),
+    ];
     Json(json!({
         "management_version": b.config.amqp.product_version, "rabbitmq_version": b.config.amqp.product_version,
         "product_name": b.config.amqp.product, "product_version": b.config.amqp.product_version,
@@ -586,7 +596,7 @@ async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
         "queue_totals": st.stats(&Key::Node,
             &[("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)]),
         "message_stats": st.message_stats(&Key::Node, b.counters.snapshot(), rates::CHANNEL_MESSAGE_STATS),
-        "churn_rates": {}, "contexts": [], "statistics_db_event_queue": 0,
+        "churn_rates": st.stats(&Key::Node, &churn), "contexts": [], "statistics_db_event_queue": 0,
         "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600], "detailed": [600]},
         "listeners": listeners,
         "exchange_types": types.iter().map(|t| json!({"name": t, "description": "", "enabled": true})).collect::<Vec<_>>(),

@@ -520,3 +520,90 @@ async fn durable_queues_count_persistent_messages() {
     assert_eq!(b.admin("GET", "/api/queues/%2F/dq", None)["messages_persistent"], 1);
     assert_eq!(q["head_message_timestamp"], Value::Null, "no timestamp property");
 }
+
+#[tokio::test]
+async fn churn_is_counted_in_the_overview_and_prometheus() {
+    let b = Broker::start();
+    {
+        let (c, ch) = b.channel().await;
+        let _second = c.create_channel().await.unwrap();
+        let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+        for _ in 0..2 {
+            // Declared twice, created once.
+            declare_queue(&ch, "churned", exclusive, FieldTable::default()).await.unwrap();
+        }
+        ch.close(200, "bye".into()).await.unwrap();
+        c.close(200, "bye".into()).await.unwrap(); // the other channel and the exclusive queue go with it
+    }
+    let want = [
+        ("connection_created", 1),
+        ("connection_closed", 1),
+        ("channel_created", 2),
+        ("channel_closed", 2),
+        ("queue_declared", 2),
+        ("queue_created", 1),
+        ("queue_deleted", 1),
+    ];
+    eventually("the connection's close to be counted", || async {
+        b.admin("GET", "/api/overview", None)["churn_rates"]["connection_closed"] == 1
+    })
+    .await;
+    let churn = b.admin("GET", "/api/overview", None)["churn_rates"].clone();
+    for (k, v) in want {
+        assert_eq!(churn[k], v, "{k}: {churn}");
+    }
+    let m = scrape(&b, "/metrics");
+    for (name, v) in [
+        ("rabbitmq_connections_opened_total", 1.0),
+        ("rabbitmq_connections_closed_total", 1.0),
+        ("rabbitmq_channels_opened_total", 2.0),
+        ("rabbitmq_queues_declared_total", 2.0),
+        ("rabbitmq_queues_created_total", 1.0),
+        ("rabbitmq_queues_deleted_total", 1.0),
+    ] {
+        assert_eq!(sample(&m, name), Some(v), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn prometheus_detailed_serves_the_families_asked_for() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    for q in ["dq1", "dq2"] {
+        declare_queue(&ch, q, QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    }
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    for _ in 0..3 {
+        publish_confirmed_props(&ch, "", "dq1", "hello", BasicProperties::default()).await;
+    }
+    let got = ch.basic_get("dq1".into(), BasicGetOptions { no_ack: true }).await.unwrap();
+    assert!(got.is_some());
+    b.admin("PUT", "/api/vhosts/other", Some(json!({})));
+    let m = scrape(&b, "/metrics/detailed?family=queue_coarse_metrics&family=queue_delivery_metrics&vhost=%2F");
+    assert_eq!(sample(&m, "rabbitmq_detailed_queue_messages_ready{vhost=\"/\",queue=\"dq1\"}"), Some(2.0), "{m}");
+    assert_eq!(sample(&m, "rabbitmq_detailed_queue_messages{vhost=\"/\",queue=\"dq2\"}"), Some(0.0));
+    assert_eq!(sample(&m, "rabbitmq_detailed_queue_get_total{vhost=\"/\",queue=\"dq1\"}"), Some(1.0));
+    assert!(m.contains("# TYPE rabbitmq_detailed_queue_messages_ready gauge"));
+    assert!(!m.contains("rabbitmq_detailed_queue_consumers"), "a family not asked for");
+    assert!(!m.contains("rabbitmq_connections "), "no node-wide metrics here");
+    let m = scrape(&b, "/metrics/detailed?family=queue_coarse_metrics&vhost=other");
+    assert!(!m.contains("dq1"), "another vhost's queues are filtered out: {m}");
+    let m = scrape(
+        &b,
+        "/metrics/detailed?family=connection_coarse_metrics&family=channel_exchange_metrics&family=exchange_metrics&family=vhost_status&family=connection_churn_metrics",
+    );
+    assert!(sample_where(&m, "rabbitmq_detailed_connection_incoming_bytes_total").is_some_and(|v| v > 0.0), "{m}");
+    assert_eq!(sample_where(&m, "rabbitmq_detailed_channel_messages_published_total"), Some(3.0));
+    assert!(m.contains("# TYPE rabbitmq_detailed_exchange_messages_published counter"), "{m}");
+    assert_eq!(sample(&m, "rabbitmq_detailed_vhost_status{vhost=\"other\"}"), Some(1.0));
+    assert_eq!(sample(&m, "rabbitmq_detailed_connections_opened_total"), Some(1.0));
+    assert_eq!(scrape(&b, "/metrics/detailed?family=no_such_family").trim(), "# EOF");
+}
+
+/// The value of the first sample of `metric` whatever its labels.
+fn sample_where(text: &str, metric: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
