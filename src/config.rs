@@ -53,11 +53,13 @@ pub struct RateLimitConfig {
 pub struct ManagementConfig {
     /// Address of the HTTP API, RabbitMQ's 127.0.0.1:15672 by default; "" turns it off.
     pub listen: String,
+    /// Serve it over HTTPS with `[tls]`'s certificate and settings.
+    pub tls: bool,
 }
 
 impl Default for ManagementConfig {
     fn default() -> Self {
-        ManagementConfig { listen: "127.0.0.1:15672".into() }
+        ManagementConfig { listen: "127.0.0.1:15672".into(), tls: false }
     }
 }
 

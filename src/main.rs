@@ -113,7 +113,20 @@ fn main() -> ExitCode {
             broker.add_listener("amqp/ssl", addr);
             info!("listening for amqps on {addr}");
             println!("listening for amqps on {addr}");
-            let reloadable = t.tls.clone();
+        }
+        // The certificate of amqps, also that of the API when it is served over HTTPS.
+        let certificates = match (&tls, broker.config.management.tls) {
+            (Some(t), _) => Some(t.tls.clone()),
+            (None, true) => match warren::tls::Tls::load(&broker.config.tls) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    error!("management.tls: {e} (set them in [tls])");
+                    return ExitCode::FAILURE;
+                }
+            },
+            (None, false) => None,
+        };
+        if let Some(reloadable) = certificates.clone() {
             tokio::spawn(async move {
                 let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
                     return;
@@ -129,10 +142,12 @@ fn main() -> ExitCode {
         match warren::management::bind(&broker).await {
             Ok(Some(l)) => {
                 let addr = server::local_addr(&l);
-                broker.add_listener("http", addr);
-                info!("management API listening on http://{addr}/api/");
+                let https = certificates.clone().filter(|_| broker.config.management.tls);
+                let scheme = if https.is_some() { "https" } else { "http" };
+                broker.add_listener(if https.is_some() { "https" } else { "http" }, addr);
+                info!("management API listening on {scheme}://{addr}/api/");
                 println!("management API listening on {addr}");
-                tokio::spawn(warren::management::serve(l, broker.clone()));
+                tokio::spawn(warren::management::serve(l, broker.clone(), https));
             }
             Ok(None) => {}
             Err(e) => {

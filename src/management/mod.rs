@@ -8,6 +8,7 @@
 //! applies); reading needs one of the management tags, changing users, vhosts, permissions and
 //! limits needs `administrator`, changing policies `policymaker` or `administrator`.
 
+mod https;
 mod messages;
 mod objects;
 pub mod prometheus;
@@ -182,12 +183,22 @@ pub async fn bind_metrics(broker: &Broker) -> std::io::Result<Option<TcpListener
     }
 }
 
-/// Serve the API until the broker shuts down.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+/// Serve the API until the broker shuts down, over HTTPS with `tls`.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, tls: Option<Arc<crate::tls::Tls>>) {
+    use axum::serve::ListenerExt;
     let shutdown = broker.shutdown.clone();
     let rates = rates::Rates::start(&broker);
-    let app = router(broker, rates).into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await {
+    let app = router(broker.clone(), rates).into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = async move { shutdown.cancelled().await };
+    let served = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
+        Some(tls) => {
+            let https = https::HttpsListener::start(listener, tls, &broker);
+            // tap_io: axum gives ConnectInfo<SocketAddr> for tapped listeners.
+            axum::serve(https.tap_io(|_| ()), app).with_graceful_shutdown(stopped).await
+        }
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "the management API stopped");
     }
 }

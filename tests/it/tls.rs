@@ -221,3 +221,54 @@ async fn sighup_reloads_the_certificates() {
     let again = connect_tls(&uri, tls_config(&ca2.pem(), None)).await.expect("still the second certificate");
     assert_eq!(round_trip(&again, None).await.unwrap(), b"over tls");
 }
+
+/// One HTTP/1.1 request over TLS (trusting `ca_pem`); the whole response as text.
+async fn https_request(addr: &str, ca_pem: &str, request: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{self, pki_types::CertificateDer, pki_types::pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut tls = connector.connect("localhost".try_into().unwrap(), tcp).await?;
+    tls.write_all(request.as_bytes()).await?;
+    let mut out = String::new();
+    tls.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+#[tokio::test]
+async fn the_management_api_over_https() {
+    let s = Setup::new();
+    let config = s.config(false, false).replace("[tls]", "[management]\ntls = true\n\n[tls]");
+    let b = Broker::start_with_config(&config);
+    let addr = b.http_addr.clone().expect("the API listens");
+    let get = |auth: &str| {
+        format!(
+            "GET /api/overview HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let ok = within("an HTTPS request", https_request(&addr, &s.ca.pem(), &get("Z3Vlc3Q6Z3Vlc3Q="))).await.unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"management_version\""), "{ok}");
+    let refused = within("a refused login", https_request(&addr, &s.ca.pem(), &get("Z3Vlc3Q6bm9wZQ=="))).await.unwrap();
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    // Plain HTTP on the HTTPS port gets no answer from the API.
+    let plain = ureq::get(&format!("http://{addr}/api/overview")).call();
+    assert!(plain.is_err(), "plain HTTP must not be served");
+    // A client stuck in its handshake does not hold up others.
+    let _stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let again =
+        within("a request beside a stalled handshake", https_request(&addr, &s.ca.pem(), &get("Z3Vlc3Q6Z3Vlc3Q=")))
+            .await
+            .unwrap();
+    assert!(again.starts_with("HTTP/1.1 200"));
+}
