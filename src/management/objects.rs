@@ -603,6 +603,35 @@ async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
     }))
 }
 
+/// A vhost's JSON with its statistics added: depths, `message_stats`, and its connections'
+/// octets (of those open now).
+pub(super) async fn with_vhost_stats(b: &Broker, mut json: Value, st: &Stats) -> Value {
+    let Some(v) = json["name"].as_str().and_then(|n| b.vhost(n)) else { return json };
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    let t = v.snapshot();
+    for q in t.queues.values() {
+        if let Some(i) = q.handle.info().await {
+            ready += i.messages_ready as u64;
+            unacked += i.messages_unacknowledged as u64;
+        }
+    }
+    let (mut recv, mut send) = (0u64, 0u64);
+    for c in b.connections.snapshot().iter().filter(|c| c.vhost == v.name()) {
+        let [r, _, s, _] = c.details.octets.get();
+        recv += r;
+        send += s;
+    }
+    let key = Key::VHost(v.name().into());
+    let lengths = [("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)];
+    if let Value::Object(m) = &mut json {
+        m.extend(st.stats(&key, &lengths));
+        m.extend(st.stats(&key, &[("recv_oct", recv), ("send_oct", send)]));
+        m.insert("message_stats".into(), st.message_stats(&key, v.counters.snapshot(), rates::CHANNEL_MESSAGE_STATS));
+        m.insert("cluster_state".into(), json!({NODE: "running"}));
+    }
+    json
+}
+
 /// The one node, with what Warren knows of it (RabbitMQ's `/api/nodes` fields).
 fn node_json(b: &Broker, _c: &Caller) -> Value {
     let (rss, fds) = super::process_usage();

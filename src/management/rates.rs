@@ -269,7 +269,10 @@ pub const CHANNEL_MESSAGE_STATS: &[&str] = &[
 async fn collect(b: &Broker) -> Vec<(Key, Arc<[&'static str]>, Values)> {
     let mut counters_names = counter_names();
     counters_names.extend(LENGTHS);
-    let cl: Arc<[&'static str]> = counters_names.into();
+    let cl: Arc<[&'static str]> = counters_names.clone().into();
+    counters_names.extend(OCTET_FIELDS);
+    let vhost_names: Arc<[&'static str]> = counters_names.into();
+    let conns = b.connections.snapshot();
     let xs: Arc<[&'static str]> = Arc::new(EXCHANGE_FIELDS);
     let octets: Arc<[&'static str]> = Arc::new(OCTET_FIELDS);
     let channel: Arc<[&'static str]> = counter_names().into();
@@ -294,14 +297,21 @@ async fn collect(b: &Broker) -> Vec<(Key, Arc<[&'static str]>, Values)> {
         for k in 0..3 {
             node_lengths[k] += lengths[k];
         }
-        out.push((Key::VHost(v.name().into()), cl.clone(), counters_and_lengths(v.counters.snapshot(), lengths)));
+        let mut values = counters_and_lengths(v.counters.snapshot(), lengths);
+        let (mut recv, mut send) = (0, 0);
+        for c in conns.iter().filter(|c| c.vhost == v.name()) {
+            let [r, _, s, _] = c.details.octets.get();
+            recv += r;
+            send += s;
+        }
+        values.extend([recv, send]);
+        out.push((Key::VHost(v.name().into()), vhost_names.clone(), values));
         let counts = v.exchange_counts.snapshot_of(|x| x.is_empty() || t.exchanges.contains_key(x));
         for (x, (i, o)) in counts {
             out.push((Key::Exchange(v.name().into(), x), xs.clone(), vec![i, o]));
         }
     }
     out.push((Key::Node, cl, counters_and_lengths(b.counters.snapshot(), node_lengths)));
-    let conns = b.connections.snapshot();
     for c in &conns {
         let [recv, _, send, _] = c.details.octets.get();
         out.push((Key::Connection(c.id), octets.clone(), vec![recv, send]));

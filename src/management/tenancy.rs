@@ -168,12 +168,18 @@ fn vhost_json(v: &VHostDef) -> Value {
     })
 }
 
-async fn vhosts(State(b): B, _c: Caller) -> Json<Value> {
-    Json(Value::Array(b.definitions().vhosts.iter().map(vhost_json).collect()))
+async fn vhosts(State(b): B, _c: Caller, st: super::rates::Stats) -> Json<Value> {
+    let defs = b.definitions().vhosts.clone();
+    let mut out = Vec::new();
+    for v in &defs {
+        out.push(super::objects::with_vhost_stats(&b, vhost_json(v), &st).await);
+    }
+    Json(Value::Array(out))
 }
 
-async fn vhost(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    b.definitions().vhost(&name).map(|v| Json(vhost_json(v))).ok_or_else(ApiError::not_found)
+async fn vhost(State(b): B, _c: Caller, st: super::rates::Stats, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let v = b.definitions().vhost(&name).map(vhost_json).ok_or_else(ApiError::not_found)?;
+    Ok(Json(super::objects::with_vhost_stats(&b, v, &st).await))
 }
 
 async fn put_vhost(State(b): B, c: Caller, Path(name): Path<String>, body: Option<Json<Value>>) -> ApiResult<Response> {

@@ -327,6 +327,17 @@ async fn message_counters_reach_the_overview_and_prometheus() {
         assert!(queue["message_stats"][format!("{k}_details")]["rate"].is_number());
     }
     assert!(queue["message_stats"].get("confirm").is_none(), "not a queue counter in RabbitMQ");
+    // The vhost: its connections' counts, its queues' depth, its connections' traffic.
+    let vhost = b.admin("GET", "/api/vhosts/%2F", None);
+    for (k, v) in want {
+        assert_eq!(vhost["message_stats"][k], v, "vhost {k}: {}", vhost["message_stats"]);
+    }
+    assert_eq!(vhost["messages"], 0);
+    assert!(vhost["recv_oct"].as_u64().is_some_and(|n| n > 0) && vhost["send_oct_details"]["rate"].is_number());
+    b.admin("PUT", "/api/vhosts/quiet", Some(json!({})));
+    let quiet = b.admin("GET", "/api/vhosts", None);
+    let quiet = quiet.as_array().unwrap().iter().find(|v| v["name"] == "quiet").unwrap().clone();
+    assert_eq!(quiet["message_stats"]["publish"], 0, "counts are per vhost");
     // Exchanges: messages in, and copies routed out.
     let direct = b.admin("GET", "/api/exchanges/%2F/amq.direct", None);
     assert_eq!(
