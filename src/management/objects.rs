@@ -39,6 +39,7 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/queues/{vhost}/{name}", get(queue).put(put_queue).delete(delete_queue))
         .route("/api/queues/{vhost}/{name}/contents", axum::routing::delete(purge_queue))
         .route("/api/queues/{vhost}/{name}/get", axum::routing::post(super::messages::get))
+        .route("/api/queues/{vhost}/{name}/actions", axum::routing::post(queue_action))
         .route("/api/exchanges/{vhost}/{name}/publish", axum::routing::post(super::messages::publish))
         .route("/api/exchanges", get(|b: B, c: Caller, st: Stats, q: Params| exchanges(b, c, st, None, q)))
         .route(
@@ -313,6 +314,25 @@ async fn delete_queue(
     v.delete_queue(&name, flag("if-unused"), flag("if-empty"), 0).await.map_err(amqp_error)?;
     v.sync_definitions(v.definitions_written()).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST …/actions` with `{"action": "sync" | "cancel_sync"}`: mirror synchronisation, which a
+/// single node has nothing to do for (204, as RabbitMQ answers for an unmirrored queue).
+async fn queue_action(
+    State(b): B,
+    c: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Option<Json<Value>>,
+) -> ApiResult<Response> {
+    let v = vhost_of(&b, &vhost)?;
+    permitted(&b, &c, &vhost, crate::auth::permissions::Access::Configure, "queue", &name)?;
+    if v.snapshot().queues.get(&name).is_none() {
+        return Err(ApiError::not_found());
+    }
+    match body.as_ref().and_then(|Json(b)| b.get("action")).and_then(Value::as_str) {
+        Some("sync" | "cancel_sync") => Ok(StatusCode::NO_CONTENT.into_response()),
+        other => Err(ApiError::bad_request(format!("unknown action {}", other.unwrap_or("(none)")))),
+    }
 }
 
 async fn purge_queue(State(b): B, c: Caller, Path((vhost, name)): Path<(String, String)>) -> ApiResult<Response> {

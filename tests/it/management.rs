@@ -618,3 +618,20 @@ fn sample_where(text: &str, metric: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+#[tokio::test]
+async fn queue_actions_are_accepted_for_existing_queues() {
+    let b = Broker::start();
+    b.admin("PUT", "/api/queues/%2F/acted", Some(json!({})));
+    for action in ["sync", "cancel_sync"] {
+        let (status, _) =
+            b.api("POST", "/api/queues/%2F/acted/actions", ("guest", "guest"), Some(json!({"action": action})));
+        assert_eq!(status, 204, "{action}");
+    }
+    let (status, body) =
+        b.api("POST", "/api/queues/%2F/acted/actions", ("guest", "guest"), Some(json!({"action": "bogus"})));
+    assert_eq!((status, body["error"].clone()), (400, json!("bad_request")));
+    let (status, _) =
+        b.api("POST", "/api/queues/%2F/absent/actions", ("guest", "guest"), Some(json!({"action": "sync"})));
+    assert_eq!(status, 404);
+}
