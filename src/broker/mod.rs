@@ -276,12 +276,13 @@ impl Broker {
     /// (320, RabbitMQ's texts) and a deleted vhost's queues and data are removed. On any
     /// error nothing changes.
     pub async fn change(&self, edit: impl FnOnce(&mut Definitions) -> Result<(), String>) -> Result<(), String> {
-        let (gone_vhosts, gone_users) = {
+        // Saving (fsync) and opening vhosts block: off the runtime's worker (see `blocking`).
+        let (gone_vhosts, gone_users) = blocking(|| {
             let mut current = self.definitions.lock().unwrap_or_else(|p| p.into_inner());
             let mut d = current.clone();
             edit(&mut d)?;
             if d == *current {
-                return Ok(());
+                return Ok((Vec::new(), Vec::new()));
             }
             let users = crate::auth::Users::build(&d, &self.config.auth)?;
             let mut policies = HashMap::new();
@@ -319,8 +320,8 @@ impl Broker {
             *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(users);
             self.permissions_epoch.fetch_add(1, Ordering::AcqRel);
             *current = d;
-            (gone_vhosts, gone_users)
-        };
+            Ok::<_, String>((gone_vhosts, gone_users))
+        })?;
         for u in gone_users {
             self.connections.close_where(|c| c.user == u, &format!("user '{u}' is deleted"));
         }
@@ -364,4 +365,14 @@ fn vhost_dir_name(v: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Run blocking work (file writes with fsync, directory scans) from async code: on a
+/// multi-threaded runtime the worker hands its other tasks to another thread meanwhile; on a
+/// single-threaded one (tests) it just runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }

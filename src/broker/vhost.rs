@@ -338,7 +338,7 @@ impl VHost {
         }
         *self.definitions.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if let Some(s) = &self.storage
-            && let Err(e) = std::fs::remove_dir_all(&s.dir)
+            && let Err(e) = super::blocking(|| std::fs::remove_dir_all(&s.dir))
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(vhost = %self.name, dir = %s.dir.display(), error = %e, "cannot remove the deleted vhost's data");
