@@ -49,6 +49,26 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/exchanges/{vhost}/{name}", get(exchange).put(put_exchange).delete(delete_exchange))
         .route("/api/bindings", get(|b: B, c: Caller| bindings(b, c, None)))
         .route("/api/bindings/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>| bindings(b, c, Some(v))))
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(|b: B, c: Caller, p: Path<(String, String)>| {
+                bindings_of(b, c, p, "exchange", |x, name| x["source"] == name)
+            }),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(|b: B, c: Caller, p: Path<(String, String)>| {
+                bindings_of(b, c, p, "exchange", |x, name| {
+                    x["destination"] == name && x["destination_type"] == "exchange"
+                })
+            }),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            get(|b: B, c: Caller, p: Path<(String, String)>| {
+                bindings_of(b, c, p, "queue", |x, name| x["destination"] == name && x["destination_type"] == "queue")
+            }),
+        )
         .route("/api/connections", get(connections))
         .route("/api/connections/{name}", get(connection).delete(close_connection))
         .route("/api/channels", get(channels))
@@ -463,6 +483,25 @@ async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<J
         }
     }
     Ok(Json(Value::Array(out)))
+}
+
+/// The bindings of one exchange (`kind` "exchange") or queue that `keep` selects; 404 when the
+/// object does not exist.
+async fn bindings_of(
+    State(b): B,
+    c: Caller,
+    Path((vhost, name)): Path<(String, String)>,
+    kind: &str,
+    keep: impl Fn(&Value, &str) -> bool,
+) -> ApiResult<Json<Value>> {
+    let t = vhost_of(&b, &vhost)?.snapshot();
+    let exists = if kind == "queue" { t.queues.contains_key(&name) } else { t.exchanges.contains_key(&name) };
+    if !exists {
+        return Err(ApiError::not_found());
+    }
+    let Json(all) = bindings(State(b), c, Some(vhost)).await?;
+    let kept = all.as_array().into_iter().flatten().filter(|x| keep(x, &name)).cloned().collect();
+    Ok(Json(Value::Array(kept)))
 }
 
 fn connection_json(c: &ConnectionInfo, st: &Stats) -> Value {

@@ -635,3 +635,43 @@ async fn queue_actions_are_accepted_for_existing_queues() {
         b.api("POST", "/api/queues/%2F/absent/actions", ("guest", "guest"), Some(json!({"action": "sync"})));
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn bindings_of_one_exchange_or_queue() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    declare_queue(&ch, "bq", QueueDeclareOptions::default(), FieldTable::default()).await.unwrap();
+    ch.exchange_declare("bx".into(), lapin::ExchangeKind::Topic, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.exchange_declare("by".into(), lapin::ExchangeKind::Fanout, Default::default(), FieldTable::default())
+        .await
+        .unwrap();
+    bind(&ch, "bq", "bx", "k.#").await;
+    ch.exchange_bind("by".into(), "bx".into(), "e.*".into(), Default::default(), FieldTable::default()).await.unwrap();
+    let keys = |v: Value| -> Vec<(String, String)> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["destination"].as_str().unwrap().to_string(), x["routing_key"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let pair = |d: &str, k: &str| (d.to_string(), k.to_string());
+    assert_eq!(
+        keys(b.admin("GET", "/api/exchanges/%2F/bx/bindings/source", None)),
+        vec![pair("bq", "k.#"), pair("by", "e.*")],
+        "by destination, as RabbitMQ 3.10 lists them"
+    );
+    assert_eq!(keys(b.admin("GET", "/api/exchanges/%2F/by/bindings/destination", None)), vec![pair("by", "e.*")]);
+    assert_eq!(keys(b.admin("GET", "/api/exchanges/%2F/by/bindings/source", None)), vec![]);
+    assert_eq!(
+        keys(b.admin("GET", "/api/queues/%2F/bq/bindings", None)),
+        vec![pair("bq", "bq"), pair("bq", "k.#")],
+        "the default exchange's binding first, as RabbitMQ lists it"
+    );
+    for path in
+        ["/api/exchanges/%2F/nope/bindings/source", "/api/queues/%2F/nope/bindings", "/api/queues/nov/bq/bindings"]
+    {
+        assert_eq!(b.api("GET", path, ("guest", "guest"), None).0, 404, "{path}");
+    }
+}
