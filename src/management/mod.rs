@@ -160,6 +160,8 @@ const MAX_BODY: usize = 128 << 20;
 pub fn router(broker: Arc<Broker>, rates: Arc<rates::Rates>) -> Router {
     tenancy::routes()
         .merge(objects::routes())
+        // Unknown paths: RabbitMQ's 404 body.
+        .fallback(|| async { ApiError::not_found() })
         .layer(axum::Extension(rates))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(broker)

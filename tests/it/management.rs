@@ -675,3 +675,14 @@ async fn bindings_of_one_exchange_or_queue() {
         assert_eq!(b.api("GET", path, ("guest", "guest"), None).0, 404, "{path}");
     }
 }
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_answered_as_rabbitmq_does() {
+    let b = Broker::start();
+    let (status, body) = b.api("GET", "/api/no-such-thing", ("guest", "guest"), None);
+    assert_eq!((status, body), (404, json!({"error": "Object Not Found", "reason": "Not Found"})));
+    let (status, _) = b.api("DELETE", "/api/overview", ("guest", "guest"), None);
+    assert_eq!(status, 405);
+    let (status, body) = b.api("GET", "/api/overview", ("guest", "wrong"), None);
+    assert_eq!((status, body), (401, json!({"error": "not_authorized", "reason": "Login failed"})));
+}
