@@ -8,6 +8,7 @@
 //! applies); reading needs one of the management tags, changing users, vhosts, permissions and
 //! limits needs `administrator`, changing policies `policymaker` or `administrator`.
 
+mod bindings;
 mod messages;
 mod objects;
 pub mod prometheus;
@@ -141,6 +142,7 @@ const MAX_BODY: usize = 128 << 20;
 pub fn router(broker: Arc<Broker>, rates: Arc<rates::Rates>) -> Router {
     tenancy::routes()
         .merge(objects::routes())
+        .merge(bindings::routes())
         .layer(axum::Extension(rates))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(broker)
