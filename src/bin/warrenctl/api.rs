@@ -103,7 +103,7 @@ impl Api {
                     ureq::ErrorKind::InvalidUrl | ureq::ErrorKind::UnknownScheme => exit::USAGE,
                     _ => exit::UNAVAILABLE,
                 };
-                return Err(Failure::new(code, format!("cannot reach the management API at {}: {t}", self.base)));
+                return Err(Failure::new(code, format!("cannot reach the management API: {t}")));
             }
         };
         let text = res
@@ -141,6 +141,9 @@ fn refusal(method: &str, path: &str, status: u16, r: ureq::Response) -> Failure 
         .iter()
         .find_map(|k| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty()))
         .unwrap_or("no reason given");
+    // One line (RabbitMQ's validation reasons span several).
+    let reason: Vec<&str> = reason.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let reason = reason.join(": ");
     let code = match status {
         400 | 404 | 405 | 409 => exit::DATA,
         401 | 403 => exit::NO_PERM,

@@ -44,6 +44,8 @@ pub enum Format {
     Json,
 }
 
+// Positional arguments must not share an id with a global option (`user`, `password`), or
+// clap fills the option with them: hence `username` and `new_password`.
 #[derive(Subcommand, Debug)]
 #[command(rename_all = "snake_case")]
 pub enum Command {
@@ -67,7 +69,8 @@ pub enum Command {
     /// Create a user (the password from standard input when not given).
     AddUser {
         name: String,
-        password: Option<String>,
+        #[arg(value_name = "PASSWORD")]
+        new_password: Option<String>,
         /// Comma-separated tags, e.g. administrator or management.
         #[arg(long, default_value = "")]
         tags: String,
@@ -78,7 +81,8 @@ pub enum Command {
     /// Change a user's password (from standard input when not given), keeping its tags.
     ChangePassword {
         name: String,
-        password: Option<String>,
+        #[arg(value_name = "PASSWORD")]
+        new_password: Option<String>,
     },
     /// Replace a user's tags (none given: no tags).
     SetUserTags {
@@ -93,7 +97,7 @@ pub enum Command {
         #[arg(long, default_value = "")]
         tags: String,
         /// classic or quorum.
-        #[arg(long)]
+        #[arg(long = "default-queue-type")]
         default_queue_type: Option<String>,
     },
     DeleteVhost {
@@ -101,13 +105,15 @@ pub enum Command {
     },
     /// Set a user's configure, write and read patterns in the vhost (-p).
     SetPermissions {
-        user: String,
+        #[arg(value_name = "USER")]
+        username: String,
         configure: String,
         write: String,
         read: String,
     },
     ClearPermissions {
-        user: String,
+        #[arg(value_name = "USER")]
+        username: String,
     },
     /// Set a policy in the vhost (-p): NAME PATTERN DEFINITION(JSON).
     SetPolicy {
@@ -116,7 +122,7 @@ pub enum Command {
         definition: String,
         #[arg(long, default_value_t = 0)]
         priority: i64,
-        #[arg(long, value_enum, default_value_t = ApplyTo::All)]
+        #[arg(long = "apply-to", value_enum, default_value_t = ApplyTo::All)]
         apply_to: ApplyTo,
     },
     ClearPolicy {
@@ -129,7 +135,8 @@ pub enum Command {
     },
     /// Set a user's limits to a JSON object, e.g. '{"max-connections": 5, "max-channels": 20}'.
     SetUserLimits {
-        user: String,
+        #[arg(value_name = "USER")]
+        username: String,
         definition: String,
     },
     /// Write the broker's definitions (users, vhosts, queues, …) to a file, or - for stdout.

@@ -46,9 +46,12 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-/// Prefix a failure's message with the object it is about.
+/// Prefix the message of a failure that is about the object (400, 404) with its name.
 fn about<T>(what: String) -> impl FnOnce(Failure) -> Result<T> {
-    move |f| Err(Failure { message: format!("{what}: {}", f.message), ..f })
+    move |f| match f.status {
+        400 | 404 => Err(Failure { message: format!("{what}: {}", f.message), ..f }),
+        _ => Err(f),
+    }
 }
 
 fn parse_json(what: &str, text: &str) -> Result<Value> {
@@ -127,14 +130,14 @@ pub fn run(ctl: &Ctl, command: Command) -> Result<()> {
         }
         Command::Publish(args) => publish(ctl, args),
         Command::Get(args) => get(ctl, args),
-        Command::AddUser { name, password: given, tags } => {
+        Command::AddUser { name, new_password, tags } => {
             let user_path = path("/api/users/{}", &[&name])?;
             match api.get(&user_path) {
                 Ok(_) => return Err(Failure::data(format!("user '{name}' already exists"))),
                 Err(f) if f.status == 404 => {}
                 Err(f) => return Err(f),
             }
-            let password = password(given)?;
+            let password = password(new_password)?;
             ctl.info(format!("Adding user '{name}'"));
             api.put(&user_path, &json!({"password": password, "tags": comma_list(&tags).join(",")}))?;
             Ok(())
@@ -144,10 +147,10 @@ pub fn run(ctl: &Ctl, command: Command) -> Result<()> {
             api.delete(&path("/api/users/{}", &[&name])?).or_else(about(format!("user '{name}'")))?;
             Ok(())
         }
-        Command::ChangePassword { name, password: given } => {
+        Command::ChangePassword { name, new_password } => {
             let user_path = path("/api/users/{}", &[&name])?;
             let user = api.get(&user_path).or_else(about(format!("user '{name}'")))?;
-            let password = password(given)?;
+            let password = password(new_password)?;
             ctl.info(format!("Changing password for user '{name}'"));
             api.put(
                 &user_path,
@@ -179,14 +182,14 @@ pub fn run(ctl: &Ctl, command: Command) -> Result<()> {
             api.delete(&path("/api/vhosts/{}", &[&name])?).or_else(about(format!("vhost '{name}'")))?;
             Ok(())
         }
-        Command::SetPermissions { user, configure, write, read } => {
+        Command::SetPermissions { username: user, configure, write, read } => {
             ctl.info(format!("Setting permissions for user '{user}' in vhost '{vhost}'"));
             let body = json!({"configure": configure, "write": write, "read": read});
             api.put(&path("/api/permissions/{}/{}", &[vhost, &user])?, &body)
                 .or_else(about(format!("user '{user}' in vhost '{vhost}'")))?;
             Ok(())
         }
-        Command::ClearPermissions { user } => {
+        Command::ClearPermissions { username: user } => {
             ctl.info(format!("Clearing permissions for user '{user}' in vhost '{vhost}'"));
             api.delete(&path("/api/permissions/{}/{}", &[vhost, &user])?)
                 .or_else(about(format!("permissions of user '{user}' in vhost '{vhost}'")))?;
@@ -215,7 +218,7 @@ pub fn run(ctl: &Ctl, command: Command) -> Result<()> {
             ctl.info(format!("Setting limits of vhost '{vhost}'"));
             set_limits(api, "vhost-limits", vhost, &definition).or_else(about(format!("vhost '{vhost}'")))
         }
-        Command::SetUserLimits { user, definition } => {
+        Command::SetUserLimits { username: user, definition } => {
             ctl.info(format!("Setting limits of user '{user}'"));
             set_limits(api, "user-limits", &user, &definition).or_else(about(format!("user '{user}'")))
         }
@@ -407,7 +410,7 @@ fn delete(ctl: &Ctl, d: Delete) -> Result<()> {
             });
             let props = found
                 .and_then(|x| x["properties_key"].as_str())
-                .ok_or_else(|| Failure::data(format!("no binding from {} with these arguments", describe(ctl, &b))))?;
+                .ok_or_else(|| Failure::data(format!("no binding from {} and these arguments", describe(ctl, &b))))?;
             ctl.info(format!("Unbinding {}", describe(ctl, &b)));
             api.delete(&format!("{list_path}/{}", crate::api::segment(props)?)).or_else(about(describe(ctl, &b)))?;
         }
