@@ -76,11 +76,11 @@ fn refused(e: crate::error::AmqpError) -> ApiError {
     ApiError { status, error, reason: e.text }
 }
 
-/// The bindings from `source` to `dest` in `v` as the API lists them (404 if the source
-/// exchange does not exist).
-fn between(v: &VHost, source: &str, dest: &Destination) -> ApiResult<Vec<Value>> {
+/// The bindings from `source` to `dest` in `v` as the API lists them (none when either does
+/// not exist, as RabbitMQ).
+fn between(v: &VHost, source: &str, dest: &Destination) -> Vec<Value> {
     let t = v.snapshot();
-    let x = t.exchanges.get(source).ok_or_else(ApiError::not_found)?;
+    let Some(x) = t.exchanges.get(source) else { return Vec::new() };
     let (name, kind) = match dest {
         Destination::Queue(q) => (q, "queue"),
         Destination::Exchange(e) => (e, "exchange"),
@@ -88,13 +88,13 @@ fn between(v: &VHost, source: &str, dest: &Destination) -> ApiResult<Vec<Value>>
     let mut found: Vec<(&str, &FieldTable)> =
         x.bindings().filter(|(d, _, _)| *d == dest).map(|(_, k, a)| (k, a)).collect();
     found.sort_by(|a, b| a.0.cmp(b.0));
-    Ok(found
+    found
         .into_iter()
         .map(|(key, args)| {
             json!({"source": source, "vhost": v.name(), "destination": name, "destination_type": kind,
                 "routing_key": key, "arguments": table_to_json(args), "properties_key": properties_key(key, args)})
         })
-        .collect())
+        .collect()
 }
 
 async fn list(
@@ -103,7 +103,7 @@ async fn list(
     Path((vhost, source, dtype, dest)): Path<(String, String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let v = b.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    Ok(Json(Value::Array(between(&v, &source, &destination(&dtype, dest)?)?)))
+    Ok(Json(Value::Array(between(&v, &source, &destination(&dtype, dest)?))))
 }
 
 async fn one(
@@ -112,7 +112,7 @@ async fn one(
     Path((vhost, source, dtype, dest, props)): Path<(String, String, String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     let v = b.vhost(&vhost).ok_or_else(ApiError::not_found)?;
-    let all = between(&v, &source, &destination(&dtype, dest)?)?;
+    let all = between(&v, &source, &destination(&dtype, dest)?);
     all.into_iter().find(|x| x["properties_key"] == props.as_str()).map(Json).ok_or_else(ApiError::not_found)
 }
 

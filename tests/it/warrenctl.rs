@@ -213,6 +213,21 @@ async fn declare_and_delete_queues_exchanges_and_bindings() {
     assert_eq!(get_all(&ch, "dq").await, ["via binding"]);
     ctl(&b, &["declare", "binding", "--source", "src", "--destination", "missing"]).fails(65, "NOT_FOUND");
     ctl(&b, &["declare", "binding", "--source", "nosuch", "--destination", "dq"]).fails(65, "NOT_FOUND");
+    // RabbitMQ's properties keys: the routing key quoted (3.10.8 lists `a.#` as `a.%23`).
+    ok(&b, &["declare", "binding", "--source", "src", "--destination", "qq", "--routing-key", "a.#"]);
+    assert_eq!(b.admin("GET", "/api/bindings/%2F/e/src/q/qq", None)[0]["properties_key"], "a.%23");
+    assert_eq!(b.admin("GET", "/api/bindings/%2F/e/src/q/qq/a.%2523", None)["routing_key"], "a.#");
+    assert_eq!(b.admin("GET", "/api/bindings/%2F/e/nosuch/q/qq", None), json!([]));
+    let guest = ("guest", "guest");
+    assert_eq!(b.api("POST", "/api/bindings/%2F/e/src/q/qq", guest, Some(json!({"routing_key": "z"}))).0, 201);
+    assert_eq!(b.api("DELETE", "/api/bindings/%2F/e/src/q/qq/z", guest, None).0, 204);
+    assert_eq!(b.api("DELETE", "/api/bindings/%2F/e/src/q/qq/z", guest, None).0, 404);
+    // Binding needs write permission on the destination, as queue.bind does.
+    ok(&b, &["add_user", "reader", "pw", "--tags", "management"]);
+    ok(&b, &["set_permissions", "reader", "", "", ".*"]);
+    let reader = ["--user", "reader", "--password", "pw"];
+    let args = [&reader[..], &["declare", "binding", "--source", "src", "--destination", "qq"]].concat();
+    ctl(&b, &args).fails(77, "ACCESS_REFUSED - access to queue 'qq' in vhost '/' refused for user 'reader'");
 
     ok(&b, &["delete", "binding", "--source", "src", "--destination", "dq", "--routing-key", "k", "--arg", "x=1"]);
     assert_eq!(

@@ -145,7 +145,7 @@ fn refusal(method: &str, path: &str, status: u16, r: ureq::Response) -> Failure 
     let reason: Vec<&str> = reason.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let reason = reason.join(": ");
     let code = match status {
-        400 | 404 | 405 | 409 => exit::DATA,
+        400 | 404 | 409 => exit::DATA,
         401 | 403 => exit::NO_PERM,
         502..=504 => exit::UNAVAILABLE,
         _ => exit::SOFTWARE,
