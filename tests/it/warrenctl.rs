@@ -76,12 +76,13 @@ fn ok(b: &Broker, args: &[&str]) -> String {
     r.out
 }
 
-/// A loopback URL where nothing listens.
-fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}")
+/// A loopback URL where nothing listens, reserved while the socket lives (bound, never
+/// listening: connections to it are refused, and no other process can take the port).
+fn dead_url() -> (socket2::Socket, String) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = s.local_addr().unwrap().as_socket().unwrap().port();
+    (s, format!("http://127.0.0.1:{port}"))
 }
 
 #[tokio::test]
@@ -534,7 +535,7 @@ async fn status_and_await_startup() {
     assert_eq!(ok(&b, &["-q", "await_startup"]), "");
 
     // Nothing listening: every command is "unavailable" (69); await_startup times out (75).
-    let dead = dead_url();
+    let (_reserved, dead) = dead_url();
     run_env(&["--url", &dead, "status"], b"", &[]).fails(69, "cannot reach the management API");
     run_env(&["--url", &dead, "list", "queues"], b"", &[]).fails(69, "Connection refused");
     run_env(&["--url", &dead, "await_startup", "--timeout", "1"], b"", &[]).fails(75, "not ready within 1 s");
@@ -555,7 +556,7 @@ async fn status_and_await_startup() {
 
 #[test]
 fn await_startup_waits_for_a_broker_that_starts_later() {
-    let dead = dead_url();
+    let (reserved, dead) = dead_url();
     let addr = dead.trim_start_matches("http://").to_string();
     let waiter = Command::new(env!("CARGO_BIN_EXE_warrenctl"))
         .args(["--url", &dead, "await_startup", "--timeout", "60"])
@@ -566,6 +567,7 @@ fn await_startup_waits_for_a_broker_that_starts_later() {
         .spawn()
         .unwrap();
     // Started after the waiter, on the address it polls.
+    drop(reserved);
     let _b = Broker::start_with_args(&["--http-listen", &addr]);
     let o = waiter.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));

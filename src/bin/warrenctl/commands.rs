@@ -152,10 +152,8 @@ pub fn run(ctl: &Ctl, command: Command) -> Result<()> {
             let user = api.get(&user_path).or_else(about(format!("user '{name}'")))?;
             let password = password(new_password)?;
             ctl.info(format!("Changing password for user '{name}'"));
-            api.put(
-                &user_path,
-                &json!({"password": password, "tags": user["tags"], "hashing_algorithm": user["hashing_algorithm"]}),
-            )?;
+            // Hashed with the broker's default algorithm, whatever the old hash used.
+            api.put(&user_path, &json!({"password": password, "tags": user["tags"]}))?;
             Ok(())
         }
         Command::SetUserTags { name, tags } => {
