@@ -581,17 +581,23 @@ fn status(ctl: &Ctl) -> Result<()> {
 }
 
 /// Poll the readiness check until it answers ok (0), the deadline passes (75), or the login is
-/// refused (77: that will not change by waiting).
+/// refused (77: that will not change by waiting). RabbitMQ before 3.11 has no
+/// `ready-to-serve-clients`; there (404) every vhost running is the sign.
 fn await_startup(ctl: &Ctl, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     ctl.info(format!("Waiting for the broker to be ready (up to {} s) ...", timeout.as_secs()));
+    let mut check = "/api/health/checks/ready-to-serve-clients";
     loop {
-        let last = match ctl.api.get("/api/health/checks/ready-to-serve-clients") {
+        let last = match ctl.api.get(check) {
             Ok(_) => {
                 ctl.info("The broker is ready");
                 return Ok(());
             }
             Err(f) if f.code == exit::NO_PERM || f.code == exit::USAGE => return Err(f),
+            Err(f) if f.status == 404 && !check.ends_with("virtual-hosts") => {
+                check = "/api/health/checks/virtual-hosts";
+                continue;
+            }
             Err(f) => f,
         };
         let left = deadline.saturating_duration_since(Instant::now());
