@@ -125,9 +125,7 @@ fn may_bind(b: &Broker, c: &Caller, v: &VHost, source: &str, dest: &Destination,
     }
     permitted(b, c, v.name(), Access::Read, "exchange", source)?;
     let topic = v.snapshot().exchanges.get(source).is_some_and(|x| x.kind == ExchangeKind::Topic);
-    if let Some(perm) = b.users().permission(&c.name, v.name())
-        && topic
-    {
+    if topic && let Some(perm) = b.users().permission(&c.name, v.name()) {
         perm.check_topic(Access::Read, source, key).map_err(refused)?;
     }
     Ok(())
