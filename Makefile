@@ -4,7 +4,7 @@ CONFIG ?= config/warren.toml
 # Where cargo puts binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: all build release run test unit it interop crash-test bench lint fmt setup clean fuzz fuzz-seeds
+.PHONY: all build release install run test unit it interop crash-test bench lint fmt setup clean fuzz fuzz-seeds
 
 all: build
 
@@ -15,6 +15,12 @@ build:
 ## Build the optimised binary (target/release/warren).
 release:
 	$(CARGO) build --release
+
+## Install warren and warrenctl into $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local by default).
+PREFIX ?= /usr/local
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(TARGET_DIR)/release/warren $(TARGET_DIR)/release/warrenctl $(DESTDIR)$(PREFIX)/bin/
 
 ## Start the broker on 127.0.0.1:5672 with the default config (Ctrl-C stops it).
 run: release

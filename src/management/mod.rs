@@ -8,6 +8,7 @@
 //! applies); reading needs one of the management tags, changing users, vhosts, permissions and
 //! limits needs `administrator`, changing policies `policymaker` or `administrator`.
 
+mod bindings;
 mod https;
 mod messages;
 mod objects;
@@ -160,6 +161,7 @@ const MAX_BODY: usize = 128 << 20;
 pub fn router(broker: Arc<Broker>, rates: Arc<rates::Rates>) -> Router {
     tenancy::routes()
         .merge(objects::routes())
+        .merge(bindings::routes())
         // Unknown paths: RabbitMQ's 404 body.
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::Extension(rates))

@@ -462,8 +462,9 @@ async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<J
         qs.sort();
         // Every queue's implicit binding to the default exchange, as RabbitMQ lists it.
         for q in qs {
+            let props_key = super::bindings::properties_key(q, &Default::default());
             out.push(json!({"source": "", "vhost": v.name(), "destination": q, "destination_type": "queue",
-                "routing_key": q, "arguments": {}, "properties_key": q}));
+                "routing_key": q, "arguments": {}, "properties_key": props_key}));
         }
         let mut xs: Vec<_> = t.exchanges.values().collect();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -475,8 +476,7 @@ async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<J
             let mut bs: Vec<_> = x.bindings().map(|(d, k, a)| (named(d), k, a)).collect();
             bs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
             for ((name, kind), key, args) in bs {
-                let props_key =
-                    if args.inner().is_empty() { key.to_string() } else { format!("{key}~{}", args.inner().len()) };
+                let props_key = super::bindings::properties_key(key, args);
                 out.push(json!({"source": x.name, "vhost": v.name(), "destination": name, "destination_type": kind,
                     "routing_key": key, "arguments": table_to_json(args), "properties_key": props_key}));
             }

@@ -39,3 +39,4 @@ mod tenancy;
 mod tls;
 mod transactions;
 mod ttl;
+mod warrenctl;
