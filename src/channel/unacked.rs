@@ -103,7 +103,13 @@ mod tests {
 
     fn filled(n: u64) -> Unacked {
         let (tx, _rx) = mpsc::channel(1);
-        let q = QueueHandle { name: "q".into(), tx, ctl: mpsc::unbounded_channel().0, admission: Default::default() };
+        let q = QueueHandle {
+            name: "q".into(),
+            tx,
+            ctl: mpsc::unbounded_channel().0,
+            admission: Default::default(),
+            activity: Default::default(),
+        };
         let mut u = Unacked::default();
         for _ in 0..n {
             let t = u.next_tag();

@@ -7,9 +7,11 @@
 //! `lengths_…` for depths, `data_rates_…` for octets) add RabbitMQ's `samples`, `avg` and
 //! `avg_rate`, the series the web UI plots.
 //!
-//! A series stores a point only when a value changed (an idle queue costs one point), and the
-//! value at a time is that of the last point at or before it. Objects that disappeared are
-//! forgotten at the next sample. Nothing here is on the message path: queues, connections and
+//! A series stores a point only when a value changed (an idle queue costs one point; a queue
+//! that never had anything costs none), and the value at a time is that of the last point at or
+//! before it. Queues whose task did nothing since the last sample are not asked again
+//! ([`crate::queue::QueueHandle::activity`]), so idle queues cost the sampler nothing but a
+//! load. Objects that disappeared are forgotten at the next sample. Nothing here is on the message path: queues, connections and
 //! channels count in their own memory (see [`crate::stats`]) and are read from here.
 
 use std::collections::{HashMap, VecDeque};
@@ -87,7 +89,15 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Rates {
     inner: Mutex<Inner>,
+    /// Each queue's activity count and depths when it was last asked.
+    queues: Mutex<QueueCache>,
 }
+
+/// (vhost, queue) → (activity count, depths) at the last time the queue was asked.
+type QueueCache = HashMap<(String, String), (u64, [u64; 3])>;
+
+/// One object's sample: its values, or None when unchanged since the last one.
+pub type Sample = (Key, Arc<[&'static str]>, Option<Values>);
 
 /// `?xxx_age=&xxx_incr=` of a request, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +153,7 @@ impl Rates {
                     _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
                 }
                 let ts = now_ms() / INTERVAL_MS * INTERVAL_MS;
-                let samples = collect(&b).await;
+                let samples = r.collect(&b).await;
                 r.record(ts, samples);
             }
         });
@@ -151,14 +161,22 @@ impl Rates {
     }
 
     /// Add one sample of every object at `ts` (ms); objects absent from it are forgotten.
-    pub fn record(&self, ts: u64, samples: Vec<(Key, Arc<[&'static str]>, Values)>) {
+    pub fn record(&self, ts: u64, samples: Vec<Sample>) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut old = std::mem::take(&mut inner.series);
         let horizon = ts.saturating_sub(RETENTION.as_millis() as u64);
         for (key, names, values) in samples {
             let mut s = old.remove(&key).unwrap_or(Series { names, points: VecDeque::new() });
-            if s.points.back().is_none_or(|(_, v)| **v != *values) {
-                s.points.push_back((ts, values.into_boxed_slice()));
+            match values {
+                // Nothing yet and all zero: no point needed (a missing value reads as 0).
+                Some(v) if s.points.is_empty() && v.iter().all(|x| *x == 0) => continue,
+                Some(v) if s.points.back().is_none_or(|(_, last)| **last != *v) => {
+                    s.points.push_back((ts, v.into_boxed_slice()));
+                }
+                _ => {}
+            }
+            if s.points.is_empty() {
+                continue;
             }
             // Keep the newest point at or before the horizon: it is the value from then on.
             while s.points.len() >= 2 && s.points[1].0 <= horizon {
@@ -265,67 +283,82 @@ pub const CHANNEL_MESSAGE_STATS: &[&str] = &[
     "deliver_get",
 ];
 
-/// Read every object's counters and lengths once.
-async fn collect(b: &Broker) -> Vec<(Key, Arc<[&'static str]>, Values)> {
-    let mut counters_names = counter_names();
-    counters_names.extend(LENGTHS);
-    let cl: Arc<[&'static str]> = counters_names.clone().into();
-    counters_names.extend(OCTET_FIELDS);
-    let vhost_names: Arc<[&'static str]> = counters_names.into();
-    let conns = b.connections.snapshot();
-    let xs: Arc<[&'static str]> = Arc::new(EXCHANGE_FIELDS);
-    let octets: Arc<[&'static str]> = Arc::new(OCTET_FIELDS);
-    let channel: Arc<[&'static str]> = counter_names().into();
-    let mut out = Vec::new();
-    let mut node_lengths = [0u64; 3];
-    for v in b.vhosts_sorted() {
-        let t = v.snapshot();
-        let mut lengths = [0u64; 3];
-        for q in t.queues.values() {
-            let Some(i) = q.handle.info().await else { continue };
-            let (r, u) = (i.messages_ready as u64, i.messages_unacknowledged as u64);
-            let l = [r + u, r, u];
-            for k in 0..3 {
-                lengths[k] += l[k];
+impl Rates {
+    /// Read every object's counters and lengths once.
+    async fn collect(&self, b: &Broker) -> Vec<Sample> {
+        let mut counters_names = counter_names();
+        counters_names.extend(LENGTHS);
+        let cl: Arc<[&'static str]> = counters_names.clone().into();
+        counters_names.extend(OCTET_FIELDS);
+        let vhost_names: Arc<[&'static str]> = counters_names.into();
+        let conns = b.connections.snapshot();
+        let xs: Arc<[&'static str]> = Arc::new(EXCHANGE_FIELDS);
+        let octets: Arc<[&'static str]> = Arc::new(OCTET_FIELDS);
+        let channel: Arc<[&'static str]> = counter_names().into();
+        let mut out = Vec::new();
+        let mut node_lengths = [0u64; 3];
+        let mut seen = std::collections::HashSet::new();
+        for v in b.vhosts_sorted() {
+            let t = v.snapshot();
+            let mut lengths = [0u64; 3];
+            for q in t.queues.values() {
+                let id = (v.name().to_string(), q.name.clone());
+                let activity = q.handle.activity.load(std::sync::atomic::Ordering::Relaxed);
+                let known = self.queue_cache().get(&id).copied().filter(|(a, _)| *a == activity);
+                let (l, values) = match known {
+                    Some((_, l)) => (l, None),
+                    None => {
+                        let Some(i) = q.handle.info().await else { continue };
+                        let (r, u) = (i.messages_ready as u64, i.messages_unacknowledged as u64);
+                        let l = [r + u, r, u];
+                        self.queue_cache().insert(id.clone(), (activity, l));
+                        (l, Some(counters_and_lengths(i.counters.into(), l)))
+                    }
+                };
+                for k in 0..3 {
+                    lengths[k] += l[k];
+                }
+                seen.insert(id.clone());
+                out.push((Key::Queue(id.0, id.1), cl.clone(), values));
             }
-            out.push((
-                Key::Queue(v.name().into(), q.name.clone()),
-                cl.clone(),
-                counters_and_lengths(i.counters.into(), l),
-            ));
+            for k in 0..3 {
+                node_lengths[k] += lengths[k];
+            }
+            let mut values = counters_and_lengths(v.counters.snapshot(), lengths);
+            let (mut recv, mut send) = (0, 0);
+            for c in conns.iter().filter(|c| c.vhost == v.name()) {
+                let [r, _, s, _] = c.details.octets.get();
+                recv += r;
+                send += s;
+            }
+            values.extend([recv, send]);
+            out.push((Key::VHost(v.name().into()), vhost_names.clone(), Some(values)));
+            let counts = v.exchange_counts.snapshot_of(|x| x.is_empty() || t.exchanges.contains_key(x));
+            for (x, (i, o)) in counts {
+                out.push((Key::Exchange(v.name().into(), x), xs.clone(), Some(vec![i, o])));
+            }
         }
-        for k in 0..3 {
-            node_lengths[k] += lengths[k];
+        self.queue_cache().retain(|id, _| seen.contains(id));
+        out.push((Key::Node, cl, Some(counters_and_lengths(b.counters.snapshot(), node_lengths))));
+        for c in &conns {
+            let [recv, _, send, _] = c.details.octets.get();
+            out.push((Key::Connection(c.id), octets.clone(), Some(vec![recv, send])));
         }
-        let mut values = counters_and_lengths(v.counters.snapshot(), lengths);
-        let (mut recv, mut send) = (0, 0);
-        for c in conns.iter().filter(|c| c.vhost == v.name()) {
-            let [r, _, s, _] = c.details.octets.get();
-            recv += r;
-            send += s;
+        let described = futures_util::future::join_all(conns.iter().map(|c| c.channels_summary())).await;
+        for (c, chans) in conns.iter().zip(described) {
+            for ch in chans.unwrap_or_default() {
+                let s: Snapshot = ch.counters.into();
+                let mut v: Values = s.fields().into_iter().map(|(_, n)| n).collect();
+                v.push(s.deliver_get());
+                out.push((Key::Channel(c.id, ch.number), channel.clone(), Some(v)));
+            }
         }
-        values.extend([recv, send]);
-        out.push((Key::VHost(v.name().into()), vhost_names.clone(), values));
-        let counts = v.exchange_counts.snapshot_of(|x| x.is_empty() || t.exchanges.contains_key(x));
-        for (x, (i, o)) in counts {
-            out.push((Key::Exchange(v.name().into(), x), xs.clone(), vec![i, o]));
-        }
+        out
     }
-    out.push((Key::Node, cl, counters_and_lengths(b.counters.snapshot(), node_lengths)));
-    for c in &conns {
-        let [recv, _, send, _] = c.details.octets.get();
-        out.push((Key::Connection(c.id), octets.clone(), vec![recv, send]));
+
+    fn queue_cache(&self) -> std::sync::MutexGuard<'_, QueueCache> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
-    let described = futures_util::future::join_all(conns.iter().map(|c| c.channels_summary())).await;
-    for (c, chans) in conns.iter().zip(described) {
-        for ch in chans.unwrap_or_default() {
-            let s: Snapshot = ch.counters.into();
-            let mut v: Values = s.fields().into_iter().map(|(_, n)| n).collect();
-            v.push(s.deliver_get());
-            out.push((Key::Channel(c.id, ch.number), channel.clone(), v));
-        }
-    }
-    out
 }
 
 fn round(r: f64) -> f64 {
@@ -346,12 +379,12 @@ mod tests {
         let w = Windows::default();
         let m = r.stats(&Key::Node, &[("publish", 5)], &w);
         assert_eq!(m["publish_details"]["rate"], 0.0, "no samples yet");
-        r.record(10_000, vec![(Key::Node, names(), vec![100, 0])]);
-        r.record(15_000, vec![(Key::Node, names(), vec![600, 0])]);
+        r.record(10_000, vec![(Key::Node, names(), Some(vec![100, 0]))]);
+        r.record(15_000, vec![(Key::Node, names(), Some(vec![600, 0]))]);
         let m = r.stats(&Key::Node, &[("publish", 600)], &w);
         assert_eq!((m["publish"].clone(), m["publish_details"]["rate"].clone()), (json!(600), json!(100.0)));
         // Unchanged values add no point, and still read as the same value.
-        r.record(20_000, vec![(Key::Node, names(), vec![600, 0])]);
+        r.record(20_000, vec![(Key::Node, names(), Some(vec![600, 0]))]);
         assert_eq!(r.stats(&Key::Node, &[("publish", 600)], &w)["publish_details"]["rate"], 0.0);
         assert_eq!(r.inner.lock().unwrap().series[&Key::Node].points.len(), 2);
     }
@@ -360,7 +393,10 @@ mod tests {
     fn samples_follow_rabbitmqs_shape() {
         let r = Rates::default();
         for (i, depth) in [0u64, 0, 3, 3, 5].into_iter().enumerate() {
-            r.record(100_000 + i as u64 * 5000, vec![(Key::Queue("/".into(), "q".into()), names(), vec![0, depth])]);
+            r.record(
+                100_000 + i as u64 * 5000,
+                vec![(Key::Queue("/".into(), "q".into()), names(), Some(vec![0, depth]))],
+            );
         }
         let q: HashMap<String, String> =
             [("lengths_age", "20"), ("lengths_incr", "5")].into_iter().map(|(a, b)| (a.into(), b.into())).collect();
@@ -385,13 +421,27 @@ mod tests {
     fn gone_objects_are_forgotten_and_old_points_pruned() {
         let r = Rates::default();
         let q = Key::Queue("/".into(), "q".into());
-        r.record(0, vec![(q.clone(), names(), vec![1, 0])]);
+        r.record(0, vec![(q.clone(), names(), Some(vec![1, 0]))]);
         let later = RETENTION.as_millis() as u64 + 20_000;
         for (i, t) in [5_000, 10_000, later].into_iter().enumerate() {
-            r.record(t, vec![(q.clone(), names(), vec![2 + i as u64, 0])]);
+            r.record(t, vec![(q.clone(), names(), Some(vec![2 + i as u64, 0]))]);
         }
         assert_eq!(r.inner.lock().unwrap().series[&q].points.len(), 2, "only the base point before the horizon");
         r.record(later + 5000, vec![]);
         assert!(r.inner.lock().unwrap().series.is_empty());
+    }
+
+    #[test]
+    fn unchanged_and_empty_objects_cost_no_points() {
+        let r = Rates::default();
+        let q = Key::Queue("/".into(), "q".into());
+        r.record(5_000, vec![(q.clone(), names(), Some(vec![0, 0]))]);
+        assert!(r.inner.lock().unwrap().series.is_empty(), "never had anything: nothing kept");
+        r.record(10_000, vec![(q.clone(), names(), Some(vec![3, 3]))]);
+        r.record(15_000, vec![(q.clone(), names(), None)]);
+        r.record(20_000, vec![(q.clone(), names(), None)]);
+        assert_eq!(r.inner.lock().unwrap().series[&q].points.len(), 1, "unchanged: kept, no new point");
+        let m = r.stats(&q, &[("messages", 3)], &Windows::default());
+        assert_eq!(m["messages_details"]["rate"], 0.0);
     }
 }

@@ -52,7 +52,8 @@ pub fn spawn(
 ) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
     let (ctl, ctl_rx) = mpsc::unbounded_channel();
-    let handle = QueueHandle { name: name.into(), tx, ctl, admission: Default::default() };
+    let handle =
+        QueueHandle { name: name.into(), tx, ctl, admission: Default::default(), activity: Default::default() };
     let now = Instant::now();
     let mut state = QueueState::with_store(name, vhost.name(), args.clone(), now, store);
     state.restore(recovered, now);
@@ -67,6 +68,7 @@ pub fn spawn(
         ctl: handle.ctl.clone(),
         name_arc: handle.name.clone(),
         admission: handle.admission.clone(),
+        activity: handle.activity.clone(),
         delivered: 0,
         last_delivery: now,
         active_at: now,
@@ -93,6 +95,8 @@ struct QueueActor {
     name_arc: Arc<str>,
     /// Publisher flow control (see [`super::admission`]).
     admission: Arc<Admission>,
+    /// See [`QueueHandle::activity`] (only this task writes it).
+    activity: Arc<std::sync::atomic::AtomicU64>,
     /// Messages delivered this round (credit for limited publishers).
     delivered: usize,
     /// When a consumer last got a message (consumers idle for [`admission::STALL`] stopped).
@@ -182,6 +186,7 @@ impl QueueActor {
     fn handle(&mut self, cmd: QueueCmd, now: Instant) {
         if !matches!(cmd, QueueCmd::Info { .. } | QueueCmd::Resume) {
             self.active_at = now;
+            self.moved();
         }
         match cmd {
             QueueCmd::Publish(items) => self.publish(items, now),
@@ -410,6 +415,7 @@ impl QueueActor {
             tx,
             ctl: self.ctl.clone(),
             admission: self.admission.clone(),
+            activity: self.activity.clone(),
         })
     }
 
@@ -441,7 +447,14 @@ impl QueueActor {
     }
 
     /// Deadlines: expired messages, consumers past the ack timeout, an unused `x-expires` queue.
+    /// Something happened: bump [`QueueHandle::activity`] (one writer: a plain store).
+    fn moved(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.activity.store(self.activity.load(Relaxed).wrapping_add(1), Relaxed);
+    }
+
     fn on_timer(&mut self, now: Instant) {
+        self.moved();
         let timeout_ms = self.state.consumer_timeout().map_or(0, |t| t.as_millis() as u64);
         for c in self.state.on_timer(now) {
             warn!(queue = %self.name, channel = c.channel, consumer = %c.tag, "consumer ack timeout");

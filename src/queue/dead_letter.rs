@@ -370,7 +370,8 @@ mod tests {
     async fn a_full_target_mailbox_holds_dead_letters_in_order_without_a_task_each() {
         let (tx, mut rx) = mpsc::channel(1);
         let (ctl, _ctl_rx) = mpsc::unbounded_channel();
-        let target = QueueHandle { name: "t".into(), tx, ctl, admission: Default::default() };
+        let target =
+            QueueHandle { name: "t".into(), tx, ctl, admission: Default::default(), activity: Default::default() };
         let f = Forwarder::default();
         let n = 5000;
         for i in 0..n {
@@ -399,7 +400,8 @@ mod tests {
     async fn the_outbox_is_bounded() {
         let (tx, _rx) = mpsc::channel(1);
         let (ctl, _ctl_rx) = mpsc::unbounded_channel();
-        let target = QueueHandle { name: "t".into(), tx, ctl, admission: Default::default() };
+        let target =
+            QueueHandle { name: "t".into(), tx, ctl, admission: Default::default(), activity: Default::default() };
         let f = Forwarder::default();
         let body = Bytes::from(vec![0u8; 1024 * 1024]);
         for _ in 0..(OUTBOX_MAX_BYTES / body.len() as u64 + 10) {

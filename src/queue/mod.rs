@@ -48,12 +48,16 @@ pub struct QueueHandle {
     pub ctl: mpsc::UnboundedSender<QueueCmd>,
     /// Publisher flow control: whether the queue admits more publishes now.
     pub admission: Arc<admission::Admission>,
+    /// Bumped by the queue task whenever something happened (not by [`QueueHandle::info`]):
+    /// the statistics sampler asks only queues whose count moved.
+    pub activity: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl QueueHandle {
     /// The queue's state for the management API (None once it is deleted). On the control
     /// mailbox, and not counted as use for `x-expires`.
     pub async fn info(&self) -> Option<QueueInfo> {
+        // (The reply counts as nothing happening: `activity` is unchanged by it.)
         let (reply, rx) = oneshot::channel();
         self.ctl.send(QueueCmd::Info { reply }).ok()?;
         rx.await.ok().flatten()
