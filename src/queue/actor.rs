@@ -184,8 +184,9 @@ impl QueueActor {
     }
 
     fn handle(&mut self, cmd: QueueCmd, now: Instant) {
-        if !matches!(cmd, QueueCmd::Info { .. } | QueueCmd::Resume) {
+        if !matches!(cmd, QueueCmd::Info { .. }) {
             self.active_at = now;
+            // (A resume can lead to deliveries: it counts as something happening.)
             self.moved();
         }
         match cmd {
