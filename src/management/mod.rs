@@ -13,6 +13,7 @@ mod objects;
 pub mod prometheus;
 pub mod rates;
 mod tenancy;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -141,6 +142,7 @@ const MAX_BODY: usize = 128 << 20;
 pub fn router(broker: Arc<Broker>, rates: Arc<rates::Rates>) -> Router {
     tenancy::routes()
         .merge(objects::routes())
+        .merge(ui::routes())
         .layer(axum::Extension(rates))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(broker)
