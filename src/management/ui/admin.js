@@ -52,6 +52,7 @@ function mountUsers(content) {
       h('button', {
         type: 'button',
         class: 'small',
+        dataset: { tag: t },
         onclick: () => {
           const now = tagsInput.value.split(',').map((x) => x.trim()).filter(Boolean);
           if (!now.includes(t)) tagsInput.value = [...now, t].join(', ');

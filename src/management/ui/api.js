@@ -63,7 +63,9 @@ export async function request(method, url, { body, headers = {} } = {}) {
   const c = credentials();
   const h = { Accept: 'application/json', ...headers };
   if (c) h.Authorization = 'Basic ' + base64(`${c.user}:${c.password}`);
-  const init = { method, headers: h, cache: 'no-store' };
+  // credentials 'omit': the API's 401 carries `WWW-Authenticate: Basic`, and with credentials a
+  // browser would answer it with its own login prompt instead of handing the 401 to the page.
+  const init = { method, headers: h, cache: 'no-store', credentials: 'omit' };
   if (body !== undefined) {
     h['Content-Type'] = 'application/json';
     init.body = typeof body === 'string' ? body : JSON.stringify(body);

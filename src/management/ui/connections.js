@@ -47,7 +47,14 @@ export function mountList(main) {
         body,
         table(
           [
-            { label: 'Name', cell: (c) => h('a', { href: connectionHref(c.name) }, c.name), key: 'name' },
+            {
+              label: 'Name',
+              key: 'name',
+              cell: (c) => {
+                const given = (c.client_properties || {}).connection_name;
+                return [h('a', { href: connectionHref(c.name) }, c.name), given && h('div', { class: 'muted' }, given)];
+              },
+            },
             { label: 'User', cell: (c) => c.user },
             { label: 'Virtual host', cell: (c) => c.vhost },
             { label: 'Client', cell: client },

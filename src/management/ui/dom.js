@@ -94,8 +94,9 @@ export function statRate(stats, key) {
 
 export function notify(text, bad = false) {
   const box = document.getElementById('notices');
-  const n = h('div', { class: bad ? 'notice bad' : 'notice', role: bad ? 'alert' : 'status' }, text);
+  const n = h('div', { class: bad ? 'notice bad' : 'notice', role: bad ? 'alert' : 'status', title: 'Click to dismiss', onclick: () => n.remove() }, text);
   box.append(n);
+  while (box.children.length > 4) box.firstChild.remove();
   setTimeout(() => n.remove(), bad ? 9000 : 4000);
 }
 

@@ -1,0 +1,332 @@
+// Warren's management web UI in headless Chromium (Debian's /usr/bin/chromium, driven by
+// puppeteer-core; no browser download). Against the broker named by $MGMT_URL (the HTTP
+// listener, e.g. http://127.0.0.1:15672) and $AMQP_URL.
+//
+// A user's path through the console, each step checked on the page and, where it changes the
+// broker, through the API: a wrong password shows the API's reason; log in through the form;
+// declare a queue; publish to it and watch its depth change; get a message and see its payload;
+// purge and see 0; create a user (then it exists and can log in); close an AMQP connection
+// from its page (the client receives 320 with the reason typed); download the definitions.
+// Screenshots of the main pages go to $SCREENSHOT_DIR (default target/ui-screenshots).
+//
+// Every wait is for an event or a value shown on the page (waitForSelector / waitForFunction),
+// bounded by WAIT_MS, never a fixed sleep: a loaded 2-core machine only makes it slower.
+
+'use strict';
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const crypto = require('node:crypto');
+const amqp = require('amqplib');
+const puppeteer = require('puppeteer-core');
+
+const MGMT_URL = process.env.MGMT_URL;
+const AMQP_URL = process.env.AMQP_URL;
+if (!MGMT_URL || !AMQP_URL) {
+  console.error('MGMT_URL and AMQP_URL must be set (interop/with-warren.sh sets both)');
+  process.exit(2);
+}
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.SCREENSHOT_DIR || path.resolve(__dirname, '../../target/ui-screenshots');
+const WAIT_MS = 30_000; // for any one thing to show up on the page
+const STEP = { timeout: 90_000 };
+const ADMIN = { user: 'guest', password: 'guest' };
+
+const id = `${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
+const QUEUE = `ui-test-${id}`;
+const USER = `ui-user-${id}`;
+
+let browser;
+let page;
+let demo; // an AMQP connection that keeps some traffic going, so the charts have data
+
+function within(promise, what, ms = WAIT_MS) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+// The management API, called from the test (not through the page).
+async function api(method, url, { auth = ADMIN, body } = {}) {
+  const headers = { Authorization: 'Basic ' + Buffer.from(`${auth.user}:${auth.password}`).toString('base64') };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(MGMT_URL + url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+const enc = encodeURIComponent;
+
+async function go(hash) {
+  await page.evaluate((h) => {
+    location.hash = h;
+  }, hash);
+}
+
+// Wait until the text of `selector` is `expected` (trimmed).
+async function textIs(selector, expected) {
+  await page.waitForFunction(
+    (s, want) => {
+      const el = document.querySelector(s);
+      return el && el.textContent.trim() === want;
+    },
+    { timeout: WAIT_MS },
+    selector,
+    expected,
+  );
+}
+
+async function typeInto(selector, text) {
+  await page.waitForSelector(selector, { visible: true });
+  await page.$eval(selector, (el) => {
+    el.value = '';
+  });
+  await page.type(selector, text);
+}
+
+async function submit(formSelector) {
+  await page.click(`${formSelector} button[type=submit]`);
+}
+
+async function shot(name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.$$eval('.notice', (all) => all.forEach((n) => n.remove())); // transient toasts
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+// A row of a UI table by its data-key (an object's name).
+const row = (table, key) => `#${table} tr[data-key="${key.replace(/["\\]/g, '\\$&')}"]`;
+
+before(async () => {
+  browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // root in CI has no user namespaces for the sandbox; /dev/shm may be small in containers
+    args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--no-first-run'],
+    protocolTimeout: 120_000,
+  });
+  page = await browser.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  await page.setViewport({ width: 1280, height: 900 });
+  page.on('dialog', (d) => d.accept()); // confirm() before purge, delete, close
+  page.on('pageerror', (e) => console.error('page error:', e.message));
+
+  // Some traffic for the charts: a queue that is published to and consumed from all along.
+  demo = await amqp.connect(AMQP_URL, { clientProperties: { connection_name: 'ui-test demo traffic' } });
+  const ch = await demo.createChannel();
+  const q = `ui-demo-orders-${id}`;
+  await ch.assertQueue(q, { durable: false, autoDelete: true });
+  // Consumed more slowly than published, so that the queue grows and the chart shows it.
+  await ch.prefetch(2);
+  await ch.consume(q, (m) => {
+    if (!m) return;
+    setTimeout(() => {
+      try {
+        ch.ack(m);
+      } catch {
+        // the channel closed at the end of the run
+      }
+    }, 100);
+  });
+  let n = 0;
+  demo.timer = setInterval(() => {
+    for (let i = 0; i < 20; i++) ch.sendToQueue(q, Buffer.from(JSON.stringify({ order: n++ })));
+  }, 500);
+});
+
+after(async () => {
+  if (demo) {
+    clearInterval(demo.timer);
+    await demo.close().catch(() => {});
+  }
+  if (browser) await browser.close();
+  await api('DELETE', `/api/queues/%2F/${enc(QUEUE)}`).catch(() => {});
+  await api('DELETE', `/api/users/${enc(USER)}`).catch(() => {});
+});
+
+test('the page and its assets are served without login, with their content types', STEP, async () => {
+  const res = await fetch(MGMT_URL + '/');
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /^text\/html/);
+  assert.match(res.headers.get('content-security-policy'), /script-src 'self'/);
+  const js = await fetch(MGMT_URL + '/ui/app.js');
+  assert.equal(js.status, 200);
+  assert.match(js.headers.get('content-type'), /^text\/javascript/);
+  const again = await fetch(MGMT_URL + '/ui/app.js', { headers: { 'If-None-Match': js.headers.get('etag') } });
+  assert.equal(again.status, 304);
+  assert.equal((await fetch(MGMT_URL + '/api/overview')).status, 401, 'the API itself still needs a login');
+});
+
+test('a wrong password shows the API reason on the login form', STEP, async () => {
+  await page.goto(MGMT_URL + '/', { waitUntil: 'domcontentloaded' });
+  await typeInto('#login-user', ADMIN.user);
+  await typeInto('#login-pass', 'not-the-password');
+  await submit('#login-form');
+  await page.waitForSelector('#login-error', { visible: true });
+  assert.equal(await page.$eval('#login-error', (e) => e.textContent), 'Login failed');
+  assert.equal(await page.$eval('#app', (e) => e.hidden), true, 'the console stays hidden');
+});
+
+test('logs in through the form', STEP, async () => {
+  await typeInto('#login-user', ADMIN.user);
+  await typeInto('#login-pass', ADMIN.password);
+  await submit('#login-form');
+  await page.waitForSelector('#app', { visible: true });
+  await textIs('#whoami', 'guest (administrator)');
+  assert.equal(await page.$eval('#login', (e) => e.hidden), true);
+  // The overview fills in from /api/overview: the demo connection is counted.
+  await page.waitForFunction(() => Number(document.querySelector('#total-connections')?.textContent) >= 1);
+  await page.waitForSelector('#chart-levels svg polyline');
+});
+
+test('declares a queue through the UI', STEP, async () => {
+  await go('#/queues');
+  await typeInto('#q-name', QUEUE);
+  await submit('#add-queue');
+  await page.waitForSelector(row('queues-table', QUEUE));
+  const r = await api('GET', `/api/queues/%2F/${enc(QUEUE)}`);
+  assert.equal(r.status, 200);
+  assert.equal(r.body.durable, true);
+  // The filter narrows the list through the API's `name` parameter.
+  await typeInto('#queues-filter', QUEUE);
+  await page.waitForFunction((n) => {
+    const rows = [...document.querySelectorAll('#queues-table tbody tr')];
+    return rows.length === 1 && rows[0].dataset.key === n;
+  }, {}, QUEUE);
+  await textIs('#queues-counts', `1 of ${(await api('GET', '/api/queues')).body.length} queues match`);
+});
+
+test('publishes through the UI and the queue depth changes', STEP, async () => {
+  await page.click(`${row('queues-table', QUEUE)} a`);
+  await page.waitForSelector('#publish-form');
+  await textIs('#queue-ready', '0');
+  await typeInto('#pub-payload', 'first message from the browser');
+  await submit('#publish-form');
+  await textIs('#queue-ready', '1');
+  await typeInto('#pub-payload', 'second');
+  await submit('#publish-form');
+  await textIs('#queue-ready', '2');
+  assert.equal((await api('GET', `/api/queues/%2F/${enc(QUEUE)}`)).body.messages_ready, 2);
+  // The list shows the same depth.
+  await go('#/queues');
+  await textIs(`${row('queues-table', QUEUE)} td[data-col=ready]`, '2');
+  await shot('queues');
+});
+
+test('gets a message and sees its payload', STEP, async () => {
+  await page.click(`${row('queues-table', QUEUE)} a`);
+  await page.waitForSelector('#get-form');
+  await textIs('#queue-ready', '2');
+  await page.select('#get-ackmode', 'ack_requeue_true');
+  await submit('#get-form');
+  await textIs('#get-results .message .payload', 'first message from the browser');
+  // Requeued: still two.
+  await textIs('#queue-ready', '2');
+  await shot('queue');
+});
+
+test('purges the queue and sees 0', STEP, async () => {
+  await page.click('#purge-queue');
+  await textIs('#queue-ready', '0');
+  await textIs('#queue-total', '0');
+  assert.equal((await api('GET', `/api/queues/%2F/${enc(QUEUE)}`)).body.messages, 0);
+});
+
+test('creates a user through the UI', STEP, async () => {
+  await go('#/admin/users');
+  await typeInto('#user-name', USER);
+  await typeInto('#user-password', 'secret-of-the-ui');
+  await page.click('#user-form button[data-tag="monitoring"]'); // a quick-pick tag button
+  assert.equal(await page.$eval('#user-tags', (e) => e.value), 'monitoring');
+  await submit('#user-form');
+  await page.waitForSelector(row('users-table', USER));
+  const r = await api('GET', `/api/users/${enc(USER)}`);
+  assert.equal(r.status, 200);
+  assert.deepEqual([].concat(r.body.tags), ['monitoring']);
+  const me = await api('GET', '/api/whoami', { auth: { user: USER, password: 'secret-of-the-ui' } });
+  assert.equal(me.status, 200, 'the new user logs in with the password typed');
+  assert.equal(me.body.name, USER);
+  await shot('users');
+});
+
+test('closes an AMQP connection from its page', STEP, async () => {
+  const conn = await amqp.connect(AMQP_URL, { clientProperties: { connection_name: 'ui-test victim' } });
+  const closed = new Promise((resolve) => conn.on('close', resolve));
+  conn.on('error', () => {}); // the forced close is also reported as an error
+  const port = conn.connection.stream.localPort;
+  await go('#/connections');
+  // Its row: the API names a connection "peer -> local", the peer being this client.
+  const name = await page.waitForFunction((p) => {
+    const r = [...document.querySelectorAll('#connections-table tbody tr')].find((tr) => (tr.dataset.key || '').startsWith(`127.0.0.1:${p} `));
+    return r && r.dataset.key;
+  }, {}, port).then((h) => h.jsonValue());
+  await shot('connections');
+  await page.click(`${row('connections-table', name)} a`);
+  await page.waitForSelector('#close-connection');
+  await page.waitForSelector('#connection-channels');
+  await typeInto('#close-reason', 'closed by the UI test');
+  await submit('#close-connection');
+  const err = await within(closed, 'the client to see its connection closed');
+  assert.match(String(err && err.message), /320/);
+  assert.match(String(err && err.message), /closed by the UI test/);
+  await page.waitForFunction(() => location.hash === '#/connections');
+  await page.waitForFunction((n) => {
+    const t = document.querySelector('#connections-table');
+    return t && ![...t.querySelectorAll('tbody tr')].some((tr) => tr.dataset.key === n);
+  }, {}, name);
+});
+
+test('downloads the definitions', STEP, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-ui-defs-'));
+  const cdp = await browser.target().createCDPSession();
+  await cdp.send('Browser.setDownloadBehavior', { behavior: 'allowAndName', downloadPath: dir, eventsEnabled: true });
+  const done = new Promise((resolve, reject) => {
+    cdp.on('Browser.downloadProgress', (e) => {
+      if (e.state === 'completed') resolve(e.guid);
+      if (e.state === 'canceled') reject(new Error('download canceled'));
+    });
+  });
+  await go('#/admin/definitions');
+  await page.click('#download-definitions');
+  const guid = await within(done, 'the definitions download');
+  const defs = JSON.parse(fs.readFileSync(path.join(dir, guid), 'utf8'));
+  assert.ok(defs.queues.some((q) => q.name === QUEUE), 'the durable queue declared through the UI is exported');
+  assert.ok(defs.users.some((u) => u.name === USER), 'the user created through the UI is exported');
+  await page.waitForFunction(() => /^Downloaded \d+ queues/.test(document.querySelector('#definitions-status').textContent));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('the overview plots queued messages and rates over time', { timeout: 180_000 }, async () => {
+  await go('#/overview');
+  // Each 5 s poll adds a point (or the API's samples seed the lines): wait for eight.
+  await page.waitForFunction(
+    () => {
+      const lines = [...document.querySelectorAll('#chart-levels polyline')];
+      const rates = [...document.querySelectorAll('#chart-rates polyline')];
+      return lines.length && rates.length && Number(lines[0].dataset.count) >= 8 && Number(rates[0].dataset.count) >= 8;
+    },
+    { timeout: 150_000 },
+  );
+  // The demo traffic shows: messages are queued and published at a rate above zero.
+  assert.ok(Number((await page.$eval('#total-ready', (e) => e.textContent)).replace(/,/g, '')) > 0);
+  const publish = await page.$eval('#chart-rates .legend [data-series="Publish"] .value', (e) => e.textContent);
+  assert.ok(parseFloat(publish.replace(/,/g, '')) > 0, `the publish rate shown is ${publish}`);
+  await shot('overview');
+  await go('#/exchanges');
+  await page.waitForSelector(row('exchanges-table', 'amq.topic'));
+  await shot('exchanges');
+  await go('#/channels');
+  await page.waitForSelector('#channels-table tbody tr[data-key]');
+  await shot('channels');
+});
+
+test('logging out returns to the login form', STEP, async () => {
+  await page.click('#logout');
+  await page.waitForSelector('#login-form', { visible: true });
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('warren.credentials')), null);
+});
