@@ -38,6 +38,8 @@ const ADMIN = { user: 'guest', password: 'guest' };
 const id = `${process.pid}-${crypto.randomBytes(3).toString('hex')}`;
 const QUEUE = `ui-test-${id}`;
 const USER = `ui-user-${id}`;
+const VHOST = `ui-vhost-${id}`;
+const POLICY = `ui-policy-${id}`;
 
 let browser;
 let page;
@@ -147,6 +149,7 @@ after(async () => {
   if (browser) await browser.close();
   await api('DELETE', `/api/queues/%2F/${enc(QUEUE)}`).catch(() => {});
   await api('DELETE', `/api/users/${enc(USER)}`).catch(() => {});
+  await api('DELETE', `/api/vhosts/${enc(VHOST)}`).catch(() => {});
 });
 
 test('the page and its assets are served without login, with their content types', STEP, async () => {
@@ -299,6 +302,66 @@ test('downloads the definitions', STEP, async () => {
   assert.ok(defs.users.some((u) => u.name === USER), 'the user created through the UI is exported');
   await page.waitForFunction(() => /^Downloaded \d+ queues/.test(document.querySelector('#definitions-status').textContent));
   fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('creates a vhost, then creates, edits and deletes a policy in it', STEP, async () => {
+  await go('#/admin/vhosts');
+  await typeInto('#vhost-name', VHOST);
+  await typeInto('#vhost-description', 'made by the UI test');
+  await submit('#vhost-form');
+  await page.waitForSelector(row('vhosts-table', VHOST));
+  assert.equal((await api('GET', `/api/vhosts/${enc(VHOST)}`)).body.description, 'made by the UI test');
+  // The header's selector offers the new vhost; choosing it narrows the pages to it.
+  await page.waitForSelector(`#vhost-select option[value="${VHOST}"]`);
+  await page.select('#vhost-select', VHOST);
+
+  await go('#/admin/policies');
+  await page.waitForFunction((v) => document.querySelector('#policy-vhost')?.value === v, {}, VHOST);
+  await typeInto('#policy-name', POLICY);
+  await typeInto('#policy-pattern', '^ui\\.');
+  await page.select('#policy-apply-to', 'queues');
+  await typeInto('#policy-definition', '{"max-length": 10}');
+  await submit('#policy-form');
+  await page.waitForSelector(row('policies-table', POLICY));
+  let r = await api('GET', `/api/policies/${enc(VHOST)}/${enc(POLICY)}`);
+  assert.equal(r.status, 200);
+  assert.deepEqual([r.body.pattern, r.body['apply-to'], r.body.definition], ['^ui\\.', 'queues', { 'max-length': 10 }]);
+
+  // Edit: the row's Edit fills the form; save a new definition.
+  await page.click(`${row('policies-table', POLICY)} button`);
+  await page.waitForFunction(() => document.querySelector('#policy-definition').value.includes('max-length'));
+  await typeInto('#policy-definition', '{"max-length": 20}');
+  await submit('#policy-form');
+  await page.waitForFunction((sel) => document.querySelector(sel)?.textContent.includes('"max-length":20'), {}, row('policies-table', POLICY));
+  r = await api('GET', `/api/policies/${enc(VHOST)}/${enc(POLICY)}`);
+  assert.deepEqual(r.body.definition, { 'max-length': 20 });
+
+  await page.click(`${row('policies-table', POLICY)} button.danger`);
+  await page.waitForFunction((sel) => !document.querySelector(sel), {}, row('policies-table', POLICY));
+  assert.equal((await api('GET', `/api/policies/${enc(VHOST)}/${enc(POLICY)}`)).status, 404);
+});
+
+test('uploads definitions', STEP, async () => {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'warren-ui-upload-')), 'defs.json');
+  const imported = `ui-imported-${id}`;
+  fs.writeFileSync(file, JSON.stringify({ queues: [{ name: imported, vhost: VHOST, durable: true, auto_delete: false, arguments: {} }] }));
+  await go('#/admin/definitions');
+  const input = await page.waitForSelector('#definitions-file');
+  await input.uploadFile(file);
+  await submit('#upload-definitions');
+  await textIs('#definitions-status', 'Imported defs.json.');
+  assert.equal((await api('GET', `/api/queues/${enc(VHOST)}/${enc(imported)}`)).status, 200);
+  // With the vhost chosen in the header, the queues list shows only its queues.
+  await go('#/queues');
+  await page.waitForSelector('#queues-filter');
+  await page.$eval('#queues-filter', (e) => {
+    e.value = '';
+    e.dispatchEvent(new Event('input'));
+  });
+  await page.waitForSelector(row('queues-table', imported));
+  await page.waitForFunction(() => document.querySelectorAll('#queues-table tbody tr').length === 1);
+  await page.select('#vhost-select', '');
+  fs.rmSync(path.dirname(file), { recursive: true, force: true });
 });
 
 test('the overview plots queued messages and rates over time', { timeout: 180_000 }, async () => {
