@@ -44,6 +44,7 @@ const POLICY = `ui-policy-${id}`;
 let browser;
 let page;
 let demo; // an AMQP connection that keeps some traffic going, so the charts have data
+const pageErrors = []; // uncaught exceptions in the page
 
 function within(promise, what, ms = WAIT_MS) {
   let timer;
@@ -116,7 +117,7 @@ before(async () => {
   page.setDefaultTimeout(WAIT_MS);
   await page.setViewport({ width: 1280, height: 900 });
   page.on('dialog', (d) => d.accept()); // confirm() before purge, delete, close
-  page.on('pageerror', (e) => console.error('page error:', e.message));
+  page.on('pageerror', (e) => pageErrors.push(e.message));
 
   // Some traffic for the charts: a queue that is published to and consumed from all along.
   demo = await amqp.connect(AMQP_URL, { clientProperties: { connection_name: 'ui-test demo traffic' } });
@@ -392,4 +393,5 @@ test('logging out returns to the login form', STEP, async () => {
   await page.click('#logout');
   await page.waitForSelector('#login-form', { visible: true });
   assert.equal(await page.evaluate(() => sessionStorage.getItem('warren.credentials')), null);
+  assert.deepEqual(pageErrors, [], 'no uncaught exception in the page during the whole run');
 });

@@ -14,6 +14,7 @@ export class Lister {
     this.noun = noun;
     this.state = { filter: '', regex: false, sort: 'name', reverse: false, page: 1, pageSize: 20 };
     this.columns = [];
+    this.latest = 0; // a click's refresh may overtake the periodic one: show only the newest
     const s = this.state;
     let debounce;
     this.filter = h('input', {
@@ -108,10 +109,13 @@ export class Lister {
     this.filter.value = s.filter;
     this.regex.checked = s.regex;
     this.size.value = String(s.pageSize);
+    const seq = ++this.latest;
     let r;
     try {
       r = await get(this.url());
+      if (seq !== this.latest) return;
     } catch (e) {
+      if (seq !== this.latest) return;
       if (e.status === 400 && s.page > 1 && /page/.test(e.message)) {
         s.page = 1; // fewer pages than before
         return this.refresh();

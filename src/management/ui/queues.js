@@ -188,15 +188,18 @@ export function mountOne(main, [vhost, name]) {
       h('p', { class: 'inline' }, h('label', { class: 'inline' }, ifEmpty, 'only if empty'), h('label', { class: 'inline' }, ifUnused, 'only if unused'), remove)),
   );
 
+  let latest = 0; // an action's refresh may overtake the periodic one: show only the newest
   async function refresh() {
+    const seq = ++latest;
     let q;
     let bs;
     try {
       [q, bs] = await Promise.all([get(path('queues', vhost, name) + query(SAMPLES)), get(path('bindings', vhost))]);
     } catch (e) {
-      fill(err, errorBox(e.status === 404 ? `Queue ${name} does not exist in vhost ${vhost}.` : e));
+      if (seq === latest) fill(err, errorBox(e.status === 404 ? `Queue ${name} does not exist in vhost ${vhost}.` : e));
       return;
     }
+    if (seq !== latest) return;
     fill(err);
     const now = Date.now();
     trackLevels(history, key, q, ['messages_ready', 'messages_unacknowledged', 'messages'], now);
