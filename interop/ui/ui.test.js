@@ -389,6 +389,30 @@ test('the overview plots queued messages and rates over time', { timeout: 180_00
   await shot('channels');
 });
 
+test("the charts take RabbitMQ's sample series when the API sends them", STEP, async () => {
+  // chart.js as the page loads it, fed an API object shaped as RabbitMQ's answer to
+  // ?lengths_age=600&lengths_incr=5&msg_rates_age=600&msg_rates_incr=5 (samples newest first;
+  // queue lengths as they are, message counters as running totals), then one without samples.
+  const r = await page.evaluate(async () => {
+    const { History, trackLevels, trackRates } = await import('/ui/chart.js');
+    const hist = new History();
+    const t = 1_700_000_000_000;
+    const samples = (values) => values.map((v, i) => ({ sample: v, timestamp: t - i * 5000 }));
+    const totals = { messages_ready: 7, messages_ready_details: { rate: 0, samples: samples([7, 5, 2]) } };
+    const stats = { publish: 300, publish_details: { rate: 20, samples: samples([300, 200, 150]) } };
+    trackLevels(hist, 'a:', totals, ['messages_ready'], t + 1);
+    trackRates(hist, 'a:', stats, ['publish'], t + 1);
+    trackLevels(hist, 'b:', { messages_ready: 3 }, ['messages_ready'], t);
+    trackRates(hist, 'b:', { publish: 9, publish_details: { rate: 1.5 } }, ['publish'], t);
+    return [hist.points('a:messages_ready'), hist.points('a:publish'), hist.points('b:messages_ready'), hist.points('b:publish')];
+  });
+  const t = 1_700_000_000_000;
+  assert.deepEqual(r[0], [[t - 10000, 2], [t - 5000, 5], [t, 7]], 'lengths: the samples, oldest first');
+  assert.deepEqual(r[1], [[t - 5000, 10], [t, 20]], 'rates: per-second differences of the counters');
+  assert.deepEqual(r[2], [[t, 3]], 'without samples: the current value');
+  assert.deepEqual(r[3], [[t, 1.5]], 'without samples: the current rate');
+});
+
 test('logging out returns to the login form', STEP, async () => {
   await page.click('#logout');
   await page.waitForSelector('#login-form', { visible: true });
