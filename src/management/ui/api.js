@@ -88,7 +88,8 @@ export async function request(method, url, { body, headers = {} } = {}) {
   if (res.ok) return data;
   const error = data && typeof data === 'object' ? data.error : undefined;
   const reason = data && typeof data === 'object' ? data.reason : typeof data === 'string' ? data : '';
-  const err = new ApiError(res.status, error, reason || res.statusText);
+  // An answer without a body (a path this API does not have) names the request.
+  const err = new ApiError(res.status, error, reason || `${res.status} ${res.statusText}: ${method} ${url}`);
   if (res.status === 401 && SESSION_ENDED.includes(reason)) {
     clearCredentials();
     loggedOut(reason);
