@@ -40,6 +40,7 @@ const QUEUE = `ui-test-${id}`;
 const USER = `ui-user-${id}`;
 const VHOST = `ui-vhost-${id}`;
 const POLICY = `ui-policy-${id}`;
+const DEMO_QUEUE = `ui-demo-orders-${id}`;
 
 let browser;
 let page;
@@ -122,7 +123,7 @@ before(async () => {
   // Some traffic for the charts: a queue that is published to and consumed from all along.
   demo = await amqp.connect(AMQP_URL, { clientProperties: { connection_name: 'ui-test demo traffic' } });
   const ch = await demo.createChannel();
-  const q = `ui-demo-orders-${id}`;
+  const q = DEMO_QUEUE;
   await ch.assertQueue(q, { durable: false, autoDelete: true });
   // Consumed more slowly than published, so that the queue grows and the chart shows it.
   await ch.prefetch(2);
@@ -174,6 +175,7 @@ test('a wrong password shows the API reason on the login form', STEP, async () =
   await page.waitForSelector('#login-error', { visible: true });
   assert.equal(await page.$eval('#login-error', (e) => e.textContent), 'Login failed');
   assert.equal(await page.$eval('#app', (e) => e.hidden), true, 'the console stays hidden');
+  await shot('login-refused');
 });
 
 test('logs in through the form', STEP, async () => {
@@ -365,6 +367,15 @@ test('uploads definitions', STEP, async () => {
   fs.rmSync(path.dirname(file), { recursive: true, force: true });
 });
 
+test('deletes the vhost through the UI', STEP, async () => {
+  await go('#/admin/vhosts');
+  await page.click(`${row('vhosts-table', VHOST)} button.danger`);
+  await page.waitForFunction((sel) => document.querySelector('#vhosts-table') && !document.querySelector(sel), {}, row('vhosts-table', VHOST));
+  assert.equal((await api('GET', `/api/vhosts/${enc(VHOST)}`)).status, 404);
+  // The header's selector no longer offers it.
+  await page.waitForFunction((v) => ![...document.querySelectorAll('#vhost-select option')].some((o) => o.value === v), {}, VHOST);
+});
+
 test('the overview plots queued messages and rates over time', { timeout: 180_000 }, async () => {
   await go('#/overview');
   // Each 5 s poll adds a point (or the API's samples seed the lines): wait for eight.
@@ -387,6 +398,16 @@ test('the overview plots queued messages and rates over time', { timeout: 180_00
   await go('#/channels');
   await page.waitForSelector('#channels-table tbody tr[data-key]');
   await shot('channels');
+});
+
+test("a busy queue's page plots its depth and lists its consumer", { timeout: 120_000 }, async () => {
+  await go(`#/queues/%2F/${enc(DEMO_QUEUE)}`);
+  await page.waitForFunction(() => document.querySelector('#queue-consumers')?.textContent === '1');
+  await page.waitForSelector('#consumers-table tbody tr[data-key^="amq.ctag-"]');
+  await page.waitForFunction(() => Number(document.querySelector('#queue-chart polyline')?.dataset.count) >= 4, { timeout: 90_000 });
+  const depth = Number((await page.$eval('#queue-total', (e) => e.textContent)).replace(/,/g, ''));
+  assert.ok(depth > 0, 'published faster than consumed, the queue holds messages');
+  await shot('queue-live');
 });
 
 test("the charts take RabbitMQ's sample series when the API sends them", STEP, async () => {

@@ -96,7 +96,7 @@ function showLogin(reason) {
   err.textContent = reason || '';
   err.hidden = !reason;
   $('login-pass').value = '';
-  $(credentials() ? 'login-pass' : 'login-user').focus();
+  $($('login-user').value ? 'login-pass' : 'login-user').focus();
 }
 
 async function start() {

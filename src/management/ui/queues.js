@@ -247,7 +247,7 @@ export function mountOne(main, [vhost, name]) {
           { label: 'Arguments', cell: (c) => plain(c.arguments) },
         ],
         q.consumer_details || [],
-        { empty: 'No consumers' },
+        { empty: 'No consumers', id: 'consumers-table', rowKey: (c) => c.consumer_tag },
       ),
     );
     fill(
