@@ -66,10 +66,20 @@ async function api(method, url, { auth = ADMIN, body } = {}) {
 
 const enc = encodeURIComponent;
 
+// Show a page (a hash route) and wait until the console has mounted it.
 async function go(hash) {
   await page.evaluate((h) => {
     location.hash = h;
   }, hash);
+  await page.waitForFunction((h) => document.body.dataset.route === h.replace(/^#\/?/, ''), {}, hash);
+}
+
+// Click an element once it is on the page (pages render from API answers, a moment later).
+// The click is dispatched in the page, found again at that moment: a table that a 5 s refresh
+// has just redrawn holds a new element under the same selector.
+async function click(selector) {
+  await page.waitForSelector(selector, { visible: true });
+  await page.$eval(selector, (el) => el.click());
 }
 
 // Wait until the text of `selector` is `expected` (trimmed).
@@ -94,7 +104,7 @@ async function typeInto(selector, text) {
 }
 
 async function submit(formSelector) {
-  await page.click(`${formSelector} button[type=submit]`);
+  await click(`${formSelector} button[type=submit]`);
 }
 
 async function shot(name) {
@@ -208,7 +218,7 @@ test('declares a queue through the UI', STEP, async () => {
 });
 
 test('publishes through the UI and the queue depth changes', STEP, async () => {
-  await page.click(`${row('queues-table', QUEUE)} a`);
+  await click(`${row('queues-table', QUEUE)} a`);
   await page.waitForSelector('#publish-form');
   await textIs('#queue-ready', '0');
   await typeInto('#pub-payload', 'first message from the browser');
@@ -225,7 +235,7 @@ test('publishes through the UI and the queue depth changes', STEP, async () => {
 });
 
 test('gets a message and sees its payload', STEP, async () => {
-  await page.click(`${row('queues-table', QUEUE)} a`);
+  await click(`${row('queues-table', QUEUE)} a`);
   await page.waitForSelector('#get-form');
   await textIs('#queue-ready', '2');
   await page.select('#get-ackmode', 'ack_requeue_true');
@@ -237,7 +247,7 @@ test('gets a message and sees its payload', STEP, async () => {
 });
 
 test('purges the queue and sees 0', STEP, async () => {
-  await page.click('#purge-queue');
+  await click('#purge-queue');
   await textIs('#queue-ready', '0');
   await textIs('#queue-total', '0');
   assert.equal((await api('GET', `/api/queues/%2F/${enc(QUEUE)}`)).body.messages, 0);
@@ -247,7 +257,7 @@ test('creates a user through the UI', STEP, async () => {
   await go('#/admin/users');
   await typeInto('#user-name', USER);
   await typeInto('#user-password', 'secret-of-the-ui');
-  await page.click('#user-form button[data-tag="monitoring"]'); // a quick-pick tag button
+  await click('#user-form button[data-tag="monitoring"]'); // a quick-pick tag button
   assert.equal(await page.$eval('#user-tags', (e) => e.value), 'monitoring');
   await submit('#user-form');
   await page.waitForSelector(row('users-table', USER));
@@ -272,7 +282,7 @@ test('closes an AMQP connection from its page', STEP, async () => {
     return r && r.dataset.key;
   }, {}, port).then((h) => h.jsonValue());
   await shot('connections');
-  await page.click(`${row('connections-table', name)} a`);
+  await click(`${row('connections-table', name)} a`);
   await page.waitForSelector('#close-connection');
   await page.waitForSelector('#connection-channels');
   await typeInto('#close-reason', 'closed by the UI test');
@@ -298,7 +308,7 @@ test('downloads the definitions', STEP, async () => {
     });
   });
   await go('#/admin/definitions');
-  await page.click('#download-definitions');
+  await click('#download-definitions');
   const guid = await within(done, 'the definitions download');
   const defs = JSON.parse(fs.readFileSync(path.join(dir, guid), 'utf8'));
   assert.ok(defs.queues.some((q) => q.name === QUEUE), 'the durable queue declared through the UI is exported');
@@ -331,7 +341,7 @@ test('creates a vhost, then creates, edits and deletes a policy in it', STEP, as
   assert.deepEqual([r.body.pattern, r.body['apply-to'], r.body.definition], ['^ui\\.', 'queues', { 'max-length': 10 }]);
 
   // Edit: the row's Edit fills the form; save a new definition.
-  await page.click(`${row('policies-table', POLICY)} button`);
+  await click(`${row('policies-table', POLICY)} button`);
   await page.waitForFunction(() => document.querySelector('#policy-definition').value.includes('max-length'));
   await typeInto('#policy-definition', '{"max-length": 20}');
   await submit('#policy-form');
@@ -339,7 +349,7 @@ test('creates a vhost, then creates, edits and deletes a policy in it', STEP, as
   r = await api('GET', `/api/policies/${enc(VHOST)}/${enc(POLICY)}`);
   assert.deepEqual(r.body.definition, { 'max-length': 20 });
 
-  await page.click(`${row('policies-table', POLICY)} button.danger`);
+  await click(`${row('policies-table', POLICY)} button.danger`);
   await page.waitForFunction((sel) => !document.querySelector(sel), {}, row('policies-table', POLICY));
   assert.equal((await api('GET', `/api/policies/${enc(VHOST)}/${enc(POLICY)}`)).status, 404);
 });
@@ -369,7 +379,7 @@ test('uploads definitions', STEP, async () => {
 
 test('deletes the vhost through the UI', STEP, async () => {
   await go('#/admin/vhosts');
-  await page.click(`${row('vhosts-table', VHOST)} button.danger`);
+  await click(`${row('vhosts-table', VHOST)} button.danger`);
   await page.waitForFunction((sel) => document.querySelector('#vhosts-table') && !document.querySelector(sel), {}, row('vhosts-table', VHOST));
   assert.equal((await api('GET', `/api/vhosts/${enc(VHOST)}`)).status, 404);
   // The header's selector no longer offers it.
@@ -435,7 +445,7 @@ test("the charts take RabbitMQ's sample series when the API sends them", STEP, a
 });
 
 test('logging out returns to the login form', STEP, async () => {
-  await page.click('#logout');
+  await click('#logout');
   await page.waitForSelector('#login-form', { visible: true });
   assert.equal(await page.evaluate(() => sessionStorage.getItem('warren.credentials')), null);
   assert.deepEqual(pageErrors, [], 'no uncaught exception in the page during the whole run');

@@ -44,6 +44,7 @@ function route() {
 
 function show() {
   const r = route();
+  document.body.dataset.route = location.hash.replace(/^#\/?/, '');
   const main = $('main');
   generation++;
   page = null;
