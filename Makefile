@@ -91,12 +91,13 @@ INTEROP_DEBS = openjdk-17-jdk-headless maven librabbitmq-client-java libslf4j-ja
 	golang-go golang-github-rabbitmq-amqp091-go-dev
 
 ## What a fresh Debian machine needs besides the Rust toolchain (python3-venv, node/npm, the
-## JDK + Maven + RabbitMQ Java client + JUnit 5, Go + amqp091-go).
+## JDK + Maven + RabbitMQ Java client + JUnit 5, Go + amqp091-go, Chromium for the web UI test).
 setup:
 	@command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 	@python3 -c 'import venv' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
 	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 	@dpkg -s $(INTEROP_DEBS) >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq $(INTEROP_DEBS))
 

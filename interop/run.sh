@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cross-client interop suite against one broker: pika + kombu + a Celery worker (pytest), amqplib
-# (node:test), the RabbitMQ Java client (JUnit 5 via Maven) and amqp091-go (go test).
+# (node:test), the RabbitMQ Java client (JUnit 5 via Maven), amqp091-go (go test), and the
+# management web UI in headless Chromium (puppeteer-core, node:test; needs $MGMT_URL).
 #
 #   interop/run.sh AMQP_URL        e.g. interop/run.sh amqp://guest:guest@127.0.0.1:5672/%2f
 #
@@ -11,7 +12,9 @@
 # Maven resolves only from /usr/share/maven-repo (java/settings.xml) into java/.m2, and the Go
 # module replaces amqp091-go with /usr/share/gocode (go/go.mod), caches under go/.cache.
 # Exits non-zero if any test fails. Each suite is also bounded by `timeout`.
-# INTEROP_SUITES="java go" runs (and installs for) only the suites named; the default is all four.
+# INTEROP_SUITES="java go" runs (and installs for) only the suites named; the default is all five.
+# The ui suite drives Debian's /usr/bin/chromium (`make setup` installs it; puppeteer-core
+# downloads no browser) and saves screenshots under target/ui-screenshots.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,15 +30,17 @@ export NPM_CONFIG_UPDATE_NOTIFIER=false
 PYTHON="${PYTHON:-python3}"
 VENV="$HERE/.venv"
 NODE_DIR="$HERE/node"
+UI_DIR="$HERE/ui"
 PY_SUITE_TIMEOUT=150  # seconds for the whole pytest run (tests take ~30 s against RabbitMQ)
 NODE_SUITE_TIMEOUT=40 # seconds for the whole node run (~2 s against RabbitMQ)
 JAVA_SUITE_TIMEOUT=180 # seconds for Maven: compile + tests (~15-25 s warm, tests ~3 s)
 GO_SUITE_TIMEOUT=120   # seconds for go vet + go test (~1-2 s warm, ~15 s cold compile)
+UI_SUITE_TIMEOUT=400   # seconds for the browser test (~45 s: the overview waits for 8 polls of 5 s)
 
-SUITES=" ${INTEROP_SUITES:-python node java go} "
+SUITES=" ${INTEROP_SUITES:-python node java go ui} "
 want() { [[ "$SUITES" == *" $1 "* ]]; }
 for s in $SUITES; do
-  case "$s" in python|node|java|go) ;; *) echo "interop: unknown suite '$s' in INTEROP_SUITES" >&2; exit 2;; esac
+  case "$s" in python|node|java|go|ui) ;; *) echo "interop: unknown suite '$s' in INTEROP_SUITES" >&2; exit 2;; esac
 done
 
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
@@ -65,6 +70,24 @@ if [[ ! -d "$NODE_DIR/node_modules/amqplib" || "$(cat "$NODE_DIR/node_modules/.i
 fi
 fi
 
+# --- UI: puppeteer-core (no browser download) from the lock file ------------------------------
+if want ui; then
+if [[ -z "${MGMT_URL:-}" ]]; then
+  echo "interop: the ui suite needs MGMT_URL (the management listener, e.g. http://127.0.0.1:15672)" >&2
+  exit 2
+fi
+if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
+  echo "interop: the ui suite needs ${CHROMIUM:-/usr/bin/chromium}; on Debian run 'make setup' (apt-get install chromium)" >&2
+  exit 2
+fi
+ui_stamp="$(hash_of "$UI_DIR/package.json" "$UI_DIR/package-lock.json") $(node --version)"
+if [[ ! -d "$UI_DIR/node_modules/puppeteer-core" || "$(cat "$UI_DIR/node_modules/.interop-stamp" 2>/dev/null)" != "$ui_stamp" ]]; then
+  echo "interop: npm ci in $UI_DIR"
+  (cd "$UI_DIR" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  echo "$ui_stamp" > "$UI_DIR/node_modules/.interop-stamp"
+fi
+fi
+
 # --- Run every suite (all always run; the exit code reflects any failing) -----------------
 RESULTS="$(mktemp -d)"  # JUnit reports, per run so that concurrent runs do not clash
 trap 'rm -rf "$RESULTS"' EXIT
@@ -86,6 +109,18 @@ echo "interop: node --test (amqplib) against $AMQP_URL"
     --test-reporter=junit --test-reporter-destination="$RESULTS/node.xml" \
     test.js) || node_rc=$?
 fi
+
+ui_rc=0
+ui_started=$SECONDS
+if want ui; then
+echo "interop: node --test (web UI in headless Chromium) against $MGMT_URL"
+(cd "$UI_DIR" && timeout --kill-after=5 "$UI_SUITE_TIMEOUT" \
+  node --test --test-timeout=240000 --test-concurrency=1 \
+    --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=junit --test-reporter-destination="$RESULTS/ui.xml" \
+    ui.test.js) || ui_rc=$?
+fi
+ui_secs=$((SECONDS - ui_started))
 
 java_rc=0
 java_started=$SECONDS
@@ -117,7 +152,7 @@ go_secs=$((SECONDS - go_started))
 
 # One closing line over all suites, counted from their JUnit reports (go test: its -v lines).
 "$VENV/bin/python" - "$RESULTS" "$py_rc" "$node_rc" "$java_rc" "$go_rc" "$((SECONDS - started))" \
-  "$java_secs" "$go_secs" <<'EOF'
+  "$java_secs" "$go_secs" "$ui_rc" "$ui_secs" <<'EOF'
 import pathlib
 import re
 import sys
@@ -143,12 +178,12 @@ try:
             failed += m.group(1) == "FAIL"
 except OSError:
     pass
-py_rc, node_rc, java_rc, go_rc, secs, java_secs, go_secs = sys.argv[2:9]
+py_rc, node_rc, java_rc, go_rc, secs, java_secs, go_secs, ui_rc, ui_secs = sys.argv[2:11]
 print(f"interop: pytest exit {py_rc}, node exit {node_rc}, java exit {java_rc} ({java_secs} s), "
-      f"go exit {go_rc} ({go_secs} s), {secs} s")
+      f"go exit {go_rc} ({go_secs} s), ui exit {ui_rc} ({ui_secs} s), {secs} s")
 print(f"interop: {passed} passed, {failed} failed")
 EOF
 
-if [[ $py_rc -ne 0 || $node_rc -ne 0 || $java_rc -ne 0 || $go_rc -ne 0 ]]; then
+if [[ $py_rc -ne 0 || $node_rc -ne 0 || $java_rc -ne 0 || $go_rc -ne 0 || $ui_rc -ne 0 ]]; then
   exit 1
 fi

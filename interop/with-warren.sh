@@ -49,6 +49,10 @@ done
 [[ -n "$ADDR" ]] || { echo "warren did not start listening" >&2; cat "$LOG" >&2; exit 1; }
 echo "interop: warren listening on $ADDR"
 TLS_ADDR="$(sed -n 's/^listening for amqps on //p' "$DATA/stdout" | head -n1)"
+# The management HTTP listener (the API and the web UI), for the ui suite.
+MGMT_ADDR="$(sed -n 's/^management API listening on //p' "$DATA/stdout" | head -n1)"
+[[ -n "$MGMT_ADDR" ]] || { echo "warren printed no 'management API listening on' line" >&2; exit 1; }
+export MGMT_URL="http://$MGMT_ADDR"
 export AMQPS_URL="amqps://guest:guest@$TLS_ADDR/%2f" TLS_CA="$TLS/ca.pem" TLS_CLIENT_CERT="$TLS/client.pem" TLS_CLIENT_KEY="$TLS/client.key"
 status=0
 "$HERE/run.sh" "amqp://guest:guest@$ADDR/%2f" || status=$?

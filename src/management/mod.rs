@@ -15,6 +15,7 @@ mod objects;
 pub mod prometheus;
 pub mod rates;
 mod tenancy;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,6 +163,7 @@ pub fn router(broker: Arc<Broker>, rates: Arc<rates::Rates>) -> Router {
     tenancy::routes()
         .merge(objects::routes())
         .merge(bindings::routes())
+        .merge(ui::routes())
         // Unknown paths: RabbitMQ's 404 body.
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::Extension(rates))
