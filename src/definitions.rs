@@ -110,6 +110,8 @@ pub struct Definitions {
     pub permissions: Vec<PermissionConfig>,
     pub topic_permissions: Vec<TopicPermissionConfig>,
     pub policies: Vec<PolicyDef>,
+    /// Global runtime parameters (`cluster_name`, ...): name and value, in the order set.
+    pub global_parameters: Vec<(String, Value)>,
     /// Non-empty sections not imported: (section, entries).
     pub not_imported: Vec<(String, usize)>,
 }
@@ -122,6 +124,7 @@ const IMPORTED: &[&str] = &[
     "topic_permissions",
     "policies",
     "parameters",
+    "global_parameters",
     "queues",
     "exchanges",
     "bindings",
@@ -302,6 +305,10 @@ impl Definitions {
                 _ => skipped_parameters += 1,
             }
         }
+        for (i, p) in list("global_parameters") {
+            let name = text(p, "name", &format!("global_parameters[{i}]"))?;
+            out.put_global_parameter(name, p.get("value").cloned().unwrap_or(Value::Null));
+        }
         if skipped_parameters > 0 {
             out.not_imported.push(("parameters (other components)".into(), skipped_parameters));
         }
@@ -346,6 +353,21 @@ impl Definitions {
         for p in other.policies {
             self.put_policy(p);
         }
+        for (name, value) in other.global_parameters {
+            self.put_global_parameter(&name, value);
+        }
+    }
+
+    /// Set a global parameter (replacing one of the same name).
+    pub fn put_global_parameter(&mut self, name: &str, value: Value) {
+        match self.global_parameters.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value,
+            None => self.global_parameters.push((name.to_string(), value)),
+        }
+    }
+
+    pub fn global_parameter(&self, name: &str) -> Option<&Value> {
+        self.global_parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     pub fn put_user(&mut self, u: UserDef) {
@@ -475,7 +497,9 @@ impl Definitions {
             })).collect::<Vec<_>>(),
             "policies": self.policies.iter().filter(|p| !p.operator).map(policy).collect::<Vec<_>>(),
             "parameters": parameters,
-            "global_parameters": [],
+            "global_parameters": self.global_parameters.iter().map(|(name, value)| json!({
+                "name": name, "value": value,
+            })).collect::<Vec<_>>(),
             "queues": [],
             "exchanges": [],
             "bindings": [],
@@ -780,9 +804,8 @@ mod tests {
         let vhosts: Vec<&str> = d.vhosts.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(vhosts, ["/", "tenant-a"]);
         assert_eq!(d.vhosts[0].description, "Default virtual host");
-        let mut rest = d.not_imported.clone();
-        rest.sort();
-        assert_eq!(rest, [("global_parameters".to_string(), 1)]);
+        assert_eq!(d.not_imported, []);
+        assert_eq!(d.global_parameter("internal_cluster_id"), Some(&json!("rabbitmq-cluster-id-x")));
         assert_eq!(d.permissions.len(), 1);
         assert_eq!((d.permissions[0].user.as_str(), d.permissions[0].vhost.as_str()), ("guest", "/"));
     }

@@ -29,7 +29,6 @@ type Params = Query<HashMap<String, String>>;
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
         .route("/api/overview", get(overview))
-        .route("/api/cluster-name", get(|| async { Json(json!({"name": NODE})) }))
         .route("/api/queues", get(|b: B, c: Caller, q: Params| queues(b, c, None, q)))
         .route("/api/queues/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>, q: Params| queues(b, c, Some(v), q)))
         .route("/api/queues/{vhost}/{name}", get(queue).put(put_queue).delete(delete_queue))
@@ -65,7 +64,7 @@ pub fn routes() -> Router<Arc<Broker>> {
 }
 
 /// The node name Warren reports (one node).
-const NODE: &str = "warren@localhost";
+pub(super) const NODE: &str = "warren@localhost";
 
 fn vhost_of(b: &Broker, name: &str) -> ApiResult<Arc<VHost>> {
     b.vhost(name).ok_or_else(ApiError::not_found)
@@ -491,7 +490,7 @@ async fn overview(State(b): B, _c: Caller, rates: axum::Extension<Arc<super::rat
     Json(json!({
         "management_version": b.config.amqp.product_version, "rabbitmq_version": b.config.amqp.product_version,
         "product_name": b.config.amqp.product, "product_version": b.config.amqp.product_version,
-        "cluster_name": NODE, "node": NODE, "erlang_version": "none (Warren)", "erlang_full_version": "none (Warren)",
+        "cluster_name": super::tenancy::cluster_name_of(&b), "node": NODE, "erlang_version": "none (Warren)", "erlang_full_version": "none (Warren)",
         "rates_mode": "basic", "disable_stats": false, "enable_queue_totals": true,
         "release_series_support_status": "supported",
         "object_totals": {"connections": conns.len(), "channels": channels, "consumers": consumers,

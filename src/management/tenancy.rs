@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
@@ -23,9 +23,29 @@ pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
         .route("/api/whoami", get(whoami))
         .route("/api/definitions", get(export).post(import))
+        .route("/api/definitions/{vhost}", get(export_vhost).post(import_vhost))
         .route("/api/vhosts", get(vhosts))
         .route("/api/vhosts/{vhost}", get(vhost).put(put_vhost).delete(delete_vhost))
+        .route("/api/vhosts/{vhost}/start/{node}", post(start_vhost))
         .route("/api/users", get(users))
+        .route("/api/users/without-permissions", get(users_without_permissions))
+        .route("/api/users/bulk-delete", post(bulk_delete_users))
+        .route("/api/parameters", get(|b: B, c: Caller| parameters(b, c, None, None)))
+        .route(
+            "/api/parameters/{component}",
+            get(|b: B, c: Caller, Path(k): Path<String>| parameters(b, c, Some(k), None)),
+        )
+        .route(
+            "/api/parameters/{component}/{vhost}",
+            get(|b: B, c: Caller, Path((k, v)): Path<(String, String)>| parameters(b, c, Some(k), Some(v))),
+        )
+        .route("/api/parameters/{component}/{vhost}/{name}", get(parameter).put(put_parameter).delete(delete_parameter))
+        .route("/api/global-parameters", get(global_parameters))
+        .route(
+            "/api/global-parameters/{name}",
+            get(global_parameter).put(put_global_parameter).delete(delete_global_parameter),
+        )
+        .route("/api/cluster-name", get(cluster_name).put(put_cluster_name))
         .route("/api/users/{user}", get(user).put(put_user).delete(delete_user))
         .route("/api/permissions", get(permissions))
         .route(
@@ -150,11 +170,80 @@ async fn import(State(b): B, c: Caller, body: String) -> ApiResult<Response> {
         Ok(())
     })
     .await?;
+    import_topologies(&b, topologies)
+}
+
+fn import_topologies(b: &Broker, topologies: crate::definitions::Topologies) -> ApiResult<Response> {
     let errors = b.import_topologies(topologies);
     if !errors.is_empty() {
         return Err(ApiError::bad_request(errors.join("; ")));
     }
     Ok(no_content())
+}
+
+/// The sections of a per-vhost definitions file (RabbitMQ's `/api/definitions/{vhost}`).
+const VHOST_SECTIONS: [&str; 5] = ["parameters", "policies", "queues", "exchanges", "bindings"];
+
+/// `GET /api/definitions/{vhost}`: that vhost's parameters and policies, and its queues,
+/// exchanges and bindings without their `vhost` fields (RabbitMQ's per-vhost layout).
+async fn export_vhost(State(b): B, c: Caller, Path(vhost): Path<String>) -> ApiResult<Json<Value>> {
+    c.administrator()?;
+    if b.definitions().vhost(&vhost).is_none() {
+        return Err(ApiError::bad_request("vhost_not_found"));
+    }
+    let all = b.export_definitions();
+    let mut out = Map::new();
+    out.insert("rabbit_version".into(), all["rabbit_version"].clone());
+    for section in VHOST_SECTIONS {
+        let keep_vhost = matches!(section, "parameters" | "policies");
+        let entries = all[section].as_array().into_iter().flatten().filter(|e| e["vhost"] == vhost.as_str());
+        let entries = entries
+            .map(|e| {
+                let mut e = e.clone();
+                if let (false, Some(m)) = (keep_vhost, e.as_object_mut()) {
+                    m.remove("vhost");
+                }
+                e
+            })
+            .collect();
+        out.insert(section.into(), Value::Array(entries));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// `POST /api/definitions/{vhost}`: the per-vhost sections of a definitions file, all put in
+/// this vhost whatever vhost they name; users, vhosts and permissions in it are ignored.
+async fn import_vhost(State(b): B, c: Caller, Path(vhost): Path<String>, body: String) -> ApiResult<Response> {
+    c.administrator()?;
+    if b.definitions().vhost(&vhost).is_none() {
+        return Err(ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: "vhost_not_found".into() });
+    }
+    let Ok(Value::Object(top)) = serde_json::from_str::<Value>(&body) else {
+        return Err(ApiError::bad_request("failed_to_parse_json"));
+    };
+    let mut file = Map::new();
+    for section in VHOST_SECTIONS {
+        let mut entries = top.get(section).and_then(Value::as_array).cloned().unwrap_or_default();
+        for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+            e.insert("vhost".into(), vhost.as_str().into());
+        }
+        file.insert(section.into(), Value::Array(entries));
+    }
+    let text = Value::Object(file).to_string();
+    let parsed = Definitions::parse(&text).map_err(ApiError::bad_request)?;
+    let topologies = crate::definitions::parse_topologies(&text).map_err(ApiError::bad_request)?;
+    change(&b, |d| {
+        // Limits come as a vhost-limits parameter: they change the vhost's limits, nothing else.
+        if let (Some(new), Some(v)) = (parsed.vhost(&vhost), d.vhosts.iter_mut().find(|v| v.name == vhost)) {
+            v.limits = new.limits;
+        }
+        for p in parsed.policies {
+            d.put_policy(p);
+        }
+        Ok(())
+    })
+    .await?;
+    import_topologies(&b, topologies)
 }
 
 // ---- vhosts ---------------------------------------------------------------------------------
@@ -604,5 +693,248 @@ async fn delete_limit(
 ) -> ApiResult<Response> {
     c.administrator()?;
     set_limit(&b, owner, &name, &key, None).await?;
+    Ok(no_content())
+}
+
+// ---- vhost start, users without permissions, bulk delete --------------------------------------
+
+/// `POST /api/vhosts/{vhost}/start/{node}`: Warren's vhosts always run, so this only checks
+/// the names (RabbitMQ's 400 texts for an unknown node or vhost).
+async fn start_vhost(State(b): B, c: Caller, Path((vhost, node)): Path<(String, String)>) -> ApiResult<Response> {
+    c.administrator()?;
+    if node != super::objects::NODE {
+        return Err(ApiError::bad_request(format!("Request to node {node} failed with nodedown")));
+    }
+    if b.definitions().vhost(&vhost).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "Request to node {node} failed with {{no_such_vhost,<<\"{vhost}\">>}}"
+        )));
+    }
+    Ok(no_content())
+}
+
+async fn users_without_permissions(State(b): B, c: Caller) -> ApiResult<Json<Value>> {
+    c.administrator()?;
+    let d = b.definitions();
+    let list = d.users.iter().filter(|u| !d.permissions.iter().any(|p| p.user == u.name)).map(user_json).collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// `POST /api/users/bulk-delete` with `{"users": [...]}`: deletes them in order; at the first
+/// user that does not exist it stops (those before it stay deleted) and answers 400
+/// `["no_such_user", name]`, as RabbitMQ.
+async fn bulk_delete_users(State(b): B, c: Caller, body: String) -> ApiResult<Response> {
+    c.administrator()?;
+    let body: Value = serde_json::from_str(&body).map_err(|_| ApiError::bad_request("not_json"))?;
+    let names = match body.get("users") {
+        None => return Err(ApiError::bad_request("[{key_missing,users}]")),
+        Some(Value::Array(a)) => a.iter().map(|n| n.as_str().map(String::from)).collect::<Option<Vec<_>>>(),
+        Some(_) => None,
+    }
+    .ok_or_else(|| ApiError::bad_request("users must be a list of names"))?;
+    let mut missing = None;
+    change(&b, |d| {
+        for n in &names {
+            if !d.remove_user(n) {
+                missing = Some(n.clone());
+                break;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    match missing {
+        Some(n) => Ok((StatusCode::BAD_REQUEST, Json(json!({"error": "bad_request", "reason": ["no_such_user", n]})))
+            .into_response()),
+        None => Ok(no_content()),
+    }
+}
+
+// ---- runtime parameters -----------------------------------------------------------------------
+
+/// The runtime parameters Warren has, as RabbitMQ lists them: each vhost's limits
+/// (`vhost-limits`), operator policies (`operator_policy`) and policies (`policy`, listed only
+/// when asked for by component). Other components (federation, shovel) are unknown here, as on
+/// a RabbitMQ without those plugins.
+fn parameter_list(d: &Definitions) -> Vec<(&'static str, Value)> {
+    let mut out = Vec::new();
+    for v in d.vhosts.iter().filter(|v| !v.limits.to_map().is_empty()) {
+        let p = json!({"value": v.limits.to_map(), "vhost": v.name, "component": "vhost-limits", "name": "limits"});
+        out.push(("vhost-limits", p));
+    }
+    for p in &d.policies {
+        let mut value = policy_json(p);
+        if let Some(m) = value.as_object_mut() {
+            m.remove("vhost");
+            m.remove("name");
+        }
+        let component = if p.operator { "operator_policy" } else { "policy" };
+        out.push((component, json!({"value": value, "vhost": p.vhost, "component": component, "name": p.name})));
+    }
+    out
+}
+
+async fn parameters(
+    State(b): B,
+    c: Caller,
+    component: Option<String>,
+    vhost: Option<String>,
+) -> ApiResult<Json<Value>> {
+    c.policymaker()?;
+    let d = b.definitions();
+    if let Some(v) = &vhost
+        && d.vhost(v).is_none()
+    {
+        return Err(ApiError::not_found());
+    }
+    let list = parameter_list(&d)
+        .into_iter()
+        .filter(|(k, p)| match &component {
+            Some(c) => k == c && vhost.as_ref().is_none_or(|v| p["vhost"] == v.as_str()),
+            None => *k != "policy",
+        })
+        .map(|(_, p)| p)
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+async fn parameter(
+    State(b): B,
+    c: Caller,
+    Path((component, vhost, name)): Path<(String, String, String)>,
+) -> ApiResult<Json<Value>> {
+    c.policymaker()?;
+    parameter_list(&b.definitions())
+        .into_iter()
+        .find(|(k, p)| *k == component && p["vhost"] == vhost.as_str() && p["name"] == name.as_str())
+        .map(|(_, p)| Json(p))
+        .ok_or_else(ApiError::not_found)
+}
+
+fn validation_failed(why: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("Validation failed\n\n{why}\n"))
+}
+
+async fn put_parameter(
+    b: B,
+    c: Caller,
+    Path((component, vhost, name)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    c.policymaker()?;
+    if b.definitions().vhost(&vhost).is_none() {
+        return Err(ApiError { status: StatusCode::NOT_FOUND, error: "not_found", reason: "vhost_not_found".into() });
+    }
+    let value = body.get("value").cloned().ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))?;
+    match component.as_str() {
+        "vhost-limits" => {
+            c.administrator()?;
+            let obj = value.as_object().ok_or_else(|| validation_failed("limits must be an object"))?;
+            let mut limits = crate::definitions::VHostLimits::default();
+            for (k, v) in obj {
+                let n = v.as_i64().ok_or_else(|| validation_failed(format!("{k}: {v} is not an integer")))?;
+                let slot =
+                    limits.slot(k).ok_or_else(|| validation_failed(format!("Unrecognised terms {k} in limits")))?;
+                *slot = u64::try_from(n).ok();
+            }
+            let created = b.definitions().vhost(&vhost).is_some_and(|v| v.limits.to_map().is_empty());
+            change(&b, |d| {
+                let v = d.vhosts.iter_mut().find(|v| v.name == vhost).ok_or("the vhost is gone")?;
+                v.limits = limits;
+                Ok(())
+            })
+            .await?;
+            Ok(created_or_updated(created))
+        }
+        "operator_policy" => {
+            if value.get("priority").is_none() {
+                return Err(validation_failed(format!("Key \"priority\" not found in {name}")));
+            }
+            put_policy(b, c, Path((vhost, name)), Json(value), true).await
+        }
+        "policy" => Err(ApiError::bad_request("policies may not be set using this method")),
+        other => Err(validation_failed(format!("component {other} not found"))),
+    }
+}
+
+async fn delete_parameter(
+    b: B,
+    c: Caller,
+    Path((component, vhost, name)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    c.policymaker()?;
+    match component.as_str() {
+        "vhost-limits" if name == "limits" => {
+            c.administrator()?;
+            let exists = b.definitions().vhost(&vhost).is_some_and(|v| !v.limits.to_map().is_empty());
+            remove(&b, exists, |d| {
+                if let Some(v) = d.vhosts.iter_mut().find(|v| v.name == vhost) {
+                    v.limits = Default::default();
+                }
+            })
+            .await
+        }
+        "operator_policy" => delete_policy(b, c, Path((vhost, name)), true).await,
+        "policy" => Err(ApiError::bad_request("policies may not be set using this method")),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+// ---- global parameters and the cluster name ---------------------------------------------------
+
+async fn global_parameters(State(b): B, c: Caller) -> ApiResult<Json<Value>> {
+    c.administrator()?;
+    let d = b.definitions();
+    Ok(Json(Value::Array(d.global_parameters.iter().map(|(n, v)| json!({"name": n, "value": v})).collect())))
+}
+
+async fn global_parameter(State(b): B, c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    c.administrator()?;
+    let d = b.definitions();
+    let value = d.global_parameter(&name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({"value": value, "name": name})))
+}
+
+async fn put_global_parameter(
+    State(b): B,
+    c: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<Value>,
+) -> ApiResult<Response> {
+    c.administrator()?;
+    let value = body.get("value").cloned().ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))?;
+    let created = b.definitions().global_parameter(&name).is_none();
+    store(&b, created, |d| d.put_global_parameter(&name, value)).await
+}
+
+async fn delete_global_parameter(State(b): B, c: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    c.administrator()?;
+    remove(&b, b.definitions().global_parameter(&name).is_some(), |d| {
+        d.global_parameters.retain(|(n, _)| *n != name);
+    })
+    .await
+}
+
+/// The cluster name: the `cluster_name` global parameter, else the node's name (RabbitMQ's
+/// default).
+pub(super) fn cluster_name_of(b: &Broker) -> String {
+    match b.definitions().global_parameter("cluster_name") {
+        Some(Value::String(s)) => s.clone(),
+        _ => super::objects::NODE.to_string(),
+    }
+}
+
+async fn cluster_name(State(b): B, _c: Caller) -> Json<Value> {
+    Json(json!({"name": cluster_name_of(&b)}))
+}
+
+async fn put_cluster_name(State(b): B, c: Caller, Json(body): Json<Value>) -> ApiResult<Response> {
+    c.administrator()?;
+    let name = body_str(&body, "name").ok_or_else(|| ApiError::bad_request("[{key_missing,name}]"))?;
+    change(&b, |d| {
+        d.put_global_parameter("cluster_name", Value::String(name));
+        Ok(())
+    })
+    .await?;
     Ok(no_content())
 }
