@@ -8,6 +8,7 @@
 //! applies); reading needs one of the management tags, changing users, vhosts, permissions and
 //! limits needs `administrator`, changing policies `policymaker` or `administrator`.
 
+mod bindings;
 mod messages;
 mod objects;
 pub mod prometheus;
@@ -126,6 +127,20 @@ fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// A boolean of a request body: JSON `true`/`false` or the strings `"true"`/`"false"` (what
+/// rabbitmqadmin sends); absent is false, as RabbitMQ's default for `durable`, `auto_delete`
+/// and `internal`.
+pub(crate) fn body_flag(body: &serde_json::Value, key: &str) -> ApiResult<bool> {
+    use serde_json::Value;
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" => Ok(true),
+        Some(Value::String(s)) if s == "false" => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!("not_boolean: {key} is {other}"))),
+    }
+}
+
 /// This process's resident memory (bytes) and open file descriptors (Linux; 0 elsewhere).
 pub(crate) fn process_usage() -> (u64, u64) {
     let rss = crate::broker::alarm::resident_bytes().unwrap_or(0);
@@ -141,6 +156,7 @@ const MAX_BODY: usize = 128 << 20;
 pub fn router(broker: Arc<Broker>, rates: Arc<rates::Rates>) -> Router {
     tenancy::routes()
         .merge(objects::routes())
+        .merge(bindings::routes())
         .layer(axum::Extension(rates))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(broker)

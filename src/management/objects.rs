@@ -20,7 +20,6 @@ use crate::broker::Broker;
 use crate::broker::connections::ConnectionInfo;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, VHost};
 use crate::definitions::{json_to_table, table_to_json};
-use crate::exchange::Destination;
 use crate::queue::{QueueCmd, QueueEntry, QueueInfo};
 
 type B = State<Arc<Broker>>;
@@ -235,9 +234,9 @@ async fn put_queue(
     let d = QueueDeclare {
         name: name.clone(),
         passive: false,
-        durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
+        durable: super::body_flag(&body, "durable")?,
         exclusive: false,
-        auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
+        auto_delete: super::body_flag(&body, "auto_delete")?,
         arguments,
     };
     let (_, created) = v.declare_queue(&d, 0).map_err(amqp_error)?;
@@ -311,9 +310,9 @@ async fn put_exchange(
         name: name.clone(),
         kind: body.get("type").and_then(Value::as_str).unwrap_or("direct").to_string(),
         passive: false,
-        durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
-        auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
-        internal: body.get("internal").and_then(Value::as_bool).unwrap_or(false),
+        durable: super::body_flag(&body, "durable")?,
+        auto_delete: super::body_flag(&body, "auto_delete")?,
+        internal: super::body_flag(&body, "internal")?,
         arguments: body.get("arguments").and_then(Value::as_object).map(json_to_table).unwrap_or_default(),
     };
     v.declare_exchange(&d).map_err(amqp_error)?;
@@ -339,30 +338,7 @@ async fn delete_exchange(
 async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
     for v in vhosts_of(&b, vhost)? {
-        let t = v.snapshot();
-        let mut qs: Vec<&String> = t.queues.keys().collect();
-        qs.sort();
-        // Every queue's implicit binding to the default exchange, as RabbitMQ lists it.
-        for q in qs {
-            out.push(json!({"source": "", "vhost": v.name(), "destination": q, "destination_type": "queue",
-                "routing_key": q, "arguments": {}, "properties_key": q}));
-        }
-        let mut xs: Vec<_> = t.exchanges.values().collect();
-        xs.sort_by(|a, b| a.name.cmp(&b.name));
-        for x in xs {
-            let named = |d: &Destination| match d {
-                Destination::Queue(q) => (q.clone(), "queue"),
-                Destination::Exchange(e) => (e.clone(), "exchange"),
-            };
-            let mut bs: Vec<_> = x.bindings().map(|(d, k, a)| (named(d), k, a)).collect();
-            bs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-            for ((name, kind), key, args) in bs {
-                let props_key =
-                    if args.inner().is_empty() { key.to_string() } else { format!("{key}~{}", args.inner().len()) };
-                out.push(json!({"source": x.name, "vhost": v.name(), "destination": name, "destination_type": kind,
-                    "routing_key": key, "arguments": table_to_json(args), "properties_key": props_key}));
-            }
-        }
+        out.extend(super::bindings::of_vhost(&v));
     }
     Ok(Json(Value::Array(out)))
 }

@@ -257,12 +257,38 @@ fn vhost_json(v: &VHostDef) -> Value {
     })
 }
 
+/// A vhost's JSON with its message counts (RabbitMQ's `messages*` fields, which rabbitmqadmin's
+/// `list vhosts` shows).
+async fn vhost_with_totals(b: &Broker, v: &VHostDef) -> Value {
+    let (mut ready, mut unacked) = (0u64, 0u64);
+    if let Some(vh) = b.vhost(&v.name) {
+        for q in vh.snapshot().queues.values() {
+            if let Some(i) = q.handle.info().await {
+                ready += i.messages_ready as u64;
+                unacked += i.messages_unacknowledged as u64;
+            }
+        }
+    }
+    let mut out = vhost_json(v);
+    for (k, n) in [("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)] {
+        out[k] = n.into();
+        out[format!("{k}_details")] = json!({"rate": 0.0});
+    }
+    out
+}
+
 async fn vhosts(State(b): B, _c: Caller) -> Json<Value> {
-    Json(Value::Array(b.definitions().vhosts.iter().map(vhost_json).collect()))
+    let mut out = Vec::new();
+    for v in &b.definitions().vhosts {
+        out.push(vhost_with_totals(&b, v).await);
+    }
+    Json(Value::Array(out))
 }
 
 async fn vhost(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    b.definitions().vhost(&name).map(|v| Json(vhost_json(v))).ok_or_else(ApiError::not_found)
+    let d = b.definitions();
+    let v = d.vhost(&name).ok_or_else(ApiError::not_found)?;
+    Ok(Json(vhost_with_totals(&b, v).await))
 }
 
 async fn put_vhost(State(b): B, c: Caller, Path(name): Path<String>, body: Option<Json<Value>>) -> ApiResult<Response> {
