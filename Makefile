@@ -79,13 +79,18 @@ lint:
 fmt:
 	$(CARGO) fmt
 
+## RabbitMQ 3.10 (Debian's rabbitmq-server): rabbitmqadmin and the definitions round trip.
+RABBITMQ_SERVER ?= /usr/lib/rabbitmq/bin/rabbitmq-server
+
 ## Java and Go interop clients: Debian packages, built offline (no Maven Central, no Go proxy).
 INTEROP_DEBS = openjdk-17-jdk-headless maven librabbitmq-client-java libslf4j-java junit5 \
 	libsurefire-java libmaven-compiler-plugin-java libmaven-resources-plugin-java \
 	golang-go golang-github-rabbitmq-amqp091-go-dev
 
 ## What a fresh Debian machine needs besides the Rust toolchain (python3-venv, node/npm, the
-## JDK + Maven + RabbitMQ Java client + JUnit 5, Go + amqp091-go).
+## JDK + Maven + RabbitMQ Java client + JUnit 5, Go + amqp091-go, and RabbitMQ 3.10 for the
+## rabbitmqadmin interop test and the definitions round trip; its package must not start its own
+## node, so a policy-rc.d refuses service starts during the install).
 setup:
 	@command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 	@python3 -c 'import venv' 2>/dev/null || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -93,6 +98,11 @@ setup:
 	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	@dpkg -s $(INTEROP_DEBS) >/dev/null 2>&1 || \
 		(apt-get update -qq && apt-get install -y -qq $(INTEROP_DEBS))
+	@test -x $(RABBITMQ_SERVER) || { added=0; \
+		if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && \
+			chmod +x /usr/sbin/policy-rc.d && added=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; rc=$$?; \
+		if [ $$added = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$rc; }
 
 clean:
 	$(CARGO) clean

@@ -50,6 +50,7 @@ done
 echo "interop: warren listening on $ADDR"
 TLS_ADDR="$(sed -n 's/^listening for amqps on //p' "$DATA/stdout" | head -n1)"
 export AMQPS_URL="amqps://guest:guest@$TLS_ADDR/%2f" TLS_CA="$TLS/ca.pem" TLS_CLIENT_CERT="$TLS/client.pem" TLS_CLIENT_KEY="$TLS/client.key"
+export MGMT_URL="http://$(sed -n 's/^management API listening on //p' "$DATA/stdout" | head -n1)"
 status=0
 "$HERE/run.sh" "amqp://guest:guest@$ADDR/%2f" || status=$?
 if [[ $status -ne 0 ]]; then
