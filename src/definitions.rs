@@ -476,12 +476,13 @@ impl Definitions {
                 "definition": p.definition, "priority": p.priority,
             })
         };
-        parameters.extend(
-            self.policies
-                .iter()
-                .filter(|p| p.operator)
-                .map(|p| json!({"vhost": p.vhost, "component": "operator_policy", "name": p.name, "value": policy(p)})),
-        );
+        // An operator policy's value has no vhost or name (RabbitMQ refuses them there).
+        parameters.extend(self.policies.iter().filter(|p| p.operator).map(|p| {
+            let value = json!({
+                "pattern": p.pattern, "apply-to": p.apply_to, "definition": p.definition, "priority": p.priority,
+            });
+            json!({"vhost": p.vhost, "component": "operator_policy", "name": p.name, "value": value})
+        }));
         json!({
             "product_name": "Warren",
             "product_version": env!("CARGO_PKG_VERSION"),
