@@ -6,8 +6,10 @@
 //! ([`crate::store::tenancy`]), so the same parser reads an export from RabbitMQ, Warren's own
 //! saved state, and what the config file adds.
 //!
-//! Sections this version does not import (queues, exchanges, bindings, global parameters) are
-//! counted and reported, never silently dropped.
+//! Global parameters (`cluster_name`, ...) are kept with them; queues, exchanges and bindings
+//! are read by [`parse_topologies`] and declared in their vhosts. Sections this version does not
+//! import (parameters of other components, such as federation's) are counted and reported, never
+//! silently dropped.
 
 use serde_json::{Map, Value, json};
 

@@ -1,7 +1,9 @@
-//! `/api/vhosts`, `/api/users`, `/api/permissions`, `/api/topic-permissions`,
-//! `/api/policies`, `/api/operator-policies`, `/api/vhost-limits`, `/api/user-limits`,
-//! `/api/definitions` and `/api/whoami`. Every change goes through [`Broker::change`]: it is
-//! validated as a whole, saved, and in force when the response is sent.
+//! `/api/vhosts` (+ `start`), `/api/users` (+ `bulk-delete`, `without-permissions`),
+//! `/api/permissions`, `/api/topic-permissions`, `/api/policies`, `/api/operator-policies`,
+//! `/api/vhost-limits`, `/api/user-limits`, `/api/parameters`, `/api/global-parameters`,
+//! `/api/cluster-name`, `/api/definitions[/{vhost}]` and `/api/whoami`. Every change goes
+//! through [`Broker::change`]: it is validated as a whole, saved, and in force when the response
+//! is sent.
 
 use std::sync::Arc;
 
