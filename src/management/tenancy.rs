@@ -255,7 +255,7 @@ fn vhost_json(v: &VHostDef) -> Value {
     json!({
         "name": v.name, "description": v.description, "tags": v.tags, "default_queue_type": dqt,
         "metadata": {"description": v.description, "tags": v.tags, "default_queue_type": dqt},
-        "tracing": false,
+        "tracing": false, "cluster_state": {super::objects::NODE: "running"},
     })
 }
 
