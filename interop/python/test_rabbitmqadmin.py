@@ -167,6 +167,11 @@ def test_users_vhosts_permissions_policies_and_limits(admin):
         assert admin("declare", "vhost_limit", f"vhost={vh}", "name=max-queues", "value=7").strip() == \
             "vhost_limit declared"
 
+        # Sorted by the server (-S / -R), as RabbitMQ sorts every list.
+        for what in ("users", "vhosts", "permissions"):
+            key = "user" if what == "permissions" else "name"
+            names = [i[key] for i in json.loads(admin("-f", "raw_json", "-S", key, "-R", "list", what))]
+            assert len(names) > 1 and names == sorted(names, reverse=True), (what, names)
         [u] = named(listing(admin, "users"), user)
         assert (u["tags"], u["hashing_algorithm"]) == (["monitoring"], "rabbit_password_hashing_sha256")
         assert named(listing(admin, "vhosts"), vh)[0].get("messages", 0) == 0

@@ -113,7 +113,7 @@ fn queue_json(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &
 
 /// RabbitMQ's list parameters: `name` (+ `use_regex`), `sort` (+ `sort_reverse`), `columns`,
 /// and `page`/`page_size` (then the paged envelope).
-fn list(mut items: Vec<Value>, p: &HashMap<String, String>) -> ApiResult<Value> {
+pub(super) fn list(mut items: Vec<Value>, p: &HashMap<String, String>) -> ApiResult<Value> {
     let total = items.len();
     if let Some(name) = p.get("name").filter(|n| !n.is_empty()) {
         if p.get("use_regex").is_some_and(|v| v == "true") {

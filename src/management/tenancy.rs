@@ -7,19 +7,22 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
+use super::objects::list;
 use super::{ApiError, ApiResult, Caller};
 use crate::broker::Broker;
 use crate::config::{PermissionConfig, TopicPermissionConfig};
 use crate::definitions::{Definitions, Limits, PolicyDef, UserDef, VHostDef};
 
 type B = State<Arc<Broker>>;
+/// RabbitMQ's list parameters (`sort`, `sort_reverse`, `columns`, `name`, `page`, ...).
+type Params = Query<std::collections::HashMap<String, String>>;
 
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
@@ -279,12 +282,12 @@ async fn vhost_with_totals(b: &Broker, v: &VHostDef) -> Value {
     out
 }
 
-async fn vhosts(State(b): B, _c: Caller) -> Json<Value> {
+async fn vhosts(State(b): B, _c: Caller, Query(p): Params) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
     for v in &b.definitions().vhosts {
         out.push(vhost_with_totals(&b, v).await);
     }
-    Json(Value::Array(out))
+    Ok(Json(list(out, &p)?))
 }
 
 async fn vhost(State(b): B, _c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
@@ -344,9 +347,9 @@ fn user_json(u: &UserDef) -> Value {
     })
 }
 
-async fn users(State(b): B, c: Caller) -> ApiResult<Json<Value>> {
+async fn users(State(b): B, c: Caller, Query(p): Params) -> ApiResult<Json<Value>> {
     c.administrator()?;
-    Ok(Json(Value::Array(b.definitions().users.iter().map(user_json).collect())))
+    Ok(Json(list(b.definitions().users.iter().map(user_json).collect(), &p)?))
 }
 
 async fn user(State(b): B, c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
@@ -395,9 +398,9 @@ fn permission_json(p: &PermissionConfig) -> Value {
     json!({"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read})
 }
 
-async fn permissions(State(b): B, c: Caller) -> ApiResult<Json<Value>> {
+async fn permissions(State(b): B, c: Caller, Query(p): Params) -> ApiResult<Json<Value>> {
     c.administrator()?;
-    Ok(Json(Value::Array(b.definitions().permissions.iter().map(permission_json).collect())))
+    Ok(Json(list(b.definitions().permissions.iter().map(permission_json).collect(), &p)?))
 }
 
 /// The permissions in one vhost (`by_vhost`) or of one user; 404 when it does not exist.
