@@ -587,6 +587,11 @@ async fn put_policy(
     } else {
         c.policymaker()?;
     }
+    write_policy(&b, vhost, name, body, operator).await
+}
+
+/// Create or replace a policy (the caller's tags already checked).
+async fn write_policy(b: &Broker, vhost: String, name: String, body: Value, operator: bool) -> ApiResult<Response> {
     if b.definitions().vhost(&vhost).is_none() {
         return Err(ApiError::not_found());
     }
@@ -618,6 +623,11 @@ async fn delete_policy(
     } else {
         c.policymaker()?;
     }
+    drop_policy(&b, vhost, name, operator).await
+}
+
+/// Delete a policy (the caller's tags already checked): 404 unless it exists.
+async fn drop_policy(b: &Broker, vhost: String, name: String, operator: bool) -> ApiResult<Response> {
     let exists = b.definitions().policies.iter().any(|x| x.operator == operator && x.vhost == vhost && x.name == name);
     remove(&b, exists, |d| {
         d.policies.retain(|x| !(x.operator == operator && x.vhost == vhost && x.name == name));
@@ -859,7 +869,6 @@ async fn put_parameter(
     let value = body.get("value").cloned().ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))?;
     match component.as_str() {
         "vhost-limits" => {
-            c.administrator()?;
             let obj = value.as_object().ok_or_else(|| validation_failed("limits must be an object"))?;
             let mut limits = crate::definitions::VHostLimits::default();
             for (k, v) in obj {
@@ -881,7 +890,7 @@ async fn put_parameter(
             if value.get("priority").is_none() {
                 return Err(validation_failed(format!("Key \"priority\" not found in {name}")));
             }
-            put_policy(b, c, Path((vhost, name)), Json(value), true).await
+            write_policy(&b, vhost, name, value, true).await
         }
         "policy" => Err(ApiError::bad_request("policies may not be set using this method")),
         other => Err(validation_failed(format!("component {other} not found"))),
@@ -896,7 +905,6 @@ async fn delete_parameter(
     c.policymaker()?;
     match component.as_str() {
         "vhost-limits" if name == "limits" => {
-            c.administrator()?;
             let exists = b.definitions().vhost(&vhost).is_some_and(|v| !v.limits.to_map().is_empty());
             remove(&b, exists, |d| {
                 if let Some(v) = d.vhosts.iter_mut().find(|v| v.name == vhost) {
@@ -905,7 +913,7 @@ async fn delete_parameter(
             })
             .await
         }
-        "operator_policy" => delete_policy(b, c, Path((vhost, name)), true).await,
+        "operator_policy" => drop_policy(&b, vhost, name, true).await,
         "policy" => Err(ApiError::bad_request("policies may not be set using this method")),
         _ => Err(ApiError::not_found()),
     }
@@ -914,13 +922,13 @@ async fn delete_parameter(
 // ---- global parameters and the cluster name ---------------------------------------------------
 
 async fn global_parameters(State(b): B, c: Caller) -> ApiResult<Json<Value>> {
-    c.administrator()?;
+    c.policymaker()?;
     let d = b.definitions();
     Ok(Json(Value::Array(d.global_parameters.iter().map(|(n, v)| json!({"name": n, "value": v})).collect())))
 }
 
 async fn global_parameter(State(b): B, c: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    c.administrator()?;
+    c.policymaker()?;
     let d = b.definitions();
     let value = d.global_parameter(&name).ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({"value": value, "name": name})))
@@ -932,14 +940,14 @@ async fn put_global_parameter(
     Path(name): Path<String>,
     Json(body): Json<Value>,
 ) -> ApiResult<Response> {
-    c.administrator()?;
+    c.policymaker()?;
     let value = body.get("value").cloned().ok_or_else(|| ApiError::bad_request("[{key_missing,value}]"))?;
     let created = b.definitions().global_parameter(&name).is_none();
     store(&b, created, |d| d.put_global_parameter(&name, value)).await
 }
 
 async fn delete_global_parameter(State(b): B, c: Caller, Path(name): Path<String>) -> ApiResult<Response> {
-    c.administrator()?;
+    c.policymaker()?;
     remove(&b, b.definitions().global_parameter(&name).is_some(), |d| {
         d.global_parameters.retain(|(n, _)| *n != name);
     })

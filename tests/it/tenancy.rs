@@ -647,6 +647,21 @@ async fn parameters_and_global_parameters_answer_as_rabbitmq() {
     assert_eq!(b.api("DELETE", "/api/global-parameters/x", g, None), (404, not_found));
     b.admin("PUT", "/api/users/mon", Some(json!({"password": "m", "tags": "monitoring"})));
     assert_eq!(b.api("GET", "/api/parameters", ("mon", "m"), None).0, 401, "parameters need policymaker");
+    assert_eq!(b.api("GET", "/api/global-parameters", ("mon", "m"), None).0, 401);
+    // A policymaker may set limits and operator policies as parameters (not through
+    // /api/operator-policies) and global parameters, but not the cluster name (RabbitMQ's rules).
+    b.admin("PUT", "/api/users/pm", Some(json!({"password": "p", "tags": "policymaker"})));
+    let pm = ("pm", "p");
+    let limit = json!({"value": {"max-queues": 3}});
+    assert_eq!(b.api("PUT", "/api/parameters/vhost-limits/%2F/limits", pm, Some(limit)).0, 201);
+    let op = json!({"value": {"pattern": ".*", "definition": {"max-length": 1}, "priority": 0}});
+    assert_eq!(b.api("PUT", "/api/parameters/operator_policy/%2F/o", pm, Some(op)).0, 201);
+    let direct = json!({"pattern": ".*", "definition": {"max-length": 1}});
+    assert_eq!(b.api("PUT", "/api/operator-policies/%2F/o2", pm, Some(direct)).0, 401);
+    assert_eq!(b.api("PUT", "/api/global-parameters/y", pm, Some(json!({"value": 1}))).0, 201);
+    assert_eq!(b.api("DELETE", "/api/global-parameters/y", pm, None).0, 204);
+    assert_eq!(b.api("PUT", "/api/cluster-name", pm, Some(json!({"name": "red"}))).0, 401);
+    assert_eq!(b.api("DELETE", "/api/parameters/operator_policy/%2F/o", pm, None).0, 204);
     assert!(
         b.admin("GET", "/api/definitions", None)["global_parameters"]
             .as_array()
