@@ -606,7 +606,7 @@ async fn write_policy(b: &Broker, vhost: String, name: String, body: Value, oper
         .map_err(invalid)?;
     let created =
         !b.definitions().policies.iter().any(|x| x.operator == operator && x.vhost == vhost && x.name == name);
-    store(&b, created, |d| {
+    store(b, created, |d| {
         d.put_policy(p);
     })
     .await
@@ -629,7 +629,7 @@ async fn delete_policy(
 /// Delete a policy (the caller's tags already checked): 404 unless it exists.
 async fn drop_policy(b: &Broker, vhost: String, name: String, operator: bool) -> ApiResult<Response> {
     let exists = b.definitions().policies.iter().any(|x| x.operator == operator && x.vhost == vhost && x.name == name);
-    remove(&b, exists, |d| {
+    remove(b, exists, |d| {
         d.policies.retain(|x| !(x.operator == operator && x.vhost == vhost && x.name == name));
     })
     .await
