@@ -54,6 +54,7 @@ MGMT_ADDR="$(sed -n 's/^management API listening on //p' "$DATA/stdout" | head -
 [[ -n "$MGMT_ADDR" ]] || { echo "warren printed no 'management API listening on' line" >&2; exit 1; }
 export MGMT_URL="http://$MGMT_ADDR"
 export AMQPS_URL="amqps://guest:guest@$TLS_ADDR/%2f" TLS_CA="$TLS/ca.pem" TLS_CLIENT_CERT="$TLS/client.pem" TLS_CLIENT_KEY="$TLS/client.key"
+export MGMT_URL="http://$(sed -n 's/^management API listening on //p' "$DATA/stdout" | head -n1)"
 status=0
 "$HERE/run.sh" "amqp://guest:guest@$ADDR/%2f" || status=$?
 if [[ $status -ne 0 ]]; then

@@ -6,8 +6,10 @@
 //! ([`crate::store::tenancy`]), so the same parser reads an export from RabbitMQ, Warren's own
 //! saved state, and what the config file adds.
 //!
-//! Sections this version does not import (queues, exchanges, bindings, global parameters) are
-//! counted and reported, never silently dropped.
+//! Global parameters (`cluster_name`, ...) are kept with them; queues, exchanges and bindings
+//! are read by [`parse_topologies`] and declared in their vhosts. Sections this version does not
+//! import (parameters of other components, such as federation's) are counted and reported, never
+//! silently dropped.
 
 use serde_json::{Map, Value, json};
 
@@ -110,6 +112,8 @@ pub struct Definitions {
     pub permissions: Vec<PermissionConfig>,
     pub topic_permissions: Vec<TopicPermissionConfig>,
     pub policies: Vec<PolicyDef>,
+    /// Global runtime parameters (`cluster_name`, ...): name and value, in the order set.
+    pub global_parameters: Vec<(String, Value)>,
     /// Non-empty sections not imported: (section, entries).
     pub not_imported: Vec<(String, usize)>,
 }
@@ -122,6 +126,7 @@ const IMPORTED: &[&str] = &[
     "topic_permissions",
     "policies",
     "parameters",
+    "global_parameters",
     "queues",
     "exchanges",
     "bindings",
@@ -302,6 +307,10 @@ impl Definitions {
                 _ => skipped_parameters += 1,
             }
         }
+        for (i, p) in list("global_parameters") {
+            let name = text(p, "name", &format!("global_parameters[{i}]"))?;
+            out.put_global_parameter(name, p.get("value").cloned().unwrap_or(Value::Null));
+        }
         if skipped_parameters > 0 {
             out.not_imported.push(("parameters (other components)".into(), skipped_parameters));
         }
@@ -346,6 +355,21 @@ impl Definitions {
         for p in other.policies {
             self.put_policy(p);
         }
+        for (name, value) in other.global_parameters {
+            self.put_global_parameter(&name, value);
+        }
+    }
+
+    /// Set a global parameter (replacing one of the same name).
+    pub fn put_global_parameter(&mut self, name: &str, value: Value) {
+        match self.global_parameters.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => *v = value,
+            None => self.global_parameters.push((name.to_string(), value)),
+        }
+    }
+
+    pub fn global_parameter(&self, name: &str) -> Option<&Value> {
+        self.global_parameters.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     pub fn put_user(&mut self, u: UserDef) {
@@ -454,12 +478,13 @@ impl Definitions {
                 "definition": p.definition, "priority": p.priority,
             })
         };
-        parameters.extend(
-            self.policies
-                .iter()
-                .filter(|p| p.operator)
-                .map(|p| json!({"vhost": p.vhost, "component": "operator_policy", "name": p.name, "value": policy(p)})),
-        );
+        // An operator policy's value has no vhost or name (RabbitMQ refuses them there).
+        parameters.extend(self.policies.iter().filter(|p| p.operator).map(|p| {
+            let value = json!({
+                "pattern": p.pattern, "apply-to": p.apply_to, "definition": p.definition, "priority": p.priority,
+            });
+            json!({"vhost": p.vhost, "component": "operator_policy", "name": p.name, "value": value})
+        }));
         json!({
             "product_name": "Warren",
             "product_version": env!("CARGO_PKG_VERSION"),
@@ -475,7 +500,9 @@ impl Definitions {
             })).collect::<Vec<_>>(),
             "policies": self.policies.iter().filter(|p| !p.operator).map(policy).collect::<Vec<_>>(),
             "parameters": parameters,
-            "global_parameters": [],
+            "global_parameters": self.global_parameters.iter().map(|(name, value)| json!({
+                "name": name, "value": value,
+            })).collect::<Vec<_>>(),
             "queues": [],
             "exchanges": [],
             "bindings": [],
@@ -780,9 +807,8 @@ mod tests {
         let vhosts: Vec<&str> = d.vhosts.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(vhosts, ["/", "tenant-a"]);
         assert_eq!(d.vhosts[0].description, "Default virtual host");
-        let mut rest = d.not_imported.clone();
-        rest.sort();
-        assert_eq!(rest, [("global_parameters".to_string(), 1)]);
+        assert_eq!(d.not_imported, []);
+        assert_eq!(d.global_parameter("internal_cluster_id"), Some(&json!("rabbitmq-cluster-id-x")));
         assert_eq!(d.permissions.len(), 1);
         assert_eq!((d.permissions[0].user.as_str(), d.permissions[0].vhost.as_str()), ("guest", "/"));
     }

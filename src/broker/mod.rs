@@ -154,8 +154,8 @@ impl Broker {
             tracing::warn!(
                 sections = %sections.join(", "),
                 "the definitions file has sections this version does not import (it imports users, vhosts, \
-                 permissions, topic permissions, policies, operator policies, limits, queues, exchanges and \
-                 bindings); they are ignored"
+                 permissions, topic permissions, policies, operator policies, limits, global parameters, queues, \
+                 exchanges and bindings); they are ignored"
             );
         }
         let defs = crate::definitions::at_start(&config, saved, imported).map_err(BrokerError::Config)?;

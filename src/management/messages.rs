@@ -119,6 +119,12 @@ pub async fn publish(
     Ok(Json(json!({"routed": !queues.is_empty()})))
 }
 
+/// A number of the request: JSON or a string of digits (rabbitmqadmin sends `"count": "1"`).
+fn number(body: &Value, key: &str) -> Option<u64> {
+    let v = body.get(key)?;
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
 pub async fn get(
     State(b): B,
     c: Caller,
@@ -132,7 +138,7 @@ pub async fn get(
         error: "not_found",
         reason: format!("NOT_FOUND - no queue '{name}' in vhost '{vhost}'"),
     })?;
-    let count = body.get("count").and_then(Value::as_u64).unwrap_or(1).min(10_000);
+    let count = number(&body, "count").unwrap_or(1).min(10_000);
     let outcome = match body.get("ackmode").and_then(Value::as_str).unwrap_or("ack_requeue_true") {
         "ack_requeue_true" | "reject_requeue_true" => Outcome::Requeue,
         "ack_requeue_false" => Outcome::Ack,
@@ -140,7 +146,7 @@ pub async fn get(
         other => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
     };
     let base64_only = body.get("encoding").and_then(Value::as_str) == Some("base64");
-    let truncate = body.get("truncate").and_then(Value::as_u64).map(|n| n as usize);
+    let truncate = number(&body, "truncate").map(|n| n as usize);
     let (mut out, mut seqs) = (Vec::new(), Vec::new());
     for _ in 0..count {
         let (reply, rx) = oneshot::channel();

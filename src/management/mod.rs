@@ -129,6 +129,20 @@ fn basic_credentials(h: &HeaderMap) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// A boolean of a request body: JSON `true`/`false` or the strings `"true"`/`"false"` (what
+/// rabbitmqadmin sends); absent is false, as RabbitMQ's default for `durable`, `auto_delete`
+/// and `internal`.
+pub(crate) fn body_flag(body: &serde_json::Value, key: &str) -> ApiResult<bool> {
+    use serde_json::Value;
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" => Ok(true),
+        Some(Value::String(s)) if s == "false" => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!("not_boolean: {key} is {other}"))),
+    }
+}
+
 /// This process's resident memory (bytes) and open file descriptors (Linux; 0 elsewhere).
 pub(crate) fn process_usage() -> (u64, u64) {
     let rss = crate::broker::alarm::resident_bytes().unwrap_or(0);

@@ -21,7 +21,6 @@ use crate::broker::Broker;
 use crate::broker::connections::ConnectionInfo;
 use crate::broker::vhost::{ExchangeDeclare, QueueDeclare, VHost};
 use crate::definitions::{json_to_table, table_to_json};
-use crate::exchange::Destination;
 use crate::queue::{QueueCmd, QueueEntry, QueueInfo};
 
 type B = State<Arc<Broker>>;
@@ -30,7 +29,6 @@ type Params = Query<HashMap<String, String>>;
 pub fn routes() -> Router<Arc<Broker>> {
     Router::new()
         .route("/api/overview", get(overview))
-        .route("/api/cluster-name", get(|| async { Json(json!({"name": NODE})) }))
         .route("/api/queues", get(|b: B, c: Caller, st: Stats, q: Params| queues(b, c, st, None, q)))
         .route(
             "/api/queues/{vhost}",
@@ -49,26 +47,6 @@ pub fn routes() -> Router<Arc<Broker>> {
         .route("/api/exchanges/{vhost}/{name}", get(exchange).put(put_exchange).delete(delete_exchange))
         .route("/api/bindings", get(|b: B, c: Caller| bindings(b, c, None)))
         .route("/api/bindings/{vhost}", get(|b: B, c: Caller, Path(v): Path<String>| bindings(b, c, Some(v))))
-        .route(
-            "/api/exchanges/{vhost}/{name}/bindings/source",
-            get(|b: B, c: Caller, p: Path<(String, String)>| {
-                bindings_of(b, c, p, "exchange", |x, name| x["source"] == name)
-            }),
-        )
-        .route(
-            "/api/exchanges/{vhost}/{name}/bindings/destination",
-            get(|b: B, c: Caller, p: Path<(String, String)>| {
-                bindings_of(b, c, p, "exchange", |x, name| {
-                    x["destination"] == name && x["destination_type"] == "exchange"
-                })
-            }),
-        )
-        .route(
-            "/api/queues/{vhost}/{name}/bindings",
-            get(|b: B, c: Caller, p: Path<(String, String)>| {
-                bindings_of(b, c, p, "queue", |x, name| x["destination"] == name && x["destination_type"] == "queue")
-            }),
-        )
         .route("/api/connections", get(connections))
         .route("/api/connections/{name}", get(connection).delete(close_connection))
         .route("/api/channels", get(channels))
@@ -90,7 +68,7 @@ pub fn routes() -> Router<Arc<Broker>> {
 }
 
 /// The node name Warren reports (one node).
-const NODE: &str = "warren@localhost";
+pub(super) const NODE: &str = "warren@localhost";
 
 fn vhost_of(b: &Broker, name: &str) -> ApiResult<Arc<VHost>> {
     b.vhost(name).ok_or_else(ApiError::not_found)
@@ -176,7 +154,7 @@ fn consumer_details(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry
 
 /// RabbitMQ's list parameters: `name` (+ `use_regex`), `sort` (+ `sort_reverse`), `columns`,
 /// and `page`/`page_size` (then the paged envelope).
-fn list(mut items: Vec<Value>, p: &HashMap<String, String>) -> ApiResult<Value> {
+pub(super) fn list(mut items: Vec<Value>, p: &HashMap<String, String>) -> ApiResult<Value> {
     let total = items.len();
     if let Some(name) = p.get("name").filter(|n| !n.is_empty()) {
         if p.get("use_regex").is_some_and(|v| v == "true") {
@@ -310,9 +288,9 @@ async fn put_queue(
     let d = QueueDeclare {
         name: name.clone(),
         passive: false,
-        durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
+        durable: super::body_flag(&body, "durable")?,
         exclusive: false,
-        auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
+        auto_delete: super::body_flag(&body, "auto_delete")?,
         arguments,
     };
     let (_, created) = v.declare_queue(&d, 0).map_err(amqp_error)?;
@@ -429,9 +407,9 @@ async fn put_exchange(
         name: name.clone(),
         kind: body.get("type").and_then(Value::as_str).unwrap_or("direct").to_string(),
         passive: false,
-        durable: body.get("durable").and_then(Value::as_bool).unwrap_or(true),
-        auto_delete: body.get("auto_delete").and_then(Value::as_bool).unwrap_or(false),
-        internal: body.get("internal").and_then(Value::as_bool).unwrap_or(false),
+        durable: super::body_flag(&body, "durable")?,
+        auto_delete: super::body_flag(&body, "auto_delete")?,
+        internal: super::body_flag(&body, "internal")?,
         arguments: body.get("arguments").and_then(Value::as_object).map(json_to_table).unwrap_or_default(),
     };
     v.declare_exchange(&d).map_err(amqp_error)?;
@@ -457,51 +435,9 @@ async fn delete_exchange(
 async fn bindings(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<Json<Value>> {
     let mut out = Vec::new();
     for v in vhosts_of(&b, vhost)? {
-        let t = v.snapshot();
-        let mut qs: Vec<&String> = t.queues.keys().collect();
-        qs.sort();
-        // Every queue's implicit binding to the default exchange, as RabbitMQ lists it.
-        for q in qs {
-            let props_key = super::bindings::properties_key(q, &Default::default());
-            out.push(json!({"source": "", "vhost": v.name(), "destination": q, "destination_type": "queue",
-                "routing_key": q, "arguments": {}, "properties_key": props_key}));
-        }
-        let mut xs: Vec<_> = t.exchanges.values().collect();
-        xs.sort_by(|a, b| a.name.cmp(&b.name));
-        for x in xs {
-            let named = |d: &Destination| match d {
-                Destination::Queue(q) => (q.clone(), "queue"),
-                Destination::Exchange(e) => (e.clone(), "exchange"),
-            };
-            let mut bs: Vec<_> = x.bindings().map(|(d, k, a)| (named(d), k, a)).collect();
-            bs.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-            for ((name, kind), key, args) in bs {
-                let props_key = super::bindings::properties_key(key, args);
-                out.push(json!({"source": x.name, "vhost": v.name(), "destination": name, "destination_type": kind,
-                    "routing_key": key, "arguments": table_to_json(args), "properties_key": props_key}));
-            }
-        }
+        out.extend(super::bindings::of_vhost(&v));
     }
     Ok(Json(Value::Array(out)))
-}
-
-/// The bindings of one exchange (`kind` "exchange") or queue that `keep` selects; 404 when the
-/// object does not exist.
-async fn bindings_of(
-    State(b): B,
-    c: Caller,
-    Path((vhost, name)): Path<(String, String)>,
-    kind: &str,
-    keep: impl Fn(&Value, &str) -> bool,
-) -> ApiResult<Json<Value>> {
-    let t = vhost_of(&b, &vhost)?.snapshot();
-    let exists = if kind == "queue" { t.queues.contains_key(&name) } else { t.exchanges.contains_key(&name) };
-    if !exists {
-        return Err(ApiError::not_found());
-    }
-    let Json(all) = bindings(State(b), c, Some(vhost)).await?;
-    let kept = all.as_array().into_iter().flatten().filter(|x| keep(x, &name)).cloned().collect();
-    Ok(Json(Value::Array(kept)))
 }
 
 fn connection_json(c: &ConnectionInfo, st: &Stats) -> Value {
@@ -647,7 +583,7 @@ async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
     Json(json!({
         "management_version": b.config.amqp.product_version, "rabbitmq_version": b.config.amqp.product_version,
         "product_name": b.config.amqp.product, "product_version": b.config.amqp.product_version,
-        "cluster_name": NODE, "node": NODE, "erlang_version": "none (Warren)", "erlang_full_version": "none (Warren)",
+        "cluster_name": super::tenancy::cluster_name_of(&b), "node": NODE, "erlang_version": "none (Warren)", "erlang_full_version": "none (Warren)",
         "rates_mode": "basic", "disable_stats": false, "enable_queue_totals": true,
         "release_series_support_status": "supported",
         "object_totals": {"connections": conns.len(), "channels": channels, "consumers": consumers,

@@ -322,14 +322,15 @@ vhost = "/"
 
 /// Users and vhosts from a definitions file exported by RabbitMQ 3.10.8 (`auth.definitions`):
 /// its users log in with their RabbitMQ passwords, its vhosts exist, and the sections not
-/// imported are named in a warning.
+/// imported (here federation's parameters) are named in a warning.
 #[tokio::test]
 async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
     let dir = TempDir::new();
     let defs = dir.0.join("definitions.json");
     std::fs::write(
         &defs,
-        r#"{"bindings":[],"exchanges":[],"parameters":[],"topic_permissions":[],
+        r#"{"bindings":[],"exchanges":[],"topic_permissions":[],
+        "parameters":[{"component":"federation-upstream","name":"up","vhost":"/","value":{"uri":"amqp://"}}],
         "global_parameters":[{"name":"internal_cluster_id","value":"rabbitmq-cluster-id-x"}],
         "queues":[{"name":"q","vhost":"/","durable":true,"auto_delete":false,"arguments":{}}],
         "policies":[{"vhost":"/","name":"ttl","pattern":"^t[.]","apply-to":"queues","definition":{"message-ttl":1000},"priority":0}],
@@ -343,7 +344,9 @@ async fn users_and_vhosts_come_from_a_rabbitmq_definitions_export() {
     .unwrap();
     let config = format!("[auth]\ndefinitions = {:?}\n", defs.to_str().unwrap());
     let b = Broker::start_with_config_logging(&config, "warn");
-    b.wait_for_log("not imported", |l| l.contains("does not import") && l.contains("global_parameters (1)"));
+    b.wait_for_log("not imported", |l| {
+        l.contains("does not import") && l.contains("parameters (other components) (1)")
+    });
     // An imported user has only the vhosts the file gives it (alice: tenant-a, not /).
     let uri = format!("amqp://alice:S3cret%21@{}/%2f", b.addr);
     let err = match within("vhost refusal", Connection::connect(&uri, ConnectionProperties::default())).await {

@@ -563,3 +563,255 @@ async fn direct_reply_to_names_do_not_cross_vhosts() {
     publish_props(&server, "", &reply_name, "pong", BasicProperties::default()).await;
     assert_eq!(text(&next_delivery(&mut replies).await.data), "pong", "only the same vhost's reply arrives");
 }
+
+/// `/api/parameters[/{component}[/{vhost}[/{name}]]]`, `/api/global-parameters` and the cluster
+/// name, with the answers of RabbitMQ 3.10.8 (federation and shovel are unknown components there
+/// without their plugins, as here).
+#[tokio::test]
+async fn parameters_and_global_parameters_answer_as_rabbitmq() {
+    let b = Broker::start_with_args(HTTP);
+    let g = ("guest", "guest");
+    for path in ["/api/parameters", "/api/parameters/federation-upstream", "/api/parameters/shovel/%2F"] {
+        assert_eq!(b.api("GET", path, g, None), (200, json!([])), "{path}");
+    }
+    let not_found = json!({"error": "Object Not Found", "reason": "Not Found"});
+    assert_eq!(b.api("GET", "/api/parameters/federation-upstream/nov", g, None), (404, not_found.clone()));
+    assert_eq!(b.api("GET", "/api/parameters/shovel/%2F/s", g, None), (404, not_found.clone()));
+    let (s, v) =
+        b.api("PUT", "/api/parameters/federation-upstream/%2F/up", g, Some(json!({"value": {"uri": "amqp://"}})));
+    assert_eq!(
+        (s, v),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "Validation failed\n\ncomponent federation-upstream not found\n"})
+        )
+    );
+    assert_eq!(b.api("DELETE", "/api/parameters/federation-upstream/%2F/up", g, None).0, 404);
+
+    // Limits and operator policies are parameters; policies are listed only by component.
+    b.admin("PUT", "/api/vhost-limits/%2F/max-queues", Some(json!({"value": 100})));
+    b.admin(
+        "PUT",
+        "/api/operator-policies/%2F/op",
+        Some(json!({"pattern": "^a", "definition": {"max-length": 10}, "apply-to": "queues"})),
+    );
+    b.admin("PUT", "/api/policies/%2F/p", Some(json!({"pattern": "^b", "definition": {"max-length": 3}})));
+    let limits = json!({"value": {"max-queues": 100}, "vhost": "/", "component": "vhost-limits", "name": "limits"});
+    let op = json!({"value": {"pattern": "^a", "definition": {"max-length": 10}, "priority": 0, "apply-to": "queues"},
+        "vhost": "/", "component": "operator_policy", "name": "op"});
+    assert_eq!(b.admin("GET", "/api/parameters", None), json!([limits, op]));
+    assert_eq!(b.admin("GET", "/api/parameters/vhost-limits/%2F/limits", None), limits);
+    assert_eq!(b.admin("GET", "/api/parameters/policy/%2F", None)[0]["value"]["pattern"], "^b");
+    let (s, v) = b.api("PUT", "/api/parameters/policy/%2F/p2", g, Some(json!({"value": {"pattern": "x"}})));
+    assert_eq!((s, v["reason"].as_str()), (400, Some("policies may not be set using this method")));
+    assert_eq!(
+        b.api("PUT", "/api/parameters/vhost-limits/%2F/limits", g, Some(json!({}))),
+        (400, json!({"error": "bad_request", "reason": "[{key_missing,value}]"}))
+    );
+    assert_eq!(
+        b.api("PUT", "/api/parameters/vhost-limits/nov/limits", g, Some(json!({"value": {"max-queues": 1}}))),
+        (404, json!({"error": "not_found", "reason": "vhost_not_found"}))
+    );
+    let (s, _) =
+        b.api("PUT", "/api/parameters/vhost-limits/%2F/limits", g, Some(json!({"value": {"max-connections": 5}})));
+    assert_eq!(s, 204, "the vhost had limits: an update");
+    assert_eq!(b.admin("GET", "/api/vhost-limits/%2F", None), json!([{"vhost": "/", "value": {"max-connections": 5}}]));
+    let (s, v) = b.api(
+        "PUT",
+        "/api/parameters/operator_policy/%2F/op2",
+        g,
+        Some(json!({"value": {"pattern": "^c", "definition": {}}})),
+    );
+    assert_eq!((s, v["reason"].as_str()), (400, Some("Validation failed\n\nKey \"priority\" not found in op2\n")));
+    assert_eq!(b.api("DELETE", "/api/parameters/vhost-limits/%2F/limits", g, None).0, 204);
+    assert_eq!(b.admin("GET", "/api/vhost-limits", None), json!([]));
+    assert_eq!(b.api("DELETE", "/api/parameters/operator_policy/%2F/op", g, None).0, 204);
+    assert_eq!(b.admin("GET", "/api/parameters", None), json!([]));
+
+    // Global parameters; the cluster name is one of them.
+    assert_eq!(b.admin("GET", "/api/cluster-name", None), json!({"name": "warren@localhost"}));
+    assert_eq!(b.api("GET", "/api/global-parameters/cluster_name", g, None), (404, not_found.clone()));
+    assert_eq!(b.api("PUT", "/api/global-parameters/cluster_name", g, Some(json!({"value": "blue"}))).0, 201);
+    assert_eq!(b.admin("GET", "/api/cluster-name", None), json!({"name": "blue"}));
+    assert_eq!(b.api("PUT", "/api/cluster-name", g, Some(json!({"name": "green"}))).0, 204);
+    assert_eq!(b.admin("GET", "/api/global-parameters", None), json!([{"name": "cluster_name", "value": "green"}]));
+    assert_eq!(b.admin("GET", "/api/overview", None)["cluster_name"], "green");
+    assert_eq!(
+        b.api("PUT", "/api/global-parameters/x", g, Some(json!({"v": 1}))),
+        (400, json!({"error": "bad_request", "reason": "[{key_missing,value}]"}))
+    );
+    assert_eq!(b.api("PUT", "/api/global-parameters/x", g, Some(json!({"value": {"a": 1}}))).0, 201);
+    assert_eq!(b.api("PUT", "/api/global-parameters/x", g, Some(json!({"value": {"a": 2}}))).0, 204);
+    assert_eq!(b.admin("GET", "/api/global-parameters/x", None), json!({"name": "x", "value": {"a": 2}}));
+    assert_eq!(b.api("DELETE", "/api/global-parameters/x", g, None).0, 204);
+    assert_eq!(b.api("DELETE", "/api/global-parameters/x", g, None), (404, not_found));
+    b.admin("PUT", "/api/users/mon", Some(json!({"password": "m", "tags": "monitoring"})));
+    assert_eq!(b.api("GET", "/api/parameters", ("mon", "m"), None).0, 401, "parameters need policymaker");
+    assert_eq!(b.api("GET", "/api/global-parameters", ("mon", "m"), None).0, 401);
+    // A policymaker may set limits and operator policies as parameters (not through
+    // /api/operator-policies) and global parameters, but not the cluster name (RabbitMQ's rules).
+    b.admin("PUT", "/api/users/pm", Some(json!({"password": "p", "tags": "policymaker"})));
+    let pm = ("pm", "p");
+    let limit = json!({"value": {"max-queues": 3}});
+    assert_eq!(b.api("PUT", "/api/parameters/vhost-limits/%2F/limits", pm, Some(limit)).0, 201);
+    let op = json!({"value": {"pattern": ".*", "definition": {"max-length": 1}, "priority": 0}});
+    assert_eq!(b.api("PUT", "/api/parameters/operator_policy/%2F/o", pm, Some(op)).0, 201);
+    let direct = json!({"pattern": ".*", "definition": {"max-length": 1}});
+    assert_eq!(b.api("PUT", "/api/operator-policies/%2F/o2", pm, Some(direct)).0, 401);
+    assert_eq!(b.api("PUT", "/api/global-parameters/y", pm, Some(json!({"value": 1}))).0, 201);
+    assert_eq!(b.api("DELETE", "/api/global-parameters/y", pm, None).0, 204);
+    assert_eq!(b.api("PUT", "/api/cluster-name", pm, Some(json!({"name": "red"}))).0, 401);
+    assert_eq!(b.api("DELETE", "/api/parameters/operator_policy/%2F/o", pm, None).0, 204);
+    assert!(
+        b.admin("GET", "/api/definitions", None)["global_parameters"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "cluster_name", "value": "green"}))
+    );
+}
+
+/// `/api/definitions/{vhost}` both ways, `/api/users/bulk-delete`, `/api/users/without-permissions`
+/// and `/api/vhosts/{vhost}/start/{node}`, with RabbitMQ 3.10.8's bodies and codes.
+#[tokio::test]
+async fn per_vhost_definitions_bulk_delete_and_vhost_start() {
+    let b = Broker::start_with_args(HTTP);
+    let g = ("guest", "guest");
+    b.admin("PUT", "/api/vhosts/v1", None);
+    b.admin("PUT", "/api/vhosts/v2", Some(json!({"description": "kept"})));
+    b.admin("PUT", "/api/queues/v1/q1", Some(json!({"durable": true, "arguments": {"x-max-length": 5}})));
+    b.admin("PUT", "/api/exchanges/v1/x1", Some(json!({"type": "topic", "durable": true})));
+    assert_eq!(b.api("POST", "/api/bindings/v1/e/x1/q/q1", g, Some(json!({"routing_key": "k"}))).0, 201);
+    b.admin("PUT", "/api/policies/v1/pp", Some(json!({"pattern": ".*", "definition": {"max-length": 10}})));
+    b.admin("PUT", "/api/vhost-limits/v1/max-queues", Some(json!({"value": 10})));
+    let d = b.admin("GET", "/api/definitions/v1", None);
+    let mut keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["bindings", "exchanges", "parameters", "policies", "queues", "rabbit_version"]);
+    assert_eq!(
+        d["queues"],
+        json!([{"name": "q1", "durable": true, "auto_delete": false, "arguments": {"x-max-length": 5}, "type": "classic"}])
+    );
+    assert_eq!(
+        d["bindings"],
+        json!([{"source": "x1", "destination": "q1", "destination_type": "queue", "routing_key": "k", "arguments": {}}])
+    );
+    assert_eq!(d["policies"][0]["vhost"], "v1", "policies and parameters keep their vhost");
+    assert_eq!(
+        d["parameters"],
+        json!([{"vhost": "v1", "component": "vhost-limits", "name": "limits", "value": {"max-queues": 10}}])
+    );
+    assert_eq!(
+        b.api("GET", "/api/definitions/nov", g, None),
+        (400, json!({"error": "bad_request", "reason": "vhost_not_found"}))
+    );
+    assert_eq!(
+        b.api("POST", "/api/definitions/nov", g, Some(d.clone())),
+        (404, json!({"error": "not_found", "reason": "vhost_not_found"}))
+    );
+    // Imported into v2: everything lands there, whatever vhost the file names; v2 keeps its
+    // description; users and vhosts in the file are ignored.
+    let mut file = d.clone();
+    file["users"] = json!([{"name": "zz", "password_hash": "", "tags": []}]);
+    file["vhosts"] = json!([{"name": "v9"}]);
+    file["policies"][0]["vhost"] = json!("v1");
+    assert_eq!(b.api("POST", "/api/definitions/v2", g, Some(file)).0, 204);
+    let again = b.admin("GET", "/api/definitions/v2", None);
+    for section in ["queues", "exchanges", "bindings"] {
+        assert_eq!(again[section], d[section], "{section}");
+    }
+    assert_eq!(again["policies"][0]["vhost"], "v2");
+    assert_eq!(again["parameters"][0]["value"], json!({"max-queues": 10}));
+    assert_eq!(b.admin("GET", "/api/vhosts/v2", None)["description"], "kept");
+    assert_eq!(b.api("GET", "/api/users/zz", g, None).0, 404);
+    assert_eq!(b.api("GET", "/api/vhosts/v9", g, None).0, 404);
+    let (s, v) = b.api("GET", "/api/queues/v2/q1", g, None);
+    assert_eq!((s, v["arguments"].clone()), (200, json!({"x-max-length": 5})));
+
+    // Users without permissions; bulk delete stops at the first unknown name.
+    for u in ["u1", "u2", "u3"] {
+        b.admin("PUT", &format!("/api/users/{u}"), Some(json!({"password": "p", "tags": ""})));
+    }
+    b.admin("PUT", "/api/permissions/v1/u3", Some(json!({"configure": ".*", "write": ".*", "read": ".*"})));
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(b.admin("GET", "/api/users/without-permissions", None)), ["u1", "u2"]);
+    assert_eq!(
+        b.api("POST", "/api/users/bulk-delete", g, Some(json!({"users": ["u1", "nosuch", "u2"]}))),
+        (400, json!({"error": "bad_request", "reason": ["no_such_user", "nosuch"]}))
+    );
+    assert_eq!(names(b.admin("GET", "/api/users/without-permissions", None)), ["u2"], "u1 went, u2 stayed");
+    assert_eq!(
+        b.api("POST", "/api/users/bulk-delete", g, Some(json!({}))),
+        (400, json!({"error": "bad_request", "reason": "[{key_missing,users}]"}))
+    );
+    assert_eq!(b.api("POST", "/api/users/bulk-delete", g, Some(json!({"users": ["u2", "u3"]}))).0, 204);
+    assert_eq!(b.api("GET", "/api/users/u3", g, None).0, 404);
+    assert!(b.admin("GET", "/api/permissions", None).as_array().unwrap().iter().all(|p| p["user"] != "u3"));
+
+    // Starting a vhost: Warren's always run; unknown node or vhost as RabbitMQ answers them.
+    assert_eq!(b.api("POST", "/api/vhosts/v1/start/warren@localhost", g, None).0, 204);
+    assert_eq!(
+        b.api("POST", "/api/vhosts/v1/start/other@x", g, None),
+        (400, json!({"error": "bad_request", "reason": "Request to node other@x failed with nodedown"}))
+    );
+    let (s, v) = b.api("POST", "/api/vhosts/nov/start/warren@localhost", g, None);
+    assert_eq!(
+        (s, v["reason"].as_str()),
+        (400, Some("Request to node warren@localhost failed with {no_such_vhost,<<\"nov\">>}"))
+    );
+}
+
+/// Bindings by their ends, as rabbitmqadmin declares and deletes them: `properties_key` is `~`
+/// for an empty key without arguments, the percent-encoded key, or the key and a hash of the
+/// arguments; POST answers 201, a missing end 404 with RabbitMQ's reason.
+#[tokio::test]
+async fn bindings_by_their_ends() {
+    let b = Broker::start_with_args(HTTP);
+    let g = ("guest", "guest");
+    b.admin("PUT", "/api/queues/%2F/bq", Some(json!({"durable": "false", "auto_delete": "false"})));
+    assert_eq!(b.admin("GET", "/api/queues/%2F/bq", None)["durable"], false, "a string boolean");
+    let (s, v) = b.api("PUT", "/api/queues/%2F/bad", g, Some(json!({"durable": "maybe"})));
+    assert_eq!(s, 400, "{v}");
+    for (key, args) in [("", json!({})), ("a/b%c~d", json!({})), ("k", json!({"x": 1}))] {
+        let body = json!({"routing_key": key, "arguments": args});
+        assert_eq!(b.api("POST", "/api/bindings/%2F/e/amq.topic/q/bq", g, Some(body)).0, 201);
+    }
+    assert_eq!(
+        b.api("POST", "/api/bindings/%2F/e/amq.topic/e/amq.direct", g, Some(json!({"routing_key": "k"}))).0,
+        201
+    );
+    let list = b.admin("GET", "/api/bindings/%2F/e/amq.topic/q/bq", None);
+    let keys: Vec<&str> = list.as_array().unwrap().iter().map(|x| x["properties_key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(&keys[..2], ["~", "a%2Fb%25c%7Ed"]);
+    assert!(keys[2].starts_with("k~") && keys[2].len() > 2, "{keys:?}");
+    assert_eq!(b.admin("GET", "/api/bindings/%2F/e/amq.topic/q/bq/%7E", None)["routing_key"], "");
+    assert_eq!(b.admin("GET", "/api/bindings/%2F/e/amq.topic/q/nosuch", None), json!([]));
+    assert_eq!(
+        b.api("POST", "/api/bindings/%2F/e/amq.topic/q/nosuch", g, Some(json!({}))),
+        (404, json!({"error": "not_found", "reason": "no queue 'nosuch' in vhost '/'"}))
+    );
+    assert_eq!(
+        b.api("POST", "/api/bindings/%2F/e/nosuch/q/bq", g, Some(json!({}))),
+        (404, json!({"error": "not_found", "reason": "no exchange 'nosuch' in vhost '/'"}))
+    );
+    let sources = b.admin("GET", "/api/exchanges/%2F/amq.topic/bindings/source", None);
+    assert_eq!(sources.as_array().unwrap().len(), 4);
+    assert_eq!(b.admin("GET", "/api/exchanges/%2F/amq.direct/bindings/destination", None)[0]["source"], "amq.topic");
+    let to_queue = b.admin("GET", "/api/queues/%2F/bq/bindings", None);
+    assert_eq!(
+        to_queue[0],
+        json!({"source": "", "vhost": "/", "destination": "bq", "destination_type": "queue",
+        "routing_key": "bq", "arguments": {}, "properties_key": "bq"})
+    );
+    // Delete by properties key (the URL encodes it once more, as rabbitmqadmin does).
+    assert_eq!(b.api("DELETE", "/api/bindings/%2F/e/amq.topic/q/bq/a%252Fb%2525c%257Ed", g, None).0, 204);
+    let k_args = format!("/api/bindings/%2F/e/amq.topic/q/bq/{}", keys[2].replace('~', "%7E"));
+    assert_eq!(b.api("DELETE", &k_args, g, None).0, 204);
+    assert_eq!(b.api("DELETE", &k_args, g, None).0, 404);
+    assert_eq!(b.api("DELETE", "/api/bindings/%2F/e/amq.topic/e/amq.direct/k", g, None).0, 204);
+    let left = b.admin("GET", "/api/bindings/%2F/e/amq.topic/q/bq", None);
+    assert_eq!(left.as_array().unwrap().len(), 1);
+    assert_eq!(left[0]["properties_key"], "~");
+}

@@ -212,8 +212,8 @@ async fn declare_and_delete_queues_exchanges_and_bindings() {
     publish_props(&ch, "src", "k", "via binding", Default::default()).await;
     sync_point(&ch).await;
     assert_eq!(get_all(&ch, "dq").await, ["via binding"]);
-    ctl(&b, &["declare", "binding", "--source", "src", "--destination", "missing"]).fails(65, "NOT_FOUND");
-    ctl(&b, &["declare", "binding", "--source", "nosuch", "--destination", "dq"]).fails(65, "NOT_FOUND");
+    ctl(&b, &["declare", "binding", "--source", "src", "--destination", "missing"]).fails(65, "no queue 'missing'");
+    ctl(&b, &["declare", "binding", "--source", "nosuch", "--destination", "dq"]).fails(65, "no exchange 'nosuch'");
     // RabbitMQ's properties keys: the routing key quoted (3.10.8 lists `a.#` as `a.%23`).
     ok(&b, &["declare", "binding", "--source", "src", "--destination", "qq", "--routing-key", "a.#"]);
     assert_eq!(b.admin("GET", "/api/bindings/%2F/e/src/q/qq", None)[0]["properties_key"], "a.%23");
