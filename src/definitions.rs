@@ -203,6 +203,13 @@ impl Definitions {
     pub fn parse(json: &str) -> Result<Definitions, String> {
         let v: Value = serde_json::from_str(json).map_err(|e| format!("not valid JSON ({e})"))?;
         let top = v.as_object().ok_or("not a JSON object")?;
+        // A section that is there must be a list (RabbitMQ 3.10 answers 500 to `"users": "x"`;
+        // silently importing nothing would be worse).
+        for k in SECTIONS {
+            if top.get(*k).is_some_and(|s| !s.is_array() && !s.is_null()) {
+                return Err(format!("\"{k}\" is not a list"));
+            }
+        }
         let list = |k: &str| top.get(k).and_then(Value::as_array).into_iter().flatten().enumerate();
         let mut out = Definitions::default();
         for (i, u) in list("users") {
@@ -704,6 +711,20 @@ pub fn table_to_json(t: &amq_protocol::types::FieldTable) -> Value {
 
 /// The queues, exchanges and bindings of a definitions file's text (only durable ones: a
 /// definitions file describes what survives a restart).
+/// The list sections of a definitions file.
+const SECTIONS: &[&str] = &[
+    "users",
+    "vhosts",
+    "permissions",
+    "topic_permissions",
+    "policies",
+    "parameters",
+    "global_parameters",
+    "queues",
+    "exchanges",
+    "bindings",
+];
+
 pub fn parse_topologies(json: &str) -> Result<Topologies, String> {
     use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
     let v: Value = serde_json::from_str(json).map_err(|e| format!("not valid JSON ({e})"))?;
@@ -796,6 +817,15 @@ mod tests {
       "users":[{"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"alice","password_hash":"F0F+DkwlOADPqn8qR8a4yfqSCf0V+zMO74HfwT2nxsb+5lEs","tags":[]},
                {"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"guest","password_hash":"i5KII00KzG9U7uwcAZ15Ejdw6Pn1J6mJwbt4t2+HrIQm0BzL","tags":["administrator"]}],
       "vhosts":[{"limits":[],"metadata":{"description":"Default virtual host","tags":[]},"name":"/"},{"name":"tenant-a"}]}"#;
+
+    #[test]
+    fn a_section_that_is_not_a_list_is_refused() {
+        for k in SECTIONS {
+            let e = Definitions::parse(&format!("{{\"{k}\": \"nope\"}}")).unwrap_err();
+            assert_eq!(e, format!("\"{k}\" is not a list"));
+        }
+        assert!(Definitions::parse(r#"{"users": null, "queues": []}"#).is_ok());
+    }
 
     #[test]
     fn a_rabbitmq_export_gives_users_and_vhosts_and_names_the_rest() {
