@@ -350,7 +350,19 @@ impl Definitions {
         for u in other.users {
             self.put_user(u);
         }
-        for v in other.vhosts {
+        for mut v in other.vhosts {
+            // An entry without metadata or limits (RabbitMQ 3.10's export lists vhosts by name
+            // only) leaves an existing vhost's as they are, as RabbitMQ's import does.
+            if let Some(old) = self.vhost(&v.name) {
+                if v.description.is_empty() && v.tags.is_empty() && v.default_queue_type.is_none() {
+                    v.description = old.description.clone();
+                    v.tags = old.tags.clone();
+                    v.default_queue_type = old.default_queue_type.clone();
+                }
+                if v.limits == VHostLimits::default() {
+                    v.limits = old.limits;
+                }
+            }
             self.put_vhost(v);
         }
         for p in other.permissions {
@@ -817,6 +829,21 @@ mod tests {
       "users":[{"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"alice","password_hash":"F0F+DkwlOADPqn8qR8a4yfqSCf0V+zMO74HfwT2nxsb+5lEs","tags":[]},
                {"hashing_algorithm":"rabbit_password_hashing_sha256","limits":{},"name":"guest","password_hash":"i5KII00KzG9U7uwcAZ15Ejdw6Pn1J6mJwbt4t2+HrIQm0BzL","tags":["administrator"]}],
       "vhosts":[{"limits":[],"metadata":{"description":"Default virtual host","tags":[]},"name":"/"},{"name":"tenant-a"}]}"#;
+
+    #[test]
+    fn importing_a_bare_vhost_entry_keeps_what_the_vhost_has() {
+        let mut d = Definitions::parse(
+            r#"{"vhosts": [{"name": "a", "description": "team A", "tags": ["eu"], "default_queue_type": "quorum"}],
+                "parameters": [{"vhost": "a", "component": "vhost-limits", "name": "limits", "value": {"max-queues": 5}}]}"#,
+        )
+        .unwrap();
+        d.upsert(Definitions::parse(r#"{"vhosts": [{"name": "a"}]}"#).unwrap());
+        let a = d.vhost("a").unwrap();
+        assert_eq!((a.description.as_str(), a.default_queue_type.as_deref()), ("team A", Some("quorum")));
+        assert_eq!((a.tags.clone(), a.limits.max_queues), (vec!["eu".to_string()], Some(5)));
+        d.upsert(Definitions::parse(r#"{"vhosts": [{"name": "a", "description": "team B"}]}"#).unwrap());
+        assert_eq!(d.vhost("a").unwrap().description, "team B", "given metadata replaces");
+    }
 
     #[test]
     fn a_section_that_is_not_a_list_is_refused() {
