@@ -168,6 +168,33 @@ pub(crate) fn rfc3339_millis(t: std::time::SystemTime) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}+00:00")
 }
 
+/// The node's limits and free disk, for `/api/nodes` and Prometheus.
+pub(crate) struct NodeResources {
+    /// The memory high watermark (bytes).
+    pub mem_limit: u64,
+    /// Free bytes on the data directory's file system (0 if unknown).
+    pub disk_free: u64,
+    /// The open files limit (0 if unknown).
+    pub fd_total: u64,
+}
+
+pub(crate) fn node_resources(b: &Broker) -> NodeResources {
+    use crate::broker::alarm;
+    // "Max open files  <soft>  <hard>  files" in /proc/self/limits.
+    let fd_total = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            let line = l.lines().find(|l| l.starts_with("Max open files"))?.to_string();
+            line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or(0);
+    NodeResources {
+        mem_limit: alarm::memory_limit(&b.config),
+        disk_free: alarm::free_bytes(&b.config.data_dir).unwrap_or(0),
+        fd_total,
+    }
+}
+
 /// Largest request body (a definitions import of a large node); bodies are read only after
 /// the request authenticated.
 const MAX_BODY: usize = 128 << 20;

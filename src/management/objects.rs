@@ -630,12 +630,16 @@ pub(super) async fn with_vhost_stats(b: &Broker, mut json: Value, st: &Stats) ->
 /// The one node, with what Warren knows of it (RabbitMQ's `/api/nodes` fields).
 fn node_json(b: &Broker, _c: &Caller) -> Value {
     let (rss, fds) = super::process_usage();
+    let n = super::node_resources(b);
     let types: Vec<Value> =
         ["direct", "fanout", "headers", "topic"].iter().map(|t| json!({"name": t, "enabled": true})).collect();
+    let alarms = b.disk_alarm.mask();
     json!({
         "name": NODE, "type": "disc", "running": true, "uptime": b.started.elapsed().as_millis() as u64,
-        "mem_used": rss, "mem_alarm": b.disk_alarm.is_raised(), "disk_free_alarm": b.disk_alarm.is_raised(),
-        "disk_free_limit": b.config.storage.disk_free_limit, "fd_used": fds,
+        "mem_used": rss, "mem_limit": n.mem_limit, "mem_alarm": alarms & crate::broker::alarm::MEMORY != 0,
+        "disk_free": n.disk_free, "disk_free_limit": b.config.storage.disk_free_limit,
+        "disk_free_alarm": alarms & crate::broker::alarm::DISK != 0,
+        "fd_used": fds, "fd_total": n.fd_total, "sockets_used": b.connections.snapshot().len(),
         "processors": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "rates_mode": "basic", "partitions": [], "os_pid": std::process::id().to_string(),
         "auth_mechanisms": b.config.auth.mechanisms.iter().map(|m| json!({"name": m, "enabled": true})).collect::<Vec<_>>(),

@@ -179,6 +179,16 @@ async fn scrape(State(b): State<Arc<Broker>>, per_object: bool) -> impl IntoResp
     let (rss, fds) = super::process_usage();
     gauge(&mut r, "rabbitmq_process_resident_memory_bytes", "Memory used in bytes", rss as i64);
     gauge(&mut r, "rabbitmq_process_open_fds", "Open file descriptors", fds as i64);
+    let n = super::node_resources(&b);
+    gauge(&mut r, "rabbitmq_process_max_fds", "Open file descriptors limit", n.fd_total as i64);
+    gauge(&mut r, "rabbitmq_resident_memory_limit_bytes", "Memory high watermark in bytes", n.mem_limit as i64);
+    gauge(&mut r, "rabbitmq_disk_space_available_bytes", "Disk space available in bytes", n.disk_free as i64);
+    gauge(
+        &mut r,
+        "rabbitmq_disk_space_available_limit_bytes",
+        "Free disk space low watermark in bytes",
+        b.config.storage.disk_free_limit as i64,
+    );
     gauge(&mut r, "rabbitmq_erlang_uptime_seconds", "Node uptime", b.started.elapsed().as_secs() as i64);
     gauge(
         &mut r,

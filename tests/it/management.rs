@@ -451,6 +451,17 @@ async fn nodes_extensions_and_permission_lists() {
     let node = &nodes[0];
     assert_eq!((node["name"].clone(), node["running"].clone()), (json!("warren@localhost"), json!(true)));
     assert!(node["mem_used"].as_u64().is_some_and(|m| m > 1_000_000), "{node}");
+    for k in ["mem_limit", "disk_free", "fd_total", "fd_used"] {
+        assert!(node[k].as_u64().is_some_and(|v| v > 0), "{k}: {node}");
+    }
+    assert!(node["mem_limit"].as_u64() > node["mem_used"].as_u64(), "no alarm: below the watermark");
+    assert_eq!((node["mem_alarm"].clone(), node["disk_free_alarm"].clone()), (json!(false), json!(false)));
+    let m = scrape(&b, "/metrics");
+    for name in
+        ["rabbitmq_process_max_fds", "rabbitmq_resident_memory_limit_bytes", "rabbitmq_disk_space_available_bytes"]
+    {
+        assert!(sample(&m, name).is_some_and(|v| v > 0.0), "{name}");
+    }
     assert_eq!(b.admin("GET", "/api/nodes/warren@localhost", None)["name"], "warren@localhost");
     assert_eq!(b.api("GET", "/api/nodes/rabbit@elsewhere", ("guest", "guest"), None).0, 404);
     assert_eq!(b.admin("GET", "/api/extensions", None), json!([]));
