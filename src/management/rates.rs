@@ -93,8 +93,19 @@ pub struct Rates {
     queues: Mutex<QueueCache>,
 }
 
-/// (vhost, queue) → (activity count, depths) at the last time the queue was asked.
-type QueueCache = HashMap<(String, String), (u64, [u64; 3])>;
+/// Each queue (by its activity counter's address; the entry holds the counter, so the address
+/// cannot be reused while it is cached) as it was when last asked.
+type QueueCache = HashMap<usize, CachedQueue>;
+
+#[derive(Debug)]
+struct CachedQueue {
+    activity: Arc<std::sync::atomic::AtomicU64>,
+    /// The activity count then.
+    count: u64,
+    lengths: [u64; 3],
+    /// Whether it ever had a non-zero value (only then does it have a series to keep).
+    used: bool,
+}
 
 /// One object's sample: its values, or None when unchanged since the last one.
 pub type Sample = (Key, Arc<[&'static str]>, Option<Values>);
@@ -298,28 +309,37 @@ impl Rates {
         let mut out = Vec::new();
         let mut node_lengths = [0u64; 3];
         let mut seen = std::collections::HashSet::new();
+        let mut cache = std::mem::take(&mut *self.queue_cache());
         for v in b.vhosts_sorted() {
             let t = v.snapshot();
             let mut lengths = [0u64; 3];
             for q in t.queues.values() {
-                let id = (v.name().to_string(), q.name.clone());
-                let activity = q.handle.activity.load(std::sync::atomic::Ordering::Relaxed);
-                let known = self.queue_cache().get(&id).copied().filter(|(a, _)| *a == activity);
-                let (l, values) = match known {
-                    Some((_, l)) => (l, None),
-                    None => {
+                let activity = &q.handle.activity;
+                let ptr = Arc::as_ptr(activity) as usize;
+                let count = activity.load(std::sync::atomic::Ordering::Relaxed);
+                let cached = cache.get(&ptr).filter(|c| Arc::ptr_eq(&c.activity, activity));
+                let (l, values, used) = match cached {
+                    Some(c) if c.count == count => (c.lengths, None, c.used),
+                    _ => {
+                        let was_used = cached.is_some_and(|c| c.used);
                         let Some(i) = q.handle.info().await else { continue };
                         let (r, u) = (i.messages_ready as u64, i.messages_unacknowledged as u64);
                         let l = [r + u, r, u];
-                        self.queue_cache().insert(id.clone(), (activity, l));
-                        (l, Some(counters_and_lengths(i.counters.into(), l)))
+                        let values = counters_and_lengths(i.counters.into(), l);
+                        let used = was_used || values.iter().any(|x| *x != 0);
+                        let entry = CachedQueue { activity: activity.clone(), count, lengths: l, used };
+                        cache.insert(ptr, entry);
+                        (l, Some(values), used)
                     }
                 };
                 for k in 0..3 {
                     lengths[k] += l[k];
                 }
-                seen.insert(id.clone());
-                out.push((Key::Queue(id.0, id.1), cl.clone(), values));
+                seen.insert(ptr);
+                // A queue that never had anything has no series: nothing to send for it.
+                if used {
+                    out.push((Key::Queue(v.name().into(), q.name.clone()), cl.clone(), values));
+                }
             }
             for k in 0..3 {
                 node_lengths[k] += lengths[k];
@@ -338,7 +358,8 @@ impl Rates {
                 out.push((Key::Exchange(v.name().into(), x), xs.clone(), Some(vec![i, o])));
             }
         }
-        self.queue_cache().retain(|id, _| seen.contains(id));
+        cache.retain(|ptr, _| seen.contains(ptr));
+        *self.queue_cache() = cache;
         out.push((Key::Node, cl, Some(counters_and_lengths(b.counters.snapshot(), node_lengths))));
         for c in &conns {
             let [recv, _, send, _] = c.details.octets.get();
