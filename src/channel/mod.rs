@@ -47,8 +47,9 @@ pub struct Channel {
     pub reply_consumer: Option<ReplyConsumer>,
     /// Some once `tx.select` was received: the work held until `tx.commit`.
     pub tx: Option<TxBuffer>,
-    /// What happened on this channel (RabbitMQ's channel `message_stats`).
-    pub stats: crate::stats::LocalCounters,
+    /// What happened on this channel (RabbitMQ's channel `message_stats`); allocated at the
+    /// first count, so idle channels pay one pointer (see [`Channel::stats`]).
+    counts: Option<Box<crate::stats::LocalCounters>>,
 }
 
 /// This channel's consumer of `amq.rabbitmq.reply-to`.
@@ -71,6 +72,16 @@ pub struct TxBuffer {
 }
 
 impl Channel {
+    /// The channel's counters, for counting.
+    pub fn stats(&mut self) -> &mut crate::stats::LocalCounters {
+        self.counts.get_or_insert_with(Default::default)
+    }
+
+    /// The channel's counters so far.
+    pub fn counters(&self) -> crate::stats::LocalCounters {
+        self.counts.as_deref().copied().unwrap_or_default()
+    }
+
     pub fn new(id: u16) -> Self {
         Channel {
             id,
@@ -85,7 +96,7 @@ impl Channel {
             last_queue: None,
             reply_consumer: None,
             tx: None,
-            stats: Default::default(),
+            counts: None,
         }
     }
 

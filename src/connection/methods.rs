@@ -634,7 +634,7 @@ impl Connection {
         let chan = self.open_channel(ch)?;
         match got {
             None => {
-                chan.stats.get_empty += 1;
+                chan.stats().get_empty += 1;
                 self.stats.get_empty += 1;
                 self.reply(ch, AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})));
             }
@@ -642,11 +642,11 @@ impl Connection {
                 let tag = chan.unacked.next_tag();
                 if !g.no_ack {
                     chan.unacked.insert(tag, Pending { queue: entry.handle.clone(), seq: r.seq, from_consumer: false });
-                    chan.stats.get += 1;
+                    chan.stats().get += 1;
                 } else {
-                    chan.stats.get_no_ack += 1;
+                    chan.stats().get_no_ack += 1;
                 }
-                chan.stats.redeliver += r.redelivered as u64;
+                chan.stats().redeliver += r.redelivered as u64;
                 if !g.no_ack {
                     self.stats.get += 1;
                 } else {
@@ -689,7 +689,7 @@ impl Connection {
         }
         let Ok(chan) = self.open_channel(ch) else { return };
         if outcome == Outcome::Ack {
-            chan.stats.ack += taken.len() as u64;
+            chan.stats().ack += taken.len() as u64;
         }
         let from_consumers = taken.iter().filter(|p| p.from_consumer).count() as u32;
         let mut per_queue = Vec::new();

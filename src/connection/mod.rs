@@ -141,7 +141,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
     // an unauthenticated peer cannot make the broker buffer more.
     let mut framed = FramedRead::new(rd, FrameCodec::new(crate::protocol::FRAME_MIN_SIZE));
 
-    let (negotiated, open_ok) =
+    let (mut negotiated, open_ok) =
         match tokio::time::timeout_at(handshake_deadline, handshake(&mut framed, &wtx, &broker, peer, tls)).await {
             Ok(Some((n, open_ok))) => (n, open_ok),
             Ok(None) => return,
@@ -168,7 +168,8 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         channel_max: negotiated.channel_max,
         frame_max: negotiated.frame_max,
         heartbeat: negotiated.heartbeat,
-        client_properties: negotiated.client_properties.clone(),
+        // Moved, not copied: only the management API reads them after the handshake.
+        client_properties: std::mem::take(&mut negotiated.client_properties),
         auth_mechanism: negotiated.mechanism.clone(),
         tls: tls_connection,
         inbox: Some(inbox.clone()),
@@ -804,13 +805,13 @@ impl Connection {
                 if let Some(queue) = queue {
                     ch.unacked.insert(tag, crate::channel::unacked::Pending { queue, seq, from_consumer: true });
                     self.stats.deliver += 1;
-                    ch.stats.deliver += 1;
+                    ch.stats().deliver += 1;
                 } else {
                     self.stats.deliver_no_ack += 1;
-                    ch.stats.deliver_no_ack += 1;
+                    ch.stats().deliver_no_ack += 1;
                 }
                 self.stats.redeliver += redelivered as u64;
-                ch.stats.redeliver += redelivered as u64;
+                ch.stats().redeliver += redelivered as u64;
                 encode::deliver(
                     &mut self.out,
                     channel,
@@ -831,7 +832,7 @@ impl Connection {
                 let before = confirms.acked;
                 let frames = if ack { confirms.on_accepted(&seqs) } else { confirms.on_rejected(&seqs) };
                 self.stats.confirm += confirms.acked - before;
-                ch.stats.confirm += confirms.acked - before;
+                ch.stats().confirm += confirms.acked - before;
                 for c in frames {
                     encode::confirm(&mut self.out, channel, c.tag, c.multiple, c.ack);
                 }
@@ -859,7 +860,7 @@ impl Connection {
                         messages_unconfirmed: c.confirms.as_ref().map_or(0, |x| x.outstanding()),
                         confirm: c.confirms.is_some(),
                         transactional: c.tx.is_some(),
-                        counters: c.stats,
+                        counters: c.counters(),
                     })
                     .collect();
                 list.sort_by_key(|c| c.number);

@@ -226,14 +226,16 @@ impl Connection {
             self.routed = queues;
             return;
         };
-        chan.stats.publish += 1;
-        chan.stats.return_unroutable += unroutable.0;
-        chan.stats.drop_unroutable += unroutable.1;
+        let confirmed_now = seq.is_some() && chan.confirms.is_some() && queues.is_empty() && !confirm_later;
+        let counts = chan.stats();
+        counts.publish += 1;
+        counts.return_unroutable += unroutable.0;
+        counts.drop_unroutable += unroutable.1;
+        counts.confirm += confirmed_now as u64;
         if let (Some(seq), Some(c)) = (seq, chan.confirms.as_mut()) {
             c.track(seq, queues.len() as u32 + confirm_later as u32);
             if queues.is_empty() && !confirm_later {
                 self.stats.confirm += 1;
-                chan.stats.confirm += 1;
                 for a in c.acks_for(vec![seq]) {
                     encode::confirm(&mut self.out, ch, a.tag, a.multiple, a.ack);
                 }
