@@ -91,7 +91,12 @@ pub struct Rates {
     inner: Mutex<Inner>,
     /// Each queue's activity count and depths when it was last asked.
     queues: Mutex<QueueCache>,
+    /// Each connection's traffic when its channels were last asked, and its channels with
+    /// counts.
+    connections: Mutex<ConnCache>,
 }
+
+type ConnCache = HashMap<u64, ([u64; 2], Vec<u16>)>;
 
 /// Each queue (by its activity counter's address; the entry holds the counter, so the address
 /// cannot be reused while it is cached) as it was when last asked.
@@ -361,20 +366,42 @@ impl Rates {
         cache.retain(|ptr, _| seen.contains(ptr));
         *self.queue_cache() = cache;
         out.push((Key::Node, cl, Some(counters_and_lengths(b.counters.snapshot(), node_lengths))));
+        // A connection whose traffic did not change has the same channel counters as last time:
+        // only the others are asked (idle connections cost the sampler nothing).
+        let mut known = std::mem::take(&mut *self.conn_cache());
+        let mut ask = Vec::new();
         for c in &conns {
             let [recv, _, send, _] = c.details.octets.get();
             out.push((Key::Connection(c.id), octets.clone(), Some(vec![recv, send])));
+            match known.get(&c.id).filter(|(o, _)| *o == [recv, send]) {
+                Some((_, used)) => {
+                    out.extend(used.iter().map(|n| (Key::Channel(c.id, *n), channel.clone(), None)));
+                }
+                None => ask.push((c, [recv, send])),
+            }
         }
-        let described = futures_util::future::join_all(conns.iter().map(|c| c.channels_summary())).await;
-        for (c, chans) in conns.iter().zip(described) {
+        let described = futures_util::future::join_all(ask.iter().map(|(c, _)| c.channels_summary())).await;
+        for ((c, traffic), chans) in ask.into_iter().zip(described) {
+            let mut used = Vec::new();
             for ch in chans.unwrap_or_default() {
                 let s: Snapshot = ch.counters.into();
                 let mut v: Values = s.fields().into_iter().map(|(_, n)| n).collect();
                 v.push(s.deliver_get());
-                out.push((Key::Channel(c.id, ch.number), channel.clone(), Some(v)));
+                if v.iter().any(|x| *x != 0) {
+                    used.push(ch.number);
+                    out.push((Key::Channel(c.id, ch.number), channel.clone(), Some(v)));
+                }
             }
+            known.insert(c.id, (traffic, used));
         }
+        let open: std::collections::HashSet<u64> = conns.iter().map(|c| c.id).collect();
+        known.retain(|id, _| open.contains(id));
+        *self.conn_cache() = known;
         out
+    }
+
+    fn conn_cache(&self) -> std::sync::MutexGuard<'_, ConnCache> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn queue_cache(&self) -> std::sync::MutexGuard<'_, QueueCache> {
