@@ -98,3 +98,48 @@ impl Decoder for StreamCodec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::protocol::code;
+
+    #[test]
+    fn splits_whole_frames_and_waits_for_partial_ones() {
+        let mut buf = BytesMut::from(&[0, 0, 0, 4, 0, 0x17, 0, 1, 0, 0, 0, 4, 0, 0x17][..]);
+        assert_eq!(split_frame(&mut buf, 8192).unwrap().as_deref(), Some(&[0, 0x17, 0, 1][..]));
+        assert_eq!(split_frame(&mut buf, 8192).unwrap(), None);
+        assert_eq!(buf.len(), 6, "a partial frame stays buffered");
+        buf.extend_from_slice(&[0, 1]);
+        assert!(split_frame(&mut buf, 8192).unwrap().is_some());
+        assert!(buf.is_empty());
+        assert_eq!(split_frame(&mut BytesMut::from(&[0, 0][..]), 8192).unwrap(), None);
+    }
+
+    #[test]
+    fn size_is_checked_from_the_prefix_alone() {
+        // A size equal to the limit passes; one more is refused before any body arrives.
+        let mut at = BytesMut::from(&8192u32.to_be_bytes()[..]);
+        assert_eq!(split_frame(&mut at, 8192).unwrap(), None);
+        assert!(at.capacity() < 70 * 1024);
+        let mut over = BytesMut::from(&8193u32.to_be_bytes()[..]);
+        let e = split_frame(&mut over, 8192).unwrap_err();
+        assert_eq!(e, FrameError::TooLarge { size: 8193, max: 8192 });
+        assert_eq!(e.code(), code::FRAME_TOO_LARGE);
+        // 0: no limit; a 4 GiB size prefix only makes the buffer grow by a step.
+        let mut huge = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert_eq!(split_frame(&mut huge, 0).unwrap(), None);
+        assert!(huge.capacity() <= 4 + RESERVE_STEP + 64);
+    }
+
+    #[test]
+    fn stream_codec_parses_and_reports_codes() {
+        let mut codec = StreamCodec::new(8192);
+        let mut buf = BytesMut::from(&[0, 0, 0, 4, 0, 0x17, 0, 1, 0, 0, 0, 4, 0, 0x77, 0, 1][..]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), Some(ClientFrame::Heartbeat));
+        match codec.decode(&mut buf) {
+            Err(DecodeError::Frame(e)) => assert_eq!(e.code(), code::UNKNOWN_FRAME),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -288,3 +288,167 @@ pub fn credit_response(buf: &mut BytesMut, code: u16, subscription_id: u8) {
         b.put_u8(subscription_id);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::Reader;
+    use super::super::{ADVERTISED_VERSIONS, code};
+    use super::*;
+
+    fn built(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        f(&mut b);
+        b.to_vec()
+    }
+
+    #[test]
+    fn byte_vectors_from_the_spec() {
+        // DeclarePublisherResponse: 0x8001, v1, correlation id 7, OK.
+        assert_eq!(
+            built(|b| simple_response(b, key::DECLARE_PUBLISHER, 7, code::OK)),
+            [0, 0, 0, 10, 0x80, 0x01, 0, 1, 0, 0, 0, 7, 0, 1]
+        );
+        // The server's Tune: key 0x0014 without the response bit, 1 MiB, 60 s.
+        assert_eq!(built(|b| tune(b, 1_048_576, 60)), [0, 0, 0, 12, 0, 0x14, 0, 1, 0, 0x10, 0, 0, 0, 0, 0, 60]);
+        assert_eq!(built(heartbeat), [0, 0, 0, 4, 0, 0x17, 0, 1]);
+        // Credit's error response: no correlation id; code, then subscription id.
+        assert_eq!(
+            built(|b| credit_response(b, code::SUBSCRIPTION_ID_DOES_NOT_EXIST, 3)),
+            [0, 0, 0, 7, 0x80, 0x09, 0, 1, 0, 4, 3]
+        );
+        // PublishConfirm for ids 1 and 2.
+        assert_eq!(
+            built(|b| publish_confirm(b, 5, &[1, 2])),
+            [0, 0, 0, 25, 0, 3, 0, 1, 5, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+        );
+        // PublishError: id 9 with 0x12.
+        assert_eq!(
+            built(|b| publish_error(b, 5, &[(9, code::PUBLISHER_DOES_NOT_EXIST)])),
+            [0, 0, 0, 19, 0, 4, 0, 1, 5, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0x12]
+        );
+        // MetadataUpdate(0x06, "s").
+        assert_eq!(
+            built(|b| metadata_update(b, code::STREAM_NOT_AVAILABLE, "s")),
+            [0, 0, 0, 9, 0, 0x10, 0, 1, 0, 6, 0, 1, b's']
+        );
+        // A refused Open carries no property count.
+        assert_eq!(
+            built(|b| open_response(b, 3, code::VIRTUAL_HOST_ACCESS_FAILURE, &[])),
+            [0, 0, 0, 10, 0x80, 0x15, 0, 1, 0, 0, 0, 3, 0, 0x0c]
+        );
+        // ConsumerUpdate to subscription 2, active.
+        assert_eq!(built(|b| consumer_update(b, 4, 2, true)), [0, 0, 0, 10, 0, 0x1a, 0, 1, 0, 0, 0, 4, 2, 1]);
+    }
+
+    #[test]
+    fn responses_with_content_read_back() {
+        let w = built(|b| peer_properties_response(b, 1, code::OK, &[("product", "RabbitMQ"), ("version", "3.13.7")]));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x8011, 1));
+        assert_eq!((r.u32(), r.u16()), (1, code::OK));
+        assert_eq!(r.map(), [("product".into(), "RabbitMQ".into()), ("version".into(), "3.13.7".into())]);
+
+        let w = built(|b| sasl_handshake_response(b, 2, code::OK, &["PLAIN", "AMQPLAIN"]));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x8012, 1));
+        assert_eq!((r.u32(), r.u16(), r.strings()), (2, code::OK, vec!["PLAIN".into(), "AMQPLAIN".into()]));
+
+        let w = built(|b| sasl_authenticate_response(b, 3, code::SASL_CHALLENGE, b"nonce"));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x8013, 1));
+        assert_eq!((r.u32(), r.u16(), r.string()), (3, code::SASL_CHALLENGE, "nonce".into()));
+        assert_eq!(built(|b| sasl_authenticate_response(b, 3, code::OK, b"")).len(), 14);
+
+        let w =
+            built(|b| open_response(b, 4, code::OK, &[("advertised_host", "localhost"), ("advertised_port", "5552")]));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x8015, 1));
+        assert_eq!((r.u32(), r.u16()), (4, code::OK));
+        assert_eq!(r.map().len(), 2);
+
+        let w = built(|b| close(b, 1, code::UNKNOWN_FRAME, "unknown frame"));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x0016, 1));
+        assert_eq!((r.u32(), r.u16(), r.string()), (1, code::UNKNOWN_FRAME, "unknown frame".into()));
+
+        let brokers = [Broker { reference: 0, host: "localhost", port: 5552 }];
+        let streams = [
+            StreamMetadata { name: "s1", code: code::OK, leader: 0, replicas: &[] },
+            StreamMetadata { name: "nope", code: code::STREAM_DOES_NOT_EXIST, leader: NO_LEADER, replicas: &[] },
+            StreamMetadata { name: "r", code: code::OK, leader: 0, replicas: &[1, 2] },
+        ];
+        let w = built(|b| metadata_response(b, 5, &brokers, &streams));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x800f, 1));
+        assert_eq!(r.u32(), 5);
+        assert_eq!(r.u32(), 1);
+        assert_eq!((r.u16(), r.string(), r.u32()), (0, "localhost".into(), 5552));
+        assert_eq!(r.u32(), 3);
+        assert_eq!((r.string(), r.u16(), r.u16(), r.u32()), ("s1".into(), 1, 0, 0));
+        assert_eq!((r.string(), r.u16(), r.u16(), r.u32()), ("nope".into(), 2, 0xffff, 0));
+        assert_eq!((r.string(), r.u16(), r.u16(), r.u32(), r.u16(), r.u16()), ("r".into(), 1, 0, 2, 1, 2));
+        assert!(r.rest().is_empty());
+
+        let w = built(|b| query_publisher_sequence_response(b, 6, code::OK, 42));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x8005, 1));
+        assert_eq!((r.u32(), r.u16(), r.u64()), (6, code::OK, 42));
+        let w = built(|b| query_offset_response(b, 7, code::NO_OFFSET, 0));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x800b, 1));
+        assert_eq!((r.u32(), r.u16(), r.u64()), (7, code::NO_OFFSET, 0));
+
+        for (k, f) in [(0x8018, route_response as fn(&mut BytesMut, u32, u16, &[&str])), (0x8019, partitions_response)]
+        {
+            let w = built(|b| f(b, 8, code::OK, &["p-0", "p-1"]));
+            let mut r = Reader(&w);
+            assert_eq!(r.header(), (k, 1));
+            assert_eq!((r.u32(), r.u16(), r.strings()), (8, code::OK, vec!["p-0".into(), "p-1".into()]));
+        }
+
+        let w = built(|b| stream_stats_response(b, 9, code::OK, &[("first_chunk_id", 0), ("committed_chunk_id", -1)]));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x801c, 1));
+        assert_eq!((r.u32(), r.u16(), r.u32()), (9, code::OK, 2));
+        assert_eq!((r.string(), r.u64()), ("first_chunk_id".into(), 0));
+        assert_eq!((r.string(), r.u64() as i64), ("committed_chunk_id".into(), -1));
+
+        let w = built(|b| exchange_command_versions_response(b, 10, code::OK, ADVERTISED_VERSIONS));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x801b, 1));
+        assert_eq!((r.u32(), r.u16(), r.u32() as usize), (10, code::OK, ADVERTISED_VERSIONS.len()));
+        assert_eq!((r.u16(), r.u16(), r.u16()), (1, 1, 1));
+        assert_eq!((r.u16(), r.u16(), r.u16()), (2, 1, 2));
+
+        let w = built(|b| resolve_offset_spec_response(b, 11, code::OK, 99));
+        let mut r = Reader(&w);
+        assert_eq!(r.header(), (0x801f, 1));
+        assert_eq!((r.u32(), r.u16(), r.u16(), r.u64()), (11, code::OK, 4, 99));
+    }
+
+    #[test]
+    fn deliver_sends_the_chunk_as_it_is() {
+        let chunk = Bytes::from_static(b"\x50\x00osiris chunk bytes");
+        let [head, body] = deliver(3, None, chunk.clone());
+        assert_eq!(&head[..], [0, 0, 0, 5 + chunk.len() as u8, 0, 8, 0, 1, 3]);
+        assert_eq!(body.as_ptr(), chunk.as_ptr(), "not copied");
+        let [head, _] = deliver(3, Some(7), chunk.clone());
+        let mut whole = head.to_vec();
+        whole.extend_from_slice(&chunk);
+        let mut r = Reader(&whole);
+        assert_eq!(r.header(), (0x0008, 2));
+        assert_eq!((r.u8(), r.u64()), (3, 7));
+        assert_eq!(r.rest(), &chunk[..]);
+    }
+
+    #[test]
+    fn overlong_strings_are_cut_not_a_panic() {
+        let long = "é".repeat(20_000); // 40,000 bytes
+        let w = built(|b| metadata_update(b, 6, &long));
+        let mut r = Reader(&w);
+        r.header();
+        r.u16();
+        let s = r.string();
+        assert!(s.len() <= i16::MAX as usize && long.starts_with(&s));
+    }
+}

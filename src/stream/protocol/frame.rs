@@ -466,13 +466,21 @@ fn tune(i: &[u8]) -> R<'_, ClientFrame> {
     Ok((i, ClientFrame::Tune { frame_max, heartbeat }))
 }
 
-/// An array's count, checked against what remains (each item at least `min_item` bytes).
+/// An array's count, checked against what remains (each item at least `min_item` bytes)
+/// and against [`MAX_ITEMS`].
 fn count(i: &[u8], min_item: usize) -> R<'_, usize> {
-    let (i, n) = be_i32(i)?;
-    let Ok(n) = usize::try_from(n) else { return bad("negative count") };
-    if n > MAX_ITEMS && min_item > 0 {
+    let (rest, n) = messages_count(i, min_item)?;
+    if n > MAX_ITEMS {
         return bad("too many entries");
     }
+    Ok((rest, n))
+}
+
+/// Publish's message count: checked against what remains only (a frame of small messages
+/// holds tens of thousands).
+fn messages_count(i: &[u8], min_item: usize) -> R<'_, usize> {
+    let (i, n) = be_i32(i)?;
+    let Ok(n) = usize::try_from(n) else { return bad("negative count") };
     if n.saturating_mul(min_item) > i.len() {
         return bad("count beyond the frame");
     }
@@ -626,7 +634,7 @@ impl Ctx<'_> {
     fn publish<'a>(&self, i: &'a [u8], version: u16) -> R<'a, ClientFrame> {
         let (i, publisher_id) = be_u8(i)?;
         let min_entry = if version == 2 { 14 } else { 12 };
-        let (mut i, n) = count(i, min_entry)?;
+        let (mut i, n) = messages_count(i, min_entry)?;
         let mut messages = Vec::with_capacity(n);
         for _ in 0..n {
             let (rest, publishing_id) = be_u64(i)?;
@@ -648,5 +656,349 @@ impl Ctx<'_> {
             i = rest;
         }
         Ok((i, ClientFrame::Publish { version, publisher_id, messages }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::client;
+    use super::super::codec::split_frame;
+    use super::*;
+    use crate::stream::protocol::CommandVersion;
+    use bytes::BytesMut;
+
+    fn s(v: &str) -> ByteString {
+        ByteString::from(v)
+    }
+
+    fn props(kv: &[(&str, &str)]) -> Properties {
+        kv.iter().map(|(k, v)| (s(k), s(v))).collect()
+    }
+
+    /// One of every frame a client sends, with the edge values each may carry.
+    pub(crate) fn samples() -> Vec<ClientFrame> {
+        use ClientFrame as F;
+        let msg = |id, f: Option<&str>, body: &'static [u8]| PublishedMessage {
+            publishing_id: id,
+            filter_value: f.map(s),
+            entry: PublishEntry::Simple(Bytes::from_static(body)),
+        };
+        vec![
+            F::PeerProperties {
+                correlation_id: 1,
+                properties: props(&[("product", "RabbitMQ"), ("connection_name", "")]),
+            },
+            F::SaslHandshake { correlation_id: 2 },
+            F::SaslAuthenticate {
+                correlation_id: 3,
+                mechanism: s("PLAIN"),
+                data: Bytes::from_static(b"\0guest\0guest"),
+            },
+            F::Tune { frame_max: 1_048_576, heartbeat: 60 },
+            F::Open { correlation_id: 4, vhost: s("/") },
+            F::Close { correlation_id: 5, code: 1, reason: s("bye") },
+            F::CloseResponse { correlation_id: 6, code: 1 },
+            F::Heartbeat,
+            F::Create {
+                correlation_id: 7,
+                stream: s("s1"),
+                arguments: props(&[("max-age", "1h"), ("max-length-bytes", "1000")]),
+            },
+            F::Delete { correlation_id: 8, stream: s("s1") },
+            F::Metadata { correlation_id: 9, streams: vec![s("a"), s("b"), s("ü")] },
+            F::Metadata { correlation_id: 9, streams: vec![] },
+            F::DeclarePublisher { correlation_id: 10, publisher_id: 255, reference: Some(s("ref")), stream: s("s1") },
+            F::DeclarePublisher { correlation_id: 10, publisher_id: 0, reference: None, stream: s("s1") },
+            F::Publish {
+                version: 1,
+                publisher_id: 3,
+                messages: vec![msg(1, None, b"hello"), msg(u64::MAX, None, b"")],
+            },
+            F::Publish {
+                version: 1,
+                publisher_id: 3,
+                messages: vec![PublishedMessage {
+                    publishing_id: 9,
+                    filter_value: None,
+                    entry: PublishEntry::SubBatch {
+                        compression: 1,
+                        records: 3,
+                        uncompressed_size: 100,
+                        data: Bytes::from_static(b"zzz"),
+                    },
+                }],
+            },
+            F::Publish { version: 1, publisher_id: 0, messages: vec![] },
+            F::Publish {
+                version: 2,
+                publisher_id: 4,
+                messages: vec![msg(1, Some("eu"), b"m1"), msg(2, None, b"m2"), msg(3, Some(""), b"m3")],
+            },
+            F::QueryPublisherSequence { correlation_id: 11, reference: s("ref"), stream: s("s1") },
+            F::DeletePublisher { correlation_id: 12, publisher_id: 7 },
+            F::Subscribe {
+                correlation_id: 13,
+                subscription_id: 1,
+                stream: s("s1"),
+                offset: OffsetSpec::First,
+                credit: 10,
+                properties: vec![],
+            },
+            F::Subscribe {
+                correlation_id: 13,
+                subscription_id: 2,
+                stream: s("s1"),
+                offset: OffsetSpec::Last,
+                credit: 1,
+                properties: props(&[("single-active-consumer", "true"), ("name", "app")]),
+            },
+            F::Subscribe {
+                correlation_id: 13,
+                subscription_id: 3,
+                stream: s("s1"),
+                offset: OffsetSpec::Next,
+                credit: 0,
+                properties: props(&[("filter.0", "eu"), ("match-unfiltered", "false")]),
+            },
+            F::Subscribe {
+                correlation_id: 13,
+                subscription_id: 4,
+                stream: s("s1"),
+                offset: OffsetSpec::Offset(u64::MAX),
+                credit: u16::MAX,
+                properties: vec![],
+            },
+            F::Subscribe {
+                correlation_id: 13,
+                subscription_id: 5,
+                stream: s("s1"),
+                offset: OffsetSpec::Timestamp(-1),
+                credit: 5,
+                properties: props(&[("super-stream", "invoices")]),
+            },
+            F::Credit { subscription_id: 1, credit: 65535 },
+            F::StoreOffset { reference: s("app"), stream: s("s1"), offset: 42 },
+            F::QueryOffset { correlation_id: 14, reference: s("app"), stream: s("s1") },
+            F::Unsubscribe { correlation_id: 15, subscription_id: 1 },
+            F::Route { correlation_id: 16, routing_key: s("k"), super_stream: s("invoices") },
+            F::Partitions { correlation_id: 17, super_stream: s("invoices") },
+            F::ConsumerUpdateResponse { correlation_id: 18, code: 1, offset: None },
+            F::ConsumerUpdateResponse { correlation_id: 18, code: 1, offset: Some(OffsetSpec::Offset(7)) },
+            F::ConsumerUpdateResponse {
+                correlation_id: 18,
+                code: 1,
+                offset: Some(OffsetSpec::Timestamp(1_700_000_000_000)),
+            },
+            F::ExchangeCommandVersions { correlation_id: 19, versions: vec![] },
+            F::ExchangeCommandVersions {
+                correlation_id: 19,
+                versions: vec![CommandVersion { key: 2, min: 1, max: 2 }, CommandVersion { key: 8, min: 1, max: 2 }],
+            },
+            F::StreamStats { correlation_id: 20, stream: s("s1") },
+            F::CreateSuperStream {
+                correlation_id: 21,
+                name: s("invoices"),
+                partitions: vec![s("invoices-0"), s("invoices-1")],
+                binding_keys: vec![s("0"), s("1")],
+                arguments: props(&[("max-age", "7D")]),
+            },
+            F::DeleteSuperStream { correlation_id: 22, name: s("invoices") },
+            F::ResolveOffsetSpec { correlation_id: 23, stream: s("s1"), offset: OffsetSpec::Last, properties: vec![] },
+        ]
+    }
+
+    fn parse_wire(wire: &[u8]) -> Result<ClientFrame, FrameError> {
+        let mut buf = BytesMut::from(wire);
+        let raw = split_frame(&mut buf, 0)?.expect("a whole frame");
+        assert!(buf.is_empty(), "one frame exactly");
+        parse(&raw)
+    }
+
+    #[test]
+    fn every_client_frame_round_trips() {
+        for f in samples() {
+            let wire = client::encode(&f);
+            assert_eq!(parse_wire(&wire), Ok(f.clone()), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_malformed_never_a_panic() {
+        for f in samples() {
+            let wire = client::encode(&f);
+            for cut in 4..wire.len() {
+                let mut short = BytesMut::from(&wire[..cut]);
+                let n = (cut - 4) as u32;
+                short[..4].copy_from_slice(&n.to_be_bytes());
+                match parse_wire(&short) {
+                    Err(FrameError::Malformed { .. }) => {}
+                    // Dropping a trailing optional map leaves a valid Subscribe/ResolveOffsetSpec,
+                    // and a Publish cut before its messages count is still truncated.
+                    Ok(ClientFrame::Subscribe { .. } | ClientFrame::ResolveOffsetSpec { .. }) => {}
+                    other => panic!("{f:?} cut at {cut}: {other:?}"),
+                }
+            }
+            // And one byte too many.
+            let mut long = BytesMut::from(&wire[..]);
+            long.extend_from_slice(&[0]);
+            let n = (long.len() - 4) as u32;
+            long[..4].copy_from_slice(&n.to_be_bytes());
+            assert!(matches!(parse_wire(&long), Err(FrameError::Malformed { .. })), "{f:?} with a byte more");
+        }
+    }
+
+    #[test]
+    fn hand_built_frames_from_the_spec() {
+        // Tune as some clients send it (key 0x0014, no response bit), and as others (0x8014).
+        for k in [0x0014u16, 0x8014] {
+            let mut w = vec![0, 0, 0, 12];
+            w.extend_from_slice(&k.to_be_bytes());
+            w.extend_from_slice(&[0, 1, 0, 0x10, 0, 0, 0, 0, 0, 60]);
+            assert_eq!(parse_wire(&w), Ok(ClientFrame::Tune { frame_max: 1_048_576, heartbeat: 60 }));
+        }
+        // Subscribe as RabbitMQ's own core writes it without properties: no map count at all.
+        let w = [0, 0, 0, 19, 0, 7, 0, 1, 0, 0, 0, 9, 3, 0, 2, b's', b'1', 0, 4, 0, 0, 0, 0, 0, 0, 0, 5, 0, 10];
+        let mut w = w.to_vec();
+        w[3] = (w.len() - 4) as u8;
+        assert_eq!(
+            parse_wire(&w),
+            Ok(ClientFrame::Subscribe {
+                correlation_id: 9,
+                subscription_id: 3,
+                stream: s("s1"),
+                offset: OffsetSpec::Offset(5),
+                credit: 10,
+                properties: vec![],
+            })
+        );
+        // SaslAuthenticate with a null response (length -1).
+        let w = [0, 0, 0, 19, 0, 0x13, 0, 1, 0, 0, 0, 1, 0, 5, b'P', b'L', b'A', b'I', b'N', 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            parse_wire(&w),
+            Ok(ClientFrame::SaslAuthenticate { correlation_id: 1, mechanism: s("PLAIN"), data: Bytes::new() })
+        );
+        // Credit: subscription 1, 2 more chunks.
+        assert_eq!(
+            parse_wire(&[0, 0, 0, 7, 0, 9, 0, 1, 1, 0, 2]),
+            Ok(ClientFrame::Credit { subscription_id: 1, credit: 2 })
+        );
+        // Heartbeat.
+        assert_eq!(parse_wire(&[0, 0, 0, 4, 0, 0x17, 0, 1]), Ok(ClientFrame::Heartbeat));
+    }
+
+    #[test]
+    fn unknown_keys_and_versions() {
+        let unknown = |k: u16, v: u16| {
+            let mut w = vec![0, 0, 0, 8];
+            w.extend_from_slice(&k.to_be_bytes());
+            w.extend_from_slice(&v.to_be_bytes());
+            w.extend_from_slice(&[0, 0, 0, 1]);
+            assert_eq!(parse_wire(&w), Err(FrameError::Unknown { key: k, version: v }), "{k:#x} v{v}");
+        };
+        unknown(0x0077, 1);
+        unknown(0x0007, 2); // Subscribe v2 does not exist
+        unknown(0x0002, 3); // Publish v3
+        unknown(0x0002, 0);
+        unknown(0x0008, 1); // Deliver is the server's
+        unknown(0x0003, 1); // PublishConfirm too
+        unknown(0x0010, 1); // MetadataUpdate too
+        unknown(0x001a, 1); // ConsumerUpdate: the client only answers it
+        unknown(0x8001, 1); // no response to a request the server never sends
+        unknown(0x0020, 1);
+        assert_eq!(FrameError::Unknown { key: 0x77, version: 1 }.code(), code::UNKNOWN_FRAME);
+        assert!(matches!(parse(&Bytes::from_static(&[0, 1])), Err(FrameError::Malformed { .. })));
+        assert!(matches!(parse(&Bytes::new()), Err(FrameError::Malformed { .. })));
+    }
+
+    #[test]
+    fn counts_and_strings_are_checked_before_allocating() {
+        let frame = |body: &[u8], k: u16| {
+            let mut w = Vec::new();
+            w.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            w.extend_from_slice(&k.to_be_bytes());
+            w.extend_from_slice(&[0, 1]);
+            w.extend_from_slice(body);
+            parse_wire(&w)
+        };
+        let malformed = |r: Result<ClientFrame, FrameError>, why: &str| match r {
+            Err(FrameError::Malformed { reason, .. }) => assert_eq!(reason, why),
+            other => panic!("{other:?}"),
+        };
+        // Metadata claiming 2^31-1 streams in 0 bytes.
+        malformed(frame(&[0, 0, 0, 1, 0, 0, 0, 100, 0, 1, b'a'], key::METADATA), "count beyond the frame");
+        malformed(frame(&[0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff], key::METADATA), "count beyond the frame");
+        malformed(frame(&[0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff], key::METADATA), "negative count");
+        // A map with more entries than allowed, though the bytes are there.
+        let mut big = vec![0, 0, 0, 1];
+        big.extend_from_slice(&((MAX_ITEMS + 1) as u32).to_be_bytes());
+        big.extend(std::iter::repeat_n(0u8, (MAX_ITEMS + 1) * 4));
+        malformed(frame(&big, key::PEER_PROPERTIES), "too many entries");
+        // Publish claiming a million messages in a few bytes.
+        malformed(frame(&[1, 0, 0x0f, 0x42, 0x40, 0, 0], key::PUBLISH), "count beyond the frame");
+        // A message whose size runs past the frame.
+        let mut p = vec![1, 0, 0, 0, 1];
+        p.extend_from_slice(&7u64.to_be_bytes());
+        p.extend_from_slice(&[0x7f, 0xff, 0xff, 0xff, 1, 2]);
+        malformed(frame(&p, key::PUBLISH), "truncated");
+        // Strings: negative length, null where one is needed, not UTF-8.
+        malformed(frame(&[0, 0, 0, 1, 0xff, 0xfe], key::OPEN), "negative string length");
+        malformed(frame(&[0, 0, 0, 1, 0xff, 0xff], key::OPEN), "null string");
+        malformed(frame(&[0, 0, 0, 1, 0, 2, 0xc3, 0x28], key::OPEN), "string is not UTF-8");
+        malformed(frame(&[0, 0, 0, 1, 1, 0, 1, b's', 0, 9, 0, 1], key::SUBSCRIBE), "unknown offset type");
+    }
+
+    #[test]
+    fn null_reference_and_filter_value() {
+        // DeclarePublisher with a null reference: no deduplication, as with an empty one.
+        let w = [0, 0, 0, 16, 0, 1, 0, 1, 0, 0, 0, 1, 4, 0xff, 0xff, 0, 2, b's', b'1'];
+        let mut w = w.to_vec();
+        w[3] = (w.len() - 4) as u8;
+        assert_eq!(
+            parse_wire(&w),
+            Ok(ClientFrame::DeclarePublisher { correlation_id: 1, publisher_id: 4, reference: None, stream: s("s1") })
+        );
+        // A sub-batch is refused in Publish v2 (RabbitMQ takes none there either).
+        let mut p = vec![0, 0, 0, 0, 0, 2, 0, 2, 1, 0, 0, 0, 1];
+        p.extend_from_slice(&1u64.to_be_bytes());
+        p.extend_from_slice(&[0xff, 0xff, 0x80, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
+        let n = (p.len() - 4) as u32;
+        p[..4].copy_from_slice(&n.to_be_bytes());
+        assert!(matches!(parse_wire(&p), Err(FrameError::Malformed { reason: "sub-batch in Publish v2", .. })));
+    }
+
+    #[test]
+    fn publish_bodies_share_the_frame_buffer() {
+        let f = ClientFrame::Publish {
+            version: 1,
+            publisher_id: 1,
+            messages: vec![PublishedMessage {
+                publishing_id: 1,
+                filter_value: None,
+                entry: PublishEntry::Simple(Bytes::from_static(b"payload")),
+            }],
+        };
+        let wire = client::encode(&f);
+        let raw = wire.slice(4..);
+        let Ok(ClientFrame::Publish { messages, .. }) = parse(&raw) else { panic!() };
+        let PublishEntry::Simple(body) = &messages[0].entry else { panic!() };
+        let range = raw.as_ptr() as usize..raw.as_ptr() as usize + raw.len();
+        assert!(range.contains(&(body.as_ptr() as usize)), "zero-copy body");
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let valid: Vec<Bytes> = samples().iter().map(client::encode).collect();
+        for round in 0..20_000 {
+            let mut w = valid[round % valid.len()].to_vec();
+            // Mutate a few bytes after the size prefix (and sometimes the key too).
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(4..w.len());
+                w[at] = rng.r#gen();
+            }
+            let raw = Bytes::from(w[4..].to_vec());
+            let _ = parse(&raw);
+        }
     }
 }
