@@ -498,3 +498,389 @@ impl Connection {
         self.events.push_back(Event::Closed(reason));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::client::{self, Reader};
+    use super::super::frame::OffsetSpec;
+    use super::*;
+    use crate::stream::protocol::CommandVersion;
+    use bytestring::ByteString;
+
+    fn config() -> Config {
+        Config { server_properties: vec![("product".into(), "RabbitMQ".into())], ..Config::default() }
+    }
+
+    fn s(v: &str) -> ByteString {
+        ByteString::from(v)
+    }
+
+    /// The frames the connection wrote, as (key, version, the whole frame).
+    fn sent(c: &mut Connection) -> Vec<(u16, u16, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = BytesMut::from(&c.poll_transmit().unwrap_or_default()[..]);
+        while let Some(f) = split_frame(&mut buf, 0).unwrap() {
+            let mut whole = (f.len() as u32).to_be_bytes().to_vec();
+            whole.extend_from_slice(&f);
+            out.push((u16::from_be_bytes([f[0], f[1]]), u16::from_be_bytes([f[2], f[3]]), whole));
+        }
+        assert!(buf.is_empty());
+        out
+    }
+
+    fn events(c: &mut Connection) -> Vec<Event> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    fn feed(c: &mut Connection, frames: &[ClientFrame], now: Instant) {
+        let mut wire = Vec::new();
+        for f in frames {
+            wire.extend_from_slice(&client::encode(f));
+        }
+        c.handle_input(&wire, now);
+    }
+
+    fn plain(user: &str, pass: &str) -> ClientFrame {
+        ClientFrame::SaslAuthenticate {
+            correlation_id: 3,
+            mechanism: s("PLAIN"),
+            data: Bytes::from(format!("\0{user}\0{pass}")),
+        }
+    }
+
+    fn hello() -> Vec<ClientFrame> {
+        vec![
+            ClientFrame::PeerProperties { correlation_id: 1, properties: vec![(s("product"), s("test"))] },
+            ClientFrame::SaslHandshake { correlation_id: 2 },
+        ]
+    }
+
+    /// A connection past a successful login (the server's Tune sent).
+    fn logged_in(now: Instant) -> Connection {
+        let mut c = Connection::new(config(), now);
+        feed(&mut c, &hello(), now);
+        feed(&mut c, &[plain("guest", "guest")], now);
+        c.authenticate(AuthOutcome::Accepted, now);
+        c
+    }
+
+    /// A connection taken through the handshake to open.
+    fn open_connection(now: Instant) -> Connection {
+        let mut c = logged_in(now);
+        feed(&mut c, &[ClientFrame::Tune { frame_max: 131_072, heartbeat: 0 }], now);
+        feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("/") }], now);
+        c.open(OpenOutcome::Allowed { properties: vec![] }, now);
+        assert!(c.is_open());
+        sent(&mut c);
+        events(&mut c);
+        c
+    }
+
+    /// The response code of a response frame.
+    fn code_of(frame: &[u8]) -> u16 {
+        u16::from_be_bytes([frame[12], frame[13]])
+    }
+
+    #[test]
+    fn handshake_to_open_and_commands_after() {
+        let now = Instant::now();
+        let mut c = Connection::new(config(), now);
+        feed(&mut c, &hello(), now);
+        let out = sent(&mut c);
+        assert_eq!(out.iter().map(|f| f.0).collect::<Vec<_>>(), [0x8011, 0x8012]);
+        let mut r = Reader(&out[0].2);
+        r.header();
+        assert_eq!((r.u32(), r.u16(), r.map()), (1, code::OK, vec![("product".into(), "RabbitMQ".into())]));
+        let mut r = Reader(&out[1].2);
+        r.header();
+        assert_eq!((r.u32(), r.u16(), r.strings()), (2, code::OK, vec!["PLAIN".into(), "AMQPLAIN".into()]));
+        assert_eq!(c.frame_limit(), 8192, "the pre-Open ceiling");
+
+        feed(&mut c, &[plain("guest", "secret")], now);
+        assert_eq!(
+            events(&mut c),
+            [Event::Authenticate { mechanism: "PLAIN".into(), username: "guest".into(), password: "secret".into() }]
+        );
+        assert!(sent(&mut c).is_empty(), "nothing answered before the caller decides");
+        c.authenticate(AuthOutcome::Accepted, now);
+        let out = sent(&mut c);
+        assert_eq!(out.iter().map(|f| (f.0, f.1)).collect::<Vec<_>>(), [(0x8013, 1), (0x0014, 1)]);
+        assert_eq!(code_of(&out[0].2), code::OK);
+        assert_eq!(&out[1].2[8..], [0, 0x10, 0, 0, 0, 0, 0, 60], "Tune: 1 MiB, 60 s");
+
+        // The client's Tune: a smaller frame_max is taken, and its heartbeat.
+        feed(&mut c, &[ClientFrame::Tune { frame_max: 131_072, heartbeat: 30 }], now);
+        assert!(sent(&mut c).is_empty() && events(&mut c).is_empty());
+        feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("/") }], now);
+        assert_eq!(events(&mut c), [Event::Open { vhost: "/".into() }]);
+        assert_eq!(c.frame_limit(), 8192, "still the ceiling until Open is answered");
+        let props =
+            vec![("advertised_host".to_string(), "localhost".to_string()), ("advertised_port".into(), "5552".into())];
+        c.open(OpenOutcome::Allowed { properties: props }, now);
+        let out = sent(&mut c);
+        assert_eq!(out[0].0, 0x8015);
+        assert_eq!(code_of(&out[0].2), code::OK);
+        assert!(c.is_open());
+        assert_eq!(c.frame_limit(), 131_072);
+        let n = c.negotiated();
+        assert_eq!((n.user.as_str(), n.vhost.as_str(), n.frame_max, n.heartbeat), ("guest", "/", 131_072, 30));
+        assert_eq!(n.client_properties, vec![(s("product"), s("test"))]);
+
+        // ExchangeCommandVersions is answered here; a client taking Deliver v2 gets it.
+        assert_eq!(c.negotiated().deliver_version, 1);
+        let versions = vec![CommandVersion { key: 8, min: 1, max: 2 }];
+        feed(&mut c, &[ClientFrame::ExchangeCommandVersions { correlation_id: 5, versions }], now);
+        let out = sent(&mut c);
+        assert_eq!(out[0].0, 0x801b);
+        assert_eq!(c.negotiated().deliver_version, 2);
+
+        // Everything else goes up, in order, heartbeats aside.
+        let create = ClientFrame::Create { correlation_id: 6, stream: s("s1"), arguments: vec![] };
+        let sub = ClientFrame::Subscribe {
+            correlation_id: 7,
+            subscription_id: 1,
+            stream: s("s1"),
+            offset: OffsetSpec::First,
+            credit: 1,
+            properties: vec![],
+        };
+        feed(&mut c, &[create.clone(), ClientFrame::Heartbeat, sub.clone()], now);
+        assert_eq!(events(&mut c), [Event::Command(create), Event::Command(sub)]);
+
+        // The client closes: answered, then the socket goes.
+        feed(&mut c, &[ClientFrame::Close { correlation_id: 8, code: 1, reason: s("bye") }], now);
+        let out = sent(&mut c);
+        assert_eq!((out[0].0, code_of(&out[0].2)), (0x8016, code::OK));
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::ByPeer { code: 1, reason: "bye".into() })]);
+        assert!(c.is_closed());
+    }
+
+    #[test]
+    fn pipelined_handshake_waits_for_each_answer() {
+        let now = Instant::now();
+        let mut c = Connection::new(config(), now);
+        let mut frames = hello();
+        frames.push(plain("guest", "guest"));
+        frames.push(ClientFrame::Tune { frame_max: 0, heartbeat: 0 });
+        frames.push(ClientFrame::Open { correlation_id: 4, vhost: s("/") });
+        feed(&mut c, &frames, now);
+        assert!(matches!(events(&mut c)[..], [Event::Authenticate { .. }]));
+        c.authenticate(AuthOutcome::Accepted, now);
+        assert_eq!(events(&mut c), [Event::Open { vhost: "/".into() }]);
+        c.open(OpenOutcome::Allowed { properties: vec![] }, now);
+        assert_eq!(sent(&mut c).iter().map(|f| f.0).collect::<Vec<_>>(), [0x8011, 0x8012, 0x8013, 0x0014, 0x8015]);
+        assert_eq!(c.negotiated().frame_max, super::super::DEFAULT_FRAME_MAX, "client frame_max 0: the server's");
+    }
+
+    #[test]
+    fn open_without_tune_is_taken() {
+        let now = Instant::now();
+        let mut c = logged_in(now);
+        feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("/") }], now);
+        assert_eq!(events(&mut c).last(), Some(&Event::Open { vhost: "/".into() }));
+    }
+
+    fn login_fails(auth: ClientFrame, outcome: Option<AuthOutcome>, expected: u16) {
+        let now = Instant::now();
+        let mut c = Connection::new(config(), now);
+        feed(&mut c, &hello(), now);
+        sent(&mut c);
+        // Frames pipelined after the login are never looked at.
+        feed(&mut c, &[auth, ClientFrame::Tune { frame_max: 0, heartbeat: 0 }], now);
+        if let Some(o) = outcome {
+            assert!(matches!(events(&mut c)[..], [Event::Authenticate { .. }]));
+            c.authenticate(o, now);
+        }
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 1, "only the SaslAuthenticate answer, no Tune");
+        assert_eq!((out[0].0, code_of(&out[0].2)), (0x8013, expected));
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::Authentication(expected))]);
+        assert!(c.is_closed());
+        feed(&mut c, &hello(), now);
+        assert!(sent(&mut c).is_empty(), "a closed connection says nothing more");
+    }
+
+    #[test]
+    fn failed_logins() {
+        login_fails(plain("guest", "wrong"), Some(AuthOutcome::Refused), code::AUTHENTICATION_FAILURE);
+        login_fails(
+            plain("guest", "guest"),
+            Some(AuthOutcome::LoopbackOnly),
+            code::SASL_AUTHENTICATION_FAILURE_LOOPBACK,
+        );
+        let unknown =
+            ClientFrame::SaslAuthenticate { correlation_id: 3, mechanism: s("SCRAM-SHA-1"), data: Bytes::new() };
+        login_fails(unknown, None, code::SASL_MECHANISM_NOT_SUPPORTED);
+        // EXTERNAL is understood, but only when offered.
+        let external =
+            ClientFrame::SaslAuthenticate { correlation_id: 3, mechanism: s("EXTERNAL"), data: Bytes::new() };
+        login_fails(external, None, code::SASL_MECHANISM_NOT_SUPPORTED);
+        let garbled =
+            ClientFrame::SaslAuthenticate { correlation_id: 3, mechanism: s("PLAIN"), data: Bytes::from("guest") };
+        login_fails(garbled, None, code::SASL_ERROR);
+    }
+
+    #[test]
+    fn refused_vhost() {
+        let now = Instant::now();
+        let mut c = logged_in(now);
+        feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("nope") }], now);
+        sent(&mut c);
+        events(&mut c);
+        c.open(OpenOutcome::Refused, now);
+        let out = sent(&mut c);
+        assert_eq!((out[0].0, code_of(&out[0].2)), (0x8015, code::VIRTUAL_HOST_ACCESS_FAILURE));
+        assert_eq!(out[0].2.len(), 14, "no properties");
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::VhostRefused)]);
+    }
+
+    #[test]
+    fn commands_out_of_order_before_open_close_without_a_word() {
+        let now = Instant::now();
+        let create = ClientFrame::Create { correlation_id: 1, stream: s("s"), arguments: vec![] };
+        let cases: Vec<Vec<ClientFrame>> = vec![
+            vec![create.clone()],
+            vec![ClientFrame::SaslHandshake { correlation_id: 1 }],
+            vec![hello()[0].clone(), plain("guest", "guest")],
+            vec![hello()[0].clone(), create.clone()],
+            hello().into_iter().chain([ClientFrame::Open { correlation_id: 4, vhost: s("/") }]).collect(),
+        ];
+        for frames in cases {
+            let mut c = Connection::new(config(), now);
+            let (last, first) = frames.split_last().unwrap();
+            feed(&mut c, first, now);
+            sent(&mut c);
+            feed(&mut c, std::slice::from_ref(last), now);
+            assert!(sent(&mut c).is_empty(), "{frames:?}");
+            assert!(matches!(events(&mut c)[..], [Event::Closed(CloseReason::Handshake(_))]), "{frames:?}");
+        }
+        // Commands between login and Open too.
+        let mut c = logged_in(now);
+        sent(&mut c);
+        events(&mut c);
+        feed(&mut c, &[create], now);
+        assert!(sent(&mut c).is_empty());
+        assert!(matches!(events(&mut c)[..], [Event::Closed(CloseReason::Handshake(_))]));
+    }
+
+    #[test]
+    fn unknown_and_oversized_frames_before_open() {
+        let now = Instant::now();
+        let mut c = Connection::new(config(), now);
+        c.handle_input(&[0, 0, 0, 4, 0, 0x77, 0, 1], now);
+        assert!(sent(&mut c).is_empty());
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::Frame(FrameError::Unknown { key: 0x77, version: 1 }))]);
+
+        let mut c = Connection::new(config(), now);
+        c.handle_input(&9000u32.to_be_bytes(), now);
+        assert!(sent(&mut c).is_empty());
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::Frame(FrameError::TooLarge { size: 9000, max: 8192 }))]);
+    }
+
+    #[test]
+    fn unknown_frame_after_open_is_closed_with_0x0d() {
+        let now = Instant::now();
+        let mut c = open_connection(now);
+        let create = ClientFrame::Create { correlation_id: 9, stream: s("s"), arguments: vec![] };
+        let mut wire = vec![0, 0, 0, 4, 0, 0x77, 0, 1];
+        wire.extend_from_slice(&client::encode(&create));
+        c.handle_input(&wire, now);
+        let out = sent(&mut c);
+        assert_eq!(out.len(), 1);
+        let mut r = Reader(&out[0].2);
+        assert_eq!(r.header(), (0x0016, 1));
+        let id = r.u32();
+        assert_eq!((r.u16(), r.string()), (code::UNKNOWN_FRAME, "unknown frame".into()));
+        assert_eq!(events(&mut c), [Event::Closing { code: code::UNKNOWN_FRAME, reason: "unknown frame".into() }]);
+        // Commands after it are ignored; the client's CloseResponse ends it.
+        feed(&mut c, &[ClientFrame::CloseResponse { correlation_id: id, code: code::OK }], now);
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::Acknowledged)]);
+
+        // A handshake command on an open connection is unknown there too.
+        let mut c = open_connection(now);
+        feed(&mut c, &[ClientFrame::Tune { frame_max: 0, heartbeat: 0 }], now);
+        assert_eq!(sent(&mut c)[0].0, 0x0016);
+        // A malformed body is refused as an unknown frame, as RabbitMQ does.
+        let mut c = open_connection(now);
+        c.handle_input(&[0, 0, 0, 6, 0, 0x0e, 0, 1, 0, 0], now);
+        assert_eq!(events(&mut c), [Event::Closing { code: code::UNKNOWN_FRAME, reason: "unknown frame".into() }]);
+    }
+
+    #[test]
+    fn oversized_frame_after_open_is_closed_with_0x0e() {
+        let now = Instant::now();
+        let mut c = open_connection(now);
+        c.handle_input(&200_000u32.to_be_bytes(), now);
+        let out = sent(&mut c);
+        let mut r = Reader(&out[0].2);
+        assert_eq!(r.header(), (0x0016, 1));
+        r.u32();
+        assert_eq!((r.u16(), r.string()), (code::FRAME_TOO_LARGE, "frame too large".into()));
+        assert!(matches!(events(&mut c)[..], [Event::Closing { code: code::FRAME_TOO_LARGE, .. }]));
+        // The input cannot be framed any more: what follows is dropped, the wait times out.
+        feed(&mut c, &[ClientFrame::CloseResponse { correlation_id: 1, code: 1 }], now);
+        assert!(events(&mut c).is_empty());
+        let deadline = c.poll_timeout().unwrap();
+        c.handle_timeout(deadline);
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::Timeout)]);
+    }
+
+    #[test]
+    fn heartbeats_and_silence() {
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut c = logged_in(t0);
+        feed(&mut c, &[ClientFrame::Tune { frame_max: 0, heartbeat: 10 }], t0);
+        feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("/") }], t0);
+        c.open(OpenOutcome::Allowed { properties: vec![] }, t0);
+        sent(&mut c);
+        events(&mut c);
+        // Half an interval without output: a heartbeat goes out.
+        assert_eq!(c.poll_timeout(), Some(t0 + 5 * sec));
+        c.handle_timeout(t0 + 5 * sec);
+        assert_eq!(sent(&mut c).iter().map(|f| f.0).collect::<Vec<_>>(), [0x0017]);
+        // The client's bytes keep it alive.
+        feed(&mut c, &[ClientFrame::Heartbeat], t0 + 15 * sec);
+        c.on_sent(t0 + 15 * sec);
+        c.handle_timeout(t0 + 15 * sec);
+        assert!(events(&mut c).is_empty());
+        c.handle_timeout(t0 + 34 * sec);
+        assert!(events(&mut c).is_empty());
+        sent(&mut c);
+        // Two silent intervals since its last byte: gone.
+        c.handle_timeout(t0 + 35 * sec);
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::HeartbeatTimeout)]);
+    }
+
+    #[test]
+    fn a_stalled_handshake_step_times_out() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(config(), t0);
+        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        feed(&mut c, &hello()[..1], t0 + Duration::from_secs(9));
+        c.handle_timeout(t0 + Duration::from_secs(10));
+        assert!(events(&mut c).is_empty(), "each step gets its own time");
+        c.handle_timeout(t0 + Duration::from_secs(19));
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::Timeout)]);
+    }
+
+    #[test]
+    fn server_close() {
+        let now = Instant::now();
+        let mut c = open_connection(now);
+        c.close(code::INTERNAL_ERROR, "shutdown", now);
+        let out = sent(&mut c);
+        assert_eq!(out[0].0, 0x0016);
+        feed(&mut c, &[ClientFrame::Heartbeat, ClientFrame::CloseResponse { correlation_id: 1, code: 1 }], now);
+        assert_eq!(
+            events(&mut c),
+            [
+                Event::Closing { code: code::INTERNAL_ERROR, reason: "shutdown".into() },
+                Event::Closed(CloseReason::Acknowledged)
+            ]
+        );
+        let mut c = Connection::new(config(), now);
+        c.close(code::INTERNAL_ERROR, "shutdown", now);
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::Local)]);
+    }
+}
