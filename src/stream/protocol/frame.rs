@@ -1002,3 +1002,33 @@ mod tests {
         }
     }
 }
+
+/// Writes `fuzz/seeds/stream_frames/` (run by hand: `cargo test --lib write_stream_fuzz_seeds
+/// -- --ignored`): a whole session through the handshake with one of every frame after it,
+/// and some single frames.
+#[cfg(test)]
+#[test]
+#[ignore]
+fn write_stream_fuzz_seeds() {
+    use super::client::encode;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/stream_frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    let all = tests::samples();
+    let handshake = [&all[0], &all[1], &all[2], &all[3], &all[4]];
+    let mut session = Vec::new();
+    for f in handshake.iter().copied().chain(all[7..].iter()).chain([&all[5]]) {
+        session.extend_from_slice(&encode(f));
+    }
+    std::fs::write(dir.join("session"), &session).unwrap();
+    let singles = [
+        ("publish-v1", 14),
+        ("publish-v1-sub-batch", 15),
+        ("publish-v2", 17),
+        ("subscribe-sac", 21),
+        ("create-super-stream", 37),
+        ("exchange-command-versions", 35),
+    ];
+    for (name, i) in singles {
+        std::fs::write(dir.join(name), encode(&all[i])).unwrap();
+    }
+}

@@ -864,6 +864,30 @@ mod tests {
         assert_eq!(events(&mut c), [Event::Closed(CloseReason::Timeout)]);
     }
 
+    /// The fuzz seed of a whole session: through the handshake, every command up, then Close.
+    #[test]
+    fn whole_session_seed() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/stream_frames/session");
+        let data = std::fs::read(path).unwrap();
+        let now = Instant::now();
+        let mut c = Connection::new(config(), now);
+        let mut commands = 0;
+        for piece in data.chunks(5) {
+            c.handle_input(piece, now);
+            while let Some(e) = c.poll_event() {
+                match e {
+                    Event::Authenticate { .. } => c.authenticate(AuthOutcome::Accepted, now),
+                    Event::Open { .. } => c.open(OpenOutcome::Allowed { properties: vec![] }, now),
+                    Event::Command(_) => commands += 1,
+                    Event::Closed(r) => assert_eq!(r, CloseReason::ByPeer { code: 1, reason: "bye".into() }),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(c.is_closed());
+        assert_eq!(commands, 30, "every command after Open but heartbeats and ExchangeCommandVersions");
+    }
+
     #[test]
     fn server_close() {
         let now = Instant::now();
