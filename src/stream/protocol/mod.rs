@@ -113,7 +113,8 @@ const fn v(key: u16, min: u16, max: u16) -> CommandVersion {
 /// What the server advertises in its ExchangeCommandVersions response: RabbitMQ 3.13's
 /// `rabbit_stream_utils:command_versions/0` (v3.13.7) with the `stream_filtering` feature flag
 /// on, in its order. Publish goes up to v2 (a filter value per message); clients such as the
-/// Rust one turn filtering on when they see it.
+/// Rust one turn filtering on when they see it. Keep the order: rstream (Python) reads the
+/// entry for key `k` at index `k - 1`, which holds for keys 1 and 2 only in this order.
 pub const ADVERTISED_VERSIONS: &[CommandVersion] = &[
     v(key::DECLARE_PUBLISHER, 1, 1),
     v(key::PUBLISH, 1, 2),
