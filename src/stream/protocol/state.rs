@@ -32,6 +32,10 @@ use super::frame::{self, ClientFrame, FrameError, Properties};
 use super::{ADVERTISED_VERSIONS, RESPONSE_FLAG, code, encode, key};
 use crate::connection::heartbeat::{Heartbeat, HeartbeatAction};
 
+/// The most input buffered while the caller decides on a login or a vhost: a client may
+/// pipeline the rest of its handshake (a few hundred bytes), not send on without limit.
+const PENDING_INPUT_MAX: usize = 64 * 1024;
+
 /// What the server offers and enforces.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -225,7 +229,16 @@ impl Connection {
             return;
         }
         self.input.extend_from_slice(data);
+        if self.input.len() > PENDING_INPUT_MAX && !self.wants_input() {
+            return self.close_socket(CloseReason::Handshake("too much input while a login or Open was decided"));
+        }
         self.process(now);
+    }
+
+    /// Whether the driver should read from the socket: not while a login or Open waits for
+    /// the caller's verdict (input then only piles up), nor once closed.
+    pub fn wants_input(&self) -> bool {
+        !matches!(self.phase, Phase::AuthPending { .. } | Phase::OpenPending { .. } | Phase::Closed) && !self.desynced
     }
 
     /// The caller's verdict on [`Event::Authenticate`] (ignored at any other time).
@@ -862,6 +875,21 @@ mod tests {
         assert!(events(&mut c).is_empty(), "each step gets its own time");
         c.handle_timeout(t0 + Duration::from_secs(19));
         assert_eq!(events(&mut c), [Event::Closed(CloseReason::Timeout)]);
+    }
+
+    #[test]
+    fn input_piling_up_during_a_decision_is_bounded() {
+        let now = Instant::now();
+        let mut c = Connection::new(config(), now);
+        feed(&mut c, &hello(), now);
+        feed(&mut c, &[plain("guest", "guest")], now);
+        assert!(!c.wants_input());
+        let heartbeats: Vec<u8> = [0, 0, 0, 4, 0, 0x17, 0, 1].repeat(4096);
+        c.handle_input(&heartbeats, now);
+        assert!(!c.is_closed(), "32 KiB pipelined is fine");
+        c.handle_input(&heartbeats, now);
+        c.handle_input(&heartbeats, now);
+        assert!(matches!(events(&mut c).last(), Some(Event::Closed(CloseReason::Handshake(_)))));
     }
 
     /// The fuzz seed of a whole session: through the handshake, every command up, then Close.
