@@ -226,10 +226,10 @@ impl ClientFrame {
             PeerProperties { .. } => key::PEER_PROPERTIES,
             SaslHandshake { .. } => key::SASL_HANDSHAKE,
             SaslAuthenticate { .. } => key::SASL_AUTHENTICATE,
-            Tune { .. } => key::TUNE | RESPONSE_FLAG,
+            Tune { .. } => key::TUNE_RESPONSE,
             Open { .. } => key::OPEN,
             Close { .. } => key::CLOSE,
-            CloseResponse { .. } => key::CLOSE | RESPONSE_FLAG,
+            CloseResponse { .. } => key::CLOSE_RESPONSE,
             Heartbeat => key::HEARTBEAT,
             Create { .. } => key::CREATE,
             Delete { .. } => key::DELETE,
@@ -245,7 +245,7 @@ impl ClientFrame {
             Unsubscribe { .. } => key::UNSUBSCRIBE,
             Route { .. } => key::ROUTE,
             Partitions { .. } => key::PARTITIONS,
-            ConsumerUpdateResponse { .. } => key::CONSUMER_UPDATE | RESPONSE_FLAG,
+            ConsumerUpdateResponse { .. } => key::CONSUMER_UPDATE_RESPONSE,
             ExchangeCommandVersions { .. } => key::EXCHANGE_COMMAND_VERSIONS,
             StreamStats { .. } => key::STREAM_STATS,
             CreateSuperStream { .. } => key::CREATE_SUPER_STREAM,
@@ -282,12 +282,11 @@ impl FrameError {
 
 /// Whether a client may send `version` of `key` (the response bit included in `key`).
 pub fn accepts(key: u16, version: u16) -> bool {
-    const RESPONSES: [u16; 3] = [key::TUNE, key::CLOSE, key::CONSUMER_UPDATE];
     if key == key::PUBLISH {
         return version == 1 || version == 2;
     }
     if key & RESPONSE_FLAG != 0 {
-        return version == 1 && RESPONSES.contains(&(key & !RESPONSE_FLAG));
+        return version == 1 && matches!(key, key::TUNE_RESPONSE | key::CLOSE_RESPONSE | key::CONSUMER_UPDATE_RESPONSE);
     }
     version == 1
         && matches!(
@@ -321,7 +320,7 @@ pub fn parse(frame: &Bytes) -> Result<ClientFrame, FrameError> {
             correlated(body, |correlation_id, i| Ok((i, ClientFrame::SaslHandshake { correlation_id })))
         }
         key::SASL_AUTHENTICATE => cx.sasl_authenticate(body),
-        key::TUNE | 0x8014 => tune(body),
+        key::TUNE | key::TUNE_RESPONSE => tune(body),
         key::OPEN => correlated(body, |correlation_id, i| {
             let (i, vhost) = cx.string(i)?;
             Ok((i, ClientFrame::Open { correlation_id, vhost }))
@@ -331,7 +330,7 @@ pub fn parse(frame: &Bytes) -> Result<ClientFrame, FrameError> {
             let (i, reason) = cx.string(i)?;
             Ok((i, ClientFrame::Close { correlation_id, code, reason }))
         }),
-        0x8016 => correlated(body, |correlation_id, i| {
+        key::CLOSE_RESPONSE => correlated(body, |correlation_id, i| {
             let (i, code) = be_u16(i)?;
             Ok((i, ClientFrame::CloseResponse { correlation_id, code }))
         }),
@@ -382,7 +381,7 @@ pub fn parse(frame: &Bytes) -> Result<ClientFrame, FrameError> {
         key::PARTITIONS => {
             cx.one_string(body, |correlation_id, super_stream| ClientFrame::Partitions { correlation_id, super_stream })
         }
-        0x801a => correlated(body, |correlation_id, i| {
+        key::CONSUMER_UPDATE_RESPONSE => correlated(body, |correlation_id, i| {
             let (i, code) = be_u16(i)?;
             // After types 0-3 RabbitMQ ignores what follows: rstream sends an 8-byte offset
             // with every type.

@@ -73,6 +73,10 @@ pub mod key {
     pub const CREATE_SUPER_STREAM: u16 = 0x001d;
     pub const DELETE_SUPER_STREAM: u16 = 0x001e;
     pub const RESOLVE_OFFSET_SPEC: u16 = 0x001f;
+    /// The responses a client sends: to the server's Tune, Close and ConsumerUpdate.
+    pub const TUNE_RESPONSE: u16 = TUNE | super::RESPONSE_FLAG;
+    pub const CLOSE_RESPONSE: u16 = CLOSE | super::RESPONSE_FLAG;
+    pub const CONSUMER_UPDATE_RESPONSE: u16 = CONSUMER_UPDATE | super::RESPONSE_FLAG;
 }
 
 /// Response codes (PROTOCOL.adoc "Response Codes").
