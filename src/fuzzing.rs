@@ -20,7 +20,8 @@ use crate::protocol::{AMQPClass, FRAME_MIN_SIZE, PROTOCOL_HEADER, encode, fields
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 /// Every target's name, as its directory under `fuzz/regressions/` and `fuzz/seeds/`.
-pub const TARGETS: &[&str] = &["frames", "publish", "methods", "fields", "properties", "handshake", "definitions"];
+pub const TARGETS: &[&str] =
+    &["frames", "publish", "methods", "fields", "properties", "handshake", "definitions", "stream_frames"];
 
 /// Run the named target's check on one input.
 pub fn check(target: &str, data: &[u8]) {
@@ -32,6 +33,7 @@ pub fn check(target: &str, data: &[u8]) {
         "properties" => properties(data),
         "handshake" => handshake(data),
         "definitions" => definitions(data),
+        "stream_frames" => stream_frames(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -558,6 +560,82 @@ pub fn definitions(data: &[u8]) {
     let (a, b) = (tables(&defs), tables(&again));
     assert!(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| same_table(x, y)), "arguments round trip");
     assert_eq!(render(&again), rendered, "rendering is not stable");
+}
+
+/// Stream-protocol frames (port 5552): the input is what a client sends. Asserted: splitting
+/// and parsing it whole and in small pieces gives the same frames and ends with the same
+/// error, which is 0x0d (unknown or malformed) or 0x0e (too large); a parsed frame carries the
+/// key it came with; the connection state machine, fed the same bytes in pieces by a caller
+/// that accepts every login and vhost, never panics, writes only whole frames, and says
+/// nothing more once it has closed.
+pub fn stream_frames(data: &[u8]) {
+    for frame_max in [crate::stream::protocol::DEFAULT_INITIAL_FRAME_MAX, 1 << 20] {
+        let whole = split_stream(data, frame_max, data.len().max(1));
+        let stride = data.len() % 13 + 1;
+        assert_eq!(whole, split_stream(data, frame_max, stride), "frames differ when fed {stride} bytes at a time");
+    }
+    drive_stream_connection(data);
+}
+
+type StreamFrames =
+    (Vec<crate::stream::protocol::frame::ClientFrame>, Option<crate::stream::protocol::frame::FrameError>);
+
+fn split_stream(data: &[u8], frame_max: u32, stride: usize) -> StreamFrames {
+    use crate::stream::protocol::{RESPONSE_FLAG, code, codec::split_frame, frame, key};
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for piece in data.chunks(stride) {
+        buf.extend_from_slice(piece);
+        loop {
+            let raw = match split_frame(&mut buf, frame_max) {
+                Ok(Some(raw)) => raw,
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            };
+            match frame::parse(&raw) {
+                Ok(f) => {
+                    let wire_key = u16::from_be_bytes([raw[0], raw[1]]);
+                    let tune = wire_key == key::TUNE && f.key() == key::TUNE | RESPONSE_FLAG;
+                    assert!(f.key() == wire_key || tune, "{f:?} parsed from key {wire_key:#x}");
+                    out.push(f);
+                }
+                Err(e) => {
+                    assert!([code::UNKNOWN_FRAME, code::FRAME_TOO_LARGE].contains(&e.code()));
+                    return (out, Some(e));
+                }
+            }
+        }
+    }
+    (out, None)
+}
+
+fn drive_stream_connection(data: &[u8]) {
+    use crate::stream::protocol::codec::split_frame;
+    use crate::stream::protocol::state::{AuthOutcome, Connection, Event, OpenOutcome};
+    let t0 = tokio::time::Instant::now();
+    let mut c = Connection::new(Default::default(), t0);
+    let mut closed = false;
+    let stride = data.len() % 7 + 1;
+    for (i, piece) in data.chunks(stride).enumerate() {
+        let now = t0 + std::time::Duration::from_millis(i as u64);
+        c.handle_input(piece, now);
+        c.handle_timeout(now);
+        while let Some(event) = c.poll_event() {
+            assert!(!closed, "an event after Closed: {event:?}");
+            match event {
+                Event::Authenticate { .. } => c.authenticate(AuthOutcome::Accepted, now),
+                Event::Open { .. } => c.open(OpenOutcome::Allowed { properties: vec![] }, now),
+                Event::Closed(_) => closed = true,
+                Event::Command(_) | Event::Closing { .. } => {}
+            }
+        }
+        if let Some(out) = c.poll_transmit() {
+            let mut out = BytesMut::from(&out[..]);
+            while split_frame(&mut out, 0).expect("no limit").is_some() {}
+            assert!(out.is_empty(), "output ends inside a frame");
+        }
+        assert_eq!(closed, c.is_closed());
+    }
 }
 
 #[cfg(test)]

@@ -273,7 +273,7 @@ fn capabilities(props: &FieldTable) -> ClientCapabilities {
 }
 
 /// PLAIN: `authzid \0 user \0 password`; an authzid must be empty or equal the user.
-fn parse_plain(resp: &[u8]) -> Option<(String, String)> {
+pub(crate) fn parse_plain(resp: &[u8]) -> Option<(String, String)> {
     let mut parts = resp.split(|b| *b == 0);
     let authz = parts.next()?;
     let user = std::str::from_utf8(parts.next()?).ok()?.to_string();
@@ -285,7 +285,7 @@ fn parse_plain(resp: &[u8]) -> Option<(String, String)> {
 }
 
 /// AMQPLAIN: a field table *without* its 4-byte length prefix, keys LOGIN and PASSWORD.
-fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
+pub(crate) fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
     let mut framed = Vec::with_capacity(resp.len() + 4);
     framed.extend_from_slice(&(resp.len() as u32).to_be_bytes());
     framed.extend_from_slice(resp);
