@@ -16,7 +16,7 @@
 //! | expiration (other text) | annotation `x-basic-expiration` (string) | the same |
 //! | content-type, content-encoding | properties, symbols | the same |
 //! | message-id, correlation-id | properties: `urn:uuid:` + lowercase UUID → uuid, else string | urn string / string; from 1.0: ulong → decimal, binary or >255 bytes → header `x-message-id` / `x-correlation-id` |
-//! | user-id | properties `user-id` (binary) | if UTF-8 without NUL, ≤255 |
+//! | user-id | properties `user-id` (binary) | if UTF-8, ≤255 |
 //! | reply-to | properties `reply-to` (string) | the same (≤255) |
 //! | timestamp (s) | properties `creation-time` (ms) | ÷ 1000 |
 //! | type | annotation `x-basic-type` (string) | the same; a body that is not `data` gives `amqp-1.0` |
@@ -40,7 +40,8 @@
 //! (the 0-9-1 type where the 1.0 value alone would come back as another: `S` for a long string
 //! held as binary, `D` for a decimal held as its decimal text, `T` for a timestamp beyond
 //! 1.0's range held as ulong seconds; nested as lists and maps for arrays and tables),
-//! `cluster-id`, and `timestamp` (seconds, when ×1000 overflows).
+//! `cluster-id`, and `timestamp` (seconds, when ×1000 overflows). An empty `headers` map there
+//! stands for an empty headers table.
 
 use amq_protocol::types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::Bytes;
@@ -164,7 +165,9 @@ pub fn from_amqp091(exchange: &str, routing_key: &[u8], p: &BasicProperties, bod
     if let Some(c) = p.cluster_id() {
         warren.push((Value::symbol("cluster-id"), Value::string(c.as_str())));
     }
-    if !kept.is_empty() {
+    // An empty headers table has no entry to show it: it is an empty `headers` map here.
+    let empty_table = p.headers().as_ref().is_some_and(|h| h.inner().is_empty());
+    if !kept.is_empty() || empty_table {
         warren.push((Value::symbol("headers"), Value::Map(kept)));
     }
     if !types.is_empty() {
@@ -241,8 +244,7 @@ pub fn to_amqp091(record: &Bytes, stream: &str) -> Result<Amqp091, DecodeError> 
     // The body: data sections concatenated (4.x), anything else encoded with type amqp-1.0.
     let data_only = !m.body.is_empty() && m.body.iter().all(|s| matches!(s, BodySection::Data(_)));
     let mut body = crate::message::Body::new();
-    let kind;
-    if data_only {
+    let kind = if data_only {
         for s in &m.body {
             if let BodySection::Data(b) = s
                 && !b.is_empty()
@@ -250,7 +252,7 @@ pub fn to_amqp091(record: &Bytes, stream: &str) -> Result<Amqp091, DecodeError> 
                 body.push(b.clone());
             }
         }
-        kind = Value::lookup(ma, "x-basic-type").and_then(Value::as_str).and_then(short);
+        Value::lookup(ma, "x-basic-type").and_then(Value::as_str).and_then(short)
     } else {
         let raw = decoded.raw_body.unwrap_or_else(|| {
             let mut out = Vec::new();
@@ -264,8 +266,8 @@ pub fn to_amqp091(record: &Bytes, stream: &str) -> Result<Amqp091, DecodeError> 
         if !raw.is_empty() {
             body.push(raw);
         }
-        kind = short(AMQP10_TYPE);
-    }
+        short(AMQP10_TYPE)
+    };
 
     let mut headers = FieldTable::default();
     for (k, v) in m.application_properties.as_deref().unwrap_or(&[]) {
@@ -290,7 +292,11 @@ pub fn to_amqp091(record: &Bytes, stream: &str) -> Result<Amqp091, DecodeError> 
             headers.insert(key, value);
         }
     }
-    if let Some(Value::Map(kept)) = Value::lookup(warren, "headers") {
+    let kept = match Value::lookup(warren, "headers") {
+        Some(Value::Map(kept)) => Some(kept),
+        _ => None,
+    };
+    if let Some(kept) = kept {
         for (k, v) in kept {
             if let Some(k) = k.as_str()
                 && let Some(key) = short(k)
@@ -332,7 +338,9 @@ pub fn to_amqp091(record: &Bytes, stream: &str) -> Result<Amqp091, DecodeError> 
     if let Some(id) = props.correlation_id.as_ref().and_then(|v| message_id_091(v, "x-correlation-id", &mut headers)) {
         p = p.with_correlation_id(id);
     }
-    if let Some(u) = props.user_id.as_deref().and_then(utf8_no_nul).and_then(short) {
+    // RabbitMQ also drops a user-id holding NUL; no publish can carry one past its user-id
+    // check, so Warren keeps what it wrote.
+    if let Some(u) = props.user_id.as_deref().and_then(|b| std::str::from_utf8(b).ok()).and_then(short) {
         p = p.with_user_id(u);
     }
     if let Some(r) = props.reply_to.as_deref().and_then(short) {
@@ -360,7 +368,7 @@ pub fn to_amqp091(record: &Bytes, stream: &str) -> Result<Amqp091, DecodeError> 
     if let Some(c) = Value::lookup(warren, "cluster-id").and_then(Value::as_str).and_then(short) {
         p = p.with_cluster_id(c);
     }
-    if !headers.inner().is_empty() {
+    if !headers.inner().is_empty() || kept.is_some() {
         p = p.with_headers(headers);
     }
     Ok(Amqp091 { exchange, routing_key, properties: p, body })
@@ -503,7 +511,8 @@ fn to_10(v: &AMQPValue) -> (Value, Option<Value>) {
 }
 
 /// A 1.0 value as a header value (`mc_amqpl:to_091/2`, plus the types 3.13 cannot convert),
-/// at nesting `level` (the headers table is level 1); `None` drops it (nested too deep).
+/// at nesting `level` (the headers table is level 1); `None` when it nests deeper than a field
+/// table may (the header is left out).
 fn to_091(v: &Value, shape: Option<&Value>, level: usize) -> Option<AMQPValue> {
     let bytes = |b: &[u8]| LongString::from(b.to_vec());
     match (shape.and_then(Value::as_str), v) {
@@ -551,8 +560,8 @@ fn to_091(v: &Value, shape: Option<&Value>, level: usize) -> Option<AMQPValue> {
             if level > MAX_NESTING {
                 return None;
             }
-            let items = items.iter().enumerate().filter_map(|(i, v)| to_091(v, nested(i), level + 1));
-            AMQPValue::FieldArray(FieldArray::from(items.collect::<Vec<_>>()))
+            let items = items.iter().enumerate().map(|(i, v)| to_091(v, nested(i), level + 1));
+            AMQPValue::FieldArray(FieldArray::from(items.collect::<Option<Vec<_>>>()?))
         }
         Value::Map(entries) => {
             if level > MAX_NESTING {
@@ -564,11 +573,11 @@ fn to_091(v: &Value, shape: Option<&Value>, level: usize) -> Option<AMQPValue> {
             };
             let mut t = FieldTable::default();
             for (k, v) in entries {
+                // Keys a field table cannot have are left out.
                 if let Some(k) = k.as_str()
                     && let Some(key) = short(k)
-                    && let Some(v) = to_091(v, Value::lookup(shapes, k), level + 1)
                 {
-                    t.insert(key, v);
+                    t.insert(key, to_091(v, Value::lookup(shapes, k), level + 1)?);
                 }
             }
             AMQPValue::FieldTable(t)
