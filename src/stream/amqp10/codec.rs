@@ -111,15 +111,8 @@ pub fn encode(value: &Value, out: &mut Vec<u8>) {
         Value::Binary(b) => variable(out, code::VBIN8, code::VBIN32, b),
         Value::String(s) => variable(out, code::STR8, code::STR32, s.as_bytes()),
         Value::Symbol(s) => variable(out, code::SYM8, code::SYM32, s.as_bytes()),
-        Value::List(items) => {
-            sized(out, Some((code::LIST8, code::LIST32)), items.len(), |out| items.iter().for_each(|v| encode(v, out)))
-        }
-        Value::Map(entries) => sized(out, Some((code::MAP8, code::MAP32)), entries.len() * 2, |out| {
-            for (k, v) in entries {
-                encode(k, out);
-                encode(v, out);
-            }
-        }),
+        Value::List(items) => encode_list(items, out),
+        Value::Map(entries) => encode_map(entries, out),
         Value::Array(items) => match element_type(items) {
             Some(ty) => sized(out, Some((code::ARRAY8, code::ARRAY32)), items.len(), |out| array_body(&ty, items, out)),
             // Items of different types cannot share a constructor.
@@ -135,6 +128,24 @@ pub fn encode(value: &Value, out: &mut Vec<u8>) {
             fixed_payload(fixed, out);
         }
     }
+}
+
+/// Append a list of these items (as [`Value::List`] would be).
+pub fn encode_list(items: &[Value], out: &mut Vec<u8>) {
+    if items.is_empty() {
+        return out.push(code::LIST0);
+    }
+    sized(out, Some((code::LIST8, code::LIST32)), items.len(), |out| items.iter().for_each(|v| encode(v, out)))
+}
+
+/// Append a map of these entries (as [`Value::Map`] would be).
+pub fn encode_map(entries: &[(Value, Value)], out: &mut Vec<u8>) {
+    sized(out, Some((code::MAP8, code::MAP32)), entries.len() * 2, |out| {
+        for (k, v) in entries {
+            encode(k, out);
+            encode(v, out);
+        }
+    })
 }
 
 /// A value's encoding as bytes of its own.

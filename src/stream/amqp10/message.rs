@@ -89,7 +89,7 @@ impl Message {
         self.encode_head(&mut out);
         encode_body(&self.body, &mut out);
         if let Some(f) = &self.footer {
-            section(&mut out, descriptor::FOOTER, &Value::Map(f.clone()));
+            map_section(&mut out, descriptor::FOOTER, f);
         }
         out
     }
@@ -107,10 +107,10 @@ impl Message {
             section(out, descriptor::HEADER, &field_list(fields));
         }
         if let Some(m) = &self.delivery_annotations {
-            section(out, descriptor::DELIVERY_ANNOTATIONS, &Value::Map(m.clone()));
+            map_section(out, descriptor::DELIVERY_ANNOTATIONS, m);
         }
         if let Some(m) = &self.message_annotations {
-            section(out, descriptor::MESSAGE_ANNOTATIONS, &Value::Map(m.clone()));
+            map_section(out, descriptor::MESSAGE_ANNOTATIONS, m);
         }
         if let Some(p) = &self.properties {
             let s = |v: &Option<ByteString>| v.clone().map(Value::String);
@@ -133,7 +133,7 @@ impl Message {
             section(out, descriptor::PROPERTIES, &field_list(fields));
         }
         if let Some(m) = &self.application_properties {
-            section(out, descriptor::APPLICATION_PROPERTIES, &Value::Map(m.clone()));
+            map_section(out, descriptor::APPLICATION_PROPERTIES, m);
         }
     }
 
@@ -213,7 +213,7 @@ pub fn encode_body(body: &[BodySection], out: &mut Vec<u8>) {
         match b {
             BodySection::Data(bytes) => {
                 // The data section's prefix, then the bytes, without copying them into a Value.
-                out.extend_from_slice(&[codec::code::DESCRIBED, codec::code::SMALLULONG, descriptor::DATA as u8]);
+                descriptor_prefix(out, descriptor::DATA);
                 match u8::try_from(bytes.len()) {
                     Ok(n) => out.extend_from_slice(&[codec::code::VBIN8, n]),
                     Err(_) => {
@@ -223,7 +223,10 @@ pub fn encode_body(body: &[BodySection], out: &mut Vec<u8>) {
                 }
                 out.extend_from_slice(bytes);
             }
-            BodySection::Sequence(items) => section(out, descriptor::AMQP_SEQUENCE, &Value::List(items.clone())),
+            BodySection::Sequence(items) => {
+                descriptor_prefix(out, descriptor::AMQP_SEQUENCE);
+                codec::encode_list(items, out);
+            }
             BodySection::Value(v) => section(out, descriptor::AMQP_VALUE, v),
         }
     }
@@ -231,8 +234,19 @@ pub fn encode_body(body: &[BodySection], out: &mut Vec<u8>) {
 
 /// One section: its descriptor code and its value.
 fn section(out: &mut Vec<u8>, code: u64, value: &Value) {
-    out.extend_from_slice(&[codec::code::DESCRIBED, codec::code::SMALLULONG, code as u8]);
+    descriptor_prefix(out, code);
     codec::encode(value, out);
+}
+
+/// A section's descriptor: a described value with a `smallulong` code.
+fn descriptor_prefix(out: &mut Vec<u8>, code: u64) {
+    out.extend_from_slice(&[codec::code::DESCRIBED, codec::code::SMALLULONG, code as u8]);
+}
+
+/// One section whose value is a map.
+fn map_section(out: &mut Vec<u8>, code: u64, entries: &[(Value, Value)]) {
+    descriptor_prefix(out, code);
+    codec::encode_map(entries, out);
 }
 
 /// A composite's fields as a list: absent fields null, trailing ones left out.
