@@ -28,17 +28,27 @@
 //! | body | one `data` section | the data sections concatenated |
 //! | body with type `amqp-1.0` holding body sections | those sections, as they are | the encoded body sections (and footer), type `amqp-1.0` |
 //!
+//! Not carried, as in RabbitMQ: `type` goes in `x-basic-type`, not `subject` (3.13 leaves
+//! `subject` unset); a 1.0 `to`, `subject`, `absolute-expiry-time`, `group-sequence`,
+//! `reply-to-group-id`, `first-acquirer`, `delivery-count`, delivery annotations, message
+//! annotations not named `x-…` and application properties with non-string keys do not reach
+//! 0-9-1 consumers.
+//!
 //! Header values map type for type as `mc_amqpl:from_091/2`: t→boolean, b→byte, B→ubyte,
 //! s→short, u→ushort, I→int, i→uint, l→long, f→float, d→double, T→timestamp (×1000), V→null,
 //! S→string (binary when not UTF-8 or holding NUL), x→binary, A→list, F→map (symbol keys).
-//! Back, binary gives `x` (as 3.10; 3.13 gives `S`), so a byte array round-trips.
+//! Back, binary gives `x` (as 3.10; 3.13 gives `S`), so a byte array round-trips. 1.0 values
+//! 3.13 cannot convert (its channel fails) come as: decimal32/64/128 → `x` (their bytes),
+//! char → `S`, uuid → `S` (8-4-4-4-12 text), ulong above `i64::MAX` → `S` (digits), a
+//! timestamp before 1970 → `l` (seconds), a described value → the value it describes.
 //!
 //! Where RabbitMQ loses a value or its type, Warren keeps it in one message annotation of its
 //! own, [`WARREN_ANNOTATION`] (an `x-opt-` key, which AMQP 1.0 receivers ignore when they do not
 //! know it), written only when needed: a map with `headers` (headers 3.13 drops: arrays and
 //! tables under non-`x-` names, and names RabbitMQ reserves such as `x-exchange`), `types`
 //! (the 0-9-1 type where the 1.0 value alone would come back as another: `S` for a long string
-//! held as binary, `D` for a decimal held as its decimal text, `T` for a timestamp beyond
+//! that is not UTF-8 or holds NUL, held as binary; `D` for a decimal (3.13 fails on those),
+//! held as its decimal text, e.g. `"1.50"`; `T` for a timestamp beyond
 //! 1.0's range held as ulong seconds; nested as lists and maps for arrays and tables),
 //! `cluster-id`, and `timestamp` (seconds, when ×1000 overflows). An empty `headers` map there
 //! stands for an empty headers table.
