@@ -51,4 +51,5 @@ pub mod queue;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod stream;
 pub mod tls;
