@@ -247,37 +247,31 @@ pub fn record_at(src: &(impl ReadAt + ?Sized), i: u64) -> Option<IndexRecord> {
     IndexRecord::decode(&b)
 }
 
-/// Binary search over the first `n` records: the last record for which `before` holds
-/// (`before` must hold for a prefix), or `None`.
-pub fn search_last(src: &(impl ReadAt + ?Sized), n: u64, before: impl Fn(&IndexRecord) -> bool) -> Option<IndexRecord> {
+/// How many of the first `n` records satisfy `pred`, which must hold for a prefix of them
+/// (binary search); `None` when a record does not read.
+fn partition(src: &(impl ReadAt + ?Sized), n: u64, pred: impl Fn(&IndexRecord) -> bool) -> Option<u64> {
     let (mut lo, mut hi) = (0u64, n);
-    let mut found = None;
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let r = record_at(src, mid)?;
-        if before(&r) {
-            found = Some(r);
+        if pred(&record_at(src, mid)?) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    found
+    Some(lo)
 }
 
-/// Binary search: the first record for which `after` holds (`after` must hold for a suffix).
-pub fn search_first(src: &(impl ReadAt + ?Sized), n: u64, after: impl Fn(&IndexRecord) -> bool) -> Option<IndexRecord> {
-    let (mut lo, mut hi) = (0u64, n);
-    let mut found = None;
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let r = record_at(src, mid)?;
-        if after(&r) {
-            found = Some(r);
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
+/// The last of the first `n` records for which `before` holds (it must hold for a prefix).
+pub fn search_last(src: &(impl ReadAt + ?Sized), n: u64, before: impl Fn(&IndexRecord) -> bool) -> Option<IndexRecord> {
+    match partition(src, n, before)? {
+        0 => None,
+        k => record_at(src, k - 1),
     }
-    found
+}
+
+/// The first of the first `n` records for which `after` holds (it must hold for a suffix).
+pub fn search_first(src: &(impl ReadAt + ?Sized), n: u64, after: impl Fn(&IndexRecord) -> bool) -> Option<IndexRecord> {
+    let k = partition(src, n, |r| !after(r))?;
+    if k < n { record_at(src, k) } else { None }
 }
