@@ -46,7 +46,7 @@ pub use bloom::ChunkFilter;
 pub use chunk::{ChunkBuilder, ChunkHeader, ChunkType, EntryData, EntryRef};
 pub use index::{Damaged, IndexRecord};
 use index::{FILE_HEADER, FileAt, INDEX_MAGIC, RECORD_SIZE, ReadAt, SEGMENT_MAGIC};
-pub use reader::{Chunk, OffsetSpec, Reader};
+pub use reader::{Chunk, ChunkLocation, OffsetSpec, Reader};
 use tracking::Tracking;
 
 /// Default segment size (RabbitMQ's `x-stream-max-segment-size-bytes` default).

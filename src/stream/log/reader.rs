@@ -32,14 +32,32 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
-/// One chunk as read from disk: exactly the bytes a Deliver frame carries.
+/// One whole chunk as it is on disk (header, bloom filter, data, trailer).
+///
+/// A stream-protocol Deliver to a consumer carries, as osiris sends it, the 48 header bytes
+/// unchanged followed by the data section only (bloom filter and trailer stay on disk; clients
+/// read `dataLength` bytes of entries and check the CRC over them): [`Chunk::deliver_parts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub header: ChunkHeader,
     pub bytes: Bytes,
 }
 
+/// Where the chunk a reader just passed is, for `sendfile` from [`Reader::current_file`]:
+/// the header at `pos`, the data section at `pos + header.data_start()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub header: ChunkHeader,
+    pub pos: u64,
+}
+
 impl Chunk {
+    /// The header bytes and the data section, as a Deliver frame sends them (no copy).
+    pub fn deliver_parts(&self) -> (Bytes, Bytes) {
+        let h = &self.header;
+        (self.bytes.slice(..HEADER_SIZE), self.bytes.slice(h.data_start() as usize..h.trailer_start() as usize))
+    }
+
     pub fn bloom(&self) -> &[u8] {
         &self.bytes[HEADER_SIZE..self.header.data_start() as usize]
     }
@@ -207,8 +225,24 @@ impl Reader {
     }
 
     /// The next committed chunk (user chunks only unless asked; skipping chunks the filter
-    /// rules out), or `None` when the reader has caught up.
+    /// rules out), read whole into memory, or `None` when the reader has caught up.
     pub fn read_chunk(&mut self) -> io::Result<Option<Chunk>> {
+        let Some(at) = self.next_location()? else { return Ok(None) };
+        let file = &self.loc.as_ref().expect("next_location leaves the reader in the chunk's file").file;
+        let mut buf = vec![0u8; at.header.total_len() as usize];
+        file.read_exact_at(&mut buf, at.pos)?;
+        Ok(Some(Chunk { header: at.header, bytes: Bytes::from(buf) }))
+    }
+
+    /// The segment file of the chunk [`Reader::next_location`] returned last (until the next
+    /// call).
+    pub fn current_file(&self) -> Option<&File> {
+        self.loc.as_ref().map(|l| &l.file)
+    }
+
+    /// Like [`Reader::read_chunk`] without reading the chunk: its header and position in
+    /// [`Reader::current_file`] (for `sendfile`).
+    pub fn next_location(&mut self) -> io::Result<Option<ChunkLocation>> {
         let mut attempts = 0;
         loop {
             let c = *self.committed.borrow();
@@ -265,9 +299,7 @@ impl Reader {
                     continue;
                 }
             }
-            let mut buf = vec![0u8; h.total_len() as usize];
-            loc.file.read_exact_at(&mut buf, pos)?;
-            return Ok(Some(Chunk { header: h, bytes: Bytes::from(buf) }));
+            return Ok(Some(ChunkLocation { header: h, pos }));
         }
     }
 }

@@ -148,6 +148,15 @@ fn appended_chunks_are_osiris_chunks() {
     // The chunk as stored is byte for byte the chunk in the segment file.
     let seg = fs::read(segment_path(&dir, 0)).unwrap();
     assert_eq!(&seg[8..8 + c.bytes.len()], &c.bytes[..]);
+    let (header, data) = c.deliver_parts();
+    assert_eq!((&header[..], &data[..]), (&c.bytes[..48], v.data));
+    let mut r = log.reader(OffsetSpec::First).unwrap();
+    let at = r.next_location().unwrap().unwrap();
+    assert_eq!((at.pos, at.header), (8, c.header));
+    let mut again = vec![0; data.len()];
+    std::os::unix::fs::FileExt::read_exact_at(r.current_file().unwrap(), &mut again, at.pos + at.header.data_start())
+        .unwrap();
+    assert_eq!(again, &data[..]);
 }
 
 #[test]
