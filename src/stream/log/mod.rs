@@ -406,7 +406,8 @@ impl StreamLog {
             written,
             committed: watch::Sender::new(written),
             unsynced: Vec::new(),
-            dir_dirty: false,
+            // Recovery may have created, renamed or removed files: the first sync covers them.
+            dir_dirty: true,
         };
         Ok((log, report))
     }

@@ -229,6 +229,10 @@ impl Reader {
     pub fn read_chunk(&mut self) -> io::Result<Option<Chunk>> {
         let Some(at) = self.next_location()? else { return Ok(None) };
         let file = &self.loc.as_ref().expect("next_location leaves the reader in the chunk's file").file;
+        // The header was checked, but not against the file: never allocate past its end.
+        if at.pos + at.header.total_len() > file.metadata()?.len() {
+            return Err(super::invalid(format!("chunk {} extends past its segment file", at.header.chunk_id)));
+        }
         let mut buf = vec![0u8; at.header.total_len() as usize];
         file.read_exact_at(&mut buf, at.pos)?;
         Ok(Some(Chunk { header: at.header, bytes: Bytes::from(buf) }))
@@ -266,6 +270,10 @@ impl Reader {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     // End of this segment: the next one starts at the expected chunk id.
+                    attempts += 1;
+                    if attempts > 8 {
+                        return Err(super::invalid(format!("chunk {} not where the log says", self.next_id)));
+                    }
                     match File::open(segment_path(&self.dir, self.next_id)) {
                         Ok(file) => *loc = Location { file, pos: FILE_HEADER },
                         Err(e) if not_found(&e) => self.loc = None,

@@ -699,6 +699,26 @@ fn stream_log_fuzz_regressions_replay() {
         }
     }
     assert!(replayed > 0, "no saved stream_log fuzz inputs");
+    // Mutations of the seed, deterministic: flipped, overwritten, cut and repeated bytes.
+    let seed = fs::read(root.join("seeds/stream_log/segment")).unwrap();
+    let mut x = 0x9e37_79b9_u64;
+    let mut rnd = move || {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (x >> 33) as usize
+    };
+    for round in 0..3000 {
+        let mut b = seed.clone();
+        for _ in 0..round % 5 + 1 {
+            let at = rnd() % b.len();
+            match rnd() % 4 {
+                0 => b[at] ^= 1 << (rnd() % 8),
+                1 => b[at] = rnd() as u8,
+                2 => b.truncate(at.max(1)),
+                _ => b.extend_from_within(at..),
+            }
+        }
+        crate::fuzzing::stream_log(&b);
+    }
     // And the seed itself, made fresh: a real segment.
     let dir = TempDir::new("fuzzseed");
     drop(small_log(&dir, &config(1 << 20), 4));
