@@ -19,9 +19,24 @@
 //!   ([`tracking`]): trailers of user chunks, delta chunks, and a snapshot chunk at the head of
 //!   every segment, so it survives restarts and retention.
 //! * Retention ([`segments_to_delete`]) drops whole old segments by size and age.
-//! * Recovery (in [`StreamLog::open`]) checks the last segment's tail chunk by chunk and cuts a
-//!   torn or corrupt tail; it rebuilds missing or short indexes; a bad chunk in the middle is
-//!   reported, never a reason to delete data.
+//! * Recovery (in [`StreamLog::open`], reported in a [`RecoveryReport`]):
+//!   - the last segment: the index's valid prefix (record CRCs, contiguous ids and positions)
+//!     is trusted down to a record whose chunk verifies (extent, header, data CRC, entry
+//!     counts); the rest of the segment is scanned chunk by chunk; the first chunk that is
+//!     torn, malformed, out of sequence or fails its CRC *and is not followed by a valid next
+//!     chunk* is cut with everything after it (segment and index); a bad chunk followed by a
+//!     valid one is kept and reported ([`RecoveryEvent::Damaged`]);
+//!   - a last segment left with no chunk (a roll whose first chunk never reached the disk) is
+//!     removed when an older segment exists, which becomes the active one again;
+//!   - sealed segments are trusted when their index is whole and ends where the segment ends;
+//!     otherwise the index is rebuilt from a scan, and bytes that do not scan are reported
+//!     ([`RecoveryEvent::Unreadable`]) and left in place: a sealed segment is never cut or
+//!     deleted by recovery;
+//!   - index files without a segment and leftover temporary files are removed;
+//!   - tracking is rebuilt from the active segment (snapshot, deltas, trailers).
+//!   Every length read from disk is checked against the file's size before anything is
+//!   allocated; any file content gives an error or a report, never a panic (fuzzed:
+//!   `fuzz/fuzz_targets/stream_log.rs`).
 
 pub mod bloom;
 pub mod chunk;
