@@ -12,7 +12,9 @@
 //! * [`StreamLog`] is the single writer (owned by one task): [`StreamLog::append`] writes a
 //!   batch as one chunk (page cache only) and returns its offsets; [`StreamLog::flush`] writes
 //!   the pending index records, optionally `fdatasync`s segment and index (group commit: one
-//!   flush for many appends), and only then publishes the new committed chunk id.
+//!   flush for many appends), and only then publishes the new committed chunk id. The same in
+//!   three steps, for a sync on another thread while appends go on:
+//!   [`StreamLog::prepare_sync`], [`PendingSync::sync`], [`StreamLog::publish`].
 //! * [`Reader`]s see committed chunks only; they share nothing with the writer but the files
 //!   and a `watch` of [`Committed`], and hold at most one chunk in memory.
 //! * Tracking (writer deduplication, stored consumer offsets) lives in the log as in osiris
@@ -253,6 +255,32 @@ pub enum RecoveryEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     pub events: Vec<RecoveryEvent>,
+}
+
+/// What one group commit must make durable: see [`StreamLog::prepare_sync`].
+#[derive(Debug)]
+pub struct PendingSync {
+    files: Vec<File>,
+    dir: Option<PathBuf>,
+    state: Committed,
+}
+
+impl PendingSync {
+    /// `fdatasync` every file written since the last sync, then the directory after a roll.
+    pub fn sync(&self) -> io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        if let Some(d) = &self.dir {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// The state that is committed once synced.
+    pub fn state(&self) -> Committed {
+        self.state
+    }
 }
 
 struct Active {
@@ -608,29 +636,48 @@ impl StreamLog {
 
     /// Make everything appended so far visible to readers; with `sync`, durable first
     /// (`fdatasync` of every segment and index written since the last sync, and of the
-    /// directory after a roll). Returns the new committed state.
+    /// directory after a roll). Returns the new committed state. The same as
+    /// [`StreamLog::prepare_sync`], [`PendingSync::sync`] (when `sync`), [`StreamLog::publish`].
     pub fn flush(&mut self, sync: bool) -> io::Result<Committed> {
-        self.write_pending_index()?;
+        let pending = self.prepare_sync()?;
         if sync {
-            for (s, i) in &self.unsynced {
-                s.sync_data()?;
-                i.sync_data()?;
-            }
-            self.unsynced.clear();
-            self.active.seg.sync_data()?;
-            self.active.idx.sync_data()?;
-            if self.dir_dirty {
-                File::open(&self.dir)?.sync_all()?;
-                self.dir_dirty = false;
-            }
+            pending.sync()?;
         }
-        let written = self.written;
+        Ok(self.publish(&pending))
+    }
+
+    /// The first half of a group commit: write the pending index records and take what must
+    /// be synced for everything appended so far. [`PendingSync::sync`] may then run on any
+    /// thread (a blocking pool) while appends go on; [`StreamLog::publish`] afterwards. A
+    /// failed sync leaves the log's durability unknown: stop using it (reopen to recover).
+    pub fn prepare_sync(&mut self) -> io::Result<PendingSync> {
+        self.write_pending_index()?;
+        let mut files = Vec::with_capacity(2 + 2 * self.unsynced.len());
+        for (s, i) in self.unsynced.drain(..) {
+            files.push(s);
+            files.push(i);
+        }
+        files.push(self.active.seg.try_clone()?);
+        files.push(self.active.idx.try_clone()?);
+        let dir = std::mem::take(&mut self.dir_dirty).then(|| self.dir.clone());
+        Ok(PendingSync { files, dir, state: self.written })
+    }
+
+    /// Publish what a [`PendingSync`] covered as committed (never moves backwards). Returns
+    /// the committed state.
+    pub fn publish(&mut self, done: &PendingSync) -> Committed {
+        let first_offset = self.written.first_offset;
         self.committed.send_if_modified(|c| {
-            let changed = *c != written;
-            *c = written;
+            let mut new = done.state;
+            new.first_offset = first_offset;
+            if new.next_offset < c.next_offset {
+                new = Committed { first_offset, ..*c };
+            }
+            let changed = *c != new;
+            *c = new;
             changed
         });
-        Ok(written)
+        *self.committed.borrow()
     }
 
     /// Apply retention now (also done at every segment roll); returns the number of segments

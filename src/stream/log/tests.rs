@@ -178,6 +178,32 @@ fn committed_visibility() {
     assert_eq!(drain(&mut r), vec![(10, payload(10))]);
 }
 
+#[test]
+fn group_commit_syncs_off_the_writer() {
+    let dir = TempDir::new("group");
+    let mut log = open(&dir, &config(700));
+    let mut r = log.reader(OffsetSpec::First).unwrap();
+    append_n(&mut log, 0, 30, 3);
+    let pending = log.prepare_sync().unwrap();
+    assert_eq!(pending.state().next_offset, 30);
+    // Appends go on while another thread syncs.
+    let syncer = std::thread::spawn(move || {
+        pending.sync().unwrap();
+        pending
+    });
+    append_n(&mut log, 30, 30, 3);
+    let pending = syncer.join().unwrap();
+    assert!(r.read_chunk().unwrap().is_none(), "nothing visible before publish");
+    assert_eq!(log.publish(&pending).next_offset, 30);
+    assert_eq!(drain(&mut r).len(), 30);
+    // A later sync publishes the rest; an older one never moves the committed state back.
+    let later = log.prepare_sync().unwrap();
+    later.sync().unwrap();
+    assert_eq!(log.publish(&later).next_offset, 60);
+    assert_eq!(log.publish(&pending).next_offset, 60);
+    assert_eq!(drain(&mut r).len(), 30);
+}
+
 #[tokio::test]
 async fn readers_wait_for_committed_data() {
     let dir = TempDir::new("wait");
