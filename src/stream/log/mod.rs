@@ -35,10 +35,10 @@
 //!     ([`RecoveryEvent::Unreadable`]) and left in place: a sealed segment is never cut or
 //!     deleted by recovery;
 //!   - index files without a segment and leftover temporary files are removed;
-//!   - tracking is rebuilt from the active segment (snapshot, deltas, trailers).
-//!   Every length read from disk is checked against the file's size before anything is
-//!   allocated; any file content gives an error or a report, never a panic (fuzzed:
-//!   `fuzz/fuzz_targets/stream_log.rs`).
+//!   - tracking is rebuilt from the active segment (snapshot, deltas, trailers);
+//!   - every length read from disk is checked against the file's size before anything is
+//!     allocated; any file content gives an error or a report, never a panic (fuzzed:
+//!     `fuzz/fuzz_targets/stream_log.rs`).
 
 pub mod bloom;
 pub mod chunk;
