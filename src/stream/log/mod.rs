@@ -161,7 +161,9 @@ impl<'a> Message<'a> {
 pub enum Outcome {
     /// Stored; the offset of its (first) record.
     Stored(u64),
-    /// Its publishing id was not above its writer's last: dropped, to be confirmed anyway.
+    /// Its publishing id was not above its writer's last: dropped, to be confirmed anyway
+    /// (with this batch's commit: whatever it duplicates was appended before, so it is
+    /// committed by then).
     Duplicate,
 }
 
