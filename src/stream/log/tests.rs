@@ -803,3 +803,43 @@ fn stream_log_throughput() {
         );
     }
 }
+
+#[test]
+fn sealed_segments_are_reported_never_cut() {
+    let dir = TempDir::new("sealed");
+    let c = config(400);
+    drop(small_log(&dir, &c, 20));
+    let ids = segment_ids(&dir).unwrap();
+    assert!(ids.len() >= 3);
+    let seg = segment_path(&dir, ids[0]);
+    let mut bytes = fs::read(&seg).unwrap();
+    let chunk_len = chunk::ChunkHeader::parse(&bytes[8..]).unwrap().total_len() as usize;
+    assert!(bytes.len() >= 8 + 4 * chunk_len);
+    bytes[8 + chunk_len + 60] ^= 0x40; // data of the second chunk: damaged, kept
+    let garbage_at = 8 + 3 * chunk_len;
+    bytes[garbage_at] = 0; // the fourth chunk's magic: the rest does not scan
+    fs::write(&seg, &bytes).unwrap();
+    fs::remove_file(index_path(&dir, ids[0])).unwrap();
+    let (log, report) = StreamLog::open(&*dir, c.clone()).unwrap();
+    assert!(
+        report
+            .events
+            .iter()
+            .any(|e| matches!(e, RecoveryEvent::Damaged { damaged, .. } if damaged.chunk_id == ids[0] + 1))
+    );
+    assert!(
+        report.events.iter().any(|e| matches!(e, RecoveryEvent::Unreadable { at, .. } if *at == garbage_at as u64)),
+        "{report:?}"
+    );
+    assert!(!report.events.iter().any(|e| matches!(e, RecoveryEvent::Truncated { .. })));
+    assert_eq!(fs::read(&seg).unwrap(), bytes, "a sealed segment is left as it is");
+    // Readers get the chunks that scan (the damaged one as it is: its CRC fails at the
+    // consumer), then go on with the next segment.
+    let mut r = log.reader(OffsetSpec::First).unwrap();
+    let got: Vec<(u64, bool)> = std::iter::from_fn(|| r.read_chunk().unwrap())
+        .map(|c| (c.header.chunk_id, chunk::parse_chunk(&c.bytes).is_ok()))
+        .collect();
+    // (The next segment starts with its tracking snapshot, which readers skip.)
+    assert_eq!(&got[..4], &[(0, true), (1, false), (2, true), (ids[1] + 1, true)]);
+    assert_eq!(got.last().unwrap().0, 19);
+}
