@@ -26,7 +26,7 @@ pub enum RecoveryEvent {
     Removed { path: PathBuf },
 }
 
-/// What [`StreamLog::open`] found.
+/// What [`super::StreamLog::open`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
     pub events: Vec<RecoveryEvent>,
