@@ -67,7 +67,7 @@ bench:
 ## working corpus fuzz/corpus/<target>. A crash stops it (input in fuzz/artifacts/<target>/); copy
 ## it to fuzz/regressions/<target>/, where `make unit` replays it. See README "Fuzzing".
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= frames publish methods fields properties handshake definitions stream_frames amqp10
+FUZZ_TARGETS ?= frames publish methods fields properties handshake definitions stream_frames amqp10 stream_log
 FUZZ_FLAGS ?=
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked

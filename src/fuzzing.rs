@@ -20,8 +20,18 @@ use crate::protocol::{AMQPClass, FRAME_MIN_SIZE, PROTOCOL_HEADER, encode, fields
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 /// Every target's name, as its directory under `fuzz/regressions/` and `fuzz/seeds/`.
-pub const TARGETS: &[&str] =
-    &["frames", "publish", "methods", "fields", "properties", "handshake", "definitions", "stream_frames", "amqp10"];
+pub const TARGETS: &[&str] = &[
+    "frames",
+    "publish",
+    "methods",
+    "fields",
+    "properties",
+    "handshake",
+    "definitions",
+    "stream_frames",
+    "amqp10",
+    "stream_log",
+];
 
 /// Run the named target's check on one input.
 pub fn check(target: &str, data: &[u8]) {
@@ -35,6 +45,7 @@ pub fn check(target: &str, data: &[u8]) {
         "definitions" => definitions(data),
         "stream_frames" => stream_frames(data),
         "amqp10" => amqp10(data),
+        "stream_log" => stream_log(data),
         other => panic!("no fuzz target {other}"),
     }
 }
@@ -690,6 +701,64 @@ pub fn assert_same_amqp091(a: &crate::stream::amqp10::Amqp091, b: &crate::stream
     let (ha, hb) = (a.properties.headers().as_ref(), b.properties.headers().as_ref());
     assert!(same_table(ha.unwrap_or(&empty), hb.unwrap_or(&empty)), "headers: {ha:?} became {hb:?}");
     assert_eq!(ha.is_some(), hb.is_some(), "headers present");
+}
+
+/// Stream log recovery ([`crate::stream::log::index::scan`]): the input is a segment file.
+/// Asserted: the scan keeps a run of contiguous chunks from the file header on, each one
+/// whole inside the input and (unless reported damaged) passing its CRC and entry checks;
+/// where it stops is where the last kept chunk ends; scanning just the kept bytes again finds
+/// the same chunks and nothing to cut (but a damaged last chunk, then the tail); their index records round-trip through the index
+/// parser; tracking sections and bloom filters of kept chunks are read without panicking.
+pub fn stream_log(data: &[u8]) {
+    use crate::stream::log::{ChunkFilter, chunk, index, tracking::Tracking};
+    let start = (index::FILE_HEADER as usize).min(data.len());
+    let scan = index::scan(data, start as u64, None);
+    assert!(scan.end as usize <= data.len() && scan.end as usize >= start);
+    assert_eq!(scan.stopped.is_none(), scan.end as usize == data.len(), "stops only before the end");
+    let mut pos = start as u64;
+    let mut tracking = Tracking::default();
+    for (i, r) in scan.records.iter().enumerate() {
+        assert_eq!(r.pos, pos, "chunks are contiguous");
+        if i > 0 {
+            assert_eq!(r.chunk_id, scan.records[i - 1].next_offset(), "chunk ids are contiguous");
+        }
+        let bytes = &data[r.pos as usize..r.end() as usize];
+        let damaged = scan.damaged.iter().any(|d| d.pos == r.pos);
+        match chunk::parse_chunk(bytes) {
+            Ok(v) => {
+                assert!(!damaged, "a damaged chunk checks");
+                assert_eq!(index::IndexRecord::of(&v.header, r.pos), *r);
+                let _ = tracking.apply(v.trailer);
+                for e in chunk::entries(v.data).flatten() {
+                    if let chunk::EntryRef::Simple(b) = e {
+                        let _ = tracking.apply(b);
+                    }
+                }
+                ChunkFilter { values: vec![b"eu".to_vec(), Vec::new()], match_unfiltered: true }.may_match(v.bloom);
+            }
+            Err(e) => assert!(damaged, "a kept chunk fails its check: {e}"),
+        }
+        pos = r.end();
+    }
+    assert_eq!(pos, scan.end);
+    // A damaged chunk is kept only when a chunk follows it: cut after it, it is the tail.
+    let again = index::scan(&data[..scan.end as usize], start as u64, None);
+    let mut kept = scan.records.clone();
+    if kept.last().is_some_and(|r| scan.damaged.iter().any(|d| d.pos == r.pos)) {
+        let last = kept.pop().expect("a last record");
+        assert_eq!((again.end, again.stopped.as_ref().map(|s| s.0)), (last.pos, Some(last.pos)), "rescan");
+    } else {
+        assert_eq!((again.end, &again.stopped), (scan.end, &None), "rescan");
+    }
+    assert_eq!(again.records, kept, "rescan");
+    let mut idx = index::INDEX_MAGIC.to_vec();
+    scan.records.iter().for_each(|r| idx.extend_from_slice(&r.encode()));
+    let first = scan.records.first().map(|r| r.chunk_id);
+    let parsed = index::parse_index(&idx, first);
+    if start == 8 {
+        assert_eq!(parsed, scan.records, "index round trip");
+    }
+    let _ = index::parse_index(data, None);
 }
 
 #[cfg(test)]

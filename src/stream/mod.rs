@@ -1,6 +1,8 @@
 //! Streams: RabbitMQ's append-only stream queues read by offset, and the native stream
-//! protocol (port 5552): `amqp10` (records as AMQP 1.0 messages and the 0-9-1 conversion),
-//! `protocol` (the stream protocol's frames and connection state machine).
+//! protocol (port 5552): `log` (the append-only log: segments of osiris chunks, offsets,
+//! tracking, retention, recovery), `amqp10` (records as AMQP 1.0 messages and the 0-9-1
+//! conversion), `protocol` (the stream protocol's frames and connection state machine).
 
 pub mod amqp10;
+pub mod log;
 pub mod protocol;
