@@ -10,6 +10,7 @@ pub mod args;
 pub mod dead_letter;
 pub mod policy;
 pub mod state;
+pub mod stream_args;
 
 use std::sync::Arc;
 

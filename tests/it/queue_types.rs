@@ -377,3 +377,44 @@ async fn dead_letter_strategy_is_a_quorum_argument_with_two_values() {
         )
     );
 }
+
+/// A bad stream declare gets RabbitMQ 3.10's refusal (measured texts), in RabbitMQ's order:
+/// the arguments, then the arguments of other queue types, then the flags.
+#[tokio::test]
+async fn bad_stream_declares_get_rabbitmqs_texts() {
+    let b = Broker::start();
+    let conn = b.connect().await;
+    let cases: Vec<(QueueDeclareOptions, Vec<(&str, AMQPValue)>, &str)> = vec![
+        (QueueDeclareOptions::default(), vec![], "invalid property 'non-durable' for queue 'Q' in vhost '/'"),
+        (
+            QueueDeclareOptions { durable: true, exclusive: true, ..Default::default() },
+            vec![],
+            "invalid property 'exclusive-owner' for queue 'Q' in vhost '/'",
+        ),
+        (
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            vec![("x-max-age", lstr("1A"))],
+            "invalid arg 'x-max-age' for queue 'Q' in vhost '/': invalid_max_age",
+        ),
+        (
+            QueueDeclareOptions::default(),
+            vec![("x-message-ttl", AMQPValue::LongInt(-5))],
+            "invalid arg 'x-message-ttl' for queue 'Q' in vhost '/' of queue type rabbit_stream_queue",
+        ),
+        (
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            vec![("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(3_000_000_001))],
+            "Exceeded max value for x-stream-max-segment-size-bytes",
+        ),
+    ];
+    for (flags, args, want) in cases {
+        let ch = conn.create_channel().await.unwrap();
+        let q = unique("bad-stream");
+        let mut t = queue_type("stream");
+        for (k, v) in args {
+            t.insert(k.into(), v);
+        }
+        let (code, text) = expect_amqp_error(declare_queue(&ch, &q, flags, t).await);
+        assert_eq!((code, text), (406, format!("PRECONDITION_FAILED - {}", want.replace("'Q'", &format!("'{q}'")))));
+    }
+}

@@ -1,0 +1,295 @@
+//! `queue.declare` of a stream (`x-queue-type: stream`): its arguments and flags, checked in
+//! RabbitMQ 3.10's order with its texts (measured on 3.10.8; `../shared/reference/streams.md`
+//! §2): a server-named stream is refused; the stream arguments are validated; arguments owned
+//! by other queue types are refused (unknown `x-` arguments are ignored); then the flags
+//! (auto-delete, exclusive, non-durable) and the segment size maximum. Where RabbitMQ 3.10
+//! crashes the channel (541 for `x-max-age` values such as `h` or `""`), Warren answers the
+//! 406 RabbitMQ gives for other bad intervals.
+
+use std::time::Duration;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use crate::error::{AmqpError, AmqpResult};
+use crate::protocol::methods::{type_name, value_int, value_str};
+
+/// The largest `x-stream-max-segment-size-bytes` RabbitMQ accepts.
+pub const MAX_SEGMENT_SIZE: u64 = 3_000_000_000;
+/// RabbitMQ's default segment size.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 500_000_000;
+
+/// A stream's settings from its declare arguments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamArgs {
+    /// `x-max-length-bytes`: retention by size (whole segments).
+    pub max_length_bytes: Option<u64>,
+    /// `x-max-age`: retention by age (whole segments).
+    pub max_age: Option<Duration>,
+    /// `x-stream-max-segment-size-bytes`.
+    pub max_segment_size_bytes: Option<u64>,
+    /// `x-initial-cluster-size` (accepted; one node).
+    pub initial_cluster_size: Option<u64>,
+    /// `x-queue-leader-locator` (accepted; one node).
+    pub leader_locator: Option<String>,
+    /// `x-stream-filter-size-bytes` (3.13): the bloom filter size per chunk, 16..=255.
+    pub filter_size_bytes: Option<u8>,
+}
+
+/// Arguments of other queue types, refused for streams (RabbitMQ 3.10 no longer accepts the
+/// dead-lettering, length and single-active-consumer ones 3.9 did).
+const OTHER_TYPES: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-overflow",
+    "x-max-priority",
+    "x-single-active-consumer",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-delivery-limit",
+    "x-dead-letter-strategy",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-quorum-initial-group-size",
+    "x-queue-master-locator",
+];
+
+/// RabbitMQ's interval syntax (`x-max-age`, and `x-stream-offset` intervals): digits then one
+/// of `Y` (365 days), `M` (30 days), `D`, `h`, `m`, `s`, greater than zero.
+pub fn parse_interval(s: &str) -> Option<Duration> {
+    let unit = s.chars().last()?;
+    let digits = &s[..s.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit {
+        'Y' => 365 * 86_400,
+        'M' => 30 * 86_400,
+        'D' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    (n > 0).then(|| Duration::from_secs(n.saturating_mul(secs)))
+}
+
+impl StreamArgs {
+    /// Check a stream declare as RabbitMQ does; the settings when it is acceptable.
+    pub fn parse(
+        args: &FieldTable,
+        name: &str,
+        vhost: &str,
+        (durable, exclusive, auto_delete, server_named): (bool, bool, bool, bool),
+    ) -> AmqpResult<StreamArgs> {
+        if server_named {
+            return Err(AmqpError::precondition("Cannot declare a server-named queue for type rabbit_stream_queue"));
+        }
+        let invalid = |key: &str, why: String| {
+            AmqpError::precondition(format_args!("invalid arg '{key}' for queue '{name}' in vhost '{vhost}': {why}"))
+        };
+        let get = |key: &str| args.inner().get(key);
+        // A non-negative integer of any AMQP integer type.
+        let count = |key: &str| -> AmqpResult<Option<i64>> {
+            match get(key) {
+                None => Ok(None),
+                Some(v) => match value_int(v) {
+                    Some(n) if n < 0 => Err(invalid(key, format!("{{value_negative,{n}}}"))),
+                    Some(n) => Ok(Some(n)),
+                    None => Err(invalid(key, format!("\"expected integer, got {}\"", type_name(v)))),
+                },
+            }
+        };
+        let text = |key: &str| -> AmqpResult<Option<String>> {
+            match get(key) {
+                None => Ok(None),
+                Some(v @ (AMQPValue::LongString(_) | AMQPValue::ShortString(_))) => Ok(value_str(v)),
+                Some(v) => Err(invalid(key, format!("{{unacceptable_type,{}}}", type_name(v)))),
+            }
+        };
+        let mut a =
+            StreamArgs { max_length_bytes: count("x-max-length-bytes")?.map(|n| n as u64), ..Default::default() };
+        if let Some(s) = text("x-max-age")? {
+            a.max_age = Some(parse_interval(&s).ok_or_else(|| invalid("x-max-age", "invalid_max_age".into()))?);
+        }
+        let segment = count("x-stream-max-segment-size-bytes")?;
+        if let Some(n) = count("x-initial-cluster-size")? {
+            if n == 0 {
+                return Err(invalid("x-initial-cluster-size", "{value_zero,0}".into()));
+            }
+            a.initial_cluster_size = Some(n as u64);
+        }
+        if let Some(s) = text("x-queue-leader-locator")? {
+            if !["client-local", "balanced", "random", "least-leaders"].contains(&s.as_str()) {
+                return Err(invalid("x-queue-leader-locator", "invalid_queue_locator_arg".into()));
+            }
+            a.leader_locator = Some(s);
+        }
+        if let Some(v) = get("x-stream-filter-size-bytes") {
+            match value_int(v) {
+                Some(n @ 16..=255) => a.filter_size_bytes = Some(n as u8),
+                Some(_) => {
+                    return Err(AmqpError::precondition("Invalid value for  x-stream-filter-size-bytes"));
+                }
+                None => return Err(AmqpError::precondition("Invalid type for x-stream-filter-size-bytes")),
+            }
+        }
+        if let Some(key) = OTHER_TYPES.iter().find(|k| get(k).is_some()) {
+            return Err(AmqpError::precondition(format_args!(
+                "invalid arg '{key}' for queue '{name}' in vhost '{vhost}' of queue type rabbit_stream_queue"
+            )));
+        }
+        let property = |p: &str| {
+            AmqpError::precondition(format_args!("invalid property '{p}' for queue '{name}' in vhost '{vhost}'"))
+        };
+        if auto_delete {
+            return Err(property("auto-delete"));
+        }
+        if exclusive {
+            return Err(property("exclusive-owner"));
+        }
+        if !durable {
+            return Err(property("non-durable"));
+        }
+        if let Some(n) = segment {
+            if n as u64 > MAX_SEGMENT_SIZE {
+                return Err(AmqpError::precondition("Exceeded max value for x-stream-max-segment-size-bytes"));
+            }
+            a.max_segment_size_bytes = Some(n as u64);
+        }
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::methods::longstr;
+
+    const DURABLE: (bool, bool, bool, bool) = (true, false, false, false);
+
+    fn parse_with(pairs: &[(&str, AMQPValue)], flags: (bool, bool, bool, bool)) -> AmqpResult<StreamArgs> {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), v.clone());
+        }
+        StreamArgs::parse(&t, "s", "/", flags)
+    }
+
+    fn refusal(pairs: &[(&str, AMQPValue)]) -> String {
+        let e = parse_with(pairs, DURABLE).unwrap_err();
+        assert_eq!(e.code, crate::error::ReplyCode::PreconditionFailed);
+        e.text.strip_prefix("PRECONDITION_FAILED - ").expect("the reply text's prefix").to_string()
+    }
+
+    #[test]
+    fn valid_arguments_become_settings() {
+        let a = parse_with(
+            &[
+                ("x-max-length-bytes", AMQPValue::LongLongInt(1 << 40)),
+                ("x-max-age", longstr("7D")),
+                ("x-stream-max-segment-size-bytes", AMQPValue::LongUInt(0)),
+                ("x-initial-cluster-size", AMQPValue::ShortShortUInt(3)),
+                ("x-queue-leader-locator", longstr("balanced")),
+                ("x-stream-filter-size-bytes", AMQPValue::ShortShortUInt(32)),
+                ("x-foo", longstr("ignored")),
+            ],
+            DURABLE,
+        )
+        .unwrap();
+        assert_eq!(a.max_length_bytes, Some(1 << 40));
+        assert_eq!(a.max_age, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(
+            (a.max_segment_size_bytes, a.initial_cluster_size, a.filter_size_bytes),
+            (Some(0), Some(3), Some(32))
+        );
+        assert_eq!(a.leader_locator.as_deref(), Some("balanced"));
+    }
+
+    #[test]
+    fn intervals_follow_rabbitmqs_units() {
+        let secs = |s: &str| parse_interval(s).map(|d| d.as_secs());
+        assert_eq!(
+            [secs("1Y"), secs("2M"), secs("3D"), secs("4h"), secs("5m"), secs("6s")],
+            [Some(365 * 86_400), Some(60 * 86_400), Some(3 * 86_400), Some(4 * 3600), Some(300), Some(6)]
+        );
+        for bad in ["0s", "1A", "1d", "10 s", "1.5h", "h", "", "-1h", "s1", "1hh", "٣h"] {
+            assert_eq!(parse_interval(bad), None, "{bad:?}");
+        }
+        assert!(parse_interval("99999999999999999999Y").is_none(), "too large a number is refused, not wrapped");
+    }
+
+    #[test]
+    fn bad_values_get_rabbitmqs_texts() {
+        let q = "for queue 's' in vhost '/'";
+        for (pairs, want) in [
+            (
+                vec![("x-max-length-bytes", AMQPValue::LongInt(-1))],
+                format!("invalid arg 'x-max-length-bytes' {q}: {{value_negative,-1}}"),
+            ),
+            (
+                vec![("x-max-length-bytes", longstr("5"))],
+                format!("invalid arg 'x-max-length-bytes' {q}: \"expected integer, got longstr\""),
+            ),
+            (vec![("x-max-age", longstr("1A"))], format!("invalid arg 'x-max-age' {q}: invalid_max_age")),
+            (vec![("x-max-age", longstr("h"))], format!("invalid arg 'x-max-age' {q}: invalid_max_age")),
+            (
+                vec![("x-max-age", AMQPValue::ShortShortInt(60))],
+                format!("invalid arg 'x-max-age' {q}: {{unacceptable_type,byte}}"),
+            ),
+            (
+                vec![("x-initial-cluster-size", AMQPValue::LongInt(0))],
+                format!("invalid arg 'x-initial-cluster-size' {q}: {{value_zero,0}}"),
+            ),
+            (
+                vec![("x-initial-cluster-size", AMQPValue::LongInt(-2))],
+                format!("invalid arg 'x-initial-cluster-size' {q}: {{value_negative,-2}}"),
+            ),
+            (
+                vec![("x-queue-leader-locator", longstr("nope"))],
+                format!("invalid arg 'x-queue-leader-locator' {q}: invalid_queue_locator_arg"),
+            ),
+            (
+                vec![("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(3_000_000_001))],
+                "Exceeded max value for x-stream-max-segment-size-bytes".to_string(),
+            ),
+            (
+                vec![("x-stream-filter-size-bytes", AMQPValue::ShortShortUInt(15))],
+                "Invalid value for  x-stream-filter-size-bytes".to_string(),
+            ),
+            (
+                vec![("x-message-ttl", AMQPValue::LongInt(-5))],
+                format!("invalid arg 'x-message-ttl' {q} of queue type rabbit_stream_queue"),
+            ),
+            (
+                vec![("x-single-active-consumer", AMQPValue::Boolean(true))],
+                format!("invalid arg 'x-single-active-consumer' {q} of queue type rabbit_stream_queue"),
+            ),
+        ] {
+            assert_eq!(refusal(&pairs), want);
+        }
+    }
+
+    #[test]
+    fn flags_are_checked_after_the_arguments_in_rabbitmqs_order() {
+        let q = "for queue 's' in vhost '/'";
+        let text = |flags| parse_with(&[], flags).unwrap_err().text.replacen("PRECONDITION_FAILED - ", "", 1);
+        assert_eq!(
+            text((false, true, true, false)),
+            format!("invalid property 'auto-delete' {q}"),
+            "auto-delete first"
+        );
+        assert_eq!(text((true, true, false, false)), format!("invalid property 'exclusive-owner' {q}"));
+        assert_eq!(text((false, false, false, false)), format!("invalid property 'non-durable' {q}"));
+        assert_eq!(
+            text((true, false, false, true)),
+            "Cannot declare a server-named queue for type rabbit_stream_queue"
+        );
+        // A bad argument is reported before a bad flag.
+        let e = parse_with(&[("x-max-age", longstr("0s"))], (false, false, false, false)).unwrap_err().text;
+        assert!(e.contains("invalid_max_age"), "{e}");
+    }
+}
