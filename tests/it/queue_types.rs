@@ -384,7 +384,8 @@ async fn dead_letter_strategy_is_a_quorum_argument_with_two_values() {
 async fn bad_stream_declares_get_rabbitmqs_texts() {
     let b = Broker::start();
     let conn = b.connect().await;
-    let cases: Vec<(QueueDeclareOptions, Vec<(&str, AMQPValue)>, &str)> = vec![
+    type Case = (QueueDeclareOptions, Vec<(&'static str, AMQPValue)>, &'static str);
+    let cases: Vec<Case> = vec![
         (QueueDeclareOptions::default(), vec![], "invalid property 'non-durable' for queue 'Q' in vhost '/'"),
         (
             QueueDeclareOptions { durable: true, exclusive: true, ..Default::default() },
