@@ -164,6 +164,49 @@ impl StreamArgs {
     }
 }
 
+/// A stream consumer's `x-stream-offset` argument (RabbitMQ's `parse_offset_arg`): absent →
+/// `next`; `first`, `last`, `next`; an integer of any AMQP integer type (an offset; below the
+/// first means the first); an AMQP timestamp (seconds); an interval string (`1h`: that long
+/// before `now_ms`). Anything else is refused with RabbitMQ's 406 text (where RabbitMQ 3.10
+/// crashes the channel for some strings, `""` or `First`, Warren answers the same 406).
+pub fn stream_offset(
+    v: Option<&AMQPValue>,
+    name: &str,
+    vhost: &str,
+    now_ms: i64,
+) -> AmqpResult<crate::stream::log::OffsetSpec> {
+    use crate::stream::log::OffsetSpec;
+    let Some(v) = v else { return Ok(OffsetSpec::Next) };
+    let refused = |what: String| {
+        AmqpError::precondition(format_args!(
+            "invalid arg 'x-stream-offset' for queue '{name}' in vhost '{vhost}': {{invalid_stream_offset_arg,{what}}}"
+        ))
+    };
+    match v {
+        AMQPValue::LongString(_) | AMQPValue::ShortString(_) => {
+            let s = value_str(v).unwrap_or_default();
+            match s.as_str() {
+                "first" => Ok(OffsetSpec::First),
+                "last" => Ok(OffsetSpec::Last),
+                "next" => Ok(OffsetSpec::Next),
+                other => match parse_interval(other) {
+                    Some(d) => {
+                        Ok(OffsetSpec::Timestamp(now_ms.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64)))
+                    }
+                    None => Err(refused(format!("{{{},<<\"{other}\">>}}", type_name(v)))),
+                },
+            }
+        }
+        AMQPValue::Timestamp(t) => Ok(OffsetSpec::Timestamp((*t).min(i64::MAX as u64 / 1000) as i64 * 1000)),
+        other => match value_int(other) {
+            Some(n) => Ok(OffsetSpec::Offset(n.max(0) as u64)),
+            None => {
+                Err(refused(format!("{{{},{}}}", type_name(other), crate::protocol::methods::value_display(other))))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +313,32 @@ mod tests {
             ),
         ] {
             assert_eq!(refusal(&pairs), want);
+        }
+    }
+
+    #[test]
+    fn stream_offsets_follow_rabbitmqs_parse_offset_arg() {
+        use crate::stream::log::OffsetSpec;
+        let now = 10_000_000;
+        let spec = |v: AMQPValue| stream_offset(Some(&v), "s", "/", now);
+        assert_eq!(stream_offset(None, "s", "/", now).unwrap(), OffsetSpec::Next);
+        assert_eq!(spec(longstr("first")).unwrap(), OffsetSpec::First);
+        assert_eq!(spec(longstr("last")).unwrap(), OffsetSpec::Last);
+        assert_eq!(spec(longstr("next")).unwrap(), OffsetSpec::Next);
+        assert_eq!(spec(AMQPValue::LongLongInt(5)).unwrap(), OffsetSpec::Offset(5));
+        assert_eq!(spec(AMQPValue::ShortShortUInt(2)).unwrap(), OffsetSpec::Offset(2));
+        assert_eq!(spec(AMQPValue::LongInt(-1)).unwrap(), OffsetSpec::Offset(0), "below first: the first");
+        assert_eq!(spec(AMQPValue::Timestamp(1_700_000_000)).unwrap(), OffsetSpec::Timestamp(1_700_000_000_000));
+        assert_eq!(spec(longstr("30s")).unwrap(), OffsetSpec::Timestamp(now - 30_000));
+        let text = spec(longstr("1A")).unwrap_err().text;
+        assert_eq!(
+            text,
+            "PRECONDITION_FAILED - invalid arg 'x-stream-offset' for queue 's' in vhost '/': {invalid_stream_offset_arg,{longstr,<<\"1A\">>}}"
+        );
+        for bad in [longstr("First"), longstr(""), longstr("-5s"), AMQPValue::Boolean(true), AMQPValue::Double(1.5)] {
+            let e = spec(bad).unwrap_err();
+            assert_eq!(e.code, crate::error::ReplyCode::PreconditionFailed);
+            assert!(e.text.contains("invalid_stream_offset_arg"), "{}", e.text);
         }
     }
 
