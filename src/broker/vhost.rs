@@ -111,6 +111,10 @@ pub struct VHost {
     pub counters: crate::stats::Counters,
     /// `publish_in`/`publish_out` per exchange.
     pub exchange_counts: crate::stats::ExchangeCounts,
+    /// Cancelled once the vhost's durable topology is fully restored: restored queues wait for
+    /// it before acting, so a message that expired while the broker was down is dead-lettered
+    /// through bindings that exist (not dropped because its queue task ran first).
+    pub restored: tokio_util::sync::CancellationToken,
     /// The node's counters (queue churn is counted here and there).
     node_counters: OnceLock<Arc<crate::stats::Counters>>,
 }
@@ -123,7 +127,9 @@ impl VHost {
     /// A vhost keeping everything in memory.
     pub fn new(name: &str, consumer_timeout: Option<Duration>) -> Arc<VHost> {
         let settings = VHostDef { name: name.into(), ..Default::default() };
-        Self::build(name, consumer_timeout, None, Policies::default(), settings)
+        let v = Self::build(name, consumer_timeout, None, Policies::default(), settings);
+        v.restored.cancel();
+        v
     }
 
     /// A vhost with durable storage: restores its durable exchanges, queues (with their
@@ -150,6 +156,7 @@ impl VHost {
         let held_delayed = storage.dir.join("delayed").exists();
         let v = Self::build(name, consumer_timeout, Some(storage), policies, settings);
         v.restore(defs);
+        v.restored.cancel();
         if counts != (0, 0, 0) {
             tracing::info!(
                 vhost = %name, exchanges = counts.0, queues = counts.1, bindings = counts.2,
@@ -204,6 +211,7 @@ impl VHost {
             counters: Default::default(),
             exchange_counts: Default::default(),
             node_counters: OnceLock::new(),
+            restored: tokio_util::sync::CancellationToken::new(),
         })
     }
 

@@ -118,6 +118,10 @@ impl QueueActor {
         // (~9 KB) per queue was half of an idle queue's memory.
         let mut buf = Vec::new();
         let mut settles = Vec::new();
+        // A restored queue acts once its vhost's whole topology is back (see VHost::restored).
+        if let Some(restored) = self.vhost.upgrade().map(|v| v.restored.clone()) {
+            restored.cancelled().await;
+        }
         loop {
             let deadline = if self.deleted { None } else { self.next_deadline() };
             let got = tokio::select! {

@@ -632,3 +632,39 @@ async fn fully_acknowledged_segments_are_deleted() {
     })
     .await;
 }
+
+/// Messages that expired while the broker was down are dead-lettered after the restart through
+/// the restored bindings: each restored queue waits for its vhost's whole topology before it
+/// acts (before, a queue task could expire its messages while the bindings were still being
+/// restored, and the dead letters were dropped as unroutable).
+#[tokio::test]
+async fn dead_letters_of_messages_expired_while_down_reach_restored_bindings() {
+    const QUEUES: usize = 60;
+    let dir = TempDir::new();
+    let mut b = Broker::start_in(&dir.0, &[]);
+    {
+        let (_conn, ch) = confirm_channel(&b).await;
+        let durable_x = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare("down-dlx".into(), ExchangeKind::Fanout, durable_x, FieldTable::default()).await.unwrap();
+        declare_queue(&ch, "down-sink", durable(), FieldTable::default()).await.unwrap();
+        bind(&ch, "down-sink", "down-dlx", "").await;
+        let args = table(&[
+            ("x-dead-letter-exchange", lstr("down-dlx")),
+            ("x-message-ttl", lapin::types::AMQPValue::LongInt(300)),
+        ]);
+        for i in 0..QUEUES {
+            let q = format!("down-ttl-{i}");
+            declare_queue(&ch, &q, durable(), args.clone()).await.unwrap();
+            assert!(publish_confirmed_props(&ch, "", &q, "expires while down", persistent()).await.is_ack());
+        }
+    }
+    b.kill9();
+    // Every TTL runs out while the broker is down.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let b = Broker::start_in(&dir.0, &[]);
+    let (_conn, ch) = b.channel().await;
+    eventually("every expired message dead-lettered into the sink", || async {
+        ready_count(&ch, "down-sink").await as usize == QUEUES
+    })
+    .await;
+}
