@@ -91,8 +91,7 @@ fn queue_json(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &
     let (ready, unacked) = (i.messages_ready as u64, i.messages_unacknowledged as u64);
     let bytes = i.message_bytes_ready + i.message_bytes_unacknowledged;
     let (paged, paged_bytes) = i.paged_out;
-    let lengths = st
-        .stats(&key, &[("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)]);
+    let lengths = st.stats(&key, &rates::lengths(ready, unacked));
     let mut out = json!({
         "name": q.name, "vhost": vhost.name(), "durable": q.durable, "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(), "arguments": table_to_json(&q.arguments),
@@ -547,20 +546,28 @@ async fn consumers(State(b): B, _c: Caller, vhost: Option<String>) -> ApiResult<
     Ok(Json(Value::Array(out)))
 }
 
+/// A vhost's queues' (ready, unacknowledged, consumers), asked of each queue task.
+async fn queue_totals(v: &VHost) -> (u64, u64, u64) {
+    let mut totals = (0, 0, 0);
+    for q in v.snapshot().queues.values() {
+        if let Some(i) = q.handle.info().await {
+            totals.0 += i.messages_ready as u64;
+            totals.1 += i.messages_unacknowledged as u64;
+            totals.2 += i.consumers.len() as u64;
+        }
+    }
+    totals
+}
+
 async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
     let (mut queues, mut exchanges, mut consumers) = (0u64, 0u64, 0u64);
     let (mut ready, mut unacked) = (0u64, 0u64);
     for v in vhosts_of(&b, None).unwrap_or_default() {
         let t = v.snapshot();
         exchanges += t.exchanges.len() as u64 + 1;
-        for q in t.queues.values() {
-            queues += 1;
-            if let Some(i) = q.handle.info().await {
-                ready += i.messages_ready as u64;
-                unacked += i.messages_unacknowledged as u64;
-                consumers += i.consumers.len() as u64;
-            }
-        }
+        queues += t.queues.len() as u64;
+        let (r, u, c) = queue_totals(&v).await;
+        (ready, unacked, consumers) = (ready + r, unacked + u, consumers + c);
     }
     let conns = b.connections.snapshot();
     let channels: usize = conns.iter().map(|c| c.channels()).sum();
@@ -589,7 +596,7 @@ async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
         "object_totals": {"connections": conns.len(), "channels": channels, "consumers": consumers,
             "exchanges": exchanges, "queues": queues},
         "queue_totals": st.stats(&Key::Node,
-            &[("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)]),
+            &rates::lengths(ready, unacked)),
         "message_stats": st.message_stats(&Key::Node, b.counters.snapshot(), rates::CHANNEL_MESSAGE_STATS),
         "churn_rates": st.stats(&Key::Node, &churn), "contexts": [], "statistics_db_event_queue": 0,
         "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600], "detailed": [600]},
@@ -602,24 +609,11 @@ async fn overview(State(b): B, _c: Caller, st: Stats) -> Json<Value> {
 /// octets (of those open now).
 pub(super) async fn with_vhost_stats(b: &Broker, mut json: Value, st: &Stats) -> Value {
     let Some(v) = json["name"].as_str().and_then(|n| b.vhost(n)) else { return json };
-    let (mut ready, mut unacked) = (0u64, 0u64);
-    let t = v.snapshot();
-    for q in t.queues.values() {
-        if let Some(i) = q.handle.info().await {
-            ready += i.messages_ready as u64;
-            unacked += i.messages_unacknowledged as u64;
-        }
-    }
-    let (mut recv, mut send) = (0u64, 0u64);
-    for c in b.connections.snapshot().iter().filter(|c| c.vhost == v.name()) {
-        let [r, _, s, _] = c.details.octets.get();
-        recv += r;
-        send += s;
-    }
+    let (ready, unacked, _) = queue_totals(&v).await;
+    let (recv, send) = rates::vhost_octets(&b.connections.snapshot(), v.name());
     let key = Key::VHost(v.name().into());
-    let lengths = [("messages", ready + unacked), ("messages_ready", ready), ("messages_unacknowledged", unacked)];
     if let Value::Object(m) = &mut json {
-        m.extend(st.stats(&key, &lengths));
+        m.extend(st.stats(&key, &rates::lengths(ready, unacked)));
         m.extend(st.stats(&key, &[("recv_oct", recv), ("send_oct", send)]));
         m.insert("message_stats".into(), st.message_stats(&key, v.counters.snapshot(), rates::CHANNEL_MESSAGE_STATS));
         m.insert("cluster_state".into(), json!({NODE: "running"}));

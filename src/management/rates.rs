@@ -56,12 +56,31 @@ pub enum Key {
 /// One sample of an object: its values in the order of its kind's field list.
 pub type Values = Vec<u64>;
 
-/// Counter values (as [`counter_names`]) followed by the depths (as [`LENGTHS`]).
-pub fn counters_and_lengths(c: Snapshot, lengths: [u64; 3]) -> Values {
+/// Counter values, as [`counter_names`].
+pub fn counter_values(c: Snapshot) -> Values {
     let mut v: Values = c.fields().into_iter().map(|(_, n)| n).collect();
     v.push(c.deliver_get());
+    v
+}
+
+/// Counter values (as [`counter_names`]) followed by the depths (as [`LENGTHS`]).
+pub fn counters_and_lengths(c: Snapshot, lengths: [u64; 3]) -> Values {
+    let mut v = counter_values(c);
     v.extend(lengths);
     v
+}
+
+/// The depth fields (as [`LENGTHS`]) of `ready` and `unacked` messages, for [`Rates::stats`].
+pub fn lengths(ready: u64, unacked: u64) -> [(&'static str, u64); 3] {
+    [(LENGTHS[0], ready + unacked), (LENGTHS[1], ready), (LENGTHS[2], unacked)]
+}
+
+/// Bytes received and sent by the connections of `vhost` among `conns` (those open now).
+pub fn vhost_octets(conns: &[Arc<crate::broker::connections::ConnectionInfo>], vhost: &str) -> (u64, u64) {
+    conns.iter().filter(|c| c.vhost == vhost).fold((0, 0), |(r, s), c| {
+        let [recv, _, send, _] = c.details.octets.get();
+        (r + recv, s + send)
+    })
 }
 
 #[derive(Debug)]
@@ -350,12 +369,7 @@ impl Rates {
                 node_lengths[k] += lengths[k];
             }
             let mut values = counters_and_lengths(v.counters.snapshot(), lengths);
-            let (mut recv, mut send) = (0, 0);
-            for c in conns.iter().filter(|c| c.vhost == v.name()) {
-                let [r, _, s, _] = c.details.octets.get();
-                recv += r;
-                send += s;
-            }
+            let (recv, send) = vhost_octets(&conns, v.name());
             values.extend([recv, send]);
             out.push((Key::VHost(v.name().into()), vhost_names.clone(), Some(values)));
             let counts = v.exchange_counts.snapshot_of(|x| x.is_empty() || t.exchanges.contains_key(x));
@@ -384,9 +398,7 @@ impl Rates {
         for ((c, traffic), chans) in ask.into_iter().zip(described) {
             let mut used = Vec::new();
             for ch in chans.unwrap_or_default() {
-                let s: Snapshot = ch.counters.into();
-                let mut v: Values = s.fields().into_iter().map(|(_, n)| n).collect();
-                v.push(s.deliver_get());
+                let v = counter_values(ch.counters.into());
                 if v.iter().any(|x| *x != 0) {
                     used.push(ch.number);
                     out.push((Key::Channel(c.id, ch.number), channel.clone(), Some(v)));
