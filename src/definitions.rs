@@ -118,7 +118,7 @@ pub struct Definitions {
     pub not_imported: Vec<(String, usize)>,
 }
 
-/// Sections read here.
+/// Sections read here (each a list).
 const IMPORTED: &[&str] = &[
     "users",
     "vhosts",
@@ -205,7 +205,7 @@ impl Definitions {
         let top = v.as_object().ok_or("not a JSON object")?;
         // A section that is there must be a list (RabbitMQ 3.10 answers 500 to `"users": "x"`;
         // silently importing nothing would be worse).
-        for k in SECTIONS {
+        for k in IMPORTED {
             if top.get(*k).is_some_and(|s| !s.is_array() && !s.is_null()) {
                 return Err(format!("\"{k}\" is not a list"));
             }
@@ -723,20 +723,6 @@ pub fn table_to_json(t: &amq_protocol::types::FieldTable) -> Value {
 
 /// The queues, exchanges and bindings of a definitions file's text (only durable ones: a
 /// definitions file describes what survives a restart).
-/// The list sections of a definitions file.
-const SECTIONS: &[&str] = &[
-    "users",
-    "vhosts",
-    "permissions",
-    "topic_permissions",
-    "policies",
-    "parameters",
-    "global_parameters",
-    "queues",
-    "exchanges",
-    "bindings",
-];
-
 pub fn parse_topologies(json: &str) -> Result<Topologies, String> {
     use crate::store::definitions::{BindingDef, ExchangeDef, QueueDef};
     let v: Value = serde_json::from_str(json).map_err(|e| format!("not valid JSON ({e})"))?;
@@ -847,7 +833,7 @@ mod tests {
 
     #[test]
     fn a_section_that_is_not_a_list_is_refused() {
-        for k in SECTIONS {
+        for k in IMPORTED {
             let e = Definitions::parse(&format!("{{\"{k}\": \"nope\"}}")).unwrap_err();
             assert_eq!(e, format!("\"{k}\" is not a list"));
         }
