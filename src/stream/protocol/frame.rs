@@ -28,20 +28,10 @@ pub const MAX_ITEMS: usize = 16_384;
 /// order received.
 pub type Properties = Vec<(ByteString, ByteString)>;
 
-/// Where a subscription starts (Subscribe, ResolveOffsetSpec; ConsumerUpdate's answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OffsetSpec {
-    /// 1: the first chunk in the stream.
-    First,
-    /// 2: the last chunk.
-    Last,
-    /// 3: what is written from now on.
-    Next,
-    /// 4: the chunk holding this offset.
-    Offset(u64),
-    /// 5: the first chunk written at or after this time (ms since the epoch).
-    Timestamp(i64),
-}
+/// Where a subscription starts (Subscribe, ResolveOffsetSpec; ConsumerUpdate's answer): the
+/// log's own offset spec, whose wire types are 1 first, 2 last, 3 next, 4 offset, 5 timestamp
+/// (ms since the epoch).
+pub use crate::stream::log::OffsetSpec;
 
 impl OffsetSpec {
     /// The offset type on the wire.
