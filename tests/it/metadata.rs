@@ -180,22 +180,7 @@ struct Logged {
 
 impl Logged {
     fn start(data: &Path) -> Logged {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn warren");
+        let mut child = spawn_warren(data);
         let logs = forward_lines(child.stderr.take().unwrap());
         let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = loop {
@@ -251,9 +236,9 @@ fn forward_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Strin
     rx
 }
 
-/// Start `warren` on `data` where it must refuse to start: returns its exit status and log.
-fn start_refused(data: &Path) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warren"))
+/// The `warren` binary on `data`, on free loopback ports, with its output piped.
+fn spawn_warren(data: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_warren"))
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -268,7 +253,12 @@ fn start_refused(data: &Path) -> (std::process::ExitStatus, String) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn warren");
+        .expect("spawn warren")
+}
+
+/// Start `warren` on `data` where it must refuse to start: returns its exit status and log.
+fn start_refused(data: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = spawn_warren(data);
     let logs = forward_lines(child.stderr.take().unwrap());
     // stdout ends when the process exits; a broker that starts anyway says it is listening.
     for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
