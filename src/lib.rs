@@ -52,4 +52,6 @@ pub mod server;
 pub mod stats;
 pub mod store;
 pub mod stream;
+#[cfg(test)]
+mod test_dir;
 pub mod tls;

@@ -212,26 +212,11 @@ fn the_first_format_still_loads() {
     assert!(parse(&render(&d)).is_ok());
 }
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("warren-defs-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_dir::TestDir as Dir;
 
 #[test]
 fn an_unreadable_file_is_an_error_that_says_how_to_recover_and_is_left_alone() {
-    let d = Dir::new("bad");
+    let d = Dir::created("bad");
     let path = d.0.join("definitions.json");
     let good = render(&Definitions {
         queues: vec![QueueDef { name: "q".into(), auto_delete: false, arguments: every_type() }],
@@ -262,7 +247,7 @@ fn an_unreadable_file_is_an_error_that_says_how_to_recover_and_is_left_alone() {
 
 #[test]
 fn saving_the_same_definitions_twice_writes_once_even_with_nan() {
-    let d = Dir::new("same");
+    let d = Dir::created("same");
     let defs = Definitions {
         queues: vec![QueueDef { name: "q".into(), auto_delete: false, arguments: every_type() }],
         ..Default::default()
