@@ -27,8 +27,10 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 const INTERVAL_MS: u64 = INTERVAL.as_millis() as u64;
 /// How long samples are kept: RabbitMQ's first retention step (10 minutes at 5 s).
 pub const RETENTION: Duration = Duration::from_secs(600);
-/// Most samples one `*_details.samples` list may have (a request's age / incr).
-const MAX_SAMPLES: u64 = 1000;
+/// Most samples one `*_details.samples` list may have (a request's age / incr): what the kept
+/// 10 minutes hold at the 5 s interval. It bounds the answer to a request asking for a long age
+/// at a small increment (each queue of a listed page carries these lists for every field).
+const MAX_SAMPLES: u64 = RETENTION.as_secs() / INTERVAL.as_secs();
 
 /// The message counters every object kind with `message_stats` samples, then `deliver_get`.
 pub fn counter_names() -> Vec<&'static str> {
@@ -154,7 +156,7 @@ impl Windows {
         let one = |prefix: &str| {
             let age: u64 = q.get(&format!("{prefix}_age"))?.parse().ok()?;
             let incr: u64 = q.get(&format!("{prefix}_incr"))?.parse().ok().filter(|i| *i > 0)?;
-            Some(Window { age: age * 1000, incr: incr * 1000 })
+            Some(Window { age: age.saturating_mul(1000), incr: incr.saturating_mul(1000) })
         };
         Windows { msg: one("msg_rates"), lengths: one("lengths"), data: one("data_rates") }
     }
@@ -240,10 +242,12 @@ impl Rates {
             if let Some(win) = w.for_field(name) {
                 let end = inner.last / win.incr * win.incr;
                 let n = (win.age / win.incr).min(MAX_SAMPLES) + 1;
-                let samples: Vec<(u64, u64)> =
-                    (0..n).map(|k| end.saturating_sub(k * win.incr)).map(|t| (value_at(t).unwrap_or(0), t)).collect();
+                let samples: Vec<(u64, u64)> = (0..n)
+                    .map(|k| end.saturating_sub(k.saturating_mul(win.incr)))
+                    .map(|t| (value_at(t).unwrap_or(0), t))
+                    .collect();
                 let first = samples.last().map_or(0, |s| s.0);
-                let span = (n - 1) * win.incr;
+                let span = (n - 1).saturating_mul(win.incr);
                 let avg_rate = if span == 0 { 0.0 } else { (value as f64 - first as f64) / (span as f64 / 1000.0) };
                 let avg = samples.iter().map(|s| s.0 as f64).sum::<f64>() / n as f64;
                 let list: Vec<Value> = samples.iter().map(|(v, t)| json!({"sample": v, "timestamp": t})).collect();
@@ -475,6 +479,21 @@ mod tests {
         // Message counters did not ask for samples.
         let m = r.stats(&Key::Queue("/".into(), "q".into()), &[("publish", 0)], &Windows::from_query(&q));
         assert!(m["publish_details"].get("samples").is_none());
+    }
+
+    #[test]
+    fn huge_windows_are_bounded_not_overflowed() {
+        let r = Rates::default();
+        r.record(10_000, vec![(Key::Node, names(), Some(vec![1, 2]))]);
+        let max = u64::MAX.to_string();
+        for (age, incr) in [(max.as_str(), "5"), ("60", max.as_str()), (max.as_str(), max.as_str())] {
+            let q: HashMap<String, String> =
+                [("lengths_age", age), ("lengths_incr", incr)].into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+            let m = r.stats(&Key::Node, &[("messages", 2)], &Windows::from_query(&q));
+            let n = m["messages_details"]["samples"].as_array().unwrap().len() as u64;
+            assert!((1..=MAX_SAMPLES + 1).contains(&n), "{age}/{incr}: {n} samples");
+            assert!(m["messages_details"]["avg_rate"].as_f64().is_some_and(f64::is_finite));
+        }
     }
 
     #[test]
