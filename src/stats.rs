@@ -184,6 +184,12 @@ impl ExchangeCounts {
         self.map().get(name).copied().unwrap_or_default()
     }
 
+    /// Drop the counts of exchanges that no longer exist (after a topology change deleted
+    /// some), so exchanges declared and deleted in a loop leave nothing behind.
+    pub fn forget_gone(&self, exists: impl Fn(&str) -> bool) {
+        self.map().retain(|k, _| exists(k));
+    }
+
     /// Every exchange's counts, dropping those of exchanges that no longer exist.
     pub fn snapshot_of(&self, exists: impl Fn(&str) -> bool) -> HashMap<String, (u64, u64)> {
         let mut m = self.map();
@@ -227,5 +233,8 @@ mod tests {
             assert!(!l.count(&ByteString::from(format!("e{i}")), 1));
         }
         assert!(l.count(&ByteString::from("last"), 1), "full: to be added now");
+        totals.absorb(&mut l);
+        totals.forget_gone(|n| n == "last");
+        assert_eq!((totals.get("e0"), totals.get("last")), ((0, 0), (1, 1)), "stale entries dropped");
     }
 }

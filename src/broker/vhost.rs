@@ -378,6 +378,7 @@ impl VHost {
     fn mutate<R>(&self, f: impl FnOnce(&mut Topology, &mut Vec<Change>) -> AmqpResult<R>) -> AmqpResult<R> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut t = (*self.snapshot()).clone();
+        let exchanges_before = t.exchanges.len();
         let mut changes = Vec::new();
         let r = f(&mut t, &mut changes)?;
         if !changes.is_empty()
@@ -385,6 +386,10 @@ impl VHost {
             && let Err(e) = file.append(&changes, || self.with_unrestored(durable_definitions(&t), &t))
         {
             tracing::error!(vhost = %self.name, error = %e, "cannot save definitions; this change will not survive a restart");
+        }
+        if t.exchanges.len() < exchanges_before {
+            // Counts of the exchanges this change deleted go with them ("" is the default).
+            self.exchange_counts.forget_gone(|x| x.is_empty() || t.exchanges.contains_key(x));
         }
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(t);
         Ok(r)

@@ -697,3 +697,20 @@ async fn unknown_paths_and_methods_are_answered_as_rabbitmq_does() {
     let (status, body) = b.api("GET", "/api/overview", ("guest", "wrong"), None);
     assert_eq!((status, body), (401, json!({"error": "not_authorized", "reason": "Login failed"})));
 }
+
+/// A deleted exchange's counts go with it: the same name declared again starts from nothing
+/// (and exchanges declared and deleted in a loop leave no counts behind).
+#[tokio::test]
+async fn a_deleted_exchanges_counts_go_with_it() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    let declare =
+        || ch.exchange_declare("gone-x".into(), lapin::ExchangeKind::Fanout, Default::default(), FieldTable::default());
+    declare().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publish_confirmed_props(&ch, "gone-x", "", "counted", BasicProperties::default()).await;
+    assert_eq!(b.admin("GET", "/api/exchanges/%2F/gone-x", None)["message_stats"]["publish_in"], 1);
+    ch.exchange_delete("gone-x".into(), Default::default()).await.unwrap();
+    declare().await.unwrap();
+    assert_eq!(b.admin("GET", "/api/exchanges/%2F/gone-x", None)["message_stats"], json!({}));
+}
