@@ -18,7 +18,7 @@ use crate::exchange::dedup::DedupCache;
 use crate::exchange::headers::{XMatch, parse_x_match};
 use crate::exchange::{Binding, Destination, Exchange, ExchangeKind};
 use crate::protocol::methods::{type_name, value_display, value_int, value_str};
-use crate::queue::args::QueueArgs;
+use crate::queue::args::{QueueArgs, QueueType};
 use crate::queue::policy::{self, Policies};
 use crate::queue::{QueueCmd, QueueEntry, QueueHandle, actor};
 use crate::store::definitions::journal::{Change, JournalSync};
@@ -538,8 +538,16 @@ impl VHost {
                     queue = %q.name, vhost = %self.name, error = %e.text,
                     "stored queue arguments no longer valid; queue restored with their effects off"
                 );
-                QueueArgs::parse(&FieldTable::default(), &q.name, &self.name, true, false, d.auto_delete, false)
+                // A stream stays a stream (its log is in its directory), with its defaults.
+                let mut kept = FieldTable::default();
+                if is_stream_def(q) {
+                    kept.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+                }
+                QueueArgs::parse(&kept, &q.name, &self.name, true, false, false, false)
             })?;
+        if args.queue_type == QueueType::Stream {
+            return self.start_stream(&d, &q.name, args, false);
+        }
         self.start_queue(&d, &q.name, args, None, store)
     }
 
@@ -547,16 +555,21 @@ impl VHost {
     /// directories and reading their segments is most of a large node's start.
     fn open_stores(&self, queues: &[QueueDef]) -> Vec<AmqpResult<(AnyStore, Vec<Recovered>)>> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+        let open = |q: &QueueDef| {
+            if is_stream_def(q) {
+                // A stream opens its log when it starts (restore_queue).
+                return Ok((AnyStore::Memory(MemoryStore::new()), Vec::new()));
+            }
+            self.open_store(&q.name, true, false)
+        };
         if queues.len() < 64 || threads == 1 {
-            return queues.iter().map(|q| self.open_store(&q.name, true, false)).collect();
+            return queues.iter().map(open).collect();
         }
         let chunk = queues.len().div_ceil(threads);
         std::thread::scope(|scope| {
             let parts: Vec<_> = queues
                 .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || part.iter().map(|q| self.open_store(&q.name, true, false)).collect::<Vec<_>>())
-                })
+                .map(|part| scope.spawn(move || part.iter().map(open).collect::<Vec<_>>()))
                 .collect();
             parts.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
         })
@@ -886,9 +899,39 @@ impl VHost {
         owner: Option<u64>,
         fresh: bool,
     ) -> AmqpResult<Arc<QueueEntry>> {
+        if args.queue_type == QueueType::Stream {
+            return self.start_stream(d, name, args, fresh);
+        }
         let durable = d.durable && owner.is_none();
         let opened = self.open_store(name, durable, fresh)?;
         self.start_queue(d, name, args, owner, opened)
+    }
+
+    /// Open (or create) a stream's log in its queue directory and start its task.
+    fn start_stream(&self, d: &QueueDeclare, name: &str, args: QueueArgs, fresh: bool) -> AmqpResult<Arc<QueueEntry>> {
+        let fail = |e: std::io::Error| {
+            tracing::error!(stream = %name, vhost = %self.name, error = %e, "cannot open the stream's log");
+            AmqpError::internal()
+        };
+        let Some(s) = self.storage.as_ref() else {
+            return Err(AmqpError::precondition(format_args!(
+                "cannot declare stream '{name}' in vhost '{}': streams need a data directory",
+                self.name
+            )));
+        };
+        let effective = self.effective_args(name, &args, &d.arguments);
+        let dir = s.durable_queue_dir(name, fresh).map_err(fail)?.join("stream");
+        let (handle, stream) = crate::stream::queue::spawn(name, &self.name, effective, &dir).map_err(fail)?;
+        Ok(Arc::new(QueueEntry {
+            name: name.to_string(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: d.arguments.clone(),
+            args,
+            handle,
+            stream: Some(stream),
+        }))
     }
 
     /// The message store of a queue (its directory found or made, its messages recovered).
@@ -929,6 +972,7 @@ impl VHost {
             arguments: d.arguments.clone(),
             args,
             handle,
+            stream: None,
         }))
     }
 
@@ -947,7 +991,8 @@ impl VHost {
         if q.auto_delete != d.auto_delete {
             return Err(ineq("auto_delete", d.auto_delete, q.auto_delete));
         }
-        self.args_equivalent("queue", name, EQUIVALENCE_ARGS, &d.arguments, &q.arguments)
+        let keys = if q.stream.is_some() { STREAM_EQUIVALENCE_ARGS } else { EQUIVALENCE_ARGS };
+        self.args_equivalent("queue", name, keys, &d.arguments, &q.arguments)
     }
 
     /// Compare the listed arguments of a redeclare with the current ones (RabbitMQ's texts).
@@ -1088,6 +1133,23 @@ impl VHost {
         self.sync_definitions_now();
     }
 }
+
+/// Whether a stored queue is a stream (by its `x-queue-type`, even if its other arguments
+/// no longer pass).
+fn is_stream_def(q: &QueueDef) -> bool {
+    q.arguments.inner().get("x-queue-type").and_then(value_str).as_deref() == Some("stream")
+}
+
+/// The arguments a stream's redeclare is compared on (its own; RabbitMQ ignores the others).
+const STREAM_EQUIVALENCE_ARGS: &[&str] = &[
+    "x-queue-type",
+    "x-max-length-bytes",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
+    "x-stream-filter-size-bytes",
+];
 
 fn add_binding(
     t: &mut Topology,

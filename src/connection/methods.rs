@@ -23,7 +23,8 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::encode::{self, Outbound};
 use crate::protocol::methods::{type_name, value_int, value_str};
 use crate::protocol::{AMQPClass, CLASS_BASIC};
-use crate::queue::{ConsumerSpec, Outcome, QueueCmd};
+use crate::queue::stream_args;
+use crate::queue::{ConsumerSpec, Outcome, QueueCmd, QueueEntry};
 
 use super::publish::REPLY_TO;
 
@@ -424,6 +425,9 @@ impl Connection {
                 let name = self.queue_name(ch, p.queue.as_str())?;
                 self.permission.check(Access::Read, "queue", &name)?;
                 let q = vhost.queue(&name, self.id)?;
+                if q.stream.is_some() {
+                    return Err(not_for_streams("queue.purge", &name, vhost.name()));
+                }
                 let (reply, rx) = oneshot::channel();
                 q.handle.send(QueueCmd::Purge { reply }).await;
                 let n = rx.await.unwrap_or(0);
@@ -548,6 +552,9 @@ impl Connection {
         let name = self.queue_name(ch, c.queue.as_str())?;
         self.permission.check(Access::Read, "queue", &name)?;
         let entry = self.vhost.queue(&name, self.id)?;
+        if entry.stream.is_some() {
+            return self.consume_stream(ch, tag, &c, &name, &entry).await;
+        }
         let priority = match c.arguments.inner().get("x-priority") {
             None => 0,
             Some(v) => value_int(v).ok_or_else(|| {
@@ -601,6 +608,57 @@ impl Connection {
         Ok(())
     }
 
+    /// `basic.consume` on a stream: RabbitMQ's checks, then a reader from `x-stream-offset`.
+    async fn consume_stream(
+        &mut self,
+        ch: u16,
+        tag: Arc<str>,
+        c: &basic::Consume,
+        name: &str,
+        entry: &QueueEntry,
+    ) -> AmqpResult<()> {
+        let (conn_id, inbox, gauge) = (self.id, self.inbox.clone(), self.gauge.clone());
+        let vhost = self.vhost.name().to_string();
+        let chan = self.open_channel(ch)?;
+        let now_ms = crate::stream::log::system_clock()();
+        let asked = stream_args::consume(
+            &c.arguments,
+            c.no_ack,
+            chan.consumer_prefetch,
+            chan.limit.limit(),
+            name,
+            &vhost,
+            now_ms,
+        )?;
+        if chan.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format_args!("attempt to reuse consumer tag '{tag}'")));
+        }
+        let spec = ConsumerSpec {
+            conn_id,
+            channel: ch,
+            tag: tag.clone(),
+            no_ack: false,
+            exclusive: c.exclusive,
+            prefetch: chan.consumer_prefetch,
+            priority: 0,
+            channel_limit: chan.limit.clone(),
+            gauge,
+            inbox,
+        };
+        let (reply, rx) = oneshot::channel();
+        let cmd = QueueCmd::ConsumeStream { spec, offset: asked.offset, filter: asked.filter, reply };
+        entry.handle.send(cmd).await;
+        rx.await.unwrap_or_else(|_| Err(AmqpError::not_found(format_args!("no queue '{name}' in vhost '{vhost}'"))))?;
+        self.open_channel(ch)?.consumers.insert(tag.clone(), entry.handle.clone());
+        if !c.nowait {
+            self.reply(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_ref().into() })),
+            );
+        }
+        Ok(())
+    }
+
     /// `basic.consume` on `amq.rabbitmq.reply-to`: this channel receives direct replies.
     fn consume_replies(&mut self, ch: u16, tag: Arc<str>, c: &basic::Consume) -> AmqpResult<()> {
         if !c.no_ack {
@@ -627,6 +685,9 @@ impl Connection {
         let name = self.queue_name(ch, g.queue.as_str())?;
         self.permission.check(Access::Read, "queue", &name)?;
         let entry = self.vhost.queue(&name, self.id)?;
+        if entry.stream.is_some() {
+            return Err(not_for_streams("basic.get", &name, self.vhost.name()));
+        }
         let (reply, rx) = oneshot::channel();
         entry.handle.send(QueueCmd::Get { reply, no_ack: g.no_ack }).await;
         let got = rx.await.ok().flatten();
@@ -704,6 +765,11 @@ impl Connection {
             q.send(QueueCmd::Resume).await;
         }
     }
+}
+
+/// What RabbitMQ answers to an operation stream queues do not have (a connection error).
+fn not_for_streams(what: &str, name: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_implemented(format_args!("{what} not supported by stream queues queue '{name}' in vhost '{vhost}'"))
 }
 
 /// RabbitMQ strips CR and LF from entity names.

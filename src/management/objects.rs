@@ -95,7 +95,7 @@ fn queue_json(conns: &[Arc<ConnectionInfo>], vhost: &VHost, q: &QueueEntry, i: &
     let mut out = json!({
         "name": q.name, "vhost": vhost.name(), "durable": q.durable, "auto_delete": q.auto_delete,
         "exclusive": q.exclusive_owner.is_some(), "arguments": table_to_json(&q.arguments),
-        "type": match q.args.queue_type { crate::queue::args::QueueType::Quorum => "quorum", _ => "classic" },
+        "type": q.args.queue_type.as_str(),
         "state": "running", "node": NODE,
         "messages": i.messages_ready + i.messages_unacknowledged,
         "messages_ready": i.messages_ready,

@@ -203,6 +203,10 @@ impl QueueActor {
                 };
                 let _ = reply.send(r);
             }
+            QueueCmd::ConsumeStream { reply, .. } => {
+                // Only streams are sent this (the channel looks at the queue type first).
+                let _ = reply.send(Err(AmqpError::internal()));
+            }
             QueueCmd::Cancel { conn_id, channel, tag, reply } => {
                 self.state.remove_consumer(conn_id, channel, &tag, now);
                 if let Some(inbox) = reply {

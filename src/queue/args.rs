@@ -25,6 +25,19 @@ pub enum QueueType {
     #[default]
     Classic,
     Quorum,
+    /// An append-only log read by offset ([`crate::stream`]).
+    Stream,
+}
+
+impl QueueType {
+    /// The name RabbitMQ shows (`x-queue-type`, the management API's `type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
 }
 
 /// Deduplication settings (`x-message-deduplication`), compatible with the
@@ -50,6 +63,8 @@ pub struct QueueArgs {
     /// Per-queue consumer ack timeout; None = the broker default.
     pub consumer_timeout: Option<Duration>,
     pub deduplication: bool,
+    /// A stream's settings (`queue_type` is `Stream`).
+    pub stream: Option<Box<super::stream_args::StreamArgs>>,
 }
 
 impl QueueArgs {
@@ -85,17 +100,17 @@ impl QueueArgs {
                 "classic" => QueueType::Classic,
                 "quorum" => QueueType::Quorum,
                 "stream" => {
-                    // RabbitMQ's refusals for a bad stream declare first; a valid one is
-                    // refused until streams are served.
-                    super::stream_args::StreamArgs::parse(
+                    // A stream knows only its own arguments (checked in RabbitMQ's order).
+                    let stream = super::stream_args::StreamArgs::parse(
                         args,
                         name,
                         vhost,
                         (durable, exclusive, auto_delete, server_named),
                     )?;
-                    return Err(AmqpError::precondition(format_args!(
-                        "invalid arg 'x-queue-type' for queue '{name}' in vhost '{vhost}': stream queues are not supported by Warren yet; use a classic or quorum queue"
-                    )));
+                    a.queue_type = QueueType::Stream;
+                    a.max_length_bytes = stream.max_length_bytes;
+                    a.stream = Some(Box::new(stream));
+                    return Ok(a);
                 }
                 other => return Err(invalid("x-queue-type", format!("\"unsupported queue type '{other}'\""))),
             };

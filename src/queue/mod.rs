@@ -36,6 +36,8 @@ pub struct QueueEntry {
     /// The validated `x-` arguments.
     pub args: args::QueueArgs,
     pub handle: QueueHandle,
+    /// A stream's native-protocol face (None for other queue types).
+    pub stream: Option<crate::stream::handle::StreamHandle>,
 }
 
 /// The mailboxes of a queue task: a bounded one for publishes and requests (where publishers
@@ -171,6 +173,14 @@ pub enum QueueCmd {
     Publish(Vec<Publish>),
     Consume {
         spec: ConsumerSpec,
+        reply: oneshot::Sender<AmqpResult<()>>,
+    },
+    /// `basic.consume` on a stream: where its reader starts and which chunks it wants
+    /// (`x-stream-offset`, `x-stream-filter`; checked by the channel).
+    ConsumeStream {
+        spec: ConsumerSpec,
+        offset: crate::stream::log::OffsetSpec,
+        filter: Option<crate::stream::log::ChunkFilter>,
         reply: oneshot::Sender<AmqpResult<()>>,
     },
     /// `basic.cancel`; `cancel-ok` goes back through the consumer's inbox, after every delivery

@@ -61,10 +61,12 @@ impl ApplyTo {
 
     fn queue(self, t: QueueType) -> bool {
         match self {
+            // RabbitMQ: `queues` covers every queue type, streams included.
             ApplyTo::All | ApplyTo::Queues => true,
             ApplyTo::ClassicQueues => t == QueueType::Classic,
             ApplyTo::QuorumQueues => t == QueueType::Quorum,
-            ApplyTo::Streams | ApplyTo::Exchanges => false,
+            ApplyTo::Streams => t == QueueType::Stream,
+            ApplyTo::Exchanges => false,
         }
     }
 
@@ -272,6 +274,9 @@ impl Policies {
 /// A queue's settings with a policy applied over its declared arguments (`declared`, parsed
 /// from `arguments`).
 pub fn queue_args(declared: &QueueArgs, arguments: &FieldTable, applied: &Applied) -> QueueArgs {
+    if let Some(stream) = &declared.stream {
+        return stream_args(declared, stream, applied);
+    }
     let mut a = declared.clone();
     let d = &applied.definition;
     let num = |k: &str| d.get(k).and_then(Value::as_u64);
@@ -307,6 +312,28 @@ pub fn queue_args(declared: &QueueArgs, arguments: &FieldTable, applied: &Applie
         a.dead_letter_routing_key = declared.dead_letter_routing_key.clone().or(text("dead-letter-routing-key"));
     }
     a
+}
+
+/// A stream's settings under a policy: RabbitMQ's streams take the policy's value over the
+/// argument (`policy_precedence`), for the retention and segment keys; the other keys do not
+/// apply to streams.
+fn stream_args(declared: &QueueArgs, stream: &super::stream_args::StreamArgs, applied: &Applied) -> QueueArgs {
+    let d = &applied.definition;
+    let num = |k: &str| d.get(k).and_then(Value::as_u64);
+    let mut s = stream.clone();
+    if let Some(n) = num("max-length-bytes") {
+        s.max_length_bytes = Some(n);
+    }
+    if let Some(age) = d.get("max-age").and_then(Value::as_str).and_then(super::stream_args::parse_interval) {
+        s.max_age = Some(age);
+    }
+    if let Some(n) = num("stream-max-segment-size-bytes") {
+        s.max_segment_size_bytes = Some(n.min(super::stream_args::MAX_SEGMENT_SIZE));
+    }
+    if let Some(n @ 16..=255) = num("stream-filter-size-bytes") {
+        s.filter_size_bytes = Some(n as u8);
+    }
+    QueueArgs { max_length_bytes: s.max_length_bytes, stream: Some(Box::new(s)), ..declared.clone() }
 }
 
 /// An exchange's alternate exchange: its argument, else the policy's.

@@ -207,6 +207,60 @@ pub fn stream_offset(
     }
 }
 
+/// What a `basic.consume` on a stream asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConsume {
+    pub offset: crate::stream::log::OffsetSpec,
+    pub filter: Option<crate::stream::log::ChunkFilter>,
+}
+
+/// Check a `basic.consume` on the stream `name` as RabbitMQ does, in its order
+/// (`rabbit_stream_queue:consume/3`): a consumer prefetch is required (406), automatic acks are
+/// not supported (540), nor a global prefetch beside the consumer's (540), nor the consumer
+/// arguments of other queue types (406); then `x-stream-offset` and, as RabbitMQ 3.13,
+/// `x-stream-filter` (a string or a list of strings) with `x-stream-match-unfiltered`.
+pub fn consume(
+    args: &FieldTable,
+    no_ack: bool,
+    prefetch: u32,
+    global_prefetch: u32,
+    name: &str,
+    vhost: &str,
+    now_ms: i64,
+) -> AmqpResult<StreamConsume> {
+    let queue = format!("queue '{name}' in vhost '{vhost}'");
+    if prefetch == 0 {
+        return Err(AmqpError::precondition(format_args!("consumer prefetch count is not set for '{queue}'")));
+    }
+    if no_ack {
+        return Err(AmqpError::not_implemented(format_args!(
+            "automatic acknowledgement not supported by stream queues {queue}"
+        )));
+    }
+    if global_prefetch > 0 {
+        return Err(AmqpError::not_implemented(format_args!("{queue} does not support global qos")));
+    }
+    let get = |key: &str| args.inner().get(key);
+    if let Some(key) = ["x-priority", "x-cancel-on-ha-failover"].into_iter().find(|k| get(k).is_some()) {
+        return Err(AmqpError::precondition(format_args!(
+            "invalid arg '{key}' for {queue} of queue type rabbit_stream_queue"
+        )));
+    }
+    let offset = stream_offset(get("x-stream-offset"), name, vhost, now_ms)?;
+    let text = |v: &AMQPValue| match v {
+        AMQPValue::LongString(_) | AMQPValue::ShortString(_) => value_str(v).map(String::into_bytes),
+        _ => None,
+    };
+    let values: Option<Vec<Vec<u8>>> = match get("x-stream-filter") {
+        None => None,
+        Some(AMQPValue::FieldArray(a)) => Some(a.as_slice().iter().filter_map(text).collect()),
+        Some(v) => Some(text(v).into_iter().collect()),
+    };
+    let match_unfiltered = matches!(get("x-stream-match-unfiltered"), Some(AMQPValue::Boolean(true)));
+    let filter = values.map(|values| crate::stream::log::ChunkFilter { values, match_unfiltered });
+    Ok(StreamConsume { offset, filter })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

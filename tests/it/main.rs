@@ -35,6 +35,7 @@ mod permissions;
 mod priorities;
 mod queue_types;
 mod rpc;
+mod streams;
 mod tenancy;
 mod tls;
 mod transactions;

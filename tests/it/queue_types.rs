@@ -1,7 +1,7 @@
 //! Queue types (`x-queue-type`): classic given explicitly equals absent; quorum queues (durable
 //! only, no exclusive/auto-delete/server-named, `x-delivery-limit` with the `x-delivery-count`
-//! header on redeliveries and dead-lettering/dropping past the limit); streams (Warren-only
-//! refusal); `x-queue-mode`; and the validation texts.
+//! header on redeliveries and dead-lettering/dropping past the limit); streams' declare
+//! refusals (the rest in `streams.rs`); `x-queue-mode`; and the validation texts.
 
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
@@ -200,26 +200,6 @@ async fn delivery_limit_on_a_classic_queue_is_precondition_failed() {
             )
         )
     );
-}
-
-/// WARREN-ONLY: RabbitMQ 3.10 accepts `x-queue-type=stream` (durable). Warren has no streams and
-/// must refuse the declare with a clear 406 on the `x-queue-type` argument that names streams,
-/// instead of silently creating a classic queue.
-#[tokio::test]
-async fn warren_only_stream_queue_is_refused_with_precondition_failed() {
-    let b = Broker::start();
-    let (_conn, ch) = b.channel().await;
-    let q = unique("stream");
-    let result = declare_queue(&ch, &q, QueueDeclareOptions::durable(), queue_type("stream")).await;
-    if result.is_ok() {
-        // Do not leave a stream behind on a broker that accepted it.
-        delete_queue(&ch, &q).await;
-    }
-    let (code, text) = expect_amqp_error(result);
-    assert_eq!(code, 406);
-    let prefix = format!("PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue '{q}' in vhost '/': ");
-    assert!(text.starts_with(&prefix), "{text}");
-    assert!(text.contains("stream"), "the text says streams are the problem: {text}");
 }
 
 #[tokio::test]

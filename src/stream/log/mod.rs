@@ -255,6 +255,12 @@ pub struct StreamLog {
     dir_dirty: bool,
 }
 
+/// A reader over the log in `dir`, from the writer's `committed` watch
+/// ([`StreamLog::reader_source`]): readers live in their own tasks and never touch the writer.
+pub fn open_reader(dir: &Path, committed: watch::Receiver<Committed>, spec: OffsetSpec) -> io::Result<Reader> {
+    Reader::open(dir, committed, spec)
+}
+
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.segment"))
 }
@@ -410,6 +416,11 @@ impl StreamLog {
     }
 
     /// The last publishing id stored for a writer reference (QueryPublisherSequence).
+    /// What a reader needs to be opened away from the writer (see [`open_reader`]).
+    pub fn reader_source(&self) -> (PathBuf, watch::Receiver<Committed>) {
+        (self.dir.clone(), self.committed.subscribe())
+    }
+
     pub fn last_publishing_id(&self, writer: &str) -> Option<u64> {
         self.tracking.writers.get(writer).map(|w| w.seq)
     }

@@ -1,0 +1,500 @@
+//! Stream queues over AMQP 0-9-1 (lapin), as RabbitMQ serves them (`../shared/reference/
+//! streams.md` §2–6): declare, publish with confirms, consume from each `x-stream-offset`,
+//! deliveries with the `x-stream-offset` header and their properties intact, credit from the
+//! prefetch given back by acks, RabbitMQ's refusals, delete, restart and kill -9, retention and
+//! chunk filtering.
+
+use futures_util::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Consumer};
+
+use crate::common::*;
+
+fn stream_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = table(&[("x-queue-type", lstr("stream"))]);
+    for (k, v) in extra {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+async fn declare_stream(ch: &Channel, prefix: &str, extra: &[(&str, AMQPValue)]) -> String {
+    let q = unique(prefix);
+    let ok = declare_queue(ch, &q, QueueDeclareOptions::durable(), stream_args(extra)).await.expect("declare stream");
+    assert_eq!((ok.message_count(), ok.consumer_count()), (0, 0));
+    q
+}
+
+/// Publish `bodies` to `q` on a confirm channel, one confirmed publish at a time (one chunk each).
+async fn publish_each(ch: &Channel, q: &str, bodies: &[&str]) {
+    for b in bodies {
+        let c = publish_confirmed_props(ch, "", q, b, BasicProperties::default()).await;
+        assert!(c.is_ack(), "confirm of {b}");
+    }
+}
+
+async fn confirm_channel(b: &Broker) -> (lapin::Connection, Channel) {
+    let (conn, ch) = b.channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
+    (conn, ch)
+}
+
+async fn stream_consumer(ch: &Channel, q: &str, prefetch: u16, offset: Option<AMQPValue>) -> Consumer {
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await.expect("basic.qos");
+    let args = match offset {
+        Some(v) => table(&[("x-stream-offset", v)]),
+        None => FieldTable::default(),
+    };
+    consume_with(ch, q, BasicConsumeOptions::default(), args).await
+}
+
+fn offset_of(d: &lapin::message::Delivery) -> i64 {
+    match header(&d.properties, "x-stream-offset") {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        other => panic!("x-stream-offset must be a signed 64-bit header, got {other:?}"),
+    }
+}
+
+async fn take(consumer: &mut Consumer, n: usize) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for d in deliveries(consumer, n).await {
+        out.push((offset_of(&d), text(&d.data)));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_stream_keeps_messages_for_every_consumer_with_offsets_and_properties() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-basic", &[]).await;
+    let mut headers = FieldTable::default();
+    headers.insert("str".into(), lstr("v"));
+    headers.insert("int".into(), AMQPValue::LongInt(-7));
+    headers.insert("bool".into(), AMQPValue::Boolean(true));
+    let props = BasicProperties::default()
+        .with_content_type(ShortString::from("text/plain"))
+        .with_delivery_mode(2)
+        .with_priority(3)
+        .with_correlation_id("corr".into())
+        .with_message_id("m-1".into())
+        .with_timestamp(1_700_000_000)
+        .with_app_id("app".into())
+        .with_headers(headers);
+    let c = publish_confirmed_props(&ch, "", &q, "first", props).await;
+    assert!(c.is_ack());
+    publish_each(&ch, &q, &["second", "third"]).await;
+
+    // Two consumers, each reading everything (a stream removes nothing).
+    for _ in 0..2 {
+        let (_c2, ch2) = b.channel().await;
+        let mut consumer = stream_consumer(&ch2, &q, 10, Some(lstr("first"))).await;
+        let got = deliveries(&mut consumer, 3).await;
+        let offsets: Vec<i64> = got.iter().map(offset_of).collect();
+        assert_eq!(offsets, vec![0, 1, 2]);
+        let bodies: Vec<String> = got.iter().map(|d| text(&d.data)).collect();
+        assert_eq!(bodies, vec!["first", "second", "third"]);
+        let d = &got[0];
+        assert!(!d.redelivered);
+        assert_eq!(d.exchange.as_str(), "");
+        assert_eq!(d.routing_key.as_str(), q);
+        let p = &d.properties;
+        assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("text/plain"));
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(*p.priority(), Some(3));
+        assert_eq!(p.correlation_id().as_ref().map(|s| s.as_str()), Some("corr"));
+        assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("m-1"));
+        assert_eq!(*p.timestamp(), Some(1_700_000_000));
+        assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("app"));
+        assert_eq!(header(p, "str"), Some(&lstr("v")));
+        assert_eq!(header(p, "int"), Some(&AMQPValue::LongInt(-7)));
+        assert_eq!(header(p, "bool"), Some(&AMQPValue::Boolean(true)));
+    }
+    // Declare-ok counts the stream's messages and never its consumers (RabbitMQ 3.10).
+    let ok = declare_queue(&ch, &q, QueueDeclareOptions::durable(), stream_args(&[])).await.expect("redeclare");
+    assert_eq!((ok.message_count(), ok.consumer_count()), (3, 0));
+}
+
+#[tokio::test]
+async fn each_stream_offset_specification_starts_where_rabbitmq_starts() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-offsets", &[]).await;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    publish_each(&ch, &q, &["m0", "m1", "m2", "m3"]).await;
+
+    let cases: Vec<(&str, Option<AMQPValue>, Vec<i64>)> = vec![
+        ("first", Some(lstr("first")), vec![0, 1, 2, 3]),
+        // `last`: the start of the last chunk (here one message per chunk).
+        ("last", Some(lstr("last")), vec![3]),
+        ("offset 2 (long)", Some(AMQPValue::LongLongInt(2)), vec![2, 3]),
+        ("offset 1 (byte)", Some(AMQPValue::ShortShortUInt(1)), vec![1, 2, 3]),
+        ("negative offset: from the first", Some(AMQPValue::LongInt(-1)), vec![0, 1, 2, 3]),
+        ("timestamp before everything", Some(AMQPValue::Timestamp(before.saturating_sub(60))), vec![0, 1, 2, 3]),
+        ("interval", Some(lstr("1h")), vec![0, 1, 2, 3]),
+    ];
+    for (what, offset, want) in cases {
+        let (_c2, ch2) = b.channel().await;
+        let mut consumer = stream_consumer(&ch2, &q, 100, offset).await;
+        let got: Vec<i64> = take(&mut consumer, want.len()).await.into_iter().map(|(o, _)| o).collect();
+        assert_eq!(got, want, "{what}");
+        assert_no_delivery(&mut consumer).await;
+    }
+
+    // `next` (and no argument) and offsets past the end wait for new messages; an offset past
+    // the end still skips what lies below it (RabbitMQ).
+    let (_c3, ch3) = b.channel().await;
+    let mut next = stream_consumer(&ch3, &q, 100, Some(lstr("next"))).await;
+    let mut absent = stream_consumer(&ch3, &q, 100, None).await;
+    let mut beyond = stream_consumer(&ch3, &q, 100, Some(AMQPValue::LongLongInt(5))).await;
+    let mut future = stream_consumer(&ch3, &q, 100, Some(AMQPValue::Timestamp(before + 3600))).await;
+    assert_no_delivery(&mut next).await;
+    publish_each(&ch, &q, &["m4", "m5", "m6"]).await;
+    assert_eq!(take(&mut next, 3).await.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![4, 5, 6]);
+    assert_eq!(take(&mut absent, 3).await.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![4, 5, 6]);
+    assert_eq!(take(&mut beyond, 2).await.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![5, 6]);
+    assert_no_delivery(&mut beyond).await;
+    // A timestamp in the future: like next (later messages are delivered).
+    assert_eq!(take(&mut future, 3).await.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![4, 5, 6]);
+}
+
+#[tokio::test]
+async fn prefetch_is_credit_that_acks_give_back() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-credit", &[]).await;
+    publish_each(&ch, &q, &["a", "b", "c", "d", "e"]).await;
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 2, Some(lstr("first"))).await;
+    let got = deliveries(&mut consumer, 2).await;
+    assert_eq!(got.iter().map(offset_of).collect::<Vec<_>>(), vec![0, 1]);
+    assert_no_delivery(&mut consumer).await;
+    // One ack: one more delivery.
+    got[1].ack(BasicAckOptions::default()).await.expect("ack");
+    let third = next_delivery(&mut consumer).await;
+    assert_eq!(offset_of(&third), 2);
+    assert_no_delivery(&mut consumer).await;
+    // nack and reject settle as acks do (RabbitMQ 3.13): credit back, nothing requeued.
+    got[0].nack(BasicNackOptions { requeue: true, ..Default::default() }).await.expect("nack");
+    third.reject(BasicRejectOptions { requeue: true }).await.expect("reject");
+    let more = deliveries(&mut consumer, 2).await;
+    assert_eq!(more.iter().map(offset_of).collect::<Vec<_>>(), vec![3, 4]);
+    assert!(more.iter().all(|d| !d.redelivered));
+    assert_no_delivery(&mut consumer).await;
+}
+
+#[tokio::test]
+async fn what_streams_do_not_do_is_refused_as_rabbitmq_refuses_it() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    let q = declare_stream(&ch, "stream-refusals", &[]).await;
+    let vq = format!("queue '{q}' in vhost '/'");
+
+    // No prefetch: a channel error.
+    let (conn, ch) = b.channel().await;
+    let r = ch.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await;
+    let (code, text) = expect_amqp_error(r);
+    assert_eq!(code, 406);
+    assert_eq!(text, format!("PRECONDITION_FAILED - consumer prefetch count is not set for '{vq}'"));
+    assert!(conn.status().connected(), "a channel error leaves the connection");
+
+    // x-priority: a channel error naming the stream queue type.
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+    let r = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            table(&[("x-priority", AMQPValue::LongInt(5))]),
+        )
+        .await;
+    let (code, text) = expect_amqp_error(r);
+    assert_eq!(
+        (code, text),
+        (406, format!("PRECONDITION_FAILED - invalid arg 'x-priority' for {vq} of queue type rabbit_stream_queue"))
+    );
+
+    // A bad x-stream-offset.
+    let ch = conn.create_channel().await.expect("channel");
+    ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+    let r = ch
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            table(&[("x-stream-offset", lstr("1A"))]),
+        )
+        .await;
+    let (code, text) = expect_amqp_error(r);
+    assert_eq!(code, 406);
+    assert_eq!(
+        text,
+        format!(
+            "PRECONDITION_FAILED - invalid arg 'x-stream-offset' for {vq}: {{invalid_stream_offset_arg,{{longstr,<<\"1A\">>}}}}"
+        )
+    );
+
+    // Connection errors (540): automatic acks, global qos, basic.get, queue.purge.
+    let connection_error = |what: &'static str, want: String| (what, want);
+    let cases = [
+        connection_error(
+            "no-ack",
+            format!("NOT_IMPLEMENTED - automatic acknowledgement not supported by stream queues {vq}"),
+        ),
+        connection_error("global", format!("NOT_IMPLEMENTED - {vq} does not support global qos")),
+        connection_error("get", format!("NOT_IMPLEMENTED - basic.get not supported by stream queues {vq}")),
+        connection_error("purge", format!("NOT_IMPLEMENTED - queue.purge not supported by stream queues {vq}")),
+    ];
+    for (what, want) in cases {
+        let (conn, ch) = b.channel().await;
+        let r = match what {
+            "no-ack" => {
+                ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+                let o = BasicConsumeOptions { no_ack: true, ..Default::default() };
+                ch.basic_consume(q.as_str().into(), "".into(), o, FieldTable::default()).await.map(|_| ())
+            }
+            "global" => {
+                ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+                ch.basic_qos(10, BasicQosOptions { global: true }).await.expect("global qos");
+                ch.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+                    .await
+                    .map(|_| ())
+            }
+            "get" => ch.basic_get(q.as_str().into(), BasicGetOptions::default()).await.map(|_| ()),
+            _ => ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default()).await.map(|_| ()),
+        };
+        let (code, text) = expect_amqp_error(r);
+        assert_eq!((code, text), (540, want), "{what}");
+        eventually("the connection to close", || {
+            let closed = !conn.status().connected();
+            async move { closed }
+        })
+        .await;
+    }
+    // The stream is unharmed.
+    let (_c, ch) = b.channel().await;
+    declare_queue(&ch, &q, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("the stream is still there");
+}
+
+#[tokio::test]
+async fn deleting_a_stream_cancels_its_consumers_whatever_they_hold() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-delete", &[]).await;
+    publish_each(&ch, &q, &["x", "y"]).await;
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 10, Some(lstr("first"))).await;
+    deliveries(&mut consumer, 2).await;
+    // if-unused and if-empty are not looked at for streams; delete-ok says 0 (RabbitMQ).
+    let n = ch
+        .queue_delete(q.as_str().into(), QueueDeleteOptions { if_unused: true, if_empty: true, ..Default::default() })
+        .await
+        .expect("queue.delete");
+    assert_eq!(n, 0);
+    // The consumer is cancelled by the server: its stream of deliveries ends.
+    let end = within("the consumer's cancel", consumer.next()).await;
+    assert!(end.is_none(), "expected the consumer to be cancelled, got {end:?}");
+    let r = declare_queue(&ch, &q, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await;
+    assert_eq!(expect_amqp_error(r).0, 404);
+    // A new stream of the same name starts empty.
+    let (_c3, ch3) = b.channel().await;
+    let ok = declare_queue(&ch3, &q, QueueDeclareOptions::durable(), stream_args(&[])).await.expect("declare again");
+    assert_eq!(ok.message_count(), 0);
+}
+
+#[tokio::test]
+async fn cancel_stops_deliveries_and_the_tag_can_be_reused() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-cancel", &[]).await;
+    publish_each(&ch, &q, &["1"]).await;
+    let (_c2, ch2) = b.channel().await;
+    ch2.basic_qos(5, BasicQosOptions::default()).await.expect("qos");
+    let args = table(&[("x-stream-offset", lstr("first"))]);
+    let mut c1 = ch2
+        .basic_consume(q.as_str().into(), "tag".into(), BasicConsumeOptions::default(), args.clone())
+        .await
+        .expect("consume");
+    next_delivery(&mut c1).await;
+    ch2.basic_cancel("tag".into(), BasicCancelOptions::default()).await.expect("cancel");
+    let mut c2 = ch2
+        .basic_consume(q.as_str().into(), "tag".into(), BasicConsumeOptions::default(), args)
+        .await
+        .expect("reuse tag");
+    assert_eq!(offset_of(&next_delivery(&mut c2).await), 0);
+}
+
+#[tokio::test]
+async fn exchanges_route_to_streams_and_the_exchange_and_key_come_back() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-routed", &[]).await;
+    let x = auto_delete_exchange(&ch, "to-stream", lapin::ExchangeKind::Topic).await;
+    bind(&ch, &q, &x, "a.#").await;
+    let c = publish_confirmed_props(&ch, &x, "a.b.c", "routed", BasicProperties::default()).await;
+    assert!(c.is_ack());
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 1, Some(lstr("first"))).await;
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!((d.exchange.as_str(), d.routing_key.as_str(), text(&d.data).as_str()), (x.as_str(), "a.b.c", "routed"));
+}
+
+#[tokio::test]
+async fn a_large_body_round_trips() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-large", &[]).await;
+    let body: String = (0..300_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let c = publish_confirmed_props(&ch, "", &q, &body, BasicProperties::default()).await;
+    assert!(c.is_ack());
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 1, Some(lstr("first"))).await;
+    assert_eq!(text(&next_delivery(&mut consumer).await.data), body);
+}
+
+#[tokio::test]
+async fn confirmed_messages_survive_kill_9_and_a_restart() {
+    let dir = TempDir::new();
+    let q = unique("stream-durable");
+    let total = 500;
+    {
+        let mut b = Broker::start_in(&dir.0, &[]);
+        let (_c, ch) = confirm_channel(&b).await;
+        declare_queue(&ch, &q, QueueDeclareOptions::durable(), stream_args(&[])).await.expect("declare");
+        let mut confirms = Vec::new();
+        for i in 0..total {
+            let p = ch
+                .basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    format!("m{i}").as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .expect("publish");
+            confirms.push(p);
+        }
+        for c in confirms {
+            assert!(within("confirm", c).await.expect("confirm").is_ack());
+        }
+        b.kill9();
+    }
+    let b = Broker::start_in(&dir.0, &[]);
+    let (_c, ch) = b.channel().await;
+    let ok = declare_queue(&ch, &q, QueueDeclareOptions::durable(), stream_args(&[])).await.expect("redeclare");
+    assert_eq!(ok.message_count(), total);
+    let mut consumer = stream_consumer(&ch, &q, 1000, Some(lstr("first"))).await;
+    let got = deliveries(&mut consumer, total as usize).await;
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!((offset_of(d), text(&d.data)), (i as i64, format!("m{i}")));
+    }
+    // And the stream goes on from where it was.
+    let (_c2, ch2) = confirm_channel(&b).await;
+    publish_each(&ch2, &q, &["after"]).await;
+    let d = next_delivery(&mut consumer).await;
+    assert_eq!((offset_of(&d), text(&d.data)), (total as i64, "after".to_string()));
+}
+
+#[tokio::test]
+async fn retention_by_size_removes_whole_old_segments() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(
+        &ch,
+        "stream-retention",
+        &[
+            ("x-max-length-bytes", AMQPValue::LongLongInt(3000)),
+            ("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(1000)),
+        ],
+    )
+    .await;
+    let body = "x".repeat(200);
+    let bodies: Vec<String> = (0..40).map(|i| format!("{i:03}{body}")).collect();
+    for m in &bodies {
+        publish_each(&ch, &q, &[m]).await;
+    }
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 100, Some(lstr("first"))).await;
+    let first = next_delivery(&mut consumer).await;
+    let first_offset = offset_of(&first);
+    assert!(first_offset > 0, "old segments are gone");
+    // The survivors are a contiguous run up to the newest message.
+    let rest = deliveries(&mut consumer, (39 - first_offset) as usize).await;
+    let mut offsets = vec![first_offset];
+    offsets.extend(rest.iter().map(offset_of));
+    assert_eq!(offsets, (first_offset..40).collect::<Vec<_>>());
+    assert_eq!(text(&rest.last().unwrap().data), bodies[39]);
+    assert_no_delivery(&mut consumer).await;
+}
+
+#[tokio::test]
+async fn filtered_consumers_skip_chunks_without_their_values() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-filter", &[]).await;
+    let with = |v: Option<&str>| {
+        let mut h = FieldTable::default();
+        if let Some(v) = v {
+            h.insert("x-stream-filter-value".into(), lstr(v));
+        }
+        BasicProperties::default().with_headers(h)
+    };
+    for (body, value) in [("red-1", Some("red")), ("blue-1", Some("blue")), ("plain", None), ("red-2", Some("red"))] {
+        assert!(publish_confirmed_props(&ch, "", &q, body, with(value)).await.is_ack());
+    }
+    let consume = |filter: AMQPValue, unfiltered: bool| {
+        let b = &b;
+        let q = q.clone();
+        async move {
+            let (c, ch) = b.channel().await;
+            ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+            let args = table(&[
+                ("x-stream-offset", lstr("first")),
+                ("x-stream-filter", filter),
+                ("x-stream-match-unfiltered", AMQPValue::Boolean(unfiltered)),
+            ]);
+            (c, consume_with(&ch, &q, BasicConsumeOptions::default(), args).await)
+        }
+    };
+    // One chunk per message here, so chunk-level filtering is exact.
+    let (_c1, mut red) = consume(lstr("red"), false).await;
+    let got: Vec<String> = deliveries(&mut red, 2).await.iter().map(|d| text(&d.data)).collect();
+    assert_eq!(got, vec!["red-1", "red-2"]);
+    assert_no_delivery(&mut red).await;
+    let (_c2, mut blue_or_plain) = consume(str_array(&["blue"]), true).await;
+    let got: Vec<String> = deliveries(&mut blue_or_plain, 2).await.iter().map(|d| text(&d.data)).collect();
+    assert_eq!(got, vec!["blue-1", "plain"]);
+    assert_no_delivery(&mut blue_or_plain).await;
+}
+
+#[tokio::test]
+async fn stream_declares_are_checked_for_equivalence_on_stream_arguments() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    let q = declare_stream(&ch, "stream-equiv", &[("x-max-age", lstr("1D"))]).await;
+    // Unknown x- arguments are not compared.
+    declare_queue(
+        &ch,
+        &q,
+        QueueDeclareOptions::durable(),
+        stream_args(&[("x-max-age", lstr("1D")), ("x-foo", lstr("bar"))]),
+    )
+    .await
+    .expect("same stream");
+    let r = declare_queue(&ch, &q, QueueDeclareOptions::durable(), stream_args(&[("x-max-age", lstr("2D"))])).await;
+    let (code, text) = expect_amqp_error(r);
+    assert_eq!(code, 406);
+    assert_eq!(
+        text,
+        format!(
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-age' for queue '{q}' in vhost '/': received '2D' but current is '1D'"
+        )
+    );
+}
