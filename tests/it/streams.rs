@@ -498,3 +498,111 @@ async fn stream_declares_are_checked_for_equivalence_on_stream_arguments() {
         )
     );
 }
+
+#[tokio::test]
+async fn retention_by_age_removes_old_segments_even_when_nothing_is_written() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(
+        &ch,
+        "stream-age",
+        &[("x-max-age", lstr("2s")), ("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(500))],
+    )
+    .await;
+    let body = "y".repeat(300);
+    for i in 0..6 {
+        publish_each(&ch, &q, &[&format!("{i}{body}")]).await;
+    }
+    // The old segments go once they are older than 2 s (looked at periodically, as osiris
+    // ≥ 1.4 does); the last segment always stays.
+    eventually("old segments to expire", || {
+        let b = &b;
+        let q = q.clone();
+        async move {
+            let (_c, ch) = b.channel().await;
+            let ok = declare_queue(
+                &ch,
+                &q,
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare");
+            ok.message_count() < 6
+        }
+    })
+    .await;
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 10, Some(lstr("first"))).await;
+    let d = next_delivery(&mut consumer).await;
+    assert!(offset_of(&d) > 0 && offset_of(&d) <= 5, "only the newest segment is left");
+}
+
+#[tokio::test]
+async fn a_policy_sets_a_streams_retention_over_its_argument() {
+    let b = Broker::start_with_args(&["--http-listen", "127.0.0.1:0"]);
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(
+        &ch,
+        "stream-policy",
+        &[
+            ("x-max-length-bytes", AMQPValue::LongLongInt(1_000_000_000)),
+            ("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(1000)),
+        ],
+    )
+    .await;
+    let body = "z".repeat(200);
+    for i in 0..30 {
+        publish_each(&ch, &q, &[&format!("{i:02}{body}")]).await;
+    }
+    assert_eq!(ready_count(&ch, &q).await, 30);
+    // RabbitMQ: for streams the policy's value wins over the argument (applied live).
+    b.admin(
+        "PUT",
+        &format!("/api/policies/%2F/{q}-retention"),
+        Some(serde_json::json!({"pattern": format!("^{q}$"), "apply-to": "streams", "definition": {"max-length-bytes": 2000}})),
+    );
+    eventually("the policy's retention to apply", || {
+        let ch = ch.clone();
+        let q = q.clone();
+        async move { ready_count(&ch, &q).await < 30 }
+    })
+    .await;
+    let v = b.admin("GET", &format!("/api/queues/%2F/{q}"), None);
+    assert_eq!(v["type"], "stream");
+    assert_eq!(v["policy"], format!("{q}-retention"));
+}
+
+#[tokio::test]
+async fn transactions_write_a_streams_messages_at_commit() {
+    let b = Broker::start();
+    let (_c, ch) = b.channel().await;
+    let q = declare_stream(&ch, "stream-tx", &[]).await;
+    ch.tx_select().await.expect("tx.select");
+    publish_to(&ch, &q, "kept").await;
+    ch.tx_commit().await.expect("tx.commit");
+    publish_to(&ch, &q, "dropped").await;
+    ch.tx_rollback().await.expect("tx.rollback");
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 10, Some(lstr("first"))).await;
+    assert_eq!(text(&next_delivery(&mut consumer).await.data), "kept");
+    assert_no_delivery(&mut consumer).await;
+}
+
+#[tokio::test]
+async fn the_management_api_shows_a_stream() {
+    let b = Broker::start_with_args(&["--http-listen", "127.0.0.1:0"]);
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-api", &[("x-max-age", lstr("7D"))]).await;
+    publish_each(&ch, &q, &["a", "b"]).await;
+    let v = b.admin("GET", &format!("/api/queues/%2F/{q}"), None);
+    assert_eq!(v["type"], "stream");
+    assert_eq!(v["durable"], true);
+    assert_eq!(v["arguments"]["x-max-age"], "7D");
+    assert_eq!(v["messages"], 2);
+    // And deleted through it.
+    b.admin("DELETE", &format!("/api/queues/%2F/{q}"), None);
+    let r = declare_queue(&ch, &q, QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+        .await;
+    assert_eq!(expect_amqp_error(r).0, 404);
+}
