@@ -415,4 +415,59 @@ mod tests {
         let e = parse_with(&[("x-max-age", longstr("0s"))], (false, false, false, false)).unwrap_err().text;
         assert!(e.contains("invalid_max_age"), "{e}");
     }
+
+    fn consume_with(
+        pairs: &[(&str, AMQPValue)],
+        no_ack: bool,
+        prefetch: u32,
+        global: u32,
+    ) -> AmqpResult<StreamConsume> {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), v.clone());
+        }
+        consume(&t, no_ack, prefetch, global, "s", "/", 1_000_000)
+    }
+
+    #[test]
+    fn consume_checks_come_in_rabbitmqs_order() {
+        use crate::error::ReplyCode;
+        let code = |r: AmqpResult<StreamConsume>| r.unwrap_err().code;
+        // No prefetch is reported first, even with no-ack and a global prefetch.
+        assert_eq!(code(consume_with(&[], true, 0, 5)), ReplyCode::PreconditionFailed);
+        assert_eq!(code(consume_with(&[], true, 10, 5)), ReplyCode::NotImplemented);
+        let e = consume_with(&[("x-priority", AMQPValue::LongInt(1))], false, 10, 5).unwrap_err();
+        assert_eq!((e.code, e.text.contains("global qos")), (ReplyCode::NotImplemented, true));
+        let e = consume_with(&[("x-priority", AMQPValue::LongInt(1))], false, 10, 0).unwrap_err();
+        assert_eq!(e.code, ReplyCode::PreconditionFailed);
+        assert!(
+            e.text.ends_with("invalid arg 'x-priority' for queue 's' in vhost '/' of queue type rabbit_stream_queue")
+        );
+    }
+
+    #[test]
+    fn consume_reads_offset_and_filter() {
+        use crate::stream::log::{ChunkFilter, OffsetSpec};
+        let c = consume_with(&[], false, 1, 0).unwrap();
+        assert_eq!(c, StreamConsume { offset: OffsetSpec::Next, filter: None });
+        let list = AMQPValue::FieldArray(vec![longstr("a"), AMQPValue::LongInt(3), longstr("b")].into());
+        let c = consume_with(
+            &[
+                ("x-stream-offset", longstr("first")),
+                ("x-stream-filter", list),
+                ("x-stream-match-unfiltered", AMQPValue::Boolean(true)),
+            ],
+            false,
+            1,
+            0,
+        )
+        .unwrap();
+        let want = ChunkFilter { values: vec![b"a".to_vec(), b"b".to_vec()], match_unfiltered: true };
+        assert_eq!(c, StreamConsume { offset: OffsetSpec::First, filter: Some(want) });
+        let c = consume_with(&[("x-stream-filter", longstr("one"))], false, 1, 0).unwrap();
+        assert_eq!(c.filter, Some(ChunkFilter { values: vec![b"one".to_vec()], match_unfiltered: false }));
+        // An interval: that long before now.
+        let c = consume_with(&[("x-stream-offset", longstr("10s"))], false, 1, 0).unwrap();
+        assert_eq!(c.offset, OffsetSpec::Timestamp(1_000_000 - 10_000));
+    }
 }
