@@ -14,6 +14,9 @@
 //!             store            the queue's messages, behind the MessageStore trait: segment files
 //!                              (durable messages; paging for long backlogs) and one group-commit
 //!                              fsync loop for the broker (store::persister)
+//!           stream::queue        or, for `x-queue-type: stream`, the writer of an append-only
+//!                                log (stream::log) behind the same QueueHandle; its consumers
+//!                                are cursors over the files (stream::consumer)
 //!        ─► connection (inbox)   deliveries and confirms come back to the consumer's connection
 //!        ─► connection::writer   each turn's frames in one vectored write: inline when the socket
 //!                                takes them, else by the connection's writer task
@@ -32,7 +35,9 @@
 //! Beside the pipeline: [`tls`] (amqps), [`auth`] (users, hashes, permissions),
 //! [`definitions`] (RabbitMQ's definitions format: the broker's users, vhosts, permissions,
 //! policies and limits, changed through `Broker::change` and saved by [`store::tenancy`]), and
-//! [`management`] (the HTTP API, above the broker: it only calls its public API).
+//! [`management`] (the HTTP API, above the broker: it only calls its public API), and the
+//! native stream protocol in [`stream`] (its frames and sans-IO connection state machine in
+//! `stream::protocol`, served on its own port beside the AMQP listener).
 
 pub mod auth;
 pub mod broker;
