@@ -3,7 +3,7 @@
 
 1. A fresh Warren gets users (tags, a password, user limits), vhosts (description, tags, default
    queue type, limits), permissions, topic permissions, policies, an operator policy, the cluster
-   name, durable queues (classic with arguments, quorum), exchanges (alternate exchange,
+   name, durable queues (classic with arguments, quorum, stream), exchanges (alternate exchange,
    internal) and bindings (to queues and exchanges, with arguments) through its management API;
    its `GET /api/definitions` is export A.
 2. A private RabbitMQ 3.10 node (own ports, own data directory, started as the `rabbitmq` user,
@@ -205,6 +205,8 @@ def populate(w):
     put("/api/queues/rt-a/q.orders", {"durable": True, "arguments": {
         "x-message-ttl": 30000, "x-dead-letter-exchange": "dlx", "x-max-priority": 5}})
     put("/api/queues/rt-a/q.quorum", {"durable": True, "arguments": {"x-queue-type": "quorum"}})
+    put("/api/queues/rt-a/q.events", {"durable": True, "arguments": {
+        "x-queue-type": "stream", "x-max-age": "7D", "x-stream-max-segment-size-bytes": 100000000}})
     put("/api/queues/rt-b/q.b", {"durable": True})
     post = lambda path, body: api(w, "POST", path, body)  # noqa: E731
     post("/api/bindings/rt-a/e/orders/q/q.orders", {"routing_key": "order.#"})
@@ -212,6 +214,7 @@ def populate(w):
     post("/api/bindings/rt-a/e/dlx/q/q.orders", {"routing_key": "dead", "arguments": {"reason": "expired"}})
     post("/api/bindings/rt-a/e/audit/q/q.quorum", {"routing_key": "", "arguments": {"x-match": "all", "kind": "a"}})
     post("/api/bindings/rt-b/e/b.x/q/q.b", {"routing_key": ""})
+    post("/api/bindings/rt-a/e/orders/q/q.events", {"routing_key": "#"})
 
 
 def canon(d, with_vhost_metadata):
