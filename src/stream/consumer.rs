@@ -95,7 +95,7 @@ impl Consumer {
                 break stop;
             }
             if self.credit.available() {
-                match crate::broker::blocking(|| self.reader.read_chunk()) {
+                match self.reader.read_chunk() {
                     Ok(Some(chunk)) => {
                         if !self.deliver(&chunk, &mut count) {
                             break Stop::Closed;

@@ -459,7 +459,7 @@ impl StreamQueue {
                 dedup: p.dedup.as_ref().map(|(w, id)| (&**w, *id)),
             })
             .collect();
-        let written = crate::broker::blocking(|| self.log.append(&messages));
+        let written = self.log.append(&messages);
         drop(messages);
         let ok = match written {
             Ok(_) => {
