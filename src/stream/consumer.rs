@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::log::{Chunk, EntryRef, Reader, chunk};
 use crate::message::Message;
@@ -90,6 +90,7 @@ pub fn spawn(c: Consumer) {
 impl Consumer {
     async fn run(mut self) {
         let mut count: u64 = 0;
+        let mut warned = false;
         let stop = loop {
             if let Ok(stop) = self.stop.try_recv() {
                 break stop;
@@ -97,7 +98,7 @@ impl Consumer {
             if self.credit.available() {
                 match self.reader.read_chunk() {
                     Ok(Some(chunk)) => {
-                        if !self.deliver(&chunk, &mut count) {
+                        if !self.deliver(&chunk, &mut count, &mut warned) {
                             break Stop::Closed;
                         }
                         continue;
@@ -132,7 +133,7 @@ impl Consumer {
     }
 
     /// Deliver a chunk's records from the start offset on; false when the connection is gone.
-    fn deliver(&mut self, chunk: &Chunk, count: &mut u64) -> bool {
+    fn deliver(&mut self, chunk: &Chunk, count: &mut u64, warned: &mut bool) -> bool {
         let mut offset = chunk.header.chunk_id;
         let data = chunk.bytes.slice(chunk.header.data_start() as usize..chunk.header.trailer_start() as usize);
         let mut sent = 0i64;
@@ -161,8 +162,11 @@ impl Consumer {
                     }
                 }
                 EntryRef::SubBatch { records, compression, .. } => {
-                    // Compressed by a stream client: AMQP 0-9-1 consumers cannot read it.
-                    warn!(stream = %self.stream, compression, "compressed sub-batch skipped for an AMQP 0-9-1 consumer");
+                    // Compressed by a stream client: AMQP 0-9-1 consumers cannot read it (said
+                    // once per consumer).
+                    if !std::mem::replace(warned, true) {
+                        warn!(stream = %self.stream, tag = %self.spec.tag, compression, "compressed sub-batches are skipped for AMQP 0-9-1 consumers");
+                    }
                     offset += records as u64;
                 }
             }
@@ -176,8 +180,15 @@ impl Consumer {
         let m = match super::amqp10::convert::to_amqp091(rec, &self.stream) {
             Ok(m) => m,
             Err(e) => {
-                warn!(stream = %self.stream, offset, error = %e, "stream record is not an AMQP 1.0 message; skipped");
-                return true;
+                // Written by a stream client that sent raw bytes: delivered as they are (a
+                // warning per record would let one client flood the log).
+                debug!(stream = %self.stream, offset, error = %e, "stream record is not an AMQP 1.0 message; delivered raw");
+                super::amqp10::convert::Amqp091 {
+                    exchange: Default::default(),
+                    routing_key: Bytes::copy_from_slice(self.stream.as_bytes()),
+                    properties: Default::default(),
+                    body: std::iter::once(rec.clone()).collect(),
+                }
             }
         };
         let mut properties = m.properties;
