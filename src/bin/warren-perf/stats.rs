@@ -108,6 +108,10 @@ pub struct Counters {
     pub producers_done: AtomicU64,
     /// When the latest delivery batch arrived (ns since the UNIX epoch).
     pub last_delivery_ns: AtomicU64,
+    /// Chunks delivered to stream-protocol consumers.
+    pub chunks: AtomicU64,
+    /// Times a stream-protocol consumer's next chunk did not start where the previous ended.
+    pub offset_gaps: AtomicU64,
     pub latency: Mutex<Latency>,
 }
 

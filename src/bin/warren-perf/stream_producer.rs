@@ -1,0 +1,157 @@
+//! A stream-protocol producer: one connection, one publisher (id 0, no reference, so no
+//! deduplication), publishing as the stream clients do: many messages per Publish frame
+//! (`--batch-size`, stream-perf-test's 100 by default) with at most a window of unconfirmed
+//! messages (`-c`, stream-perf-test's 10,000 by default). Frames are rendered from a template
+//! and written many per system call; a reader task on the same socket settles PublishConfirms
+//! (each publishing id once: an id never published, or confirmed twice, fails the run).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, watch};
+
+use crate::conn::fill;
+use crate::error::{Error, Result};
+use crate::producer::{Confirms, Pace, ProducerCfg, Tracker, finish, spawn_reader};
+use crate::stats::{Counters, now_nanos};
+use crate::stream_conn::{self, READ_MAX, StreamConn};
+use crate::stream_wire::{self as sw, Frame, MessageTemplate, key, response};
+use crate::uri::AmqpUri;
+
+/// Target size of one socket write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// The publisher id the tool declares.
+const PUBLISHER: u8 = 0;
+/// The confirm window when `-c` is not given (stream-perf-test's `--confirms`).
+pub const DEFAULT_WINDOW: u64 = 10_000;
+
+pub struct StreamProducer {
+    conn: StreamConn,
+    cfg: ProducerCfg,
+    batch: usize,
+}
+
+impl StreamProducer {
+    /// Connect and declare the publisher on `stream`.
+    pub async fn connect(
+        uri: &AmqpUri,
+        name: &str,
+        stream: &str,
+        cfg: ProducerCfg,
+        batch: usize,
+    ) -> Result<StreamProducer> {
+        let mut conn = StreamConn::open(uri, name).await?;
+        conn.declare_publisher(PUBLISHER, stream).await?;
+        Ok(StreamProducer { conn, cfg, batch: batch.max(1) })
+    }
+
+    /// Publish until `stop` (or the message count), then close the connection.
+    pub async fn run(
+        self,
+        counters: Arc<Counters>,
+        mut stop: watch::Receiver<bool>,
+        fail: mpsc::UnboundedSender<Error>,
+    ) -> Result<()> {
+        let StreamProducer { conn, mut cfg, batch } = self;
+        cfg.confirm_window.get_or_insert(DEFAULT_WINDOW);
+        let mut parts = conn.into_parts();
+        let confirms = Arc::new(Confirms::default());
+        let highest = Arc::new(AtomicU64::new(0));
+        let (c2, k2, h2) = (confirms.clone(), counters.clone(), highest.clone());
+        let (rd, rbuf) = (parts.rd, std::mem::take(&mut parts.rbuf));
+        let (reader, _guard) = spawn_reader(read_confirms(rd, rbuf, c2, k2, h2), fail);
+
+        let tpl = MessageTemplate::new(cfg.body_size);
+        let frames_per_write = (WRITE_BATCH / (tpl.wire_len() * batch)).max(1);
+        let max = (frames_per_write * batch) as u64;
+        let mut buf = BytesMut::with_capacity(frames_per_write * (batch * tpl.wire_len() + 16));
+        let pace = Pace::new(&cfg);
+        let mut published = 0u64;
+        while let Some(n) = pace.next(published, max, &confirms, &mut stop).await {
+            let stamp = now_nanos();
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(batch as u64);
+                let at = sw::begin(&mut buf, key::PUBLISH);
+                buf.put_u8(PUBLISHER);
+                buf.put_i32(k as i32);
+                for id in published + 1..=published + k {
+                    tpl.put(&mut buf, id, stamp);
+                }
+                sw::end(&mut buf, at);
+                published += k;
+                left -= k;
+            }
+            // Counted before the write: confirms may come back before write_all returns.
+            highest.store(published, Ordering::Release);
+            counters.sent.fetch_add(n, Ordering::Relaxed);
+            parts.wr.write_all(&buf).await?;
+            buf.clear();
+        }
+        pace.await_confirms(published, &confirms, &mut stop).await;
+        let mut close = BytesMut::new();
+        stream_conn::put_close(&mut close, parts.correlation);
+        finish(&mut parts.wr, &close, reader, &counters, "the stream Close response").await
+    }
+}
+
+/// Read PublishConfirms (and anything else the broker sends) until the Close response.
+async fn read_confirms(
+    mut rd: OwnedReadHalf,
+    mut rbuf: BytesMut,
+    confirms: Arc<Confirms>,
+    counters: Arc<Counters>,
+    highest: Arc<AtomicU64>,
+) -> Result<()> {
+    let mut tracker = Tracker::default();
+    loop {
+        let mut settled = 0;
+        while let Some(total) = sw::peek(&mut rbuf, READ_MAX)? {
+            let f = Frame::at(&rbuf, total);
+            let mut r = f.body;
+            match f.key {
+                key::PUBLISH_CONFIRM => {
+                    let _publisher = r.u8()?;
+                    let top = highest.load(Ordering::Acquire);
+                    for _ in 0..r.count()? {
+                        let id = r.u64()?;
+                        if id == 0 || id > top {
+                            return Err(Error::Protocol(format!(
+                                "a PublishConfirm for publishing id {id}, which was not published (highest {top})"
+                            )));
+                        }
+                        match tracker.settle(id, false) {
+                            1 => settled += 1,
+                            _ => return Err(Error::Protocol(format!("publishing id {id} confirmed twice"))),
+                        }
+                    }
+                }
+                key::PUBLISH_ERROR => {
+                    let _publisher = r.u8()?;
+                    let n = r.count()?;
+                    let (id, c) = (r.u64()?, r.u16()?);
+                    return Err(Error::Protocol(format!(
+                        "PublishError for {n} message(s), the first publishing id {id}: {c:#04x} ({})",
+                        sw::code_name(c)
+                    )));
+                }
+                key::HEARTBEAT => {}
+                k if k == response(key::CLOSE) => return Ok(()),
+                k => {
+                    return Err(f.fatal().unwrap_or_else(|| {
+                        Error::Unexpected(format!("stream frame key {k:#06x} on a producer connection"))
+                    }));
+                }
+            }
+            rbuf.advance(total);
+        }
+        if settled > 0 {
+            counters.confirmed.fetch_add(settled, Ordering::Relaxed);
+            confirms.settle(settled);
+        }
+        fill(&mut rd, &mut rbuf).await?;
+    }
+}
