@@ -37,6 +37,9 @@ pub struct Rss {
     /// `max` less the RSS when the measurement started (after any prefill): what the
     /// measured traffic added at its peak.
     pub max_growth: Option<i64>,
+    /// The same for the anonymous part of the RSS (heap, stacks), without the file pages a
+    /// broker reading its files through mmap would add.
+    pub anon_max_growth: Option<i64>,
     /// RSS growth from a quarter into the measurement to its end, bytes per second: about 0
     /// when the broker's memory is flat after the first seconds.
     pub growth_per_s: Option<f64>,
@@ -147,6 +150,9 @@ impl Summary {
             let _ = write!(s, ", max {}, end {}", mib(r.max), mib(r.end));
             if let Some(g) = r.max_growth {
                 let _ = write!(s, ", max over the start {:+.1} MiB", g as f64 / 1048576.0);
+            }
+            if let Some(g) = r.anon_max_growth {
+                let _ = write!(s, " (anonymous {:+.1} MiB)", g as f64 / 1048576.0);
             }
             match r.growth_per_s {
                 Some(g) => {

@@ -13,7 +13,7 @@ use crate::clients::Clients;
 use crate::error::{Error, Result};
 use crate::producer::ProducerCfg;
 use crate::report::{Cpu, LatencySummary, Prefill, Rss, StreamStats, Summary};
-use crate::stats::{Counters, cpu_seconds, rss_bytes};
+use crate::stats::{Counters, cpu_seconds, memory, rss_bytes};
 use crate::stream_conn::{create_streams, delete_streams};
 use crate::topology::Plan;
 use crate::{idle, stats};
@@ -340,7 +340,7 @@ async fn measure_inner(
 
     let t0 = Instant::now();
     let t0_ns = stats::now_nanos();
-    let rss_at_start = pid.and_then(rss_bytes);
+    let mem_at_start = pid.and_then(memory);
     let cpu0 = (cpu_seconds(None), pid.and_then(|p| cpu_seconds(Some(p))));
     for c in consumers {
         tasks.handles.push(spawn(c.run(counters.clone(), stop.clone()), fail_tx));
@@ -362,6 +362,7 @@ async fn measure_inner(
     let (mut last_report, mut last_sent, mut last_recv) = (Duration::ZERO, 0u64, 0u64);
     let mut recv_seen = (0u64, t0);
     let mut rss_quarter: Option<(u64, Instant)> = None;
+    let mut anon_max: Option<u64> = None;
     let mut producers_done_at = None;
     let mut recv_end = None;
     loop {
@@ -377,9 +378,11 @@ async fn measure_inner(
         if recv != recv_seen.0 {
             recv_seen = (recv, now);
         }
-        let rss_now = pid.and_then(rss_bytes);
-        if let Some(r) = rss_now {
+        let mem_now = pid.and_then(memory);
+        let rss_now = mem_now.map(|(r, _)| r);
+        if let Some((r, anon)) = mem_now {
             rss.max = Some(rss.max.map_or(r, |m| m.max(r)));
+            anon_max = anon_max.max(anon);
         }
         if el >= last_report + Duration::from_secs(1) {
             if let Some(r) = rss_now {
@@ -440,8 +443,11 @@ async fn measure_inner(
     let end = Instant::now();
     let cpu1 = (cpu_seconds(None), pid.and_then(|p| cpu_seconds(Some(p))));
     rss.end = pid.and_then(rss_bytes);
-    if let (Some(max), Some(at_start)) = (rss.max, rss_at_start) {
+    if let (Some(max), Some((at_start, anon_at_start))) = (rss.max, mem_at_start) {
         rss.max_growth = Some(max as i64 - at_start as i64);
+        if let (Some(max), Some(at_start)) = (anon_max, anon_at_start) {
+            rss.anon_max_growth = Some(max as i64 - at_start as i64);
+        }
     }
     if let (Some((r0, t)), Some(r1)) = (rss_quarter, rss.end) {
         let secs = (end - t).as_secs_f64();
