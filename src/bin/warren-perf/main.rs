@@ -29,6 +29,7 @@ mod run;
 mod stats;
 mod stream_conn;
 mod stream_consumer;
+mod stream_crc;
 mod stream_producer;
 mod stream_wire;
 mod topology;
