@@ -15,6 +15,7 @@ use crate::producer::ProducerCfg;
 use crate::report::{Cpu, LatencySummary, Prefill, Rss, StreamStats, Summary};
 use crate::stats::{Counters, cpu_seconds, memory, rss_bytes};
 use crate::stream_conn::{create_streams, delete_streams};
+use crate::stream_wire::StreamOffset;
 use crate::topology::Plan;
 use crate::{idle, stats};
 
@@ -213,17 +214,23 @@ fn prefill_share(args: &Args, plan: &Plan, q: usize) -> u64 {
 }
 
 /// Messages each queue receives in a counted run (prefill shares and producers' counts),
-/// then deliveries expected: a stream gives every consumer all of its messages.
-fn expected_deliveries(args: &Args, plan: &Plan) -> Option<u64> {
+/// then deliveries expected: a stream gives every consumer all of its messages from `offset`
+/// (unknown from `last` or `next`).
+fn expected_deliveries(args: &Args, plan: &Plan, offset: StreamOffset) -> Option<u64> {
     if !args.streams() {
         return plan.copies.map(|c| (args.prefill + args.producers as u64 * args.pmessages.unwrap_or(0)) * c);
     }
+    let skipped = match offset {
+        StreamOffset::First => 0,
+        StreamOffset::Offset(o) => o,
+        StreamOffset::Last | StreamOffset::Next => return None,
+    };
     let nq = plan.queues.len() as u64;
     let per_queue = |q: u64| {
         let prefill = prefill_share(args, plan, q as usize);
         let producers = (0..args.producers as u64).filter(|i| i % nq == q).count() as u64;
         let consumers = (0..args.consumers as u64).filter(|j| j % nq == q).count() as u64;
-        (prefill + producers * args.pmessages.unwrap_or(0)) * consumers
+        (prefill + producers * args.pmessages.unwrap_or(0)).saturating_sub(skipped) * consumers
     };
     Some((0..nq).map(per_queue).sum())
 }
@@ -352,7 +359,7 @@ async fn measure_inner(
 
     let counted = args.pmessages.is_some();
     let finite = counted || (args.producers == 0 && args.prefill > 0 && !args.replay);
-    let expected = expected_deliveries(args, plan);
+    let expected = expected_deliveries(args, plan, clients.offset);
     let deadline = args.time.map(Duration::from_secs_f64);
 
     let mut tick = tokio::time::interval(TICK);

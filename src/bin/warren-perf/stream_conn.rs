@@ -3,7 +3,7 @@
 //! and a graceful close. Hot paths take the socket halves and the read buffer apart with
 //! [`StreamConn::into_parts`].
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -44,8 +44,8 @@ impl StreamConn {
         stream.set_nodelay(true)?;
         let mut c = StreamConn { stream, rbuf: BytesMut::with_capacity(4096), wbuf: BytesMut::new(), correlation: 1 };
         let props = [("product", "warren-perf"), ("version", env!("CARGO_PKG_VERSION")), ("connection_name", name)];
-        c.rpc(key::PEER_PROPERTIES, "PeerProperties", |b| sw::put_map(b, &props)).await?;
-        let mechanisms = c.rpc(key::SASL_HANDSHAKE, "SaslHandshake", |_| {}).await?;
+        c.rpc("PeerProperties", |b, id| sw::put_peer_properties(b, id, &props)).await?;
+        let mechanisms = c.rpc("SaslHandshake", sw::put_sasl_handshake).await?;
         let mut r = sw::Reader(&mechanisms);
         let mut plain = false;
         for _ in 0..r.count()? {
@@ -54,13 +54,7 @@ impl StreamConn {
         if !plain {
             return Err(Error::Protocol("the broker does not offer the PLAIN mechanism on its stream port".into()));
         }
-        let response = format!("\0{}\0{}", uri.user, uri.pass);
-        c.rpc(key::SASL_AUTHENTICATE, "SaslAuthenticate", |b| {
-            sw::put_str(b, "PLAIN");
-            b.put_i32(response.len() as i32);
-            b.put_slice(response.as_bytes());
-        })
-        .await?;
+        c.rpc("SaslAuthenticate", |b, id| sw::put_sasl_plain(b, id, &uri.user, &uri.pass)).await?;
         // The server proposes frame_max and heartbeat; the tool takes its frame_max and turns
         // heartbeats off (runs are short, and both brokers accept 0).
         let (k, body) = c.recv(" waiting for Tune").await?;
@@ -68,12 +62,9 @@ impl StreamConn {
             return Err(Error::Unexpected(format!("stream frame key {k:#06x} instead of Tune")));
         }
         let frame_max = sw::Reader(&body).u32()?;
-        let at = sw::begin(&mut c.wbuf, key::TUNE_RESPONSE);
-        c.wbuf.put_u32(frame_max);
-        c.wbuf.put_u32(0);
-        sw::end(&mut c.wbuf, at);
+        sw::put_tune_response(&mut c.wbuf, frame_max, 0);
         c.flush().await?;
-        c.rpc(key::OPEN, "Open", |b| sw::put_str(b, &uri.vhost)).await?;
+        c.rpc("Open", |b, id| sw::put_open(b, id, &uri.vhost)).await?;
         Ok(c)
     }
 
@@ -106,10 +97,10 @@ impl StreamConn {
         }
     }
 
-    /// Send a request (its body written by `body`) and wait for its response; a code other
-    /// than OK is an error. Returns what follows the code.
-    async fn rpc(&mut self, k: u16, what: &str, body: impl FnOnce(&mut BytesMut)) -> Result<Vec<u8>> {
-        let (c, rest) = self.request(k, what, body).await?;
+    /// Send a request (written by `encode` with the correlation id it is given) and wait for
+    /// its response; a code other than OK is an error. Returns what follows the code.
+    async fn rpc(&mut self, what: &str, encode: impl FnOnce(&mut BytesMut, u32)) -> Result<Vec<u8>> {
+        let (c, rest) = self.request(what, encode).await?;
         if c != code::OK {
             return Err(sw::refused(what, c));
         }
@@ -117,10 +108,11 @@ impl StreamConn {
     }
 
     /// As [`Self::rpc`], returning the response code as well (for codes the caller accepts).
-    async fn request(&mut self, k: u16, what: &str, body: impl FnOnce(&mut BytesMut)) -> Result<(u16, Vec<u8>)> {
+    async fn request(&mut self, what: &str, encode: impl FnOnce(&mut BytesMut, u32)) -> Result<(u16, Vec<u8>)> {
         let correlation = self.correlation;
         self.correlation += 1;
-        sw::put_request(&mut self.wbuf, k, correlation, body);
+        encode(&mut self.wbuf, correlation);
+        let k = u16::from_be_bytes([self.wbuf[4], self.wbuf[5]]);
         self.flush().await?;
         let reply = async {
             let (got, body) = self.recv(" waiting for a response").await?;
@@ -139,12 +131,7 @@ impl StreamConn {
 
     /// Create a stream (no arguments: the broker's defaults); one that exists already is fine.
     pub async fn create(&mut self, stream: &str) -> Result<()> {
-        let (c, _) = self
-            .request(key::CREATE, "Create", |b| {
-                sw::put_str(b, stream);
-                sw::put_map(b, &[]);
-            })
-            .await?;
+        let (c, _) = self.request("Create", |b, id| sw::put_create(b, id, stream)).await?;
         match c {
             code::OK | code::STREAM_ALREADY_EXISTS => Ok(()),
             c => Err(sw::refused(&format!("Create {stream:?}"), c)),
@@ -152,18 +139,12 @@ impl StreamConn {
     }
 
     pub async fn delete(&mut self, stream: &str) -> Result<()> {
-        self.rpc(key::DELETE, &format!("Delete {stream:?}"), |b| sw::put_str(b, stream)).await.map(drop)
+        self.rpc(&format!("Delete {stream:?}"), |b, id| sw::put_delete(b, id, stream)).await.map(drop)
     }
 
     /// A publisher without a reference (no deduplication), as stream-perf-test's.
     pub async fn declare_publisher(&mut self, id: u8, stream: &str) -> Result<()> {
-        self.rpc(key::DECLARE_PUBLISHER, "DeclarePublisher", |b| {
-            b.put_u8(id);
-            sw::put_str(b, "");
-            sw::put_str(b, stream);
-        })
-        .await
-        .map(drop)
+        self.rpc("DeclarePublisher", |b, c| sw::put_declare_publisher(b, c, id, stream)).await.map(drop)
     }
 
     pub async fn close(self) -> Result<()> {
@@ -177,19 +158,11 @@ impl StreamConn {
     }
 }
 
-/// Append `Close(OK, "warren-perf done")`.
-pub fn put_close(b: &mut BytesMut, correlation: u32) {
-    sw::put_request(b, key::CLOSE, correlation, |b| {
-        b.put_u16(code::OK);
-        sw::put_str(b, "warren-perf done");
-    });
-}
-
 /// Send Close and read (dropping deliveries, confirms) until its response, bounded by
 /// [`CLOSE_TIMEOUT`]. A broker Close crossing ours is reported as its error.
 pub async fn close_split(mut p: Parts) -> Result<()> {
     let mut out = BytesMut::new();
-    put_close(&mut out, p.correlation);
+    sw::put_close(&mut out, p.correlation);
     p.wr.write_all(&out).await?;
     match tokio::time::timeout(CLOSE_TIMEOUT, await_close_response(&mut p.rd, &mut p.rbuf)).await {
         Ok(r) => r,

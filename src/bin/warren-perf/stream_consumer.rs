@@ -300,6 +300,40 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_deliver_frames_warren_sends() {
+        use warren::stream::protocol::encode;
+        let (a, b) = (message(16, 5), message(16, 6));
+        // With a trailer on the broker's side (writer tracking), which a Deliver leaves out.
+        let c = encode_simple(ChunkType::User, 0, 1, 0, &[&a, &b], b"trailer").unwrap();
+        let sent = &c[..c.len() - 7];
+        let mut frame = BytesMut::new();
+        for part in encode::deliver(SUBSCRIPTION, None, bytes::Bytes::copy_from_slice(sent)) {
+            frame.put_slice(&part);
+        }
+        let total = sw::peek(&mut frame, 0).unwrap().unwrap();
+        let f = Frame::at(&frame, total);
+        assert_eq!((f.key, f.version), (key::DELIVER, 1));
+        let mut check = ChunkCheck::new(&cfg(StreamOffset::First, 16));
+        assert_eq!(check.deliver(f.version, f.body.rest()).unwrap().records, 2);
+        // A credit refused, a stream gone, the server closing: the run fails with the reason.
+        for (enc, says) in [
+            (
+                &(|b: &mut BytesMut| encode::credit_response(b, sw::code::SUBSCRIPTION_ID_DOES_NOT_EXIST, 0))
+                    as &dyn Fn(&mut BytesMut),
+                "credit refused",
+            ),
+            (&|b: &mut BytesMut| encode::metadata_update(b, sw::code::STREAM_NOT_AVAILABLE, "s"), "went away"),
+            (&|b: &mut BytesMut| encode::close(b, 1, sw::code::INTERNAL_ERROR, "bye"), "bye"),
+        ] {
+            let mut b = BytesMut::new();
+            enc(&mut b);
+            let total = sw::peek(&mut b, 0).unwrap().unwrap();
+            let e = Frame::at(&b, total).fatal().expect("fatal").to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    #[test]
     fn records_below_the_requested_offset_are_skipped() {
         let (a, b) = (message(16, 5), message(16, 6));
         let c = encode_simple(ChunkType::User, 0, 1, 10, &[&a, &b, &a], b"").unwrap();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
@@ -17,7 +17,7 @@ use crate::conn::fill;
 use crate::error::{Error, Result};
 use crate::producer::{Confirms, Pace, ProducerCfg, Tracker, finish, spawn_reader};
 use crate::stats::{Counters, now_nanos};
-use crate::stream_conn::{self, READ_MAX, StreamConn};
+use crate::stream_conn::{READ_MAX, StreamConn};
 use crate::stream_wire::{self as sw, Frame, MessageTemplate, key, response};
 use crate::uri::AmqpUri;
 
@@ -75,13 +75,7 @@ impl StreamProducer {
             let mut left = n;
             while left > 0 {
                 let k = left.min(batch as u64);
-                let at = sw::begin(&mut buf, key::PUBLISH);
-                buf.put_u8(PUBLISHER);
-                buf.put_i32(k as i32);
-                for id in published + 1..=published + k {
-                    tpl.put(&mut buf, id, stamp);
-                }
-                sw::end(&mut buf, at);
+                sw::put_publish(&mut buf, PUBLISHER, &tpl, published + 1, k, stamp);
                 published += k;
                 left -= k;
             }
@@ -93,7 +87,7 @@ impl StreamProducer {
         }
         pace.await_confirms(published, &confirms, &mut stop).await;
         let mut close = BytesMut::new();
-        stream_conn::put_close(&mut close, parts.correlation);
+        sw::put_close(&mut close, parts.correlation);
         finish(&mut parts.wr, &close, reader, &counters, "the stream Close response").await
     }
 }
@@ -110,41 +104,10 @@ async fn read_confirms(
     loop {
         let mut settled = 0;
         while let Some(total) = sw::peek(&mut rbuf, READ_MAX)? {
-            let f = Frame::at(&rbuf, total);
-            let mut r = f.body;
-            match f.key {
-                key::PUBLISH_CONFIRM => {
-                    let _publisher = r.u8()?;
-                    let top = highest.load(Ordering::Acquire);
-                    for _ in 0..r.count()? {
-                        let id = r.u64()?;
-                        if id == 0 || id > top {
-                            return Err(Error::Protocol(format!(
-                                "a PublishConfirm for publishing id {id}, which was not published (highest {top})"
-                            )));
-                        }
-                        match tracker.settle(id, false) {
-                            1 => settled += 1,
-                            _ => return Err(Error::Protocol(format!("publishing id {id} confirmed twice"))),
-                        }
-                    }
-                }
-                key::PUBLISH_ERROR => {
-                    let _publisher = r.u8()?;
-                    let n = r.count()?;
-                    let (id, c) = (r.u64()?, r.u16()?);
-                    return Err(Error::Protocol(format!(
-                        "PublishError for {n} message(s), the first publishing id {id}: {c:#04x} ({})",
-                        sw::code_name(c)
-                    )));
-                }
-                key::HEARTBEAT => {}
-                k if k == response(key::CLOSE) => return Ok(()),
-                k => {
-                    return Err(f.fatal().unwrap_or_else(|| {
-                        Error::Unexpected(format!("stream frame key {k:#06x} on a producer connection"))
-                    }));
-                }
+            let top = highest.load(Ordering::Acquire);
+            match on_frame(Frame::at(&rbuf, total), &mut tracker, top)? {
+                Some(n) => settled += n,
+                None => return Ok(()),
             }
             rbuf.advance(total);
         }
@@ -153,5 +116,82 @@ async fn read_confirms(
             confirms.settle(settled);
         }
         fill(&mut rd, &mut rbuf).await?;
+    }
+}
+
+/// One frame on a producer connection: how many messages it confirmed, or None for the
+/// response to the tool's Close. Ids are checked against `top`, the highest one published.
+fn on_frame(f: Frame<'_>, tracker: &mut Tracker, top: u64) -> Result<Option<u64>> {
+    let mut r = f.body;
+    match f.key {
+        key::PUBLISH_CONFIRM => {
+            let _publisher = r.u8()?;
+            let mut settled = 0;
+            for _ in 0..r.count()? {
+                let id = r.u64()?;
+                if id == 0 || id > top {
+                    return Err(Error::Protocol(format!(
+                        "a PublishConfirm for publishing id {id}, which was not published (highest {top})"
+                    )));
+                }
+                match tracker.settle(id, false) {
+                    1 => settled += 1,
+                    _ => return Err(Error::Protocol(format!("publishing id {id} confirmed twice"))),
+                }
+            }
+            Ok(Some(settled))
+        }
+        key::PUBLISH_ERROR => {
+            let _publisher = r.u8()?;
+            let n = r.count()?;
+            let (id, c) = (r.u64()?, r.u16()?);
+            Err(Error::Protocol(format!(
+                "PublishError for {n} message(s), the first publishing id {id}: {c:#04x} ({})",
+                sw::code_name(c)
+            )))
+        }
+        key::HEARTBEAT => Ok(Some(0)),
+        k if k == response(key::CLOSE) => Ok(None),
+        k => Err(f
+            .fatal()
+            .unwrap_or_else(|| Error::Unexpected(format!("stream frame key {k:#06x} on a producer connection")))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren::stream::protocol::encode;
+
+    fn frame(b: &BytesMut) -> Frame<'_> {
+        let mut copy = b.clone();
+        let total = sw::peek(&mut copy, 0).unwrap().expect("a whole frame");
+        Frame::at(b, total)
+    }
+
+    #[test]
+    fn reads_what_warren_sends_a_producer() {
+        let mut t = Tracker::default();
+        let mut b = BytesMut::new();
+        encode::publish_confirm(&mut b, PUBLISHER, &[1, 2, 3]);
+        assert_eq!(on_frame(frame(&b), &mut t, 3).unwrap(), Some(3));
+        // Confirmed again, or never published: the run fails.
+        assert!(on_frame(frame(&b), &mut t, 3).is_err());
+        b.clear();
+        encode::publish_confirm(&mut b, PUBLISHER, &[9]);
+        assert!(on_frame(frame(&b), &mut Tracker::default(), 5).is_err());
+        b.clear();
+        encode::publish_error(&mut b, PUBLISHER, &[(4, sw::code::PUBLISHER_DOES_NOT_EXIST)]);
+        let e = on_frame(frame(&b), &mut t, 5).unwrap_err().to_string();
+        assert!(e.contains("publishing id 4") && e.contains("publisher does not exist"), "{e}");
+        b.clear();
+        encode::heartbeat(&mut b);
+        assert_eq!(on_frame(frame(&b), &mut t, 5).unwrap(), Some(0));
+        b.clear();
+        encode::simple_response(&mut b, key::CLOSE, 7, sw::code::OK);
+        assert_eq!(on_frame(frame(&b), &mut t, 5).unwrap(), None);
+        b.clear();
+        encode::metadata_update(&mut b, sw::code::STREAM_NOT_AVAILABLE, "s");
+        assert!(on_frame(frame(&b), &mut t, 5).unwrap_err().to_string().contains("went away"));
     }
 }

@@ -87,6 +87,82 @@ pub fn put_request(b: &mut BytesMut, key: u16, correlation: u32, body: impl FnOn
     end(b, at);
 }
 
+/// Append `PeerProperties(properties)`.
+pub fn put_peer_properties(b: &mut BytesMut, correlation: u32, properties: &[(&str, &str)]) {
+    put_request(b, key::PEER_PROPERTIES, correlation, |b| put_map(b, properties));
+}
+
+/// Append `SaslHandshake`.
+pub fn put_sasl_handshake(b: &mut BytesMut, correlation: u32) {
+    put_request(b, key::SASL_HANDSHAKE, correlation, |_| {});
+}
+
+/// Append `SaslAuthenticate(PLAIN, \0user\0pass)`.
+pub fn put_sasl_plain(b: &mut BytesMut, correlation: u32, user: &str, pass: &str) {
+    put_request(b, key::SASL_AUTHENTICATE, correlation, |b| {
+        put_str(b, "PLAIN");
+        b.put_i32((user.len() + pass.len() + 2) as i32);
+        b.put_u8(0);
+        b.put_slice(user.as_bytes());
+        b.put_u8(0);
+        b.put_slice(pass.as_bytes());
+    });
+}
+
+/// Append the client's answer to the server's Tune.
+pub fn put_tune_response(b: &mut BytesMut, frame_max: u32, heartbeat: u32) {
+    let at = begin(b, key::TUNE_RESPONSE);
+    b.put_u32(frame_max);
+    b.put_u32(heartbeat);
+    end(b, at);
+}
+
+/// Append `Open(vhost)`.
+pub fn put_open(b: &mut BytesMut, correlation: u32, vhost: &str) {
+    put_request(b, key::OPEN, correlation, |b| put_str(b, vhost));
+}
+
+/// Append `Create(stream)` with no arguments (the broker's defaults).
+pub fn put_create(b: &mut BytesMut, correlation: u32, stream: &str) {
+    put_request(b, key::CREATE, correlation, |b| {
+        put_str(b, stream);
+        put_map(b, &[]);
+    });
+}
+
+/// Append `Delete(stream)`.
+pub fn put_delete(b: &mut BytesMut, correlation: u32, stream: &str) {
+    put_request(b, key::DELETE, correlation, |b| put_str(b, stream));
+}
+
+/// Append `DeclarePublisher(publisher, no reference, stream)`.
+pub fn put_declare_publisher(b: &mut BytesMut, correlation: u32, publisher: u8, stream: &str) {
+    put_request(b, key::DECLARE_PUBLISHER, correlation, |b| {
+        b.put_u8(publisher);
+        put_str(b, "");
+        put_str(b, stream);
+    });
+}
+
+/// Append `Close(OK, "warren-perf done")`.
+pub fn put_close(b: &mut BytesMut, correlation: u32) {
+    put_request(b, key::CLOSE, correlation, |b| {
+        b.put_u16(code::OK);
+        put_str(b, "warren-perf done");
+    });
+}
+
+/// Append a Publish v1 frame of `n` messages from `tpl`, publishing ids `first..first + n`.
+pub fn put_publish(b: &mut BytesMut, publisher: u8, tpl: &MessageTemplate, first: u64, n: u64, stamp: u64) {
+    let at = begin(b, key::PUBLISH);
+    b.put_u8(publisher);
+    b.put_i32(n as i32);
+    for id in first..first + n {
+        tpl.put(b, id, stamp);
+    }
+    end(b, at);
+}
+
 /// Append `Subscribe(subscription, stream, offset, credit)` with no properties.
 pub fn put_subscribe(
     b: &mut BytesMut,
@@ -413,6 +489,74 @@ mod tests {
         assert_eq!(message_body(&m), Some(&b"hi"[..]));
         assert_eq!(message_body(&m[..m.len() - 1]), None);
         assert_eq!(message_body(&[0x00, 0x53, 0x77, 0xa1, 0x01, b'x']), None, "amqp-value is not a data section");
+    }
+
+    /// Every frame the tool sends, as Warren's own parser reads it.
+    #[test]
+    fn warren_parses_what_the_tool_sends() {
+        use bytes::Bytes;
+        use warren::stream::protocol::frame::{ClientFrame as F, OffsetSpec, PublishEntry, parse};
+        let parsed = |enc: &dyn Fn(&mut BytesMut)| {
+            let mut b = BytesMut::new();
+            enc(&mut b);
+            let total = peek(&mut b, 0).unwrap().expect("a whole frame");
+            assert_eq!(total, b.len(), "one frame, its size right");
+            parse(&Bytes::copy_from_slice(&b[4..])).unwrap()
+        };
+        let s = |v: &str| bytestring::ByteString::from(v.to_string());
+        assert_eq!(
+            parsed(&|b| put_peer_properties(b, 1, &[("product", "warren-perf")])),
+            F::PeerProperties { correlation_id: 1, properties: vec![(s("product"), s("warren-perf"))] }
+        );
+        assert_eq!(parsed(&|b| put_sasl_handshake(b, 2)), F::SaslHandshake { correlation_id: 2 });
+        assert_eq!(
+            parsed(&|b| put_sasl_plain(b, 3, "guest", "pw")),
+            F::SaslAuthenticate { correlation_id: 3, mechanism: s("PLAIN"), data: Bytes::from_static(b"\0guest\0pw") }
+        );
+        assert_eq!(parsed(&|b| put_tune_response(b, 1 << 20, 0)), F::Tune { frame_max: 1 << 20, heartbeat: 0 });
+        assert_eq!(parsed(&|b| put_open(b, 4, "/")), F::Open { correlation_id: 4, vhost: s("/") });
+        assert_eq!(
+            parsed(&|b| put_create(b, 5, "st")),
+            F::Create { correlation_id: 5, stream: s("st"), arguments: vec![] }
+        );
+        assert_eq!(parsed(&|b| put_delete(b, 6, "st")), F::Delete { correlation_id: 6, stream: s("st") });
+        assert_eq!(
+            parsed(&|b| put_declare_publisher(b, 7, 0, "st")),
+            F::DeclarePublisher { correlation_id: 7, publisher_id: 0, reference: None, stream: s("st") }
+        );
+        for (offset, spec) in [
+            (StreamOffset::First, OffsetSpec::First),
+            (StreamOffset::Next, OffsetSpec::Next),
+            (StreamOffset::Offset(9), OffsetSpec::Offset(9)),
+        ] {
+            assert_eq!(
+                parsed(&|b| put_subscribe(b, 8, 0, "st", offset, 10)),
+                F::Subscribe {
+                    correlation_id: 8,
+                    subscription_id: 0,
+                    stream: s("st"),
+                    offset: spec,
+                    credit: 10,
+                    properties: vec![]
+                }
+            );
+        }
+        assert_eq!(parsed(&|b| put_credit(b, 0, 1)), F::Credit { subscription_id: 0, credit: 1 });
+        assert_eq!(parsed(&|b| put_unsubscribe(b, 9, 0)), F::Unsubscribe { correlation_id: 9, subscription_id: 0 });
+        assert_eq!(
+            parsed(&|b| put_close(b, 10)),
+            F::Close { correlation_id: 10, code: code::OK, reason: s("warren-perf done") }
+        );
+        let tpl = MessageTemplate::new(16);
+        let F::Publish { version, publisher_id, messages } = parsed(&|b| put_publish(b, 0, &tpl, 11, 3, 42)) else {
+            panic!("not a Publish")
+        };
+        assert_eq!((version, publisher_id, messages.len()), (1, 0, 3));
+        for (m, id) in messages.iter().zip(11..) {
+            assert_eq!((m.publishing_id, &m.filter_value), (id, &None));
+            let PublishEntry::Simple(data) = &m.entry else { panic!("not a simple entry") };
+            assert_eq!(&message_body(data).unwrap()[..8], &42u64.to_be_bytes());
+        }
     }
 
     #[test]
