@@ -22,6 +22,8 @@ pub struct StreamConn {
     rbuf: BytesMut,
     wbuf: BytesMut,
     correlation: u32,
+    /// The largest frame the broker takes (from its Tune; 0: no limit).
+    frame_max: u32,
 }
 
 /// What [`StreamConn::into_parts`] hands to a hot path.
@@ -31,6 +33,8 @@ pub struct Parts {
     pub rbuf: BytesMut,
     /// The next correlation id (for Close).
     pub correlation: u32,
+    /// The largest frame the broker takes (0: no limit).
+    pub frame_max: u32,
 }
 
 impl StreamConn {
@@ -42,7 +46,13 @@ impl StreamConn {
     async fn open_inner(uri: &AmqpUri, name: &str) -> Result<StreamConn> {
         let stream = TcpStream::connect(uri.addr()).await?;
         stream.set_nodelay(true)?;
-        let mut c = StreamConn { stream, rbuf: BytesMut::with_capacity(4096), wbuf: BytesMut::new(), correlation: 1 };
+        let mut c = StreamConn {
+            stream,
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::new(),
+            correlation: 1,
+            frame_max: 0,
+        };
         let props = [("product", "warren-perf"), ("version", env!("CARGO_PKG_VERSION")), ("connection_name", name)];
         c.rpc("PeerProperties", |b, id| sw::put_peer_properties(b, id, &props)).await?;
         let mechanisms = c.rpc("SaslHandshake", sw::put_sasl_handshake).await?;
@@ -63,6 +73,7 @@ impl StreamConn {
         }
         let frame_max = sw::Reader(&body).u32()?;
         sw::put_tune_response(&mut c.wbuf, frame_max, 0);
+        c.frame_max = frame_max;
         c.flush().await?;
         c.rpc("Open", |b, id| sw::put_open(b, id, &uri.vhost)).await?;
         Ok(c)
@@ -154,7 +165,7 @@ impl StreamConn {
 
     pub fn into_parts(self) -> Parts {
         let (rd, wr) = self.stream.into_split();
-        Parts { rd, wr, rbuf: self.rbuf, correlation: self.correlation }
+        Parts { rd, wr, rbuf: self.rbuf, correlation: self.correlation, frame_max: self.frame_max }
     }
 }
 

@@ -25,6 +25,9 @@ use crate::uri::AmqpUri;
 const WRITE_BATCH: usize = 64 * 1024;
 /// The publisher id the tool declares.
 const PUBLISHER: u8 = 0;
+/// Octets of a Publish frame before its messages (size prefix not counted: key, version,
+/// publisher id, count).
+const PUBLISH_HEAD: usize = 2 + 2 + 1 + 4;
 /// The confirm window when `-c` is not given (stream-perf-test's `--confirms`).
 pub const DEFAULT_WINDOW: u64 = 10_000;
 
@@ -65,6 +68,17 @@ impl StreamProducer {
         let (reader, _guard) = spawn_reader(read_confirms(rd, rbuf, c2, k2, h2), fail);
 
         let tpl = MessageTemplate::new(cfg.body_size);
+        // A Publish frame stays within the broker's frame_max: fewer messages per frame if need be.
+        let batch = match parts.frame_max as usize {
+            0 => batch,
+            max if max < PUBLISH_HEAD + tpl.wire_len() => {
+                return Err(Error::Usage(format!(
+                    "a {} B message does not fit the broker's stream frame_max of {max} B",
+                    cfg.body_size
+                )));
+            }
+            max => batch.min((max - PUBLISH_HEAD) / tpl.wire_len()),
+        };
         let frames_per_write = (WRITE_BATCH / (tpl.wire_len() * batch)).max(1);
         let max = (frames_per_write * batch) as u64;
         let mut buf = BytesMut::with_capacity(frames_per_write * (batch * tpl.wire_len() + 16));
