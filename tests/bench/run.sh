@@ -502,7 +502,8 @@ for spec in open(sys.argv[2]).read().splitlines():
         label, path, direction = m.rsplit(":", 2)
         wv, rv = med(w, path), med(r, path)
         ratio = "-"
-        if isinstance(wv, (int, float)) and isinstance(rv, (int, float)) and rv:
+        # A ratio of signed values (memory growth that went negative) means nothing.
+        if isinstance(wv, (int, float)) and isinstance(rv, (int, float)) and rv > 0 and wv >= 0:
             ratio = f"{wv / rv:.2f} {'↑' if direction == 'up' else '↓'}"
         first = i == 0
         print(f"| {sid if first else ''} | {title if first else ''} | {label} | {fmt(wv)}{spread(w, path)} "
