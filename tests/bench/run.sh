@@ -14,13 +14,20 @@
 #   BENCH_PREFILL=N        scenario 8's backlog (default 1000000)
 #   BENCH_CONNECTIONS=N    scenario 9's idle connections (default 10000)
 #   BENCH_SCALE=N          scenario 13's durable queues (default 100000; quick: 20000)
-#   BENCH_RABBITMQ_PORT=P  AMQP port of the private RabbitMQ node (default 5697; dist port P+20000)
+#   BENCH_RABBITMQ_PORT=P  AMQP port of the private RabbitMQ node (default 5697; dist port P+20000,
+#                          stream-protocol port P+1 when stream scenarios run)
+#   BENCH_STREAM_PREFILL=N messages in the stream 15d and 15e replay (default 5000000; quick 2000000)
+#   BENCH_STREAM_AMQP_PREFILL=N  messages in the stream 15g drains (default 1000000; quick 500000)
 #   BENCH_ONLY="1 7"       run only these scenario numbers
 #   BENCH_NO_BUILD=1       use existing binaries; WARREN_BIN / WARREN_PERF_BIN override their paths
 #
 # Every run is one warren-perf invocation with --json and --broker-pid (the broker's CPU and RSS
 # are read from /proc). A run that fails (a protocol error, a refused connection) is shown as
 # ERR and makes the script exit non-zero after printing the table.
+#
+# The stream scenarios (15*) need each broker's stream-protocol listener: RabbitMQ's node then
+# runs with the rabbitmq_stream plugin on port P+1, and Warren with --stream-listen on a free
+# port. A Warren without --stream-listen has its stream-protocol runs shown as "skipped".
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -32,13 +39,16 @@ PERF_BIN=${WARREN_PERF_BIN:-$TARGET/release/warren-perf}
 if [[ ${BENCH_QUICK:-0} == 1 ]]; then
     ROUNDS=${BENCH_ROUNDS:-1} SECS=${BENCH_SECONDS:-3}
     PREFILL=${BENCH_PREFILL:-200000} CONNS=${BENCH_CONNECTIONS:-2000} SCALE=${BENCH_SCALE:-20000}
+    SPREFILL=${BENCH_STREAM_PREFILL:-2000000} SPREFILL_AMQP=${BENCH_STREAM_AMQP_PREFILL:-500000}
 else
     ROUNDS=${BENCH_ROUNDS:-3} SECS=${BENCH_SECONDS:-10}
     PREFILL=${BENCH_PREFILL:-1000000} CONNS=${BENCH_CONNECTIONS:-10000} SCALE=${BENCH_SCALE:-100000}
+    SPREFILL=${BENCH_STREAM_PREFILL:-5000000} SPREFILL_AMQP=${BENCH_STREAM_AMQP_PREFILL:-1000000}
 fi
 RMQ_PORT=${BENCH_RABBITMQ_PORT:-5697}
 RMQ_DIST_PORT=$((RMQ_PORT + 20000))
 RMQ_NODE=bench$RMQ_PORT@localhost
+RMQ_STREAM_PORT=$((RMQ_PORT + 1))
 ONLY=${BENCH_ONLY:-}
 
 log() { echo "bench: $*" >&2; }
@@ -103,16 +113,35 @@ stop_rabbit() {
 launch_rabbit() {
     rabbit_running && die "a node $RMQ_NODE is already running (a previous bench?); stop it with: rabbitmqctl -n $RMQ_NODE stop"
     if (exec 3<>"/dev/tcp/127.0.0.1/$RMQ_PORT") 2>/dev/null; then die "port $RMQ_PORT is in use"; fi
-    local dir=$WORK/rabbitmq
+    local dir=$WORK/rabbitmq streams=()
     if [[ ${1:-} != keep ]]; then
         rm -rf "$dir"
         mkdir -p "$dir"
         chown -R rabbitmq: "$dir"
     fi
+    # The stream plugin and its listener only when stream scenarios run (the other scenarios
+    # see the node as before).
+    if [[ $STREAMS == 1 ]]; then
+        if (exec 3<>"/dev/tcp/127.0.0.1/$RMQ_STREAM_PORT") 2>/dev/null; then die "port $RMQ_STREAM_PORT is in use"; fi
+        echo '[rabbitmq_stream].' >"$WORK/enabled_plugins"
+        echo "stream.listeners.tcp.1 = 127.0.0.1:$RMQ_STREAM_PORT" >"$WORK/rabbitmq.conf"
+        chmod 644 "$WORK/enabled_plugins" "$WORK/rabbitmq.conf"
+        streams=(RABBITMQ_ENABLED_PLUGINS_FILE="$WORK/enabled_plugins" RABBITMQ_CONFIG_FILE="$WORK/rabbitmq.conf")
+    fi
     (cd "$dir" && setsid env RABBITMQ_NODENAME=$RMQ_NODE RABBITMQ_NODE_PORT=$RMQ_PORT \
         RABBITMQ_DIST_PORT=$RMQ_DIST_PORT RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-        RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log \
+        RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log "${streams[@]}" \
         su rabbitmq -s /bin/sh -c "ulimit -n $NOFILE; exec $RMQ_SERVER" >"$WORK/rabbitmq.out" 2>&1 &)
+}
+
+# await_port PORT SECONDS: wait until something accepts connections on 127.0.0.1:PORT.
+await_port() {
+    local i
+    for i in $(seq 1 $(($2 * 10))); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
 }
 
 # await_rabbit: wait until the node is up and take its pid.
@@ -122,6 +151,9 @@ await_rabbit() {
         if timeout 30 rabbitmqctl -n "$RMQ_NODE" -q await_startup --timeout 20 >/dev/null 2>&1; then
             RMQ_PID=$(rabbitmqctl -n "$RMQ_NODE" -q eval 'os:getpid().' | tr -d '"[:space:]')
             [[ -n $RMQ_PID ]] || die "cannot read the RabbitMQ node's pid"
+            if [[ $STREAMS == 1 ]] && ! await_port "$RMQ_STREAM_PORT" 30; then
+                die "RabbitMQ's stream listener is not up on port $RMQ_STREAM_PORT (log: $dir/log)"
+            fi
             return 0
         fi
         sleep 1
@@ -146,14 +178,15 @@ stop_warren() {
 
 # launch_warren [keep]: start Warren (its data wiped unless "keep", then on the same port).
 launch_warren() {
-    local dir=$WORK/warren listen=127.0.0.1:0
+    local dir=$WORK/warren listen=127.0.0.1:0 stream=()
     if [[ ${1:-} == keep ]]; then
         listen=$WARREN_ADDR
     else
         rm -rf "$dir"
         mkdir -p "$dir/data"
     fi
-    "$WARREN_BIN" --listen "$listen" --http-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$dir/data" >"$dir/stdout" 2>>"$dir/log" &
+    [[ -n $WARREN_STREAM_PORT ]] && stream=(--stream-listen "127.0.0.1:$WARREN_STREAM_PORT")
+    "$WARREN_BIN" --listen "$listen" --http-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "${stream[@]}" --data-dir "$dir/data" >"$dir/stdout" 2>>"$dir/log" &
     WARREN_PID=$!
 }
 
@@ -162,7 +195,13 @@ start_warren() {
     local i dir=$WORK/warren
     for i in $(seq 1 100); do
         WARREN_ADDR=$(sed -n 's/^listening on //p' "$dir/stdout" | head -1)
-        [[ -n $WARREN_ADDR ]] && return 0
+        if [[ -n $WARREN_ADDR ]]; then
+            if [[ -n $WARREN_STREAM_PORT ]] && ! await_port "$WARREN_STREAM_PORT" 10; then
+                tail -20 "$dir/log" >&2 || true
+                die "Warren's stream listener is not up on port $WARREN_STREAM_PORT"
+            fi
+            return 0
+        fi
         kill -0 "$WARREN_PID" 2>/dev/null || break
         sleep 0.1
     done
@@ -208,6 +247,13 @@ SCENARIOS=(
     "13!|$SCALE durable queues with a binding each, then a restart|--declare-queues $SCALE -u bench-scale-|declares/s:declares_per_s:up|binds/s:binds_per_s:up|RSS B/idle queue:rss_per_queue:down|RSS B/binding:rss_per_binding:down|start-up s:startup.ready_s:down"
     "14a|tail latency at half of Warren's scenario-1 rate (16 B, transient, auto-ack)|-x 1 -y 1 -s 16 -a -r @HALF_SAT_1@ $D|p50 µs:latency_us.p50:down|p99 µs:latency_us.p99:down|p99.9 µs:latency_us.p999:down"
     "14b|tail latency at half of Warren's scenario-2b rate (persistent 16 B, ack each, prefetch 100)|-x 1 -y 1 -s 16 -f persistent -q 100 -r @HALF_SAT_2b@ $D|p50 µs:latency_us.p50:down|p99 µs:latency_us.p99:down|p99.9 µs:latency_us.p999:down"
+    "15a|stream protocol: 1 producer, 16 B, 100 messages per Publish frame, 10,000 unconfirmed at most (stream-perf-test's defaults)|@STREAM_URI@ --stream-producers -x 1 -y 0 -s 16 $D|confirmed msg/s:confirmed_rate:up|confirmed MB/s:confirmed_mb_s:up"
+    "15b|stream protocol: as 15a with 100 B messages|@STREAM_URI@ --stream-producers -x 1 -y 0 -s 100 $D|confirmed msg/s:confirmed_rate:up|confirmed MB/s:confirmed_mb_s:up"
+    "15c|stream protocol: 1 producer (as 15a) and 1 consumer from first (credit 10 chunks, +1 per chunk), 16 B|@STREAM_URI@ --stream-producers --stream-consumers -x 1 -y 1 -s 16 $D|confirmed msg/s:confirmed_rate:up|received msg/s:received_rate:up|p50 µs:latency_us.p50:down|records/chunk:stream.records_per_chunk:up"
+    "15d|stream protocol: 1 consumer replaying a stream of $SPREFILL x 16 B from first, again and again (credit 10, +1 per chunk)|@STREAM_URI@ --stream-producers --stream-consumers -x 0 -y 1 -s 16 --prefill $SPREFILL --replay $D|received msg/s:received_rate:up|received MB/s:received_mb_s:up|records/chunk:stream.records_per_chunk:up|prefill msg/s:prefill.rate:up"
+    "15e|stream protocol: as 15d with 10 consumers; broker RSS while they replay|@STREAM_URI@ --stream-producers --stream-consumers -x 0 -y 10 -s 16 --prefill $SPREFILL --replay $D|received msg/s:received_rate:up|received MB/s:received_mb_s:up|RSS max over the start B:rss.max_growth:down|anonymous RSS max over the start B:rss.anon_max_growth:down|RSS growth B/s after 1st quarter:rss.growth_per_s:down"
+    "15f|AMQP 0-9-1 publish with confirms (window 1000) into a stream, 1 stream-protocol consumer from first, 16 B|@STREAM_URI@ --stream-consumers -x 1 -y 1 -s 16 -c 1000 $D|confirmed msg/s:confirmed_rate:up|received msg/s:received_rate:up|p50 µs:latency_us.p50:down"
+    "15g|AMQP 0-9-1 consume from a stream of $SPREFILL_AMQP x 16 B (published over AMQP, confirm window 1000): basic.qos 1000, x-stream-offset first, multi-ack 100|--stream-queue -x 0 -y 1 -s 16 --prefill $SPREFILL_AMQP -q 1000 -A 100|received msg/s:received_rate:up|prefill msg/s:prefill.rate:up"
 )
 
 selected() {
@@ -217,6 +263,24 @@ selected() {
     return 1
 }
 
+# Stream listeners are started only when a stream scenario is selected; Warren gets one only if
+# it knows --stream-listen (else its stream-protocol runs are skipped).
+STREAMS=0
+for s in "${SCENARIOS[@]}"; do
+    IFS='|' read -r id _ <<<"$s"
+    [[ $id == 15* ]] && selected "${id%!}" && STREAMS=1
+done
+WARREN_STREAM_PORT=""
+WARREN_STREAMS_MISSING=0
+if [[ $STREAMS == 1 ]]; then
+    if "$WARREN_BIN" --help 2>/dev/null | grep -q -- '--stream-listen'; then
+        WARREN_STREAM_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    else
+        WARREN_STREAMS_MISSING=1
+        log "this Warren has no --stream-listen: its stream-protocol runs (15a-15f) are skipped"
+    fi
+fi
+
 INDEX=$RAW/index.tsv
 : >"$INDEX"
 FAILED=0
@@ -225,15 +289,29 @@ FAILED=0
 run_one() {
     local broker=$1 id=$2 round=$3
     shift 3
-    local uri pid
+    local uri pid stream_uri="" a args=()
     if [[ $broker == warren ]]; then
         uri="amqp://guest:guest@$WARREN_ADDR/%2f" pid=$WARREN_PID
+        [[ -n $WARREN_STREAM_PORT ]] && stream_uri="rabbitmq-stream://guest:guest@127.0.0.1:$WARREN_STREAM_PORT/%2f"
     else
         uri="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2f" pid=$RMQ_PID
+        stream_uri="rabbitmq-stream://guest:guest@127.0.0.1:$RMQ_STREAM_PORT/%2f"
     fi
+    for a in "$@"; do
+        if [[ $a == @STREAM_URI@ ]]; then
+            if [[ -z $stream_uri ]]; then
+                log "round $round, scenario $id, $broker: skipped (no stream-protocol listener)"
+                printf '%s\t%s\t%s\tSKIP\n' "$id" "$broker" "$round" >>"$INDEX"
+                return 0
+            fi
+            args+=(--stream-uri "$stream_uri")
+        else
+            args+=("$a")
+        fi
+    done
     local base=$RAW/$id-$broker-r$round
     log "round $round, scenario $id, $broker"
-    if "$PERF_BIN" -h "$uri" --broker-pid "$pid" --json "$@" >"$base.json" 2>"$base.log"; then
+    if "$PERF_BIN" -h "$uri" --broker-pid "$pid" --json "${args[@]}" >"$base.json" 2>"$base.log"; then
         printf '%s\t%s\t%s\t%s\n' "$id" "$broker" "$round" "$base.json" >>"$INDEX"
     else
         FAILED=1
@@ -363,7 +441,7 @@ index = sys.argv[1]
 runs = {}
 for line in open(index):
     sid, broker, rnd, path = line.rstrip("\n").split("\t")
-    runs.setdefault((sid, broker), []).append(None if path == "ERR" else json.load(open(path)))
+    runs.setdefault((sid, broker), []).append(None if path == "ERR" else path if path == "SKIP" else json.load(open(path)))
 
 def get(doc, path):
     for part in path.split("."):
@@ -373,6 +451,8 @@ def get(doc, path):
     return doc
 
 def med(docs, path):
+    if docs and all(d == "SKIP" for d in docs):
+        return "skipped"
     if not docs or any(d is None for d in docs):
         return "ERR"
     vals = [get(d, path) for d in docs]
@@ -417,18 +497,23 @@ for spec in open(sys.argv[2]).read().splitlines():
     cpu = []
     for docs in (w, r):
         t, b = med(docs, "cpu.tool_pct"), med(docs, "cpu.broker_pct")
-        cpu.append("ERR" if "ERR" in (t, b) else f"{fmt(t)}% / {fmt(b)}%")
+        cpu.append(t if t in ("ERR", "skipped") else "ERR" if b == "ERR" else f"{fmt(t)}% / {fmt(b)}%")
     for i, m in enumerate(metrics):
         label, path, direction = m.rsplit(":", 2)
         wv, rv = med(w, path), med(r, path)
         ratio = "-"
-        if isinstance(wv, (int, float)) and isinstance(rv, (int, float)) and rv:
+        # A ratio of signed values (memory growth that went negative) means nothing.
+        if isinstance(wv, (int, float)) and isinstance(rv, (int, float)) and rv > 0 and wv >= 0:
             ratio = f"{wv / rv:.2f} {'↑' if direction == 'up' else '↓'}"
         first = i == 0
         print(f"| {sid if first else ''} | {title if first else ''} | {label} | {fmt(wv)}{spread(w, path)} "
               f"| {fmt(rv)}{spread(r, path)} | {ratio} | {worst(w, r, path, direction)} "
               f"| {cpu[0] if first else ''} | {cpu[1] if first else ''} |")
 PY
+    if [[ $WARREN_STREAMS_MISSING == 1 ]]; then
+        echo
+        echo "Warren's stream-protocol runs were skipped: $WARREN_BIN has no --stream-listen."
+    fi
     if [[ -n $ALLOC_TABLE ]]; then
         echo
         echo "Heap allocations in the broker per message (counting allocator, \`cargo bench --bench allocations\`):"

@@ -2,6 +2,7 @@
 //! methods on channel 1, and a graceful close. Hot paths take the socket halves and the read
 //! buffer apart with [`Conn::into_parts`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use amq_protocol::protocol::{AMQPClass, channel, connection};
@@ -51,14 +52,19 @@ fn table(pairs: Vec<(&str, AMQPValue)>) -> FieldTable {
     t
 }
 
+/// A connection's opening, bounded by [`RPC_TIMEOUT`]; a socket error is a failure to connect.
+pub async fn opening<T>(uri: &AmqpUri, what: &str, open: impl Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(RPC_TIMEOUT, open).await {
+        Ok(Err(Error::Io(source))) => Err(Error::Connect { addr: uri.addr(), source }),
+        Ok(r) => r,
+        Err(_) => Err(Error::Timeout(format!("opening {what} to {}", uri.addr()))),
+    }
+}
+
 impl Conn {
     /// Open a TCP connection and perform the AMQP handshake (heartbeats disabled).
     pub async fn open(uri: &AmqpUri, name: &str) -> Result<Conn> {
-        match tokio::time::timeout(RPC_TIMEOUT, Self::open_inner(uri, name)).await {
-            Ok(Err(Error::Io(source))) => Err(Error::Connect { addr: uri.addr(), source }),
-            Ok(r) => r,
-            Err(_) => Err(Error::Timeout(format!("opening connection {name:?} to {}", uri.addr()))),
-        }
+        opening(uri, &format!("connection {name:?}"), Self::open_inner(uri, name)).await
     }
 
     async fn open_inner(uri: &AmqpUri, name: &str) -> Result<Conn> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol_types::FieldTable;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -13,6 +14,7 @@ use tokio::sync::watch;
 use crate::conn::{self, CH, Conn};
 use crate::error::{Error, Result};
 use crate::stats::{Counters, now_nanos};
+use crate::stream_wire::StreamOffset;
 use crate::uri::AmqpUri;
 use crate::wire::{self, FRAME_BODY, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD};
 
@@ -24,6 +26,8 @@ pub struct ConsumerCfg {
     pub prefetch: u16,
     /// Ack with `multiple` every this many deliveries (≤ 1: ack each one).
     pub multi_ack_every: u64,
+    /// On a stream: where to start (`x-stream-offset`).
+    pub stream_offset: Option<StreamOffset>,
 }
 
 pub struct Consumer {
@@ -37,6 +41,15 @@ enum State {
     Idle,
     Header { tag: u64 },
     Body { tag: u64, left: u64, first: bool },
+}
+
+/// `basic.consume` arguments: `x-stream-offset` on a stream.
+fn stream_arguments(offset: Option<StreamOffset>) -> FieldTable {
+    let mut t = FieldTable::default();
+    if let Some(o) = offset {
+        t.insert("x-stream-offset".into(), o.amqp_argument());
+    }
+    t
 }
 
 impl Consumer {
@@ -56,6 +69,7 @@ impl Consumer {
                 queue: cfg.queue.as_str().into(),
                 consumer_tag: tag.into(),
                 no_ack: cfg.auto_ack,
+                arguments: stream_arguments(cfg.stream_offset),
                 ..Default::default()
             })),
             |m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))),

@@ -3,6 +3,7 @@
 //! publisher confirms and wakes the writer when the confirm window opens.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 use amq_protocol::protocol::{AMQPClass, confirm};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::conn::{self, CH, Conn};
 use crate::error::{Error, Result};
@@ -40,11 +42,99 @@ pub struct ProducerCfg {
     pub seed: u64,
 }
 
-/// Confirm bookkeeping shared by the writer and the reader.
+/// Confirm bookkeeping shared by a producer's writer and its reader.
 #[derive(Default)]
-struct Confirms {
+pub struct Confirms {
     settled: AtomicU64,
     notify: Notify,
+}
+
+impl Confirms {
+    /// The reader settled `n` more messages (confirmed or refused): wake the writer.
+    pub fn settle(&self, n: u64) {
+        self.settled.fetch_add(n, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    fn settled(&self) -> u64 {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// Wait for a settlement or `stop`.
+    async fn wait(&self, stop: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = self.notify.notified() => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// How many messages a producer may send at a time: its message count, its confirm window
+/// and its rate.
+pub struct Pace {
+    count: Option<u64>,
+    window: Option<u64>,
+    rate: Option<f64>,
+    start: Instant,
+}
+
+impl Pace {
+    pub fn new(cfg: &ProducerCfg) -> Pace {
+        Pace { count: cfg.count, window: cfg.confirm_window, rate: cfg.rate, start: Instant::now() }
+    }
+
+    /// Wait until up to `max` more messages may follow the `published` ones and say how many;
+    /// None once stopped or the count is published.
+    pub async fn next(
+        &self,
+        published: u64,
+        max: u64,
+        confirms: &Confirms,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<u64> {
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            let mut n = max;
+            if let Some(c) = self.count {
+                if published >= c {
+                    return None;
+                }
+                n = n.min(c - published);
+            }
+            if let Some(w) = self.window {
+                let outstanding = published - confirms.settled();
+                if outstanding >= w {
+                    confirms.wait(stop).await;
+                    continue;
+                }
+                n = n.min(w - outstanding);
+            }
+            if let Some(rate) = self.rate {
+                let due = (self.start.elapsed().as_secs_f64() * rate) as u64 + 1;
+                if due <= published {
+                    let at = self.start + Duration::from_secs_f64(published as f64 / rate);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+                n = n.min(due - published);
+            }
+            return Some(n);
+        }
+    }
+
+    /// A counted run waits for its confirms (a prefill must be in the queues when it ends).
+    pub async fn await_confirms(&self, published: u64, confirms: &Confirms, stop: &mut watch::Receiver<bool>) {
+        if self.count.is_some() && self.window.is_some() {
+            while confirms.settled() < published && !*stop.borrow() {
+                confirms.wait(stop).await;
+            }
+        }
+    }
 }
 
 /// Tracks which delivery tags are confirmed; confirms may arrive out of order.
@@ -121,15 +211,7 @@ impl Producer {
         let (rd, mut wr, rbuf, frame_max) = conn.into_parts();
         let confirms = Arc::new(Confirms::default());
         let (c2, k2) = (confirms.clone(), counters.clone());
-        let reader = tokio::spawn(async move {
-            let r = read_confirms(rd, rbuf, frame_max, c2, k2).await;
-            if let Err(e) = r {
-                let _ = fail.send(e);
-                return false;
-            }
-            true
-        });
-        let _guard = AbortOnDrop(reader.abort_handle());
+        let (reader, _guard) = spawn_reader(read_confirms(rd, rbuf, frame_max, c2, k2), fail);
 
         let tpl = MessageTemplate::new(
             CH,
@@ -146,42 +228,9 @@ impl Producer {
         let mut buf = BytesMut::with_capacity(if large { 1024 } else { per_msg * batch_max as usize + 64 });
         let mut rng = Rng::new(cfg.seed);
         let mut key = String::with_capacity(32);
-        let start = Instant::now();
+        let pace = Pace::new(&cfg);
         let mut published = 0u64;
-        loop {
-            if *stop.borrow() {
-                break;
-            }
-            let mut n = batch_max;
-            if let Some(c) = cfg.count {
-                if published >= c {
-                    break;
-                }
-                n = n.min(c - published);
-            }
-            if let Some(w) = cfg.confirm_window {
-                let outstanding = published - confirms.settled.load(Ordering::Acquire);
-                if outstanding >= w {
-                    tokio::select! {
-                        _ = confirms.notify.notified() => {}
-                        _ = stop.changed() => {}
-                    }
-                    continue;
-                }
-                n = n.min(w - outstanding);
-            }
-            if let Some(rate) = cfg.rate {
-                let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
-                if due <= published {
-                    let at = start + Duration::from_secs_f64(published as f64 / rate);
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at.into()) => {}
-                        _ = stop.changed() => {}
-                    }
-                    continue;
-                }
-                n = n.min(due - published);
-            }
+        while let Some(n) = pace.next(published, batch_max, &confirms, &mut stop).await {
             let stamp = now_nanos();
             if large {
                 // One message: its head from the buffer, its body straight from the template.
@@ -208,28 +257,46 @@ impl Producer {
             wr.write_all(&buf).await?;
             buf.clear();
         }
-        // A counted run waits for its confirms (a prefill must be in the queues when it ends).
-        if cfg.count.is_some() && cfg.confirm_window.is_some() {
-            while confirms.settled.load(Ordering::Acquire) < published && !*stop.borrow() {
-                tokio::select! {
-                    _ = confirms.notify.notified() => {}
-                    _ = stop.changed() => {}
-                }
-            }
-        }
-        counters.producers_done.fetch_add(1, Ordering::Relaxed);
-        let mut out = BytesMut::new();
-        wire::put_method(&mut out, 0, &conn::close_method());
-        wr.write_all(&out).await?;
-        // The reader reports its own errors; here only a missing close-ok is one.
-        match tokio::time::timeout(conn::CLOSE_TIMEOUT, reader).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::Timeout("waiting for connection.close-ok".into())),
-        }
+        pace.await_confirms(published, &confirms, &mut stop).await;
+        let mut close = BytesMut::new();
+        wire::put_method(&mut close, 0, &conn::close_method());
+        finish(&mut wr, &close, reader, &counters, "connection.close-ok").await
     }
 }
 
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// Run a producer's confirm reader as a task whose error goes to `fail`; the guard aborts it.
+pub fn spawn_reader(
+    read: impl Future<Output = Result<()>> + Send + 'static,
+    fail: mpsc::UnboundedSender<Error>,
+) -> (JoinHandle<()>, AbortOnDrop) {
+    let reader = tokio::spawn(async move {
+        if let Err(e) = read.await {
+            let _ = fail.send(e);
+        }
+    });
+    let guard = AbortOnDrop(reader.abort_handle());
+    (reader, guard)
+}
+
+/// A producer's end: count it done, write its `close`, and wait (bounded) for the reader to
+/// see the reply, `what`. The reader reports its own errors; here only a missing reply is one.
+pub async fn finish(
+    wr: &mut OwnedWriteHalf,
+    close: &[u8],
+    reader: JoinHandle<()>,
+    counters: &Counters,
+    what: &str,
+) -> Result<()> {
+    counters.producers_done.fetch_add(1, Ordering::Relaxed);
+    wr.write_all(close).await?;
+    match tokio::time::timeout(conn::CLOSE_TIMEOUT, reader).await {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::Timeout(format!("waiting for {what}"))),
+    }
+}
+
+/// Aborts a task (a producer's confirm reader) when its owner goes away.
+pub struct AbortOnDrop(tokio::task::AbortHandle);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -277,10 +344,9 @@ async fn read_confirms(
             rbuf.advance(f.total());
         }
         if settled > 0 {
-            confirms.settled.fetch_add(settled, Ordering::Release);
             counters.confirmed.fetch_add(settled - nacked, Ordering::Relaxed);
             counters.nacked.fetch_add(nacked, Ordering::Relaxed);
-            confirms.notify.notify_one();
+            confirms.settle(settled);
         }
         conn::fill(&mut rd, &mut rbuf).await?;
     }

@@ -32,8 +32,14 @@ pub struct Rss {
     pub per_connection: Option<f64>,
     /// (after_prefill - before prefill) / queued message copies.
     pub per_message: Option<f64>,
-    /// Highest RSS seen during the measurement (sampled every second).
+    /// Highest RSS seen during the measurement (sampled every 20 ms).
     pub max: Option<u64>,
+    /// `max` less the RSS when the measurement started (after any prefill): what the
+    /// measured traffic added at its peak.
+    pub max_growth: Option<i64>,
+    /// The same for the anonymous part of the RSS (heap, stacks), without the file pages a
+    /// broker reading its files through mmap would add.
+    pub anon_max_growth: Option<i64>,
     /// RSS growth from a quarter into the measurement to its end, bytes per second: about 0
     /// when the broker's memory is flat after the first seconds.
     pub growth_per_s: Option<f64>,
@@ -47,6 +53,15 @@ pub struct Rss {
 pub struct Cpu {
     pub tool_pct: Option<f64>,
     pub broker_pct: Option<f64>,
+}
+
+/// What stream-protocol consumers were delivered.
+#[derive(Debug, Serialize)]
+pub struct StreamStats {
+    pub chunks: u64,
+    pub records_per_chunk: f64,
+    /// Chunks that did not start where the consumer's previous chunk ended (0 expected).
+    pub offset_gaps: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,12 +80,17 @@ pub struct Summary {
     pub expected: Option<u64>,
     pub sent_rate: f64,
     pub sent_mb_s: f64,
+    /// Messages confirmed per second of the sending window.
+    pub confirmed_rate: f64,
+    pub confirmed_mb_s: f64,
     pub received_rate: f64,
     pub received_mb_s: f64,
     pub latency_us: Option<LatencySummary>,
     pub prefill: Option<Prefill>,
     pub connections: usize,
     pub rss: Option<Rss>,
+    /// With stream-protocol consumers.
+    pub stream: Option<StreamStats>,
     pub cpu: Cpu,
 }
 
@@ -109,6 +129,13 @@ impl Summary {
                 let _ = writeln!(s, "latency:  -");
             }
         }
+        if let Some(st) = &self.stream {
+            let _ = writeln!(
+                s,
+                "stream:   {} chunks, {:.1} records/chunk, {} offset gaps",
+                st.chunks, st.records_per_chunk, st.offset_gaps
+            );
+        }
         if let Some(p) = &self.prefill {
             let _ = writeln!(s, "prefill:  {} msgs in {:.1} s ({:.0} msg/s)", p.messages, p.seconds, p.rate);
         }
@@ -121,6 +148,12 @@ impl Summary {
                 let _ = write!(s, ", after prefill {}", mib(r.after_prefill));
             }
             let _ = write!(s, ", max {}, end {}", mib(r.max), mib(r.end));
+            if let Some(g) = r.max_growth {
+                let _ = write!(s, ", max over the start {:+.1} MiB", g as f64 / 1048576.0);
+            }
+            if let Some(g) = r.anon_max_growth {
+                let _ = write!(s, " (anonymous {:+.1} MiB)", g as f64 / 1048576.0);
+            }
             match r.growth_per_s {
                 Some(g) => {
                     let _ = writeln!(s, ", growth after the first quarter {:.2} MiB/s", g / 1048576.0);

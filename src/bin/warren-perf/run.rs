@@ -9,13 +9,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::Args;
-use crate::consumer::{Consumer, ConsumerCfg};
+use crate::clients::Clients;
 use crate::error::{Error, Result};
-use crate::producer::{Producer, ProducerCfg};
-use crate::report::{Cpu, LatencySummary, Prefill, Rss, Summary};
-use crate::stats::{Counters, cpu_seconds, rss_bytes};
+use crate::producer::ProducerCfg;
+use crate::report::{Cpu, LatencySummary, Prefill, Rss, StreamStats, Summary};
+use crate::stats::{Counters, cpu_seconds, memory, rss_bytes};
+use crate::stream_conn::{create_streams, delete_streams};
+use crate::stream_wire::StreamOffset;
 use crate::topology::Plan;
-use crate::uri::AmqpUri;
 use crate::{idle, stats};
 
 /// How often end conditions are checked.
@@ -24,6 +25,8 @@ const TICK: Duration = Duration::from_millis(20);
 const IDLE_END: Duration = Duration::from_secs(2);
 /// How long stopped tasks get to close their connections.
 const SHUTDOWN: Duration = Duration::from_secs(10);
+/// A finite run whose expected deliveries stop coming for this long fails.
+const STALL: Duration = Duration::from_secs(30);
 
 fn unique_queue_name() -> String {
     let n = stats::now_nanos();
@@ -74,8 +77,8 @@ fn validate(args: &Args) -> Result<(bool, Vec<String>)> {
 
 pub async fn run(args: Args) -> Result<Summary> {
     let (persistent, queues) = validate(&args)?;
-    let uri = AmqpUri::parse(&args.uri)?;
-    let plan = Plan::new(
+    let clients = Clients::new(&args)?;
+    let mut plan = Plan::new(
         queues,
         &args.exchange,
         &args.exchange_type,
@@ -84,8 +87,12 @@ pub async fn run(args: Args) -> Result<Summary> {
         args.bindings,
         persistent,
     )?;
+    plan.stream = args.streams();
     let t = Instant::now();
-    plan.declare(&uri).await?;
+    match clients.stream_only() {
+        Some(su) => create_streams(su, &plan.queues).await?,
+        None => plan.declare(&clients.uri).await?,
+    }
     if args.bindings > 0 || plan.queues.len() > 1 {
         let msg = format!(
             "declared {} queue(s) and {} extra binding(s) in {:.1} s",
@@ -95,9 +102,12 @@ pub async fn run(args: Args) -> Result<Summary> {
         );
         progress(args.json, msg);
     }
-    let mut result = measure(&args, &uri, &plan, persistent).await;
+    let mut result = measure(&clients, &plan, persistent).await;
     if !args.no_cleanup {
-        let cleanup = plan.delete(&uri).await;
+        let cleanup = match clients.stream_only() {
+            Some(su) => delete_streams(su, &plan.queues).await,
+            None => plan.delete(&clients.uri).await,
+        };
         match (&result, cleanup) {
             (Ok(_), Err(e)) => return Err(e),
             (Err(_), Err(e)) => eprintln!("warren-perf: clean-up failed too: {e}"),
@@ -174,11 +184,11 @@ fn progress(json: bool, line: String) {
     }
 }
 
-async fn measure(args: &Args, uri: &AmqpUri, plan: &Plan, persistent: bool) -> Result<Summary> {
+async fn measure(clients: &Clients<'_>, plan: &Plan, persistent: bool) -> Result<Summary> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (fail_tx, mut fail_rx) = mpsc::unbounded_channel();
     let mut tasks = Tasks { stop: stop_tx, handles: Vec::new() };
-    let r = measure_inner(args, uri, plan, persistent, &mut tasks, stop_rx, &fail_tx, &mut fail_rx).await;
+    let r = measure_inner(clients, plan, persistent, &mut tasks, stop_rx, &fail_tx, &mut fail_rx).await;
     tasks.shutdown().await;
     let r = r?;
     // Errors while closing (a broker close, an unexpected frame) fail the run too; a broker
@@ -192,10 +202,41 @@ async fn measure(args: &Args, uri: &AmqpUri, plan: &Plan, persistent: bool) -> R
     Ok(r)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The prefill messages queue `q` gets: split over the queues when each message goes to one
+/// of them, else all published once (to the first queue's key).
+fn prefill_share(args: &Args, plan: &Plan, q: usize) -> u64 {
+    let nq = plan.queues.len() as u64;
+    match (plan.copies, q) {
+        (Some(1), q) => args.prefill / nq + u64::from((q as u64) < args.prefill % nq),
+        (_, 0) => args.prefill,
+        _ => 0,
+    }
+}
+
+/// Messages each queue receives in a counted run (prefill shares and producers' counts),
+/// then deliveries expected: a stream gives every consumer all of its messages from `offset`
+/// (unknown from `last` or `next`).
+fn expected_deliveries(args: &Args, plan: &Plan, offset: StreamOffset) -> Option<u64> {
+    if !args.streams() {
+        return plan.copies.map(|c| (args.prefill + args.producers as u64 * args.pmessages.unwrap_or(0)) * c);
+    }
+    let skipped = match offset {
+        StreamOffset::First => 0,
+        StreamOffset::Offset(o) => o,
+        StreamOffset::Last | StreamOffset::Next => return None,
+    };
+    let nq = plan.queues.len() as u64;
+    let per_queue = |q: u64| {
+        let prefill = prefill_share(args, plan, q as usize);
+        let producers = (0..args.producers as u64).filter(|i| i % nq == q).count() as u64;
+        let consumers = (0..args.consumers as u64).filter(|j| j % nq == q).count() as u64;
+        (prefill + producers * args.pmessages.unwrap_or(0)).saturating_sub(skipped) * consumers
+    };
+    Some((0..nq).map(per_queue).sum())
+}
+
 async fn measure_inner(
-    args: &Args,
-    uri: &AmqpUri,
+    clients: &Clients<'_>,
     plan: &Plan,
     persistent: bool,
     tasks: &mut Tasks,
@@ -203,6 +244,8 @@ async fn measure_inner(
     fail_tx: &mpsc::UnboundedSender<Error>,
     fail_rx: &mut mpsc::UnboundedReceiver<Error>,
 ) -> Result<Summary> {
+    let args = clients.args;
+    let uri = &clients.uri;
     let pid = args.broker_pid;
     let nq = plan.queues.len();
     let mut rss = Rss { start: pid.and_then(rss_bytes), ..Default::default() };
@@ -240,27 +283,26 @@ async fn measure_inner(
         let counters = Arc::new(Counters::default());
         // Messages routed per queue are split over the queues, a producer each; otherwise one
         // producer publishes them all (fanout, a shared key, random keys).
-        let shares: Vec<(Option<String>, u64)> = if plan.copies == Some(1) && nq > 1 {
-            (0..nq)
-                .map(|i| {
-                    (
-                        plan.routing_keys[i].clone(),
-                        args.prefill / nq as u64 + u64::from((i as u64) < args.prefill % nq as u64),
-                    )
-                })
-                .collect()
+        let shares: Vec<(usize, u64)> = if plan.copies == Some(1) && nq > 1 {
+            (0..nq).map(|i| (i, prefill_share(args, plan, i))).collect()
         } else {
-            vec![(plan.routing_keys[0].clone(), args.prefill)]
+            vec![(0, args.prefill)]
         };
         let mut handles = Vec::new();
-        for (i, (key, count)) in shares.into_iter().enumerate() {
+        for (i, count) in shares {
+            let window = args.confirm.unwrap_or(if args.stream_producers {
+                crate::stream_producer::DEFAULT_WINDOW
+            } else {
+                1000
+            });
             let cfg = ProducerCfg {
-                confirm_window: Some(args.confirm.unwrap_or(1000)),
+                confirm_window: Some(window),
                 rate: None,
                 count: Some(count),
-                ..producer_cfg(key, 1000 + i as u64)
+                ..producer_cfg(plan.routing_keys[i].clone(), 1000 + i as u64)
             };
-            let p = or_fail(Producer::connect(uri, &format!("warren-perf prefill {i}"), cfg), fail_rx).await?;
+            let name = format!("warren-perf prefill {i}");
+            let p = or_fail(clients.producer(&name, &plan.queues[i], cfg), fail_rx).await?;
             let (c, s) = (counters.clone(), stop.clone());
             let f = fail_tx.clone();
             handles.push(tokio::spawn(async move { p.run(c, s, f).await }));
@@ -293,23 +335,19 @@ async fn measure_inner(
     let counters = Arc::new(Counters::default());
     let mut consumers = Vec::with_capacity(args.consumers);
     for j in 0..args.consumers {
-        let cfg = ConsumerCfg {
-            queue: plan.queues[j % nq].clone(),
-            auto_ack: args.autoack,
-            prefetch: args.qos,
-            multi_ack_every: args.multi_ack_every,
-        };
-        let name = format!("warren-perf consumer {j}");
-        consumers.push(or_fail(Consumer::connect(uri, &name, &format!("warren-perf-{j}"), cfg), fail_rx).await?);
+        let q = j % nq;
+        consumers.push(or_fail(clients.consumer(j, &plan.queues[q], prefill_share(args, plan, q)), fail_rx).await?);
     }
     let mut producers = Vec::with_capacity(args.producers);
     for i in 0..args.producers {
         let cfg = producer_cfg(plan.routing_keys[i % nq].clone(), i as u64 + 1);
-        producers.push(or_fail(Producer::connect(uri, &format!("warren-perf producer {i}"), cfg), fail_rx).await?);
+        let name = format!("warren-perf producer {i}");
+        producers.push(or_fail(clients.producer(&name, &plan.queues[i % nq], cfg), fail_rx).await?);
     }
 
     let t0 = Instant::now();
     let t0_ns = stats::now_nanos();
+    let mem_at_start = pid.and_then(memory);
     let cpu0 = (cpu_seconds(None), pid.and_then(|p| cpu_seconds(Some(p))));
     for c in consumers {
         tasks.handles.push(spawn(c.run(counters.clone(), stop.clone()), fail_tx));
@@ -320,8 +358,8 @@ async fn measure_inner(
     }
 
     let counted = args.pmessages.is_some();
-    let finite = counted || (args.producers == 0 && args.prefill > 0);
-    let expected = plan.copies.map(|c| (args.prefill + args.producers as u64 * args.pmessages.unwrap_or(0)) * c);
+    let finite = counted || (args.producers == 0 && args.prefill > 0 && !args.replay);
+    let expected = expected_deliveries(args, plan, clients.offset);
     let deadline = args.time.map(Duration::from_secs_f64);
 
     let mut tick = tokio::time::interval(TICK);
@@ -331,6 +369,7 @@ async fn measure_inner(
     let (mut last_report, mut last_sent, mut last_recv) = (Duration::ZERO, 0u64, 0u64);
     let mut recv_seen = (0u64, t0);
     let mut rss_quarter: Option<(u64, Instant)> = None;
+    let mut anon_max: Option<u64> = None;
     let mut producers_done_at = None;
     let mut recv_end = None;
     loop {
@@ -346,9 +385,14 @@ async fn measure_inner(
         if recv != recv_seen.0 {
             recv_seen = (recv, now);
         }
+        let mem_now = pid.and_then(memory);
+        let rss_now = mem_now.map(|(r, _)| r);
+        if let Some((r, anon)) = mem_now {
+            rss.max = Some(rss.max.map_or(r, |m| m.max(r)));
+            anon_max = anon_max.max(anon);
+        }
         if el >= last_report + Duration::from_secs(1) {
-            if let Some(r) = pid.and_then(rss_bytes) {
-                rss.max = Some(rss.max.map_or(r, |m| m.max(r)));
+            if let Some(r) = rss_now {
                 // The reference point for growth: the first sample a quarter into the run.
                 let quarter = deadline.map_or(Duration::from_secs(3), |d| d / 4);
                 if rss_quarter.is_none() && el >= quarter {
@@ -393,6 +437,12 @@ async fn measure_inner(
                     recv_end = Some(t0 + Duration::from_nanos(last));
                     break;
                 }
+                Some(n) if now - recv_seen.1 >= STALL => {
+                    return Err(Error::Protocol(format!(
+                        "deliveries stopped at {recv} of the {n} expected ({} s without one)",
+                        STALL.as_secs()
+                    )));
+                }
                 _ => {}
             }
         }
@@ -400,6 +450,12 @@ async fn measure_inner(
     let end = Instant::now();
     let cpu1 = (cpu_seconds(None), pid.and_then(|p| cpu_seconds(Some(p))));
     rss.end = pid.and_then(rss_bytes);
+    if let (Some(max), Some((at_start, anon_at_start))) = (rss.max, mem_at_start) {
+        rss.max_growth = Some(max as i64 - at_start as i64);
+        if let (Some(max), Some(at_start)) = (anon_max, anon_at_start) {
+            rss.anon_max_growth = Some(max as i64 - at_start as i64);
+        }
+    }
     if let (Some((r0, t)), Some(r1)) = (rss_quarter, rss.end) {
         let secs = (end - t).as_secs_f64();
         if secs > 0.5 {
@@ -407,7 +463,17 @@ async fn measure_inner(
         }
     }
     let sent = Counters::get(&counters.sent);
+    let confirmed = Counters::get(&counters.confirmed);
     let received = Counters::get(&counters.received);
+    if let Some(n) = expected.filter(|&n| finite && received > n) {
+        return Err(Error::Protocol(format!("{received} deliveries, more than the {n} expected")));
+    }
+    let chunks = Counters::get(&counters.chunks);
+    let stream = (args.stream_consumers && args.consumers > 0).then(|| StreamStats {
+        chunks,
+        records_per_chunk: if chunks > 0 { received as f64 / chunks as f64 } else { 0.0 },
+        offset_gaps: Counters::get(&counters.offset_gaps),
+    });
     let latency = counters.latency.lock().expect("latency lock").total.clone();
     let wall = (end - t0).as_secs_f64();
     let send_secs = (producers_done_at.unwrap_or(end) - t0).as_secs_f64();
@@ -424,12 +490,14 @@ async fn measure_inner(
         queues: nq,
         body_size: args.size,
         sent,
-        confirmed: Counters::get(&counters.confirmed),
+        confirmed,
         nacked: Counters::get(&counters.nacked),
         received,
         expected: expected.filter(|_| finite),
         sent_rate: rate(sent, send_secs),
         sent_mb_s: rate(sent, send_secs) * args.size as f64 / 1e6,
+        confirmed_rate: rate(confirmed, send_secs),
+        confirmed_mb_s: rate(confirmed, send_secs) * args.size as f64 / 1e6,
         received_rate: rate(received, recv_secs),
         received_mb_s: rate(received, recv_secs) * args.size as f64 / 1e6,
         latency_us: (latency.count() > 0).then(|| LatencySummary {
@@ -443,6 +511,7 @@ async fn measure_inner(
         prefill,
         connections: args.connections,
         rss: pid.map(|_| rss),
+        stream,
         cpu: Cpu { tool_pct: pct(cpu0.0, cpu1.0), broker_pct: pct(cpu0.1, cpu1.1) },
     })
 }

@@ -108,6 +108,10 @@ pub struct Counters {
     pub producers_done: AtomicU64,
     /// When the latest delivery batch arrived (ns since the UNIX epoch).
     pub last_delivery_ns: AtomicU64,
+    /// Chunks delivered to stream-protocol consumers.
+    pub chunks: AtomicU64,
+    /// Times a stream-protocol consumer's next chunk did not start where the previous ended.
+    pub offset_gaps: AtomicU64,
     pub latency: Mutex<Latency>,
 }
 
@@ -137,10 +141,19 @@ pub fn now_nanos() -> u64 {
 
 /// Resident set size of a process in bytes (Linux /proc), if readable.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    memory(pid).map(|(rss, _)| rss)
+}
+
+/// Resident set size and its anonymous part (heap, stacks: not file pages mapped from disk),
+/// in bytes (Linux /proc), if readable.
+pub fn memory(pid: u32) -> Option<(u64, Option<u64>)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    let field = |name: &str| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")))
 }
 
 /// CPU time (user + system) a process has used so far, in seconds (Linux /proc, USER_HZ 100).

@@ -2,6 +2,7 @@
 //! consumer consumes, and the clean-up at the end.
 
 use amq_protocol::protocol::{AMQPClass, exchange, queue};
+use amq_protocol_types::{AMQPValue, FieldTable};
 
 use crate::conn::{CH, Conn};
 use crate::error::{Error, Result};
@@ -71,6 +72,8 @@ pub struct Plan {
     pub extra_bindings: usize,
     /// How many queues one published message reaches, when known.
     pub copies: Option<u64>,
+    /// The queues are streams (`x-queue-type: stream`, durable).
+    pub stream: bool,
 }
 
 impl Plan {
@@ -128,6 +131,7 @@ impl Plan {
             binding_keys,
             extra_bindings,
             copies,
+            stream: false,
         })
     }
 
@@ -149,10 +153,15 @@ impl Plan {
             .await?;
         }
         for (i, q) in self.queues.iter().enumerate() {
+            let mut arguments = FieldTable::default();
+            if self.stream {
+                arguments.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+            }
             c.rpc(
                 AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
                     queue: q.as_str().into(),
-                    durable: self.durable,
+                    durable: self.durable || self.stream,
+                    arguments,
                     ..Default::default()
                 })),
                 |m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))),

@@ -1,4 +1,5 @@
-//! `amqp://user:pass@host:port/vhost` URIs (RabbitMQ's URI spec; no TLS, query ignored).
+//! `amqp://user:pass@host:port/vhost` URIs (RabbitMQ's URI spec; no TLS, query ignored), and
+//! the stream protocol's `rabbitmq-stream://user:pass@host:port/vhost` of the same shape.
 
 use crate::error::Error;
 
@@ -30,10 +31,21 @@ fn decode(s: &str) -> Result<String, Error> {
 
 impl AmqpUri {
     pub fn parse(uri: &str) -> Result<Self, Error> {
+        Self::parse_scheme(uri, "amqp", 5672)
+    }
+
+    /// A stream-protocol URI: `rabbitmq-stream://user:pass@host:port/vhost` (port 5552 by default).
+    pub fn parse_stream(uri: &str) -> Result<Self, Error> {
+        Self::parse_scheme(uri, "rabbitmq-stream", warren::stream::protocol::DEFAULT_PORT)
+    }
+
+    fn parse_scheme(uri: &str, scheme: &str, default_port: u16) -> Result<Self, Error> {
         let rest = match uri.split_once("://") {
-            Some(("amqp", rest)) => rest,
-            Some(("amqps", _)) => return Err(Error::Uri("amqps (TLS) is not supported".into())),
-            _ => return Err(Error::Uri(format!("{uri:?} does not start with amqp://"))),
+            Some((s, rest)) if s == scheme => rest,
+            Some((s, _)) if s.strip_suffix('s') == Some(scheme) || s.strip_suffix("+tls") == Some(scheme) => {
+                return Err(Error::Uri(format!("{s} (TLS) is not supported")));
+            }
+            _ => return Err(Error::Uri(format!("{uri:?} does not start with {scheme}://"))),
         };
         let rest = rest.split(['?', '#']).next().unwrap_or("");
         let (authority, path) = match rest.split_once('/') {
@@ -62,7 +74,7 @@ impl AmqpUri {
         };
         let port = match port {
             Some(p) => p.parse().map_err(|_| Error::Uri(format!("bad port {p:?}")))?,
-            None => 5672,
+            None => default_port,
         };
         let host = if host.is_empty() { "localhost".to_string() } else { decode(&host)? };
         let vhost = match path {
@@ -110,5 +122,14 @@ mod tests {
         assert_eq!(AmqpUri::parse("amqp://h/").unwrap().vhost, "");
         assert!(AmqpUri::parse("amqps://h").is_err());
         assert!(AmqpUri::parse("http://h").is_err());
+    }
+
+    #[test]
+    fn stream_uris() {
+        let u = AmqpUri::parse_stream("rabbitmq-stream://guest:guest@127.0.0.1/%2f").unwrap();
+        assert_eq!((u.port, u.vhost.as_str()), (5552, "/"));
+        assert_eq!(AmqpUri::parse_stream("rabbitmq-stream://h:5698").unwrap().port, 5698);
+        assert!(AmqpUri::parse_stream("amqp://h").is_err());
+        assert!(AmqpUri::parse_stream("rabbitmq-stream+tls://h").is_err());
     }
 }
