@@ -82,6 +82,7 @@ pub fn spawn(name: &str, vhost: &str, args: QueueArgs, dir: &Path) -> io::Result
         next_key: 0,
         batch: Vec::new(),
         batch_bytes: 0,
+        sources: Vec::new(),
         waiting: Confirms::default(),
         dirty: false,
         syncing: None,
@@ -138,19 +139,20 @@ impl Confirms {
 /// The stream protocol's "internal error" response code.
 const INTERNAL_ERROR: u16 = 0x0f;
 
-/// Where a record's confirm goes.
-enum ConfirmTarget {
-    None,
-    Amqp(crate::queue::ConfirmTo),
-    Native(handle::ConfirmTo, u64),
+/// Who published records of this round: an AMQP 0-9-1 message (its own confirm), or a
+/// stream-protocol Publish frame (one per frame, shared by its records).
+enum Source {
+    Amqp(Option<crate::queue::ConfirmTo>),
+    Native { confirm: handle::ConfirmTo, reference: Option<Arc<str>> },
 }
 
 /// A record waiting for this round's chunk.
 struct Pending {
     data: Bytes,
     filter: Option<Bytes>,
-    dedup: Option<(Arc<str>, u64)>,
-    confirm: ConfirmTarget,
+    publishing_id: u64,
+    /// Index in `StreamQueue::sources`.
+    source: u32,
 }
 
 /// One AMQP 0-9-1 consumer: its task's credit and how to stop it.
@@ -180,6 +182,8 @@ struct StreamQueue {
     /// This round's records (appended before anything that must see them, and at its end).
     batch: Vec<Pending>,
     batch_bytes: usize,
+    /// The publishers of `batch` (the last one may still be adding records).
+    sources: Vec<Source>,
     /// Confirms of what was appended since the sync in flight began.
     waiting: Confirms,
     /// Appended or tracked since the last sync began.
@@ -387,11 +391,8 @@ impl StreamQueue {
             let data = Bytes::from(super::amqp10::convert::from_message(&p.msg));
             let filter =
                 super::amqp10::convert::filter_value(p.msg.properties()).map(|v| Bytes::copy_from_slice(v.as_bytes()));
-            let confirm = match p.confirm {
-                Some(c) => ConfirmTarget::Amqp(c),
-                None => ConfirmTarget::None,
-            };
-            self.push(Pending { data, filter, dedup: None, confirm });
+            self.sources.push(Source::Amqp(p.confirm));
+            self.push(data, filter, 0);
         }
     }
 
@@ -410,11 +411,10 @@ impl StreamQueue {
         }
         match cmd {
             StreamCmd::Publish { reference, records, confirm } => {
+                self.counters.publish += records.len() as u64;
+                self.sources.push(Source::Native { confirm, reference });
                 for Record { publishing_id, data, filter } in records {
-                    self.counters.publish += 1;
-                    let dedup = reference.as_ref().map(|r| (r.clone(), publishing_id));
-                    let target = ConfirmTarget::Native(confirm.clone(), publishing_id);
-                    self.push(Pending { data, filter, dedup, confirm: target });
+                    self.push(data, filter, publishing_id);
                 }
             }
             StreamCmd::StoreOffset { reference, offset } => {
@@ -434,29 +434,37 @@ impl StreamQueue {
         }
     }
 
-    fn push(&mut self, p: Pending) {
-        if self.batch.len() >= CHUNK_RECORDS
-            || (self.batch_bytes + p.data.len() > CHUNK_BYTES && !self.batch.is_empty())
+    /// Add a record of the last source to this round's chunk (writing the chunk first when
+    /// it is full).
+    fn push(&mut self, data: Bytes, filter: Option<Bytes>, publishing_id: u64) {
+        if self.batch.len() >= CHUNK_RECORDS || (self.batch_bytes + data.len() > CHUNK_BYTES && !self.batch.is_empty())
         {
             self.append_batch();
         }
-        self.batch_bytes += p.data.len();
-        self.batch.push(p);
+        self.batch_bytes += data.len();
+        let source = self.sources.len() as u32 - 1;
+        self.batch.push(Pending { data, filter, publishing_id, source });
     }
 
     /// Write this round's records as one chunk; their confirms wait for the next sync.
     fn append_batch(&mut self) {
         if self.batch.is_empty() {
+            // Only called between commands then: no source is still adding records.
+            self.sources.clear();
             return;
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
+        let sources = &self.sources;
         let messages: Vec<super::log::Message<'_>> = batch
             .iter()
             .map(|p| super::log::Message {
                 entry: EntryData::Simple(&p.data),
                 filter: p.filter.as_deref(),
-                dedup: p.dedup.as_ref().map(|(w, id)| (&**w, *id)),
+                dedup: match &sources[p.source as usize] {
+                    Source::Native { reference: Some(r), .. } => Some((&**r, p.publishing_id)),
+                    _ => None,
+                },
             })
             .collect();
         let written = self.log.append(&messages);
@@ -473,13 +481,20 @@ impl StreamQueue {
         };
         let mut failed = Confirms::default();
         let to = if ok { &mut self.waiting } else { &mut failed };
-        for p in batch {
-            match p.confirm {
-                ConfirmTarget::None => {}
-                ConfirmTarget::Amqp(c) => to.amqp(c),
-                ConfirmTarget::Native(c, id) => to.native(&c, id),
+        for p in &batch {
+            match &mut self.sources[p.source as usize] {
+                Source::Amqp(c) => {
+                    if let Some(c) = c.take() {
+                        to.amqp(c);
+                    }
+                }
+                Source::Native { confirm, .. } => to.native(confirm, p.publishing_id),
             }
         }
+        // The last source may have more records to come (a frame larger than a chunk).
+        let last = self.sources.pop();
+        self.sources.clear();
+        self.sources.extend(last);
         failed.release(false);
     }
 
@@ -605,6 +620,7 @@ impl StreamQueue {
             }
         }
         self.batch.clear();
+        self.sources.clear();
         std::mem::take(&mut self.waiting).release(true);
         let dir = self.log.dir().to_path_buf();
         // The queue's directory (the log is in a subdirectory of it).
