@@ -386,8 +386,9 @@ mod tests {
         assert!(text(&[("x-queue-type", longstr("stream"))]).contains("invalid property 'non-durable'"));
         let mut t = FieldTable::default();
         t.insert("x-queue-type".into(), longstr("stream"));
-        let durable = QueueArgs::parse(&t, "q", "/", true, false, false, false).unwrap_err().text;
-        assert!(durable.contains("stream queues are not supported"), "{durable}");
+        let stream = QueueArgs::parse(&t, "q", "/", true, false, false, false).expect("a durable stream");
+        assert_eq!(stream.queue_type, QueueType::Stream);
+        assert_eq!(stream.stream.as_deref(), Some(&super::super::stream_args::StreamArgs::default()));
         // Measured on RabbitMQ 3.10.8: a non-string type or mode names the value's type.
         assert_eq!(
             text(&[("x-queue-type", AMQPValue::LongInt(5))]),
