@@ -356,7 +356,7 @@ impl Connection {
 /// RabbitMQ's connection limits at `connection.open` (after the vhost and permission checks):
 /// the vhost's `max-connections`, then the user's; 530 with RabbitMQ's texts. (The node's
 /// `connection_max` is checked first, in the handshake.)
-fn open_limits(broker: &Broker, user: &str, vhost: &str) -> Result<(), AmqpError> {
+pub(crate) fn open_limits(broker: &Broker, user: &str, vhost: &str) -> Result<(), AmqpError> {
     if let Some(max) = broker.vhost(vhost).and_then(|v| v.limits().max_connections)
         && broker.connections.count_where(|c| c.vhost == vhost) as u64 >= max
     {

@@ -108,6 +108,11 @@ impl StreamHandle {
         *self.committed.borrow()
     }
 
+    /// The committed state as it changes (a reader that caught up waits on it for more).
+    pub fn committed_watch(&self) -> watch::Receiver<Committed> {
+        self.committed.clone()
+    }
+
     pub fn stats(&self) -> Stats {
         let c = self.committed();
         Stats {
