@@ -174,6 +174,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         tls: tls_connection,
         inbox: Some(inbox.clone()),
         octets: traffic.clone(),
+        protocol: None,
         connected_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),

@@ -301,6 +301,7 @@ impl Conn {
             heartbeat: u16::try_from(n.heartbeat).unwrap_or(u16::MAX),
             client_properties,
             auth_mechanism: n.mechanism.clone(),
+            protocol: Some("stream"),
             connected_at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),

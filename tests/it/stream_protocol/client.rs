@@ -11,7 +11,7 @@ use rabbitmq_stream_client::{
     ConfirmationStatus, Consumer, Dedup, Environment, FilterConfiguration, NoDedup, Producer,
 };
 
-use super::{env, port, start};
+use super::{client_stream, env, port, start};
 use crate::common::*;
 
 /// Both kinds of producer (`batch_send_with_confirm` takes `&mut` on a named one).
@@ -116,10 +116,7 @@ async fn create_publish_consume_and_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_producer_resumes_without_duplicates() {
-    let b = start();
-    let e = env(&b).await;
-    let s = unique("dedup");
-    e.stream_creator().create(&s).await.unwrap();
+    let (b, e, s) = client_stream("dedup").await;
     let mut p = within("producer", e.producer().name("app").build(&s)).await.unwrap();
     send_confirmed(&mut p, &numbered("m", 0..5)).await;
     p.close().await.unwrap();
@@ -143,10 +140,7 @@ async fn a_named_producer_resumes_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_offset_specification() {
-    let b = start();
-    let e = env(&b).await;
-    let s = unique("offsets");
-    e.stream_creator().create(&s).await.unwrap();
+    let (_b, e, s) = client_stream("offsets").await;
     let mut p = producer(&e, &s).await;
     // Three chunks: a0..a2, b0..b2, c0..c2.
     for prefix in ["a", "b", "c"] {
@@ -183,10 +177,7 @@ fn chrono_ms() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_subscriptions_get_the_chunks_that_may_match() {
-    let b = start();
-    let e = env(&b).await;
-    let s = unique("filter");
-    e.stream_creator().create(&s).await.unwrap();
+    let (_b, e, s) = client_stream("filter").await;
     let p = within(
         "producer",
         e.producer()
@@ -269,10 +260,7 @@ async fn retention_removes_old_segments() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_single_active_consumer_takes_over() {
-    let b = start();
-    let e = env(&b).await;
-    let s = unique("sac");
-    e.stream_creator().create(&s).await.unwrap();
+    let (_b, e, s) = client_stream("sac").await;
     let mut p = producer(&e, &s).await;
     send_confirmed(&mut p, &numbered("a", 0..3)).await;
     let sac = |e: Environment, s: String| async move {
@@ -308,10 +296,7 @@ async fn the_next_single_active_consumer_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_through_the_client() {
-    let b = start();
-    let e = env(&b).await;
-    let s = unique("meta");
-    e.stream_creator().create(&s).await.unwrap();
+    let (b, _e, s) = client_stream("meta").await;
     let client = rabbitmq_stream_client::Client::connect(
         rabbitmq_stream_client::ClientOptions::builder().host("127.0.0.1").port(port(&b)).build(),
     )

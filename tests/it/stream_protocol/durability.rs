@@ -58,7 +58,9 @@ async fn kill_9_loses_no_confirmed_message() {
     let e = super::env(&b).await;
     e.stream_creator().create(&s).await.unwrap();
     let confirmed: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let producer = within("producer", e.producer().build(&s)).await.unwrap();
+    // Leaked: a producer dropped after its broker died would close itself with a blocking
+    // call that never returns.
+    let producer: &'static _ = Box::leak(Box::new(within("producer", e.producer().build(&s)).await.unwrap()));
     // Publish in batches until the broker dies, recording what was confirmed.
     let record = confirmed.clone();
     let (count, mut counted) = tokio::sync::watch::channel(0usize);

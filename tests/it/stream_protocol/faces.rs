@@ -8,7 +8,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use rabbitmq_stream_client::types::{Message, OffsetSpecification, SimpleValue};
 
 use super::client::{consumer, send_confirmed};
-use super::{env, start};
+use super::{client_stream, env, start};
 use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,10 +62,7 @@ async fn amqp_publishes_reach_stream_clients_with_their_properties() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_client_publishes_reach_amqp_consumers() {
-    let b = start();
-    let e = env(&b).await;
-    let s = unique("face-out");
-    e.stream_creator().create(&s).await.unwrap();
+    let (b, e, s) = client_stream("face-out").await;
     let mut p = within("producer", e.producer().build(&s)).await.unwrap();
     let m = Message::builder()
         .body("from the stream protocol")

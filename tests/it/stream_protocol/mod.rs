@@ -32,6 +32,24 @@ pub fn port(b: &Broker) -> u16 {
     addr(b).rsplit_once(':').and_then(|(_, p)| p.parse().ok()).expect("a port")
 }
 
+/// A fresh broker, a raw connection to it, and a new stream there.
+pub async fn raw_stream(prefix: &str) -> (Broker, raw::Raw, String) {
+    let b = start();
+    let mut r = raw::Raw::open(&addr(&b)).await;
+    let s = unique(prefix);
+    assert_eq!(r.create(&s, &[]).await, 1, "create {s}");
+    (b, r, s)
+}
+
+/// A fresh broker, the stream client on it, and a new stream there.
+pub async fn client_stream(prefix: &str) -> (Broker, Environment, String) {
+    let b = start();
+    let e = env(&b).await;
+    let s = unique(prefix);
+    e.stream_creator().create(&s).await.expect("create a stream");
+    (b, e, s)
+}
+
 /// An environment of the Rust stream client on the broker, as guest.
 pub async fn env(b: &Broker) -> Environment {
     within("the stream client to connect", Environment::builder().host("127.0.0.1").port(port(b)).build())
