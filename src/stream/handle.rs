@@ -16,14 +16,27 @@ use super::log::{self, Committed, OffsetSpec, Reader};
 /// Publish commands a stream's native mailbox holds before publishers wait.
 pub const MAILBOX_CAPACITY: usize = 256;
 
-/// One message from a stream-protocol publisher.
+/// One entry from a stream-protocol publisher: a message, or a client-side batch of them.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub publishing_id: u64,
-    /// The message as the client encoded it (AMQP 1.0 sections), stored as it is.
+    /// The message as the client encoded it (AMQP 1.0 sections), stored as it is; for a
+    /// sub-batch, its (maybe compressed) records.
     pub data: Bytes,
     /// Publish v2's filter value.
     pub filter: Option<Bytes>,
+    /// Set when `data` is a sub-batch entry (Publish v1), stored as one entry of that many
+    /// records under one publishing id, as osiris does.
+    pub sub_batch: Option<SubBatch>,
+}
+
+/// A sub-batch entry's header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubBatch {
+    /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd (the server never decompresses).
+    pub compression: u8,
+    pub records: u16,
+    pub uncompressed_len: u32,
 }
 
 /// What a stream tells a native-protocol connection.

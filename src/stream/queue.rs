@@ -148,6 +148,8 @@ enum ConfirmTarget {
 /// A record waiting for this round's chunk.
 struct Pending {
     data: Bytes,
+    /// A stream-protocol sub-batch entry rather than one message.
+    sub_batch: Option<handle::SubBatch>,
     filter: Option<Bytes>,
     dedup: Option<(Arc<str>, u64)>,
     confirm: ConfirmTarget,
@@ -391,7 +393,7 @@ impl StreamQueue {
                 Some(c) => ConfirmTarget::Amqp(c),
                 None => ConfirmTarget::None,
             };
-            self.push(Pending { data, filter, dedup: None, confirm });
+            self.push(Pending { data, sub_batch: None, filter, dedup: None, confirm });
         }
     }
 
@@ -410,11 +412,11 @@ impl StreamQueue {
         }
         match cmd {
             StreamCmd::Publish { reference, records, confirm } => {
-                for Record { publishing_id, data, filter } in records {
+                for Record { publishing_id, data, filter, sub_batch } in records {
                     self.counters.publish += 1;
                     let dedup = reference.as_ref().map(|r| (r.clone(), publishing_id));
                     let target = ConfirmTarget::Native(confirm.clone(), publishing_id);
-                    self.push(Pending { data, filter, dedup, confirm: target });
+                    self.push(Pending { data, sub_batch, filter, dedup, confirm: target });
                 }
             }
             StreamCmd::StoreOffset { reference, offset } => {
@@ -454,7 +456,15 @@ impl StreamQueue {
         let messages: Vec<super::log::Message<'_>> = batch
             .iter()
             .map(|p| super::log::Message {
-                entry: EntryData::Simple(&p.data),
+                entry: match p.sub_batch {
+                    None => EntryData::Simple(&p.data),
+                    Some(b) => EntryData::SubBatch {
+                        compression: b.compression,
+                        records: b.records,
+                        uncompressed_len: b.uncompressed_len,
+                        data: &p.data,
+                    },
+                },
                 filter: p.filter.as_deref(),
                 dedup: p.dedup.as_ref().map(|(w, id)| (&**w, *id)),
             })

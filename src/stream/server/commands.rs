@@ -136,13 +136,7 @@ impl Conn {
             encode::publish_error(self.out.buf(), id, &errors);
             return;
         }
-        let mut errors = Vec::new();
-        let prepared = self.publishers.prepare(id, messages, &mut errors);
-        if !errors.is_empty() {
-            warn!(publisher = id, "sub-batch entries are not supported; refused with 0x11");
-            encode::publish_error(self.out.buf(), id, &errors);
-        }
-        let Some((stream, cmd)) = prepared else { return };
+        let Some((stream, cmd)) = self.publishers.prepare(id, messages) else { return };
         let StreamCmd::Publish { records, .. } = &cmd else { return };
         let ids: Vec<u64> = records.iter().map(|r| r.publishing_id).collect();
         // Waits while the stream's mailbox is full: the publisher is slowed down.

@@ -37,7 +37,7 @@ use crate::broker::connections::{ConnectionDetails, Registration};
 use crate::broker::vhost::VHost;
 use crate::connection::flow::FlowGauge;
 use crate::connection::writer::{OUTPUT_LOW_WATERMARK, Sink, Writer};
-use crate::stream::handle::StreamHandle;
+use crate::stream::handle::{StreamEvent, StreamHandle};
 use crate::stream::protocol::state::{AuthOutcome, CloseReason, Connection, Event, OpenOutcome};
 use crate::stream::protocol::{code, encode};
 
@@ -50,6 +50,9 @@ pub(super) const DELIVER_WATERMARK: usize = OUTPUT_LOW_WATERMARK;
 /// Chunks delivered per turn before the connection looks at its socket and inbox again
 /// (fairness between its subscriptions and its other work).
 const CHUNKS_PER_TURN: usize = 64;
+
+/// Publish outcomes answered per turn beyond the first (fairness with the socket).
+const OUTCOMES_PER_TURN: usize = 256;
 
 /// What woke the connection up besides its socket.
 pub(super) enum Wake {
@@ -193,9 +196,7 @@ impl Conn {
                     info!(%reason, "connection closed by the broker");
                     break;
                 }
-                e = std::future::poll_fn(|cx| self.publishers.poll_outcome(cx)) => {
-                    self.publishers.on_outcome(e, self.out.buf());
-                }
+                e = std::future::poll_fn(|cx| self.publishers.poll_outcome(cx)) => self.on_outcomes(e),
                 Some(n) = notices.recv() => self.on_notice(n),
                 Some(w) = self.wakes.get().next(), if !self.wakes.get().is_empty() => self.on_wake(w),
                 r = read.read_buf(&mut input), if may_read => match r {
@@ -406,6 +407,16 @@ impl Conn {
         self.leave_group(id, &s);
         self.unwatch_unused(&s.stream.name.clone());
         true
+    }
+
+    /// Answer this publish outcome and those already waiting (a bounded number).
+    fn on_outcomes(&mut self, first: StreamEvent) {
+        let frame_max = self.proto.negotiated().frame_max;
+        self.publishers.on_outcome(first, self.out.buf(), frame_max);
+        for _ in 0..OUTCOMES_PER_TURN {
+            let Some(e) = self.publishers.try_outcome() else { break };
+            self.publishers.on_outcome(e, self.out.buf(), frame_max);
+        }
     }
 
     fn on_wake(&mut self, w: Wake) {

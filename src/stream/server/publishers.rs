@@ -17,9 +17,9 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-use crate::stream::handle::{ConfirmTo, Record, StreamCmd, StreamEvent, StreamHandle};
+use crate::stream::handle::{ConfirmTo, Record, StreamCmd, StreamEvent, StreamHandle, SubBatch};
+use crate::stream::protocol::encode;
 use crate::stream::protocol::frame::{PublishEntry, PublishedMessage};
-use crate::stream::protocol::{code, encode};
 
 /// Unconfirmed messages past which the connection stops reading (RabbitMQ's initial
 /// `credits`, 50,000).
@@ -113,27 +113,24 @@ impl Publishers {
     }
 
     /// The Publish command for these messages of publisher `id` (counted as unconfirmed until
-    /// their outcome comes back), with the errors to answer at once: a sub-batch entry (a
-    /// client-side batch, compressed or not) is refused with 0x11, as this server stores one
-    /// record per entry. `None` when nothing is left to send.
-    pub fn prepare(
-        &mut self,
-        id: u8,
-        messages: Vec<PublishedMessage>,
-        errors: &mut Vec<(u64, u16)>,
-    ) -> Option<(StreamHandle, StreamCmd)> {
+    /// their outcome comes back). `None` when there is no such publisher or nothing to send.
+    /// A sub-batch entry (a client-side batch, compressed or not) is stored as it came, one
+    /// entry under one publishing id.
+    pub fn prepare(&mut self, id: u8, messages: Vec<PublishedMessage>) -> Option<(StreamHandle, StreamCmd)> {
         let p = self.by_id.get_mut(&id)?;
-        let mut records = Vec::with_capacity(messages.len());
-        for m in messages {
-            match m.entry {
-                PublishEntry::Simple(data) => records.push(Record {
-                    publishing_id: m.publishing_id,
-                    data,
-                    filter: m.filter_value.map(|f| f.into_bytes()).filter(|f| !f.is_empty()),
-                }),
-                PublishEntry::SubBatch { .. } => errors.push((m.publishing_id, code::PRECONDITION_FAILED)),
-            }
-        }
+        let records: Vec<Record> = messages
+            .into_iter()
+            .map(|m| {
+                let filter = m.filter_value.map(|f| f.into_bytes()).filter(|f| !f.is_empty());
+                let (data, sub_batch) = match m.entry {
+                    PublishEntry::Simple(data) => (data, None),
+                    PublishEntry::SubBatch { compression, records, uncompressed_size, data } => {
+                        (data, Some(SubBatch { compression, records, uncompressed_len: uncompressed_size }))
+                    }
+                };
+                Record { publishing_id: m.publishing_id, data, filter, sub_batch }
+            })
+            .collect();
         if records.is_empty() {
             return None;
         }
@@ -154,16 +151,26 @@ impl Publishers {
         Poll::Pending
     }
 
-    /// Answer an outcome: PublishConfirm or PublishError, and the messages are settled.
-    pub fn on_outcome(&mut self, e: StreamEvent, out: &mut BytesMut) {
+    /// An outcome that is already there, if any.
+    pub fn try_outcome(&mut self) -> Option<StreamEvent> {
+        self.by_id.values_mut().find_map(|p| p.outcomes.try_recv().ok())
+    }
+
+    /// Answer an outcome: PublishConfirm or PublishError frames no larger than the client's
+    /// `frame_max`, and the messages are settled.
+    pub fn on_outcome(&mut self, e: StreamEvent, out: &mut BytesMut, frame_max: u32) {
         let (id, n) = match &e {
             StreamEvent::Confirmed { publisher_id, publishing_ids } => {
-                encode::publish_confirm(out, *publisher_id, publishing_ids);
+                for ids in publishing_ids.chunks(per_frame(frame_max, 8)) {
+                    encode::publish_confirm(out, *publisher_id, ids);
+                }
                 (*publisher_id, publishing_ids.len())
             }
             StreamEvent::Failed { publisher_id, publishing_ids, code } => {
-                let errors: Vec<(u64, u16)> = publishing_ids.iter().map(|id| (*id, *code)).collect();
-                encode::publish_error(out, *publisher_id, &errors);
+                for ids in publishing_ids.chunks(per_frame(frame_max, 10)) {
+                    let errors: Vec<(u64, u16)> = ids.iter().map(|id| (*id, *code)).collect();
+                    encode::publish_error(out, *publisher_id, &errors);
+                }
                 (*publisher_id, publishing_ids.len())
             }
         };
@@ -182,6 +189,13 @@ impl Publishers {
     }
 }
 
+/// How many items of `size` bytes fit in one frame under `frame_max` (0: no limit, 1 MiB
+/// frames then) after a PublishConfirm's or PublishError's fixed fields.
+fn per_frame(frame_max: u32, size: usize) -> usize {
+    let room = if frame_max == 0 { 1 << 20 } else { frame_max as usize };
+    (room.saturating_sub(16) / size).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +210,23 @@ mod tests {
         assert!(p.blocked(), "still blocked until enough confirms came back");
         p.unconfirmed = UNCONFIRMED_RESUME;
         assert!(!p.blocked());
+    }
+
+    #[test]
+    fn confirms_are_split_to_fit_the_frame_limit() {
+        let mut p = Publishers::default();
+        let mut out = BytesMut::new();
+        let ids: Vec<u64> = (0..1000).collect();
+        p.on_outcome(StreamEvent::Confirmed { publisher_id: 1, publishing_ids: ids }, &mut out, 4096);
+        let mut frames = 0;
+        let mut confirmed = 0;
+        while !out.is_empty() {
+            let size = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+            assert!(size <= 4096, "a frame of {size} bytes");
+            confirmed += u32::from_be_bytes(out[9..13].try_into().unwrap());
+            let _ = out.split_to(4 + size);
+            frames += 1;
+        }
+        assert_eq!((confirmed, frames), (1000, 2));
     }
 }

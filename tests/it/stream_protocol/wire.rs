@@ -512,3 +512,45 @@ async fn permissions_apply_as_for_amqp() {
     bob.closed().await;
     assert_eq!(guest.delete("other").await, 1, "the other connection is unharmed");
 }
+
+#[tokio::test]
+async fn sub_batch_entries_are_stored_as_they_come() {
+    let (_b, mut r, s) = raw_stream("subbatch").await;
+    assert_eq!(r.declare_publisher(1, "batcher", &s).await, 1);
+    // One sub-batch entry (uncompressed): three records under publishing id 1.
+    let mut records = Vec::new();
+    for m in [&b"r1"[..], b"r2", b"r3"] {
+        records.put_u32(m.len() as u32);
+        records.extend_from_slice(m);
+    }
+    let entry = |id: u64| {
+        let mut b = Vec::new();
+        b.put_u64(id);
+        b.put_u8(0x80); // sub-batch, no compression
+        b.put_u16(3);
+        b.put_u32(records.len() as u32);
+        b.put_u32(records.len() as u32);
+        b.extend_from_slice(&records);
+        b
+    };
+    let mut body = vec![1];
+    body.put_i32(2);
+    body.extend(entry(1));
+    body.extend(entry(1)); // a duplicate of it: confirmed, not stored
+    r.send(0x0002, 1, &body).await;
+    assert_eq!(r.confirms(1, 2).await, [1, 1]);
+    r.publish(1, &[(2, b"after")]).await;
+    assert_eq!(r.confirms(1, 1).await, [2]);
+
+    assert_eq!(r.subscribe(1, &s, 1, 0, 10, &[]).await, 1);
+    let f = r.expect(|f| f.key == 0x0008).await;
+    let mut rd = f.reader();
+    rd.u8();
+    let (_, _, entries, n_records) = (rd.u8(), rd.u8(), rd.u16(), rd.u32());
+    assert_eq!((entries, n_records), (1, 3), "one entry holding three records");
+    let data = &f.body[1 + 48..];
+    assert_eq!(data[0] & 0x80, 0x80, "a sub-batch entry");
+    assert_eq!(&data[data.len() - records.len()..], &records[..]);
+    let (_, chunk, recs) = r.deliver().await;
+    assert_eq!((chunk, recs), (3, vec![b"after".to_vec()]), "the sub-batch took offsets 0..3");
+}
