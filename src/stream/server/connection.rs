@@ -176,8 +176,8 @@ impl Conn {
             let timeout = self.proto.poll_timeout();
             // RabbitMQ blocks a connection with publishers during a resource alarm.
             let alarmed = !self.publishers.is_empty() && alarm.is_raised();
-            let may_read =
-                self.proto.wants_input() && !self.writer.is_backed_up() && !self.publishers.blocked() && !alarmed;
+            let held = self.writer.is_backed_up() || self.publishers.blocked() || alarmed;
+            let may_read = self.proto.wants_input() && !held;
             let registered = self.session.as_ref().map(|s| s.registration.info.clone());
             let forced = async move {
                 match registered {
@@ -209,7 +209,12 @@ impl Conn {
                         input.clear();
                     }
                 },
-                _ = sleep_until(timeout), if timeout.is_some() => self.proto.handle_timeout(Instant::now()),
+                _ = sleep_until(timeout), if timeout.is_some() => {
+                    if held {
+                        self.proto.input_paused(Instant::now());
+                    }
+                    self.proto.handle_timeout(Instant::now());
+                }
                 _ = self.writer.drained(), if self.wait_drain => {}
                 _ = alarm_changes.changed(), if alarmed => {}
                 _ = std::future::ready(()), if self.more_to_deliver => {}
