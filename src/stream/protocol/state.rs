@@ -847,16 +847,22 @@ mod tests {
         assert_eq!(events(&mut c), [Event::Closed(CloseReason::Timeout)]);
     }
 
-    #[test]
-    fn heartbeats_and_silence() {
-        let t0 = Instant::now();
-        let sec = Duration::from_secs(1);
+    /// A connection opened at `t0` with a 10 s heartbeat (its output and events taken).
+    fn open_with_heartbeat(t0: Instant) -> Connection {
         let mut c = logged_in(t0);
         feed(&mut c, &[ClientFrame::Tune { frame_max: 0, heartbeat: 10 }], t0);
         feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("/") }], t0);
         c.open(OpenOutcome::Allowed { properties: vec![] }, t0);
         sent(&mut c);
         events(&mut c);
+        c
+    }
+
+    #[test]
+    fn heartbeats_and_silence() {
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut c = open_with_heartbeat(t0);
         // Half an interval without output: a heartbeat goes out.
         assert_eq!(c.poll_timeout(), Some(t0 + 5 * sec));
         c.handle_timeout(t0 + 5 * sec);
@@ -878,11 +884,7 @@ mod tests {
     fn paused_input_is_not_silence() {
         let t0 = Instant::now();
         let sec = Duration::from_secs(1);
-        let mut c = logged_in(t0);
-        feed(&mut c, &[ClientFrame::Tune { frame_max: 0, heartbeat: 10 }], t0);
-        feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("/") }], t0);
-        c.open(OpenOutcome::Allowed { properties: vec![] }, t0);
-        events(&mut c);
+        let mut c = open_with_heartbeat(t0);
         c.handle_timeout(t0 + sec);
         // The driver stopped reading at 15 s and still does at 30 s: 34 s without a byte.
         c.input_paused(t0 + 15 * sec);
