@@ -32,6 +32,7 @@ pub struct Config {
     pub definitions: DefinitionsConfig,
     pub management: ManagementConfig,
     pub prometheus: PrometheusConfig,
+    pub stream: StreamConfig,
     /// Publisher rate limits (`[[rate_limits]]`).
     pub rate_limits: Vec<RateLimitConfig>,
 }
@@ -81,6 +82,44 @@ pub struct PrometheusConfig {
 impl Default for PrometheusConfig {
     fn default() -> Self {
         PrometheusConfig { listen: "127.0.0.1:15692".into() }
+    }
+}
+
+/// `[stream]`: RabbitMQ's native stream protocol listener (the `rabbitmq_stream` plugin's
+/// `stream.*` settings). Off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Address of the stream protocol listener (RabbitMQ's port is 5552); "" (default): off.
+    pub listen: String,
+    /// The host clients are told to connect to (Open's `advertised_host`, Metadata's
+    /// brokers); default: the listen address, or this machine's host name when that is a
+    /// wildcard address.
+    pub advertised_host: Option<String>,
+    /// The port clients are told to connect to; default: the bound port.
+    pub advertised_port: Option<u16>,
+    /// Largest frame offered in Tune, bytes (RabbitMQ's `stream.frame_max`); 0: no limit.
+    pub frame_max: u32,
+    /// Heartbeat interval offered in Tune, seconds (RabbitMQ's `stream.heartbeat`); 0: none.
+    pub heartbeat: u32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            listen: String::new(),
+            advertised_host: None,
+            advertised_port: None,
+            frame_max: crate::stream::protocol::DEFAULT_FRAME_MAX,
+            heartbeat: crate::stream::protocol::DEFAULT_HEARTBEAT,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// The address to bind; None when off.
+    pub fn address(&self) -> Result<Option<SocketAddr>, String> {
+        listen_address("stream.listen", &self.listen)
     }
 }
 
@@ -436,6 +475,7 @@ impl Default for Config {
             definitions: DefinitionsConfig::default(),
             management: ManagementConfig::default(),
             prometheus: PrometheusConfig::default(),
+            stream: StreamConfig::default(),
             rate_limits: Vec::new(),
         }
     }
@@ -561,6 +601,13 @@ impl Config {
         }
         self.management.address().map_err(BrokerError::Config)?;
         listen_address("prometheus.listen", &self.prometheus.listen).map_err(BrokerError::Config)?;
+        self.stream.address().map_err(BrokerError::Config)?;
+        if self.stream.frame_max != 0 && self.stream.frame_max < crate::stream::protocol::DEFAULT_INITIAL_FRAME_MAX {
+            return Err(BrokerError::Config(format!(
+                "stream.frame_max = {} is below 8192 (0: no limit)",
+                self.stream.frame_max
+            )));
+        }
         if self.auth.vhosts.is_empty() {
             return Err(BrokerError::Config("auth.vhosts must name at least one vhost".into()));
         }
@@ -596,6 +643,9 @@ mod tests {
         assert_eq!(cfg.amqp.transaction_max_messages, d.amqp.transaction_max_messages);
         assert_eq!(cfg.amqp.transaction_max_bytes, d.amqp.transaction_max_bytes);
         assert_eq!(cfg.amqp.max_content_in_progress, d.amqp.max_content_in_progress);
+        assert_eq!(cfg.stream.listen, d.stream.listen);
+        assert_eq!((cfg.stream.frame_max, cfg.stream.heartbeat), (d.stream.frame_max, d.stream.heartbeat));
+        assert_eq!((&cfg.stream.advertised_host, cfg.stream.advertised_port), (&None, None));
     }
 
     #[test]

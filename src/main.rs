@@ -33,6 +33,10 @@ struct Args {
     /// 127.0.0.1:15692; "" turns it off).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<String>,
+    /// Address of RabbitMQ's stream protocol listener, overriding the config file (default
+    /// off; RabbitMQ's port is 5552; "" turns it off).
+    #[arg(long, value_name = "ADDR:PORT")]
+    stream_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         config.prometheus.listen = m;
+    }
+    if let Some(s) = args.stream_listen {
+        if let Err(e) = warren::config::listen_address("--stream-listen", &s) {
+            eprintln!("warren: {e}");
+            return ExitCode::from(2);
+        }
+        config.stream.listen = s;
     }
     if let Some(h) = args.http_listen {
         config.management.listen = h;
@@ -172,6 +183,20 @@ fn main() -> ExitCode {
                     "cannot listen for Prometheus on {}: {e} (change prometheus.listen or pass --metrics-listen ADDR:PORT, or \"\" to turn it off)",
                     broker.config.prometheus.listen
                 );
+                return ExitCode::FAILURE;
+            }
+        }
+        match warren::stream::server::bind(&broker).await {
+            Ok(Some(l)) => {
+                let addr = server::local_addr(&l);
+                broker.add_listener("stream", addr);
+                info!("stream protocol listening on {addr}");
+                println!("stream protocol listening on {addr}");
+                tokio::spawn(warren::stream::server::run(l, broker.clone()));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!("{e}");
                 return ExitCode::FAILURE;
             }
         }

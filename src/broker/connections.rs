@@ -71,6 +71,8 @@ pub struct ConnectionDetails {
     pub inbox: Option<crate::queue::ConnInbox>,
     /// Its socket traffic.
     pub octets: Arc<crate::stats::Octets>,
+    /// The protocol as RabbitMQ names it when not AMQP 0-9-1 (`stream`).
+    pub protocol: Option<&'static str>,
 }
 
 /// What the broker knows of one open connection.

@@ -174,6 +174,7 @@ async fn run(transport: Transport, peer: SocketAddr, broker: Arc<Broker>, id: u6
         tls: tls_connection,
         inbox: Some(inbox.clone()),
         octets: traffic.clone(),
+        protocol: None,
         connected_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
@@ -356,7 +357,7 @@ impl Connection {
 /// RabbitMQ's connection limits at `connection.open` (after the vhost and permission checks):
 /// the vhost's `max-connections`, then the user's; 530 with RabbitMQ's texts. (The node's
 /// `connection_max` is checked first, in the handshake.)
-fn open_limits(broker: &Broker, user: &str, vhost: &str) -> Result<(), AmqpError> {
+pub(crate) fn open_limits(broker: &Broker, user: &str, vhost: &str) -> Result<(), AmqpError> {
     if let Some(max) = broker.vhost(vhost).and_then(|v| v.limits().max_connections)
         && broker.connections.count_where(|c| c.vhost == vhost) as u64 >= max
     {

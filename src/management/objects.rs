@@ -445,7 +445,7 @@ fn connection_json(c: &ConnectionInfo, st: &Stats) -> Value {
     let octets = st.stats(&Key::Connection(c.id), &[("recv_oct", recv_oct), ("send_oct", send_oct)]);
     let mut out = json!({
         "name": c.name(), "node": NODE, "user": c.user, "vhost": c.vhost, "state": c.state().as_str(),
-        "type": "network", "protocol": "AMQP 0-9-1", "channels": c.channels(),
+        "type": "network", "protocol": d.protocol.unwrap_or("AMQP 0-9-1"), "channels": c.channels(),
         "host": d.local.map(|l| l.ip().to_string()), "port": d.local.map(|l| l.port()),
         "peer_host": c.peer.ip().to_string(), "peer_port": c.peer.port(),
         "channel_max": d.channel_max, "frame_max": d.frame_max, "timeout": d.heartbeat,

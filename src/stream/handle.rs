@@ -13,17 +13,31 @@ use tokio_util::sync::CancellationToken;
 
 use super::log::{self, Committed, OffsetSpec, Reader};
 
-/// Publish commands a stream's native mailbox holds before publishers wait.
-pub const MAILBOX_CAPACITY: usize = 256;
+/// Publish commands a stream's native mailbox holds before publishers wait (a command is one
+/// Publish frame, up to the 1 MiB frame_max: at most 64 MiB waiting per stream).
+pub const MAILBOX_CAPACITY: usize = 64;
 
-/// One message from a stream-protocol publisher.
+/// One entry from a stream-protocol publisher: a message, or a client-side batch of them.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub publishing_id: u64,
-    /// The message as the client encoded it (AMQP 1.0 sections), stored as it is.
+    /// The message as the client encoded it (AMQP 1.0 sections), stored as it is; for a
+    /// sub-batch, its (maybe compressed) records.
     pub data: Bytes,
     /// Publish v2's filter value.
     pub filter: Option<Bytes>,
+    /// Set when `data` is a sub-batch entry (Publish v1), stored as one entry of that many
+    /// records under one publishing id, as osiris does.
+    pub sub_batch: Option<SubBatch>,
+}
+
+/// A sub-batch entry's header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubBatch {
+    /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd (the server never decompresses).
+    pub compression: u8,
+    pub records: u16,
+    pub uncompressed_len: u32,
 }
 
 /// What a stream tells a native-protocol connection.
@@ -106,6 +120,11 @@ impl StreamHandle {
 
     pub fn committed(&self) -> Committed {
         *self.committed.borrow()
+    }
+
+    /// The committed state as it changes (a reader that caught up waits on it for more).
+    pub fn committed_watch(&self) -> watch::Receiver<Committed> {
+        self.committed.clone()
     }
 
     pub fn stats(&self) -> Stats {

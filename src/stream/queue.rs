@@ -33,8 +33,9 @@ use crate::store::persister::PendingConfirms;
 const BATCH: usize = 256;
 /// A chunk holds at most this many records…
 pub const CHUNK_RECORDS: usize = 8192;
-/// …or this much data (a Deliver frame is a chunk: clients read it whole).
-pub const CHUNK_BYTES: usize = 1024 * 1024;
+/// …or this much data (a Deliver frame is a chunk: with its headers it fits the stream
+/// protocol's default frame_max of 1 MiB, unless one record alone is larger).
+pub const CHUNK_BYTES: usize = 1024 * 1024 - 4096;
 /// How often `x-max-age` is looked at while nothing is written (osiris ≥ 1.4 does the same).
 const AGE_CHECK_MAX: Duration = Duration::from_secs(60);
 
@@ -149,6 +150,8 @@ enum Source {
 /// A record waiting for this round's chunk.
 struct Pending {
     data: Bytes,
+    /// A stream-protocol sub-batch entry rather than one message.
+    sub_batch: Option<handle::SubBatch>,
     filter: Option<Bytes>,
     publishing_id: u64,
     /// Index in `StreamQueue::sources`.
@@ -392,7 +395,7 @@ impl StreamQueue {
             let filter =
                 super::amqp10::convert::filter_value(p.msg.properties()).map(|v| Bytes::copy_from_slice(v.as_bytes()));
             self.sources.push(Source::Amqp(p.confirm));
-            self.push(data, filter, 0);
+            self.push(data, None, filter, 0);
         }
     }
 
@@ -413,8 +416,8 @@ impl StreamQueue {
             StreamCmd::Publish { reference, records, confirm } => {
                 self.counters.publish += records.len() as u64;
                 self.sources.push(Source::Native { confirm, reference });
-                for Record { publishing_id, data, filter } in records {
-                    self.push(data, filter, publishing_id);
+                for Record { publishing_id, data, filter, sub_batch } in records {
+                    self.push(data, sub_batch, filter, publishing_id);
                 }
             }
             StreamCmd::StoreOffset { reference, offset } => {
@@ -436,14 +439,14 @@ impl StreamQueue {
 
     /// Add a record of the last source to this round's chunk (writing the chunk first when
     /// it is full).
-    fn push(&mut self, data: Bytes, filter: Option<Bytes>, publishing_id: u64) {
+    fn push(&mut self, data: Bytes, sub_batch: Option<handle::SubBatch>, filter: Option<Bytes>, publishing_id: u64) {
         if self.batch.len() >= CHUNK_RECORDS || (self.batch_bytes + data.len() > CHUNK_BYTES && !self.batch.is_empty())
         {
             self.append_batch();
         }
         self.batch_bytes += data.len();
         let source = self.sources.len() as u32 - 1;
-        self.batch.push(Pending { data, filter, publishing_id, source });
+        self.batch.push(Pending { data, sub_batch, filter, publishing_id, source });
     }
 
     /// Write this round's records as one chunk; their confirms wait for the next sync.
@@ -459,7 +462,15 @@ impl StreamQueue {
         let messages: Vec<super::log::Message<'_>> = batch
             .iter()
             .map(|p| super::log::Message {
-                entry: EntryData::Simple(&p.data),
+                entry: match p.sub_batch {
+                    None => EntryData::Simple(&p.data),
+                    Some(b) => EntryData::SubBatch {
+                        compression: b.compression,
+                        records: b.records,
+                        uncompressed_len: b.uncompressed_len,
+                        data: &p.data,
+                    },
+                },
                 filter: p.filter.as_deref(),
                 dedup: match &sources[p.source as usize] {
                     Source::Native { reference: Some(r), .. } => Some((&**r, p.publishing_id)),

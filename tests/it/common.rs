@@ -22,6 +22,8 @@ pub struct Broker {
     pub http_addr: Option<String>,
     /// The Prometheus endpoint's address (`--metrics-listen`), when on.
     pub metrics_addr: Option<String>,
+    /// The stream protocol listener's address (`--stream-listen`), when on.
+    pub stream_addr: Option<String>,
     child: Option<Child>,
     _data_dir: Option<TempDir>,
     /// Standard-error lines of the process this harness started (its log), as they arrive.
@@ -42,6 +44,7 @@ impl Broker {
                 tls_addr: None,
                 http_addr: None,
                 metrics_addr: None,
+                stream_addr: None,
                 child: None,
                 _data_dir: None,
                 log: Arc::default(),
@@ -153,7 +156,7 @@ impl Broker {
         // The broker prints `listening on ADDR` on stdout once the socket is bound.
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut tls_addr, mut http_addr, mut metrics_addr) = (None, None, None);
+        let (mut tls_addr, mut http_addr, mut metrics_addr, mut stream_addr) = (None, None, None, None);
         let addr = loop {
             let line = lines.next().expect("warren exited before it was listening").expect("read warren stdout");
             if let Some(rest) = line.split("listening for amqps on ").nth(1) {
@@ -162,13 +165,15 @@ impl Broker {
                 http_addr = Some(rest.trim().to_string());
             } else if let Some(rest) = line.split("prometheus metrics listening on ").nth(1) {
                 metrics_addr = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.split("stream protocol listening on ").nth(1) {
+                stream_addr = Some(rest.trim().to_string());
             } else if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.trim().to_string();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Broker { addr, tls_addr, http_addr, metrics_addr, child: Some(child), _data_dir: None, log }
+        Broker { addr, tls_addr, http_addr, metrics_addr, stream_addr, child: Some(child), _data_dir: None, log }
     }
 
     /// Wait (up to [`WAIT`]) for a log line of this broker for which `pred` holds, and return it.

@@ -35,6 +35,7 @@ mod permissions;
 mod priorities;
 mod queue_types;
 mod rpc;
+mod stream_protocol;
 mod streams;
 mod tenancy;
 mod tls;

@@ -100,6 +100,10 @@ pub mod code {
     pub const PRECONDITION_FAILED: u16 = 0x11;
     pub const PUBLISHER_DOES_NOT_EXIST: u16 = 0x12;
     pub const NO_OFFSET: u16 = 0x13;
+    /// A re-authentication (SaslAuthenticate on an open connection) with another mechanism.
+    pub const SASL_CANNOT_CHANGE_MECHANISM: u16 = 0x14;
+    /// A re-authentication as another user.
+    pub const SASL_CANNOT_CHANGE_USERNAME: u16 = 0x15;
 }
 
 /// One command's supported versions, as ExchangeCommandVersions carries them.

@@ -325,6 +325,15 @@ impl Connection {
         }
     }
 
+    /// The driver does not read the socket on purpose at `now` (flow control, a resource
+    /// alarm): the client's silence meanwhile does not count against it, as RabbitMQ pauses its
+    /// heartbeat monitor while a connection is blocked.
+    pub fn input_paused(&mut self, now: Instant) {
+        if let Some(hb) = self.heartbeat.as_mut() {
+            hb.touch(now);
+        }
+    }
+
     /// The driver wrote frames of its own (deliveries, confirms) at `now`: no heartbeat is due.
     pub fn on_sent(&mut self, now: Instant) {
         if let Some(hb) = self.heartbeat.as_mut() {
@@ -838,16 +847,22 @@ mod tests {
         assert_eq!(events(&mut c), [Event::Closed(CloseReason::Timeout)]);
     }
 
-    #[test]
-    fn heartbeats_and_silence() {
-        let t0 = Instant::now();
-        let sec = Duration::from_secs(1);
+    /// A connection opened at `t0` with a 10 s heartbeat (its output and events taken).
+    fn open_with_heartbeat(t0: Instant) -> Connection {
         let mut c = logged_in(t0);
         feed(&mut c, &[ClientFrame::Tune { frame_max: 0, heartbeat: 10 }], t0);
         feed(&mut c, &[ClientFrame::Open { correlation_id: 4, vhost: s("/") }], t0);
         c.open(OpenOutcome::Allowed { properties: vec![] }, t0);
         sent(&mut c);
         events(&mut c);
+        c
+    }
+
+    #[test]
+    fn heartbeats_and_silence() {
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut c = open_with_heartbeat(t0);
         // Half an interval without output: a heartbeat goes out.
         assert_eq!(c.poll_timeout(), Some(t0 + 5 * sec));
         c.handle_timeout(t0 + 5 * sec);
@@ -862,6 +877,22 @@ mod tests {
         sent(&mut c);
         // Two silent intervals since its last byte: gone.
         c.handle_timeout(t0 + 35 * sec);
+        assert_eq!(events(&mut c), [Event::Closed(CloseReason::HeartbeatTimeout)]);
+    }
+
+    #[test]
+    fn paused_input_is_not_silence() {
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut c = open_with_heartbeat(t0);
+        c.handle_timeout(t0 + sec);
+        // The driver stopped reading at 15 s and still does at 30 s: 34 s without a byte.
+        c.input_paused(t0 + 15 * sec);
+        c.input_paused(t0 + 30 * sec);
+        c.handle_timeout(t0 + 35 * sec);
+        assert!(events(&mut c).is_empty(), "not timed out while paused");
+        // Reading again since 30 s: two silent intervals are too many.
+        c.handle_timeout(t0 + 50 * sec);
         assert_eq!(events(&mut c), [Event::Closed(CloseReason::HeartbeatTimeout)]);
     }
 
