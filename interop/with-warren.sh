@@ -34,7 +34,7 @@ keyfile = "$TLS/server.key"
 cacertfile = "$TLS/ca.pem"
 verify_peer = true
 EOF
-"$BIN" --config "$DATA/warren.toml" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$LOG" &
+"$BIN" --config "$DATA/warren.toml" --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --stream-listen 127.0.0.1:0 --data-dir "$DATA" > "$DATA/stdout" 2> "$LOG" &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"; }
 trap cleanup EXIT
@@ -55,6 +55,10 @@ MGMT_ADDR="$(sed -n 's/^management API listening on //p' "$DATA/stdout" | head -
 export MGMT_URL="http://$MGMT_ADDR"
 export AMQPS_URL="amqps://guest:guest@$TLS_ADDR/%2f" TLS_CA="$TLS/ca.pem" TLS_CLIENT_CERT="$TLS/client.pem" TLS_CLIENT_KEY="$TLS/client.key"
 export MGMT_URL="http://$(sed -n 's/^management API listening on //p' "$DATA/stdout" | head -n1)"
+# The stream protocol listener (port 5552's protocol), for the rstream tests.
+STREAM_ADDR="$(sed -n 's/^stream protocol listening on //p' "$DATA/stdout" | head -n1)"
+[[ -n "$STREAM_ADDR" ]] || { echo "warren printed no 'stream protocol listening on' line" >&2; exit 1; }
+export STREAM_ADDR
 status=0
 "$HERE/run.sh" "amqp://guest:guest@$ADDR/%2f" || status=$?
 if [[ $status -ne 0 ]]; then
