@@ -102,3 +102,22 @@ async fn stream_client_publishes_reach_amqp_consumers() {
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
 }
+
+/// A record that is not an AMQP 1.0 message (a client that publishes raw bytes) reaches AMQP
+/// 0-9-1 consumers as its bytes, not skipped: nothing in the stream is invisible to them.
+#[tokio::test]
+async fn raw_records_reach_amqp_consumers_as_their_bytes() {
+    let (b, mut r, s) = super::raw_stream("face-raw").await;
+    assert_eq!(r.declare_publisher(1, "", &s).await, 1);
+    r.publish(1, &[(1, b"not amqp 1.0".as_slice()), (2, b"\x00\x53\x75".as_slice())]).await;
+    assert_eq!(r.confirms(1, 2).await, vec![1, 2]);
+    let (_c, ch) = b.channel().await;
+    ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+    let args = table(&[("x-stream-offset", lstr("first"))]);
+    let mut c = consume_with(&ch, &s, BasicConsumeOptions::default(), args).await;
+    let got = deliveries(&mut c, 2).await;
+    assert_eq!(got[0].data, b"not amqp 1.0");
+    assert_eq!(got[1].data, b"\x00\x53\x75", "a truncated section is delivered raw too");
+    assert_eq!((got[0].exchange.as_str(), got[0].routing_key.as_str()), ("", s.as_str()));
+    assert_eq!(header(&got[1].properties, "x-stream-offset"), Some(&AMQPValue::LongLongInt(1)));
+}
