@@ -343,7 +343,14 @@ impl StreamLog {
         last_records.iter().for_each(|r| last.add(r));
         segments.push(last);
         for ev in &report.events {
-            tracing::warn!(dir = %dir.display(), "stream log recovery: {ev:?}");
+            match ev {
+                // What every crash mid-write leaves (an index behind its segment, an unused
+                // file): repaired, nothing lost.
+                RecoveryEvent::IndexRebuilt { .. } | RecoveryEvent::Removed { .. } => {
+                    tracing::info!(dir = %dir.display(), "stream log recovery: {ev:?}")
+                }
+                _ => tracing::warn!(dir = %dir.display(), "stream log recovery: {ev:?}"),
+            }
         }
 
         let seg = OpenOptions::new().read(true).write(true).open(segment_path(&dir, last_id))?;
