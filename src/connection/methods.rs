@@ -594,12 +594,26 @@ impl Connection {
             inbox,
         };
         let (reply, rx) = oneshot::channel();
-        entry.handle.send(QueueCmd::Consume { spec, reply }).await;
-        rx.await.unwrap_or_else(|_| {
-            Err(AmqpError::not_found(format_args!("no queue '{name}' in vhost '{}'", self.vhost.name())))
+        self.attach_consumer(ch, tag, &entry, QueueCmd::Consume { spec, reply }, rx, c.nowait).await
+    }
+
+    /// Hand a consume command to its queue and, once the queue takes the consumer, register it
+    /// on the channel and answer consume-ok.
+    async fn attach_consumer(
+        &mut self,
+        ch: u16,
+        tag: Arc<str>,
+        entry: &QueueEntry,
+        cmd: QueueCmd,
+        accepted: oneshot::Receiver<AmqpResult<()>>,
+        nowait: bool,
+    ) -> AmqpResult<()> {
+        entry.handle.send(cmd).await;
+        accepted.await.unwrap_or_else(|_| {
+            Err(AmqpError::not_found(format_args!("no queue '{}' in vhost '{}'", entry.name, self.vhost.name())))
         })?;
         self.open_channel(ch)?.consumers.insert(tag.clone(), entry.handle.clone());
-        if !c.nowait {
+        if !nowait {
             self.reply(
                 ch,
                 AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_ref().into() })),
@@ -647,16 +661,7 @@ impl Connection {
         };
         let (reply, rx) = oneshot::channel();
         let cmd = QueueCmd::ConsumeStream { spec, offset: asked.offset, filter: asked.filter, reply };
-        entry.handle.send(cmd).await;
-        rx.await.unwrap_or_else(|_| Err(AmqpError::not_found(format_args!("no queue '{name}' in vhost '{vhost}'"))))?;
-        self.open_channel(ch)?.consumers.insert(tag.clone(), entry.handle.clone());
-        if !c.nowait {
-            self.reply(
-                ch,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk { consumer_tag: tag.as_ref().into() })),
-            );
-        }
-        Ok(())
+        self.attach_consumer(ch, tag, entry, cmd, rx, c.nowait).await
     }
 
     /// `basic.consume` on `amq.rabbitmq.reply-to`: this channel receives direct replies.

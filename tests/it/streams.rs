@@ -402,24 +402,31 @@ async fn confirmed_messages_survive_kill_9_and_a_restart() {
     assert_eq!((offset_of(&d), text(&d.data)), (total as i64, "after".to_string()));
 }
 
-#[tokio::test]
-async fn retention_by_size_removes_whole_old_segments() {
-    let b = Broker::start();
-    let (_c, ch) = confirm_channel(&b).await;
+/// A stream of 1000-byte segments and `x-max-length-bytes`, holding `n` ~200-byte messages
+/// published one chunk each; their bodies.
+async fn small_segments_stream(ch: &Channel, prefix: &str, max_bytes: i64, n: usize) -> (String, Vec<String>) {
     let q = declare_stream(
-        &ch,
-        "stream-retention",
+        ch,
+        prefix,
         &[
-            ("x-max-length-bytes", AMQPValue::LongLongInt(3000)),
+            ("x-max-length-bytes", AMQPValue::LongLongInt(max_bytes)),
             ("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(1000)),
         ],
     )
     .await;
     let body = "x".repeat(200);
-    let bodies: Vec<String> = (0..40).map(|i| format!("{i:03}{body}")).collect();
+    let bodies: Vec<String> = (0..n).map(|i| format!("{i:03}{body}")).collect();
     for m in &bodies {
-        publish_each(&ch, &q, &[m]).await;
+        publish_each(ch, &q, &[m]).await;
     }
+    (q, bodies)
+}
+
+#[tokio::test]
+async fn retention_by_size_removes_whole_old_segments() {
+    let b = Broker::start();
+    let (_c, ch) = confirm_channel(&b).await;
+    let (q, bodies) = small_segments_stream(&ch, "stream-retention", 3000, 40).await;
     let (_c2, ch2) = b.channel().await;
     let mut consumer = stream_consumer(&ch2, &q, 100, Some(lstr("first"))).await;
     let first = next_delivery(&mut consumer).await;
@@ -542,19 +549,7 @@ async fn retention_by_age_removes_old_segments_even_when_nothing_is_written() {
 async fn a_policy_sets_a_streams_retention_over_its_argument() {
     let b = Broker::start_with_args(&["--http-listen", "127.0.0.1:0"]);
     let (_c, ch) = confirm_channel(&b).await;
-    let q = declare_stream(
-        &ch,
-        "stream-policy",
-        &[
-            ("x-max-length-bytes", AMQPValue::LongLongInt(1_000_000_000)),
-            ("x-stream-max-segment-size-bytes", AMQPValue::LongLongInt(1000)),
-        ],
-    )
-    .await;
-    let body = "z".repeat(200);
-    for i in 0..30 {
-        publish_each(&ch, &q, &[&format!("{i:02}{body}")]).await;
-    }
+    let (q, _) = small_segments_stream(&ch, "stream-policy", 1_000_000_000, 30).await;
     assert_eq!(ready_count(&ch, &q).await, 30);
     // RabbitMQ: for streams the policy's value wins over the argument (applied live).
     b.admin(
