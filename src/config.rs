@@ -98,6 +98,11 @@ pub struct StreamConfig {
     pub advertised_host: Option<String>,
     /// The port clients are told to connect to; default: the bound port.
     pub advertised_port: Option<u16>,
+    /// Address of the stream protocol over TLS (RabbitMQ's port is 5551), with `[tls]`'s
+    /// certificate; "" (default): off.
+    pub tls_listen: String,
+    /// The port TLS clients are told to connect to; default: the TLS listener's bound port.
+    pub advertised_tls_port: Option<u16>,
     /// Largest frame offered in Tune, bytes (RabbitMQ's `stream.frame_max`); 0: no limit.
     pub frame_max: u32,
     /// Heartbeat interval offered in Tune, seconds (RabbitMQ's `stream.heartbeat`); 0: none.
@@ -110,6 +115,8 @@ impl Default for StreamConfig {
             listen: String::new(),
             advertised_host: None,
             advertised_port: None,
+            tls_listen: String::new(),
+            advertised_tls_port: None,
             frame_max: crate::stream::protocol::DEFAULT_FRAME_MAX,
             heartbeat: crate::stream::protocol::DEFAULT_HEARTBEAT,
         }
@@ -120,6 +127,11 @@ impl StreamConfig {
     /// The address to bind; None when off.
     pub fn address(&self) -> Result<Option<SocketAddr>, String> {
         listen_address("stream.listen", &self.listen)
+    }
+
+    /// The TLS listener's address; None when off.
+    pub fn tls_address(&self) -> Result<Option<SocketAddr>, String> {
+        listen_address("stream.tls_listen", &self.tls_listen)
     }
 }
 
@@ -602,6 +614,7 @@ impl Config {
         self.management.address().map_err(BrokerError::Config)?;
         listen_address("prometheus.listen", &self.prometheus.listen).map_err(BrokerError::Config)?;
         self.stream.address().map_err(BrokerError::Config)?;
+        self.stream.tls_address().map_err(BrokerError::Config)?;
         if self.stream.frame_max != 0 && self.stream.frame_max < crate::stream::protocol::DEFAULT_INITIAL_FRAME_MAX {
             return Err(BrokerError::Config(format!(
                 "stream.frame_max = {} is below 8192 (0: no limit)",

@@ -125,13 +125,15 @@ fn main() -> ExitCode {
             info!("listening for amqps on {addr}");
             println!("listening for amqps on {addr}");
         }
-        // The certificate of amqps, also that of the API when it is served over HTTPS.
-        let certificates = match (&tls, broker.config.management.tls) {
+        // The certificate of amqps, also that of the API when it is served over HTTPS and of
+        // the stream protocol's TLS listener.
+        let others = broker.config.management.tls || !broker.config.stream.tls_listen.is_empty();
+        let certificates = match (&tls, others) {
             (Some(t), _) => Some(t.tls.clone()),
             (None, true) => match warren::tls::Tls::load(&broker.config.tls) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    error!("management.tls: {e} (set them in [tls])");
+                    error!("management.tls / stream.tls_listen: {e} (set them in [tls])");
                     return ExitCode::FAILURE;
                 }
             },
@@ -186,19 +188,34 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        match warren::stream::server::bind(&broker).await {
-            Ok(Some(l)) => {
-                let addr = server::local_addr(&l);
-                broker.add_listener("stream", addr);
-                info!("stream protocol listening on {addr}");
-                println!("stream protocol listening on {addr}");
-                tokio::spawn(warren::stream::server::run(l, broker.clone()));
-            }
-            Ok(None) => {}
+        let streams = match warren::stream::server::bind(&broker).await {
+            Ok(l) => l,
             Err(e) => {
                 error!("{e}");
                 return ExitCode::FAILURE;
             }
+        };
+        let streams_tls = match warren::stream::server::bind_tls(&broker).await {
+            Ok(l) => l.zip(certificates.clone()),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some((l, _)) = &streams_tls {
+            let addr = server::local_addr(l);
+            broker.add_listener("stream/ssl", addr);
+            info!("stream protocol listening for TLS on {addr}");
+            println!("stream protocol listening for TLS on {addr}");
+        }
+        if let Some(l) = &streams {
+            let addr = server::local_addr(l);
+            broker.add_listener("stream", addr);
+            info!("stream protocol listening on {addr}");
+            println!("stream protocol listening on {addr}");
+        }
+        if streams.is_some() || streams_tls.is_some() {
+            tokio::spawn(warren::stream::server::run(streams, streams_tls, broker.clone()));
         }
         let addr = server::local_addr(&listener);
         broker.add_listener("amqp", addr);

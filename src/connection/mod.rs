@@ -70,6 +70,11 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// Its pieces: local address, reading half, writing half, and whether it is TLS.
+    pub(crate) fn into_parts(self) -> (Option<SocketAddr>, Box<dyn AsyncRead + Send + Unpin>, writer::Sink, bool) {
+        (self.local, self.reader, self.sink, self.tls.is_some())
+    }
+
     pub fn tcp(stream: TcpStream) -> Transport {
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();

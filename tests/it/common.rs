@@ -24,6 +24,8 @@ pub struct Broker {
     pub metrics_addr: Option<String>,
     /// The stream protocol listener's address (`--stream-listen`), when on.
     pub stream_addr: Option<String>,
+    /// The stream protocol's TLS listener (`[stream] tls_listen`), when on.
+    pub stream_tls_addr: Option<String>,
     child: Option<Child>,
     _data_dir: Option<TempDir>,
     /// Standard-error lines of the process this harness started (its log), as they arrive.
@@ -45,6 +47,7 @@ impl Broker {
                 http_addr: None,
                 metrics_addr: None,
                 stream_addr: None,
+                stream_tls_addr: None,
                 child: None,
                 _data_dir: None,
                 log: Arc::default(),
@@ -157,9 +160,12 @@ impl Broker {
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (mut tls_addr, mut http_addr, mut metrics_addr, mut stream_addr) = (None, None, None, None);
+        let mut stream_tls_addr = None;
         let addr = loop {
             let line = lines.next().expect("warren exited before it was listening").expect("read warren stdout");
-            if let Some(rest) = line.split("listening for amqps on ").nth(1) {
+            if let Some(rest) = line.split("stream protocol listening for TLS on ").nth(1) {
+                stream_tls_addr = Some(rest.trim().to_string());
+            } else if let Some(rest) = line.split("listening for amqps on ").nth(1) {
                 tls_addr = Some(rest.trim().to_string());
             } else if let Some(rest) = line.split("management API listening on ").nth(1) {
                 http_addr = Some(rest.trim().to_string());
@@ -173,7 +179,17 @@ impl Broker {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Broker { addr, tls_addr, http_addr, metrics_addr, stream_addr, child: Some(child), _data_dir: None, log }
+        Broker {
+            addr,
+            tls_addr,
+            http_addr,
+            metrics_addr,
+            stream_addr,
+            stream_tls_addr,
+            child: Some(child),
+            _data_dir: None,
+            log,
+        }
     }
 
     /// Wait (up to [`WAIT`]) for a log line of this broker for which `pred` holds, and return it.

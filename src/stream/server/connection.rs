@@ -20,9 +20,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -35,8 +33,9 @@ use super::subscriptions::{DataReady, Next, Output, Subscription, Subscriptions}
 use crate::auth::permissions::{Access, Permission};
 use crate::broker::connections::{ConnectionDetails, Registration};
 use crate::broker::vhost::VHost;
+use crate::connection::Transport;
 use crate::connection::flow::FlowGauge;
-use crate::connection::writer::{OUTPUT_LOW_WATERMARK, Sink, Writer};
+use crate::connection::writer::{OUTPUT_LOW_WATERMARK, Writer};
 use crate::stream::handle::{StreamEvent, StreamHandle};
 use crate::stream::protocol::state::{AuthOutcome, CloseReason, Connection, Event, OpenOutcome};
 use crate::stream::protocol::{code, encode};
@@ -99,6 +98,8 @@ pub(super) struct Conn {
     pub server: Arc<StreamServer>,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    /// Over TLS (the TLS listener's port is the one advertised).
+    tls: bool,
     pub proto: Connection,
     writer: Writer,
     /// This turn's output.
@@ -122,15 +123,13 @@ pub(super) struct Conn {
 }
 
 /// Serve one accepted connection until it closes.
-pub(super) async fn serve(socket: TcpStream, peer: SocketAddr, server: Arc<StreamServer>) {
+pub(super) async fn serve(socket: Transport, peer: SocketAddr, server: Arc<StreamServer>) {
     let id = server.broker.next_connection_id();
     let span = info_span!("stream", id, %peer);
     async move {
         debug!("accepted");
-        let _ = socket.set_nodelay(true);
-        let local = socket.local_addr().ok();
-        let (read, write) = socket.into_split();
-        let writer = Writer::start(Sink::Tcp(write), Arc::new(FlowGauge::default()));
+        let (local, read, sink, tls) = socket.into_parts();
+        let writer = Writer::start(sink, Arc::new(FlowGauge::default()));
         let (inbox, notices) = mpsc::unbounded_channel();
         let conn = Conn {
             id,
@@ -138,6 +137,7 @@ pub(super) async fn serve(socket: TcpStream, peer: SocketAddr, server: Arc<Strea
             server,
             peer,
             local,
+            tls,
             writer,
             out: Output::default(),
             session: None,
@@ -159,7 +159,7 @@ pub(super) async fn serve(socket: TcpStream, peer: SocketAddr, server: Arc<Strea
 }
 
 impl Conn {
-    async fn run(mut self, mut read: OwnedReadHalf, mut notices: mpsc::UnboundedReceiver<Notice>) {
+    async fn run(mut self, mut read: Box<dyn AsyncRead + Send + Unpin>, mut notices: mpsc::UnboundedReceiver<Notice>) {
         let mut input = BytesMut::with_capacity(READ_CHUNK);
         let shutdown = self.server.broker.shutdown.clone();
         let alarm = self.server.broker.disk_alarm.clone();
@@ -320,9 +320,14 @@ impl Conn {
             Some(Session { vhost, user, permission, permissions_epoch: broker.permissions_epoch(), registration });
         let properties = vec![
             ("advertised_host".to_string(), self.server.advertised_host.clone()),
-            ("advertised_port".to_string(), self.server.advertised_port.to_string()),
+            ("advertised_port".to_string(), self.advertised_port().to_string()),
         ];
         OpenOutcome::Allowed { properties }
+    }
+
+    /// The port this connection's clients are told to use (the TLS one over TLS).
+    pub fn advertised_port(&self) -> u16 {
+        if self.tls { self.server.advertised_tls_port } else { self.server.advertised_port }
     }
 
     /// The open connection's session (commands come only after Open, which sets it).

@@ -211,7 +211,7 @@ fn metadata(c: &mut Conn, correlation_id: u32, streams: &[ByteString]) {
         })
         .collect();
     let host = c.server.advertised_host.clone();
-    let broker = Broker { reference: 0, host: &host, port: c.server.advertised_port as u32 };
+    let broker = Broker { reference: 0, host: &host, port: c.advertised_port() as u32 };
     let brokers: &[Broker] = if found.contains(&true) { &[broker] } else { &[] };
     encode::metadata_response(c.out.buf(), correlation_id, brokers, &entries);
 }

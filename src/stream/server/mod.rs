@@ -38,6 +38,7 @@ use tracing::{info, warn};
 
 use super::protocol::state;
 use crate::broker::Broker;
+use crate::connection::Transport;
 
 /// Node-wide state of the stream listener, shared by its connections.
 pub(crate) struct StreamServer {
@@ -47,6 +48,8 @@ pub(crate) struct StreamServer {
     /// Open's `advertised_host`/`advertised_port` and Metadata's broker.
     advertised_host: String,
     advertised_port: u16,
+    /// What TLS connections are told (the TLS listener's port).
+    advertised_tls_port: u16,
     /// Single-active-consumer groups.
     sac: Mutex<sac::Groups>,
     /// Each open connection's inbox for [`sac::Notice`]s.
@@ -54,7 +57,8 @@ pub(crate) struct StreamServer {
 }
 
 impl StreamServer {
-    fn new(broker: Arc<Broker>, bound: SocketAddr) -> StreamServer {
+    /// `bound`: the plain listener's address, else the TLS one's; `tls_bound`: the TLS one's.
+    fn new(broker: Arc<Broker>, bound: SocketAddr, tls_bound: Option<SocketAddr>) -> StreamServer {
         let c = &broker.config;
         let host = c
             .stream
@@ -73,7 +77,7 @@ impl StreamServer {
         let protocol = state::Config {
             frame_max: c.stream.frame_max,
             heartbeat: c.stream.heartbeat,
-            // No TLS on this listener: EXTERNAL has no certificate to go by.
+            // EXTERNAL (a client certificate login) is not offered on the stream ports.
             mechanisms: c.auth.mechanisms.iter().filter(|m| *m != "EXTERNAL").cloned().collect(),
             server_properties,
             step_timeout: Duration::from_secs(c.amqp.handshake_timeout.max(1)),
@@ -83,6 +87,7 @@ impl StreamServer {
             protocol,
             advertised_host: host,
             advertised_port: c.stream.advertised_port.unwrap_or(bound.port()),
+            advertised_tls_port: c.stream.advertised_tls_port.or(tls_bound.map(|a| a.port())).unwrap_or(bound.port()),
             sac: Mutex::default(),
             inboxes: Mutex::default(),
             broker,
@@ -100,6 +105,35 @@ impl StreamServer {
             }
         }
         r
+    }
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_failed(e: std::io::Error) {
+    // Typically EMFILE: back off briefly instead of spinning.
+    warn!(error = %e, "stream listener: accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The TLS handshake (bounded by the handshake timeout), then the stream connection.
+async fn serve_tls(
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+    server: Arc<StreamServer>,
+) {
+    let timeout = Duration::from_secs(server.broker.config.amqp.handshake_timeout.max(1));
+    match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+        Ok(Ok(tls)) => connection::serve(Transport::tls(tls, None), peer, server).await,
+        Ok(Err(e)) => warn!(%peer, error = %e, "stream protocol: TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "stream protocol: TLS handshake timed out"),
     }
 }
 
@@ -125,10 +159,20 @@ pub async fn bind(broker: &Broker) -> Result<Option<TcpListener>, String> {
         .map_err(|e| format!("cannot listen for the stream protocol on {addr}: {e} (change stream.listen)"))
 }
 
-/// Accept stream connections until the broker shuts down; then wait (bounded) for them.
-pub async fn run(listener: TcpListener, broker: Arc<Broker>) {
-    let bound = crate::server::local_addr(&listener);
-    let server = Arc::new(StreamServer::new(broker.clone(), bound));
+/// Bind the stream protocol's TLS listener (`[stream] tls_listen`); None when it is off.
+pub async fn bind_tls(broker: &Broker) -> Result<Option<TcpListener>, String> {
+    let Some(addr) = broker.config.stream.tls_address()? else { return Ok(None) };
+    TcpListener::bind(addr).await.map(Some).map_err(|e| {
+        format!("cannot listen for the stream protocol over TLS on {addr}: {e} (change stream.tls_listen)")
+    })
+}
+
+/// Accept stream connections (plain, and over TLS with `tls`'s certificate) until the broker
+/// shuts down; then wait (bounded) for them.
+pub async fn run(listener: Option<TcpListener>, tls: Option<(TcpListener, Arc<crate::tls::Tls>)>, broker: Arc<Broker>) {
+    let tls_bound = tls.as_ref().map(|(l, _)| crate::server::local_addr(l));
+    let Some(bound) = listener.as_ref().map(crate::server::local_addr).or(tls_bound) else { return };
+    let server = Arc::new(StreamServer::new(broker.clone(), bound, tls_bound));
     info!(
         advertised_host = %server.advertised_host,
         advertised_port = server.advertised_port,
@@ -138,19 +182,23 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>) {
     loop {
         tokio::select! {
             _ = broker.shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((socket, peer)) => {
-                    tracker.spawn(connection::serve(socket, peer, server.clone()));
+                    tracker.spawn(connection::serve(Transport::tcp(socket), peer, server.clone()));
                 }
-                Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    warn!(error = %e, "stream listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e) => accept_failed(e).await,
+            },
+            accepted = accept(tls.as_ref().map(|(l, _)| l)) => match (accepted, &tls) {
+                (Ok((socket, peer)), Some((_, t))) => {
+                    tracker.spawn(serve_tls(socket, peer, t.acceptor(), server.clone()));
                 }
+                (Err(e), _) => accept_failed(e).await,
+                _ => {}
             },
         }
     }
     drop(listener);
+    drop(tls);
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
 }

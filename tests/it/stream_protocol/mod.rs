@@ -12,6 +12,7 @@ mod durability;
 mod faces;
 mod raw;
 mod super_streams;
+mod tls;
 mod wire;
 
 use rabbitmq_stream_client::Environment;
