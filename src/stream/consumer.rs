@@ -101,6 +101,9 @@ impl Consumer {
                         if !self.deliver(&chunk, &mut count, &mut warned) {
                             break Stop::Closed;
                         }
+                        // A consumer whose acks keep its credit up would otherwise never
+                        // give its worker thread back.
+                        tokio::task::consume_budget().await;
                         continue;
                     }
                     Ok(None) => {}

@@ -32,6 +32,10 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
+/// Chunks a read passes over (tracking chunks, chunks a filter rules out) before it returns
+/// `None` for the caller to come back (its `wait` then returns at once).
+pub(super) const MAX_SKIPPED_PER_CALL: usize = 4096;
+
 /// One whole chunk as it is on disk (header, bloom filter, data, trailer).
 ///
 /// A stream-protocol Deliver to a consumer carries, as osiris sends it, the 48 header bytes
@@ -225,7 +229,8 @@ impl Reader {
     }
 
     /// The next committed chunk (user chunks only unless asked; skipping chunks the filter
-    /// rules out), read whole into memory, or `None` when the reader has caught up.
+    /// rules out), read whole into memory, or `None` when the reader has caught up or has passed
+    /// over many chunks (then [`Reader::wait`] returns at once and the caller reads again).
     pub fn read_chunk(&mut self) -> io::Result<Option<Chunk>> {
         let Some(at) = self.next_location()? else { return Ok(None) };
         let file = &self.loc.as_ref().expect("next_location leaves the reader in the chunk's file").file;
@@ -248,6 +253,7 @@ impl Reader {
     /// [`Reader::current_file`] (for `sendfile`).
     pub fn next_location(&mut self) -> io::Result<Option<ChunkLocation>> {
         let mut attempts = 0;
+        let mut skipped = 0usize;
         loop {
             let c = *self.committed.borrow();
             if self.next_id < c.first_offset {
@@ -297,15 +303,24 @@ impl Reader {
             let pos = loc.pos;
             loc.pos += h.total_len();
             self.next_id = h.next_offset();
-            if h.chunk_type != ChunkType::User && !self.all_types {
-                continue;
-            }
-            if let Some(f) = &self.filter {
-                let mut bloom = vec![0u8; h.bloom_size as usize];
-                loc.file.read_exact_at(&mut bloom, pos + HEADER_SIZE as u64)?;
-                if !f.may_match(&bloom) {
-                    continue;
+            let skip = h.chunk_type != ChunkType::User && !self.all_types;
+            let skip = skip
+                || match &self.filter {
+                    Some(f) => {
+                        let mut bloom = vec![0u8; h.bloom_size as usize];
+                        loc.file.read_exact_at(&mut bloom, pos + HEADER_SIZE as u64)?;
+                        !f.may_match(&bloom)
+                    }
+                    None => false,
+                };
+            if skip {
+                // A filter that matches nothing in a long log would otherwise hold the
+                // caller (a task on the runtime) for the whole scan: hand back after a while.
+                skipped += 1;
+                if skipped >= MAX_SKIPPED_PER_CALL {
+                    return Ok(None);
                 }
+                continue;
             }
             return Ok(Some(ChunkLocation { header: h, pos }));
         }

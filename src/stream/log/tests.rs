@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::chunk::{self, EntryRef};
+use super::reader::MAX_SKIPPED_PER_CALL;
 use super::*;
 
 use crate::test_dir::TestDir as TempDir;
@@ -497,6 +498,27 @@ fn chunk_filters() {
     assert_eq!(read(&[b"eu"], true).len(), 6 - usize::from(!read(&[b"eu"], true).contains(&b"3".to_vec())));
     assert!(read(&[b"us"], false).contains(&b"3".to_vec()));
     assert_eq!(read(&[], true), b(&[b"4", b"5", b"6"]), "unfiltered only");
+}
+
+/// A filter that matches nothing in a long log does not hold its reader for the whole scan:
+/// it hands back after a bounded number of chunks, and the next calls go on from there.
+#[test]
+fn a_long_filtered_scan_hands_back_in_steps() {
+    let dir = TempDir::new("filter-scan");
+    let mut log = open(&dir, &config(1 << 30));
+    let m = |b: &'static [u8], f: &'static [u8]| Message { entry: EntryData::Simple(b), filter: Some(f), dedup: None };
+    for _ in 0..(MAX_SKIPPED_PER_CALL + 10) {
+        log.append(&[m(b"x", b"eu")]).unwrap();
+    }
+    log.append(&[m(b"wanted", b"us")]).unwrap();
+    log.flush(false).unwrap();
+    let mut r = log.reader(OffsetSpec::First).unwrap();
+    r.set_filter(Some(ChunkFilter { values: vec![b"us".to_vec()], match_unfiltered: false }));
+    assert!(r.read_chunk().unwrap().is_none(), "handed back after the skip budget");
+    assert_eq!(r.next_offset(), MAX_SKIPPED_PER_CALL as u64);
+    let c = r.read_chunk().unwrap().expect("the wanted chunk, on the next call");
+    assert_eq!(c.header.chunk_id, MAX_SKIPPED_PER_CALL as u64 + 10);
+    assert!(r.read_chunk().unwrap().is_none());
 }
 
 /// The segment files of a log holding `n` single-record chunks with trailers and tracking.
