@@ -921,7 +921,7 @@ impl VHost {
         };
         let effective = self.effective_args(name, &args, &d.arguments);
         let dir = s.durable_queue_dir(name, fresh).map_err(fail)?.join("stream");
-        let (handle, stream) = crate::stream::queue::spawn(name, &self.name, effective, &dir).map_err(fail)?;
+        let (handle, stream) = crate::stream::queue::spawn(name, &self.name, effective, &dir, s.fsync).map_err(fail)?;
         Ok(Arc::new(QueueEntry {
             name: name.to_string(),
             durable: true,

@@ -677,3 +677,17 @@ async fn no_confirmed_message_is_lost_across_repeated_kill_9() {
     assert!(lost.is_empty(), "{} confirmed messages lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(10)]);
     eprintln!("{} confirmed, {} in the stream", confirmed.len(), ids.len());
 }
+
+/// With `storage.fsync = false` a stream confirms and shows what it wrote without waiting
+/// for the disk (as RabbitMQ's streams, which never fsync); nothing else changes.
+#[tokio::test]
+async fn without_fsync_a_stream_confirms_and_delivers_what_it_wrote() {
+    let b = Broker::start_with_config("[storage]\nfsync = false\n");
+    let (_c, ch) = confirm_channel(&b).await;
+    let q = declare_stream(&ch, "stream-nofsync", &[]).await;
+    publish_each(&ch, &q, &["a", "b", "c"]).await;
+    let (_c2, ch2) = b.channel().await;
+    let mut consumer = stream_consumer(&ch2, &q, 10, Some(lstr("first"))).await;
+    assert_eq!(take(&mut consumer, 3).await, vec![(0, "a".into()), (1, "b".into()), (2, "c".into())]);
+    assert_no_delivery(&mut consumer).await;
+}
