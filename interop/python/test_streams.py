@@ -116,15 +116,20 @@ async def read(host, port, stream, n, offset=None, name=None):
     return got
 
 
+async def create_and_fill(host, port, stream, prefix, n):
+    """Create `stream` and publish `prefix`0 .. `prefix`n-1 to it, each confirmed."""
+    async with Producer(host, port, username="guest", password="guest") as producer:
+        await producer.create_stream(stream)
+        for i in range(n):
+            await producer.send_wait(stream, AMQPMessage(body=f"{prefix}{i}".encode()))
+
+
 def test_rstream_publishes_with_confirms_and_reads_from_each_offset(stream_addr):
     host, port = stream_addr
     stream = unique("rstream")
 
     async def go():
-        async with Producer(host, port, username="guest", password="guest") as producer:
-            await producer.create_stream(stream)
-            for i in range(10):
-                await producer.send_wait(stream, AMQPMessage(body=f"r{i}".encode()))
+        await create_and_fill(host, port, stream, "r", 10)
         got = await read(host, port, stream, 10)
         assert [o for o, _ in got] == list(range(10))
         assert [bytes(m.body) for _, m in got] == [f"r{i}".encode() for i in range(10)]
@@ -185,10 +190,7 @@ def test_rstream_tracks_a_consumers_offset_on_the_server(stream_addr):
     stream = unique("tracked")
 
     async def go():
-        async with Producer(host, port, username="guest", password="guest") as producer:
-            await producer.create_stream(stream)
-            for i in range(3):
-                await producer.send_wait(stream, AMQPMessage(body=f"t{i}".encode()))
+        await create_and_fill(host, port, stream, "t", 3)
         async with Consumer(host, port, username="guest", password="guest") as consumer:
             await consumer.store_offset(stream, "reader-1", 1)
             deadline = time.monotonic() + WAIT

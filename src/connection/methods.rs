@@ -576,25 +576,38 @@ impl Connection {
                 type_name(v)
             )));
         }
+        let spec = self.consumer_spec(ch, &tag, c.no_ack, c.exclusive, priority)?;
+        let (reply, rx) = oneshot::channel();
+        self.attach_consumer(ch, tag, &entry, QueueCmd::Consume { spec, reply }, rx, c.nowait).await
+    }
+
+    /// A new consumer of channel `ch` as its queue sees it (the channel's prefetch and limit);
+    /// 530 when the tag is already in use on the channel.
+    fn consumer_spec(
+        &mut self,
+        ch: u16,
+        tag: &Arc<str>,
+        no_ack: bool,
+        exclusive: bool,
+        priority: i64,
+    ) -> AmqpResult<ConsumerSpec> {
         let (conn_id, inbox, gauge) = (self.id, self.inbox.clone(), self.gauge.clone());
         let chan = self.open_channel(ch)?;
-        if chan.consumers.contains_key(&tag) {
+        if chan.consumers.contains_key(tag) {
             return Err(AmqpError::not_allowed(format_args!("attempt to reuse consumer tag '{tag}'")));
         }
-        let spec = ConsumerSpec {
+        Ok(ConsumerSpec {
             conn_id,
             channel: ch,
             tag: tag.clone(),
-            no_ack: c.no_ack,
-            exclusive: c.exclusive,
+            no_ack,
+            exclusive,
             prefetch: chan.consumer_prefetch,
             priority,
             channel_limit: chan.limit.clone(),
             gauge,
             inbox,
-        };
-        let (reply, rx) = oneshot::channel();
-        self.attach_consumer(ch, tag, &entry, QueueCmd::Consume { spec, reply }, rx, c.nowait).await
+        })
     }
 
     /// Hand a consume command to its queue and, once the queue takes the consumer, register it
@@ -631,34 +644,12 @@ impl Connection {
         name: &str,
         entry: &QueueEntry,
     ) -> AmqpResult<()> {
-        let (conn_id, inbox, gauge) = (self.id, self.inbox.clone(), self.gauge.clone());
         let vhost = self.vhost.name().to_string();
         let chan = self.open_channel(ch)?;
         let now_ms = crate::stream::log::system_clock()();
-        let asked = stream_args::consume(
-            &c.arguments,
-            c.no_ack,
-            chan.consumer_prefetch,
-            chan.limit.limit(),
-            name,
-            &vhost,
-            now_ms,
-        )?;
-        if chan.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format_args!("attempt to reuse consumer tag '{tag}'")));
-        }
-        let spec = ConsumerSpec {
-            conn_id,
-            channel: ch,
-            tag: tag.clone(),
-            no_ack: false,
-            exclusive: c.exclusive,
-            prefetch: chan.consumer_prefetch,
-            priority: 0,
-            channel_limit: chan.limit.clone(),
-            gauge,
-            inbox,
-        };
+        let (prefetch, global) = (chan.consumer_prefetch, chan.limit.limit());
+        let asked = stream_args::consume(&c.arguments, c.no_ack, prefetch, global, name, &vhost, now_ms)?;
+        let spec = self.consumer_spec(ch, &tag, false, c.exclusive, 0)?;
         let (reply, rx) = oneshot::channel();
         let cmd = QueueCmd::ConsumeStream { spec, offset: asked.offset, filter: asked.filter, reply };
         self.attach_consumer(ch, tag, entry, cmd, rx, c.nowait).await

@@ -16,7 +16,7 @@ use super::state::{Delivery, Enqueued, QueueState};
 use super::{ConnEvent, ConnInbox, MAILBOX_CAPACITY, Publish, QueueCmd, QueueHandle, QueueStats};
 use crate::broker::vhost::VHost;
 use crate::error::AmqpError;
-use crate::store::persister::{PendingConfirms, SyncRequest};
+use crate::store::persister::{PendingConfirms, SyncRequest, release};
 use crate::store::segment::Recovered;
 use crate::store::{AnyStore, MessageStore};
 
@@ -523,11 +523,5 @@ impl QueueActor {
         self.state.store_mut().destroy();
         self.deleted = true;
         debug!(queue = %self.name, vhost = %self.vhost_name, "queue deleted");
-    }
-}
-
-fn release(confirms: Vec<PendingConfirms>, ack: bool) {
-    for c in confirms {
-        let _ = c.inbox.send(ConnEvent::Confirms { channel: c.channel, seqs: c.seqs, ack });
     }
 }

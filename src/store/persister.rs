@@ -79,7 +79,8 @@ fn run(rx: mpsc::Receiver<SyncRequest>) {
     }
 }
 
-fn release(confirms: Vec<PendingConfirms>, ack: bool) {
+/// Send a sync round's confirms (`ack`) or nacks to their channels.
+pub fn release(confirms: Vec<PendingConfirms>, ack: bool) {
     for c in confirms {
         let _ = c.inbox.send(ConnEvent::Confirms { channel: c.channel, seqs: c.seqs, ack });
     }

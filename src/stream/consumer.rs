@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::AMQPValue;
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot};
 use tracing::{debug, warn};
@@ -113,7 +113,7 @@ impl Consumer {
                     }
                 }
             }
-            let credit = self.credit.clone();
+            let credit = &self.credit;
             let more = credit.more.notified();
             tokio::select! {
                 stop = &mut self.stop => break stop.unwrap_or(Stop::Closed),
@@ -147,20 +147,18 @@ impl Consumer {
             };
             match entry {
                 EntryRef::Simple(rec) => {
-                    if offset >= self.start && !self.deliver_record(&data.slice_ref(rec), offset, count) {
+                    if !self.offer(&data, rec, offset, count, &mut sent) {
                         return false;
                     }
-                    sent += (offset >= self.start) as i64;
                     offset += 1;
                 }
                 EntryRef::SubBatch { compression: 0, records, data: batch, .. } => {
                     let mut at = 0usize;
                     for _ in 0..records {
                         let Some(rec) = sub_record(batch, &mut at) else { break };
-                        if offset >= self.start && !self.deliver_record(&data.slice_ref(rec), offset, count) {
+                        if !self.offer(&data, rec, offset, count, &mut sent) {
                             return false;
                         }
-                        sent += (offset >= self.start) as i64;
                         offset += 1;
                     }
                 }
@@ -179,6 +177,16 @@ impl Consumer {
         true
     }
 
+    /// Deliver the record at `offset` (a slice of the chunk's `data`) unless it lies below the
+    /// start offset; false when the connection is gone.
+    fn offer(&self, data: &Bytes, rec: &[u8], offset: u64, count: &mut u64, sent: &mut i64) -> bool {
+        if offset < self.start {
+            return true;
+        }
+        *sent += 1;
+        self.deliver_record(&data.slice_ref(rec), offset, count)
+    }
+
     fn deliver_record(&self, rec: &Bytes, offset: u64, count: &mut u64) -> bool {
         let m = match super::amqp10::convert::to_amqp091(rec, &self.stream) {
             Ok(m) => m,
@@ -194,10 +202,9 @@ impl Consumer {
                 }
             }
         };
-        let mut properties = m.properties;
-        let mut headers = properties.headers().clone().unwrap_or_default();
+        let mut headers = m.properties.headers().clone().unwrap_or_default();
         headers.insert("x-stream-offset".into(), AMQPValue::LongLongInt(offset as i64));
-        properties = properties.with_headers(FieldTable::from(headers.inner().clone()));
+        let properties = m.properties.with_headers(headers);
         let msg = Message::build(m.exchange, RoutingKey::from_wire(m.routing_key), properties, m.body);
         *count += 1;
         let seq = ((self.key as u64) << KEY_SHIFT) | (*count & ((1 << KEY_SHIFT) - 1));

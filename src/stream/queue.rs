@@ -24,10 +24,11 @@ use tracing::{debug, error, warn};
 use super::consumer::{self, Credit, Stop};
 use super::handle::{self, Record, StreamCmd, StreamEvent, StreamHandle};
 use super::log::{ChunkFilter, EntryData, LogConfig, OffsetSpec, PendingSync, Retention, StreamLog};
+use super::protocol::code;
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::args::QueueArgs;
 use crate::queue::{ConnEvent, ConsumerSpec, MAILBOX_CAPACITY, Publish, QueueCmd, QueueHandle, QueueInfo, QueueStats};
-use crate::store::persister::PendingConfirms;
+use crate::store::persister::{self, PendingConfirms};
 
 /// Commands taken per round from each mailbox.
 const BATCH: usize = 256;
@@ -86,6 +87,7 @@ pub fn spawn(
         args,
         me: queue.tx.downgrade(),
         ctl: queue.ctl.clone(),
+        admission: queue.admission.clone(),
         activity: queue.activity.clone(),
         consumers: HashMap::new(),
         next_key: 0,
@@ -132,22 +134,17 @@ impl Confirms {
     }
 
     fn release(self, ok: bool) {
-        for c in self.amqp {
-            let _ = c.inbox.send(ConnEvent::Confirms { channel: c.channel, seqs: c.seqs, ack: ok });
-        }
+        persister::release(self.amqp, ok);
         for (to, publishing_ids) in self.native {
             let ev = if ok {
                 StreamEvent::Confirmed { publisher_id: to.publisher_id, publishing_ids }
             } else {
-                StreamEvent::Failed { publisher_id: to.publisher_id, publishing_ids, code: INTERNAL_ERROR }
+                StreamEvent::Failed { publisher_id: to.publisher_id, publishing_ids, code: code::INTERNAL_ERROR }
             };
             let _ = to.events.send(ev);
         }
     }
 }
-
-/// The stream protocol's "internal error" response code.
-const INTERNAL_ERROR: u16 = 0x0f;
 
 /// Who published records of this round: an AMQP 0-9-1 message (its own confirm), or a
 /// stream-protocol Publish frame (one per frame, shared by its records).
@@ -171,7 +168,14 @@ struct Pending {
 struct Consumer {
     spec: ConsumerSpec,
     credit: Arc<Credit>,
-    stop: Option<oneshot::Sender<Stop>>,
+    stop: oneshot::Sender<Stop>,
+}
+
+impl Consumer {
+    /// Tell its task to end (it says what it must to the client after its last delivery).
+    fn stop(self, why: Stop) {
+        let _ = self.stop.send(why);
+    }
 }
 
 /// The sync in flight: the confirms it releases.
@@ -188,6 +192,7 @@ struct StreamQueue {
     /// Our mailbox, weakly (consumers get strong handles for their deliveries' acks).
     me: mpsc::WeakSender<QueueCmd>,
     ctl: mpsc::UnboundedSender<QueueCmd>,
+    admission: Arc<crate::queue::admission::Admission>,
     activity: Arc<AtomicU64>,
     consumers: HashMap<u32, Consumer>,
     next_key: u32,
@@ -267,9 +272,7 @@ impl StreamQueue {
         }
         // Every handle is gone: stop what still runs.
         for (_, c) in self.consumers.drain() {
-            if let Some(stop) = c.stop {
-                let _ = stop.send(Stop::Closed);
-            }
+            c.stop(Stop::Closed);
         }
     }
 
@@ -306,11 +309,7 @@ impl StreamQueue {
                     .find(|(_, c)| c.spec.conn_id == conn_id && c.spec.channel == channel && c.spec.tag == tag)
                     .map(|(k, _)| *k);
                 match key.and_then(|k| self.consumers.remove(&k)) {
-                    Some(mut c) => {
-                        if let Some(stop) = c.stop.take() {
-                            let _ = stop.send(Stop::Cancel(reply));
-                        }
-                    }
+                    Some(c) => c.stop(Stop::Cancel(reply)),
                     None => {
                         if let Some(inbox) = reply {
                             let _ = inbox.send(ConnEvent::CancelOk { channel, consumer_tag: tag });
@@ -320,13 +319,10 @@ impl StreamQueue {
             }
             QueueCmd::Settle { seqs, .. } => self.settle(&seqs),
             QueueCmd::ChannelClosed { conn_id, channel, .. } => {
-                self.consumers.retain(|_, c| {
-                    let gone = c.spec.conn_id == conn_id && c.spec.channel == channel;
-                    if gone && let Some(stop) = c.stop.take() {
-                        let _ = stop.send(Stop::Closed);
-                    }
-                    !gone
-                });
+                let closed = |_: &u32, c: &mut Consumer| c.spec.conn_id == conn_id && c.spec.channel == channel;
+                for (_, c) in self.consumers.extract_if(closed) {
+                    c.stop(Stop::Closed);
+                }
             }
             // Refused by the channel before it asks (RabbitMQ's 540s); nothing to take here.
             QueueCmd::Get { reply, .. } => {
@@ -418,7 +414,7 @@ impl StreamQueue {
                 let _ = confirm.events.send(StreamEvent::Failed {
                     publisher_id: confirm.publisher_id,
                     publishing_ids: ids,
-                    code: STREAM_NOT_AVAILABLE,
+                    code: code::STREAM_NOT_AVAILABLE,
                 });
             }
             return;
@@ -535,15 +531,14 @@ impl StreamQueue {
                     false
                 }
             };
-            self.counters.confirm += confirms.amqp.iter().map(|c| c.seqs.len() as u64).sum::<u64>();
-            confirms.release(ok);
+            self.release(confirms, ok);
             return;
         }
         let pending = match self.log.prepare_sync() {
             Ok(p) => p,
             Err(e) => {
                 error!(stream = %self.name, vhost = %self.vhost, error = %e, "stream sync failed; publishes nacked");
-                confirms.release(false);
+                self.release(confirms, false);
                 return;
             }
         };
@@ -557,31 +552,39 @@ impl StreamQueue {
 
     fn synced(&mut self, r: Option<(PendingSync, io::Result<()>)>) {
         let Some(s) = self.syncing.take() else { return };
-        match r {
+        let ok = match r {
             Some((pending, Ok(()))) => {
                 self.log.publish(&pending);
-                self.counters.confirm += s.confirms.amqp.iter().map(|c| c.seqs.len() as u64).sum::<u64>();
-                s.confirms.release(true);
+                true
             }
             Some((_, Err(e))) => {
                 error!(stream = %self.name, vhost = %self.vhost, error = %e, "stream fsync failed; publishes nacked");
-                s.confirms.release(false);
+                false
             }
-            None => s.confirms.release(false),
-        }
+            None => false,
+        };
+        self.release(s.confirms, ok);
         self.maybe_sync();
+    }
+
+    /// Send confirms (acks counted for the statistics) or nacks.
+    fn release(&mut self, confirms: Confirms, ok: bool) {
+        if ok {
+            self.counters.confirm += confirms.amqp.iter().map(|c| c.seqs.len() as u64).sum::<u64>();
+        }
+        confirms.release(ok);
     }
 
     fn consume(&mut self, spec: ConsumerSpec, offset: OffsetSpec, filter: Option<ChunkFilter>) -> AmqpResult<()> {
         if self.deleted.is_cancelled() {
             return Err(self.gone());
         }
-        let queue = self.me.upgrade().ok_or_else(|| self.gone())?;
+        // The stream's own handle, carried by each delivery for its ack.
         let handle = QueueHandle {
             name: self.name.clone(),
-            tx: queue,
+            tx: self.me.upgrade().ok_or_else(|| self.gone())?,
             ctl: self.ctl.clone(),
-            admission: Default::default(),
+            admission: self.admission.clone(),
             activity: self.activity.clone(),
         };
         let (dir, committed) = self.log.reader_source();
@@ -611,7 +614,7 @@ impl StreamQueue {
             delivered: self.delivered.clone(),
         });
         debug!(stream = %self.name, tag = %spec.tag, ?offset, "stream consumer attached");
-        self.consumers.insert(key, Consumer { spec, credit, stop: Some(stop_tx) });
+        self.consumers.insert(key, Consumer { spec, credit, stop: stop_tx });
         Ok(())
     }
 
@@ -648,10 +651,8 @@ impl StreamQueue {
             return;
         }
         self.deleted.cancel();
-        for (_, mut c) in self.consumers.drain() {
-            if let Some(stop) = c.stop.take() {
-                let _ = stop.send(Stop::Deleted);
-            }
+        for (_, c) in self.consumers.drain() {
+            c.stop(Stop::Deleted);
         }
         self.batch.clear();
         self.sources.clear();
@@ -667,6 +668,3 @@ impl StreamQueue {
         debug!(stream = %self.name, vhost = %self.vhost, "stream deleted");
     }
 }
-
-/// The stream protocol's "stream not available" response code.
-const STREAM_NOT_AVAILABLE: u16 = 0x06;

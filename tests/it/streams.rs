@@ -200,35 +200,28 @@ async fn what_streams_do_not_do_is_refused_as_rabbitmq_refuses_it() {
     assert_eq!(text, format!("PRECONDITION_FAILED - consumer prefetch count is not set for '{vq}'"));
     assert!(conn.status().connected(), "a channel error leaves the connection");
 
+    // Consume with a prefetch and these arguments on a fresh channel: the refusal.
+    let refused_with = |args: FieldTable| {
+        let conn = &conn;
+        let q = q.clone();
+        async move {
+            let ch = conn.create_channel().await.expect("channel");
+            ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
+            expect_amqp_error(
+                ch.basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), args).await,
+            )
+        }
+    };
+
     // x-priority: a channel error naming the stream queue type.
-    let ch = conn.create_channel().await.expect("channel");
-    ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
-    let r = ch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            table(&[("x-priority", AMQPValue::LongInt(5))]),
-        )
-        .await;
-    let (code, text) = expect_amqp_error(r);
+    let (code, text) = refused_with(table(&[("x-priority", AMQPValue::LongInt(5))])).await;
     assert_eq!(
         (code, text),
         (406, format!("PRECONDITION_FAILED - invalid arg 'x-priority' for {vq} of queue type rabbit_stream_queue"))
     );
 
     // A bad x-stream-offset.
-    let ch = conn.create_channel().await.expect("channel");
-    ch.basic_qos(10, BasicQosOptions::default()).await.expect("qos");
-    let r = ch
-        .basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            table(&[("x-stream-offset", lstr("1A"))]),
-        )
-        .await;
-    let (code, text) = expect_amqp_error(r);
+    let (code, text) = refused_with(table(&[("x-stream-offset", lstr("1A"))])).await;
     assert_eq!(code, 406);
     assert_eq!(
         text,
